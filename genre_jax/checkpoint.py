@@ -1,0 +1,82 @@
+"""Orbax checkpoints per phase: ``<workdir>/<phase>/last`` (resume) and ``<workdir>/<phase>/best``.
+
+Every checkpoint pairs a pytree with a JSON ``meta`` dict. The best checkpoint's meta carries all a
+predictor needs without the config file: model config, tokenizer spec and preprocessing statistics.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from genre_jax.errors import GenreError
+
+# Sections of the config that define the model a checkpoint belongs to.
+IDENTITY_KEYS = ("dataset", "model", "tokenizer")
+
+
+def _manager(path: str) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(os.path.abspath(path), options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+
+
+class PhaseCheckpoints:
+    """The two checkpoints of one training phase; ``last`` is rewritten as the phase goes on."""
+
+    def __init__(self, workdir: str, phase: str):
+        self.root = os.path.join(os.path.abspath(workdir), phase)
+        self._last = _manager(os.path.join(self.root, "last"))
+        self._best = _manager(os.path.join(self.root, "best"))
+
+    def save(self, which: str, step: int, tree: Any, meta: dict) -> None:
+        manager = self._last if which == "last" else self._best
+        manager.save(step, args=ocp.args.Composite(tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
+                     force=True)
+        manager.wait_until_finished()
+
+    def has(self, which: str) -> bool:
+        return (self._last if which == "last" else self._best).latest_step() is not None
+
+    def meta(self, which: str) -> dict | None:
+        manager = self._last if which == "last" else self._best
+        step = manager.latest_step()
+        if step is None:
+            return None
+        return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+    def restore(self, which: str, like: Any) -> tuple[Any, dict]:
+        """Restores the tree with the structure, dtypes and shardings of ``like``."""
+        manager = self._last if which == "last" else self._best
+        step = manager.latest_step()
+        if step is None:
+            raise GenreError(f"{self.root}/{which}: no checkpoint to restore")
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        out = manager.restore(step, args=ocp.args.Composite(tree=ocp.args.StandardRestore(abstract),
+                                                            meta=ocp.args.JsonRestore()))
+        return out.tree, out.meta
+
+
+def model_identity(config) -> dict:
+    return json.loads(json.dumps({k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k]
+                                  for k in IDENTITY_KEYS}))
+
+
+def check_workdir_matches(workdir: str, config) -> None:
+    """Refuses to resume or overwrite a workdir that was written for another model or dataset."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            stored = json.load(f).get("identity")
+    except (OSError, json.JSONDecodeError) as e:
+        raise GenreError(f"{path}: unreadable ({e}); use a fresh --workdir") from None
+    if stored is None:
+        return
+    current = model_identity(config)
+    for key in IDENTITY_KEYS:
+        if stored.get(key) != current[key]:
+            raise GenreError(f"workdir {workdir} holds a checkpoint of a different model ({key}: "
+                             f"{stored.get(key)} != {current[key]}); use a fresh --workdir")

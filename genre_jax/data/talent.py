@@ -1,0 +1,476 @@
+"""TALENT-format tabular regression data: reading, validation and train-only preprocessing.
+
+On-disk format (one folder per dataset, as in the LAMDA-TALENT benchmark):
+
+* ``N_{train,val,test}.npy``: numeric features, float, shape [rows, n_num]; NaN = missing.
+* ``C_{train,val,test}.npy``: optional categorical features, object arrays (usually str).
+* ``y_{train,val,test}.npy``: regression target (any numeric dtype, [rows] or [rows, 1]).
+* ``info.json``: optional metadata (TALENT keys such as ``task_type``, ``n_num_features``).
+
+A split may have only N or only C files, but every split must have the same kinds.
+
+Preprocessing (every statistic is fitted on the train split only, so val/test never leak):
+
+* numeric: NaN -> train column mean (0 for a column with no observed train value), then
+  standardize with the train mean/std of the imputed column.
+* categorical: missing values (None, NaN, '', 'nan', 'None', any case) become the category
+  ``"__missing__"``; values are ordinal-encoded by the sorted train categories; a category not
+  seen in train maps to the train mode's code. The codes are then standardized like numeric
+  columns, which keeps the MLP input scale uniform across column kinds.
+* x = [numeric, categorical] as float32.
+* target: z = (y - mean_train) / std_train, statistics in float64, z stored as float32.
+
+A std that is zero, non-finite, or comes from a constant train column is replaced by 1 so a
+constant feature maps to 0 instead of dividing by (almost) zero; a constant target is an error.
+
+Getting the full TALENT archive: see :func:`talent_archive_path_help`. This module never
+touches the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from genre_jax.errors import GenreError
+
+BUNDLED_DIR: pathlib.Path = pathlib.Path(__file__).resolve().parents[2] / "datasets"
+SPLITS = ("train", "val", "test")
+MISSING_CATEGORY = "__missing__"
+
+_MISSING_SPELLINGS = frozenset({"", "nan", "none"})
+_MAX_LISTED = 8
+
+
+def talent_archive_path_help() -> str:
+    """How to use the full 100-dataset TALENT regression benchmark instead of the bundled one.
+
+    The repository bundles only ``cpu_act``. The full archive is published by the LAMDA-TALENT
+    project (https://github.com/qile2000/LAMDA-TALENT); its README links the dataset download. With
+    internet access: download the dataset zip from there, unzip it, and point the trainer at the
+    folder that holds one sub-folder per dataset:
+
+        --config.data_dir=/path/to/data --config.dataset=NAME
+
+    Only datasets whose info.json says ``"task_type": "regression"`` are accepted.
+    """
+    return " ".join(talent_archive_path_help.__doc__.split())
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclasses.dataclass(frozen=True)
+class RawSplit:
+    """One split as read from disk, before any preprocessing."""
+
+    num: np.ndarray  # float64 [n, n_num]; n_num may be 0
+    cat: np.ndarray | None  # object [n, n_cat], or None when the dataset has no C files
+    y: np.ndarray  # float64 [n]
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.y.shape[0])
+
+
+def _error(message: str) -> GenreError:
+    # Launch prints the message as one line, so wrapped library text must not break it.
+    return GenreError(" ".join(str(message).split()))
+
+
+def _resolve_root(data_dir: str | os.PathLike | None) -> pathlib.Path:
+    if data_dir is None or str(data_dir) == "":
+        return BUNDLED_DIR
+    root = pathlib.Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise _error(f"data_dir {root} is not an existing directory; expected a folder with one "
+                     f"sub-folder per TALENT dataset")
+    return root
+
+
+def _available_datasets(root: pathlib.Path) -> list[str]:
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "y_train.npy").is_file())
+
+
+def _dataset_folder(root: pathlib.Path, name: str) -> pathlib.Path:
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or os.sep in name:
+        raise _error(f"dataset name {name!r} is not a folder name; expected e.g. 'cpu_act'")
+    folder = root / name
+    if folder.is_dir():
+        return folder
+    available = _available_datasets(root)
+    hint = ""
+    close = difflib.get_close_matches(name, available, n=1)
+    if close:
+        hint = f" Did you mean {close[0]!r}?"
+    listed = ", ".join(available[:_MAX_LISTED]) or "none"
+    if len(available) > _MAX_LISTED:
+        listed += f", ... ({len(available)} in all)"
+    raise _error(f"dataset folder {folder} not found; datasets available in {root}: {listed}.{hint}")
+
+
+def _load_npy(path: pathlib.Path, allow_pickle: bool) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=allow_pickle)
+    except Exception as exc:  # numpy raises many types for corrupt or non-.npy files
+        raise _error(f"{path} could not be read as a .npy array ({type(exc).__name__}: {exc})") from None
+
+
+def _read_num(path: pathlib.Path) -> np.ndarray:
+    # TALENT's archive stores a few numeric arrays as dtype=object, which needs pickle.
+    raw = _load_npy(path, allow_pickle=True)
+    if raw.ndim != 2:
+        raise _error(f"{path} has shape {raw.shape}; expected a 2-D array [rows, features]")
+    try:
+        num = raw.astype(np.float64)
+    except (TypeError, ValueError):
+        raise _error(f"{path} has non-numeric values (dtype {raw.dtype}); expected float features "
+                     f"with NaN for missing") from None
+    n_inf = int(np.isinf(num).sum())
+    if n_inf:
+        raise _error(f"{path} has {n_inf} infinite values; expected finite numbers or NaN for missing")
+    return num
+
+
+def _read_cat(path: pathlib.Path) -> np.ndarray:
+    raw = _load_npy(path, allow_pickle=True)
+    if raw.ndim != 2:
+        raise _error(f"{path} has shape {raw.shape}; expected a 2-D array [rows, features]")
+    return raw.astype(object)
+
+
+def _read_y(path: pathlib.Path) -> np.ndarray:
+    raw = _load_npy(path, allow_pickle=True)
+    if raw.ndim not in (1, 2) or (raw.ndim == 2 and raw.shape[1] != 1):
+        raise _error(f"{path} has shape {raw.shape}; expected a target of shape [rows] or [rows, 1]")
+    try:
+        y = raw.astype(np.float64).ravel()
+    except (TypeError, ValueError):
+        raise _error(f"{path} has non-numeric values (dtype {raw.dtype}); expected a numeric "
+                     f"regression target") from None
+    n_bad = int((~np.isfinite(y)).sum())
+    if n_bad:
+        raise _error(f"{path} has {n_bad} non-finite target values (NaN or inf); expected all finite")
+    return y
+
+
+def _read_info(folder: pathlib.Path) -> dict:
+    path = folder / "info.json"
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _error(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(info, dict):
+        raise _error(f"{path} holds a {type(info).__name__}; expected a JSON object")
+    task = info.get("task_type", "regression")
+    if task != "regression":
+        raise _error(f"{path} has task_type {task!r}; genre_jax only handles 'regression' datasets")
+    return info
+
+
+def _feature_kinds(folder: pathlib.Path) -> tuple[bool, bool]:
+    """Which of N/C the dataset has; every split must agree so columns line up."""
+    for split in SPLITS:
+        y_path = folder / f"y_{split}.npy"
+        if not y_path.is_file():
+            raise _error(f"{y_path} not found; a TALENT dataset needs y_train.npy, y_val.npy and "
+                         f"y_test.npy")
+    kinds = []
+    for prefix in ("N", "C"):
+        present = [(folder / f"{prefix}_{s}.npy").is_file() for s in SPLITS]
+        if any(present) and not all(present):
+            have = SPLITS[present.index(True)]
+            miss = SPLITS[present.index(False)]
+            raise _error(f"{folder / f'{prefix}_{miss}.npy'} not found but {prefix}_{have}.npy "
+                         f"exists; every split needs the same feature files")
+        kinds.append(all(present))
+    if not any(kinds):
+        raise _error(f"{folder} has neither N_train.npy nor C_train.npy; expected at least one "
+                     f"feature file per split")
+    return kinds[0], kinds[1]
+
+
+def _read_split(folder: pathlib.Path, split: str, has_num: bool, has_cat: bool) -> RawSplit:
+    y_path = folder / f"y_{split}.npy"
+    y = _read_y(y_path)
+    n = y.shape[0]
+    if has_num:
+        num = _read_num(folder / f"N_{split}.npy")
+    else:
+        num = np.zeros((n, 0), np.float64)
+    cat = _read_cat(folder / f"C_{split}.npy") if has_cat else None
+    for prefix, arr in (("N", num if has_num else None), ("C", cat)):
+        if arr is not None and arr.shape[0] != n:
+            raise _error(f"{folder / f'{prefix}_{split}.npy'} has {arr.shape[0]} rows but "
+                         f"{y_path.name} has {n}; expected one target per row")
+    return RawSplit(num=num, cat=cat, y=y)
+
+
+def _check_columns(folder: pathlib.Path, splits: dict[str, RawSplit]) -> None:
+    train = splits["train"]
+    for split in SPLITS[1:]:
+        for prefix, field in (("N", "num"), ("C", "cat")):
+            ref, arr = getattr(train, field), getattr(splits[split], field)
+            if arr is not None and arr.shape[1] != ref.shape[1]:
+                raise _error(f"{folder / f'{prefix}_{split}.npy'} has {arr.shape[1]} columns but "
+                             f"{prefix}_train.npy has {ref.shape[1]}; every split must have the "
+                             f"same features")
+    n_features = train.num.shape[1] + (0 if train.cat is None else train.cat.shape[1])
+    if n_features == 0:
+        raise _error(f"{folder} has no feature columns in N_train.npy/C_train.npy; expected at least one")
+    if train.num_rows < 2:
+        raise _error(f"{folder / 'y_train.npy'} has {train.num_rows} rows; expected at least 2 train "
+                     f"rows to fit the preprocessing")
+
+
+def read_talent(data_dir: str | os.PathLike | None, name: str) -> tuple[dict[str, RawSplit], dict]:
+    """Reads and validates ``<data_dir>/<name>/`` (data_dir None or '' -> BUNDLED_DIR).
+
+    Returns ({split: RawSplit}, info.json dict; {} when info.json is absent). Raises GenreError
+    naming the offending file for a missing folder or file, unreadable arrays, row counts that
+    disagree within a split, column counts that disagree across splits, non-finite targets,
+    fewer than 2 train rows, no features, or a non-regression info.json task_type.
+    """
+    root = _resolve_root(data_dir)
+    folder = _dataset_folder(root, name)
+    has_num, has_cat = _feature_kinds(folder)
+    info = _read_info(folder)
+    splits = {s: _read_split(folder, s, has_num, has_cat) for s in SPLITS}
+    _check_columns(folder, splits)
+    return splits, info
+
+
+# --------------------------------------------------------------------------------------------
+# Preprocessing
+
+
+def _category_string(value: Any) -> str:
+    if value is None:
+        return MISSING_CATEGORY
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, (float, np.floating)):
+        if np.isnan(value):
+            return MISSING_CATEGORY
+        # An integral float and the same int are one category (3.0 vs 3 across files).
+        if float(value).is_integer():
+            value = int(value)
+    text = str(value)
+    if text.strip().lower() in _MISSING_SPELLINGS:
+        return MISSING_CATEGORY
+    return text
+
+
+def _category_strings(cat: np.ndarray | None, n_rows: int) -> np.ndarray:
+    """[n, n_cat] str array with missing spelled MISSING_CATEGORY; [n, 0] when cat is None."""
+    if cat is None or cat.shape[1] == 0:
+        return np.zeros((n_rows, 0), dtype=str)
+    flat = [_category_string(v) for v in cat.ravel()]
+    return np.array(flat, dtype=str).reshape(cat.shape)
+
+
+def _fit_scale(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column (mean, std) of a float [n, k] array with NaN = missing, imputation included."""
+    observed = ~np.isnan(values)
+    count = observed.sum(axis=0)
+    total = np.where(observed, values, 0.0).sum(axis=0)
+    mean = np.where(count > 0, total / np.maximum(count, 1), 0.0)
+    std = np.where(observed, values, mean).std(axis=0)
+    lo = np.where(observed, values, np.inf).min(axis=0, initial=np.inf)
+    hi = np.where(observed, values, -np.inf).max(axis=0, initial=-np.inf)
+    # A constant column's std can be a rounding residue (~1e-17), not 0; test constancy exactly.
+    degenerate = ~(hi > lo) | ~np.isfinite(std) | (std == 0)
+    return mean, np.where(degenerate, 1.0, std)
+
+
+def _encode(strings: np.ndarray, categories: tuple[str, ...], mode: int) -> np.ndarray:
+    cats = np.array(categories, dtype=str)
+    pos = np.minimum(np.searchsorted(cats, strings), len(cats) - 1)
+    return np.where(cats[pos] == strings, pos, mode)
+
+
+def _encode_all(strings: np.ndarray, categories, modes) -> np.ndarray:
+    cols = [_encode(strings[:, j], categories[j], modes[j]) for j in range(strings.shape[1])]
+    return np.stack(cols, axis=1).astype(np.float64) if cols else np.zeros((strings.shape[0], 0))
+
+
+def _floats(values) -> tuple[float, ...]:
+    return tuple(float(v) for v in values)
+
+
+def _check_raw(split: RawSplit, where: str) -> None:
+    num, cat, y = split.num, split.cat, split.y
+    if not isinstance(num, np.ndarray) or num.ndim != 2:
+        raise _error(f"{where}.num has shape {np.shape(num)}; expected a 2-D array [rows, n_num]")
+    if cat is not None and (not isinstance(cat, np.ndarray) or cat.ndim != 2):
+        raise _error(f"{where}.cat has shape {np.shape(cat)}; expected None or a 2-D array")
+    if np.ndim(y) != 1:
+        raise _error(f"{where}.y has shape {np.shape(y)}; expected a 1-D array [rows]")
+    for field, arr in (("num", num), ("cat", cat)):
+        if arr is not None and arr.shape[0] != len(y):
+            raise _error(f"{where}.{field} has {arr.shape[0]} rows but {where}.y has {len(y)}")
+    try:
+        values = np.asarray(num, np.float64)
+    except (TypeError, ValueError):
+        raise _error(f"{where}.num has non-numeric values; expected float features") from None
+    if np.isinf(values).any():
+        raise _error(f"{where}.num has infinite values; expected finite numbers or NaN for missing")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessor:
+    """Train-fitted feature and target transforms (see the module docstring for the protocol).
+
+    Categorical columns are ordinal codes standardized with their train mean/std, like numeric
+    columns: this keeps every MLP input on the same scale without one-hot widening.
+    """
+
+    num_mean: tuple[float, ...]
+    num_std: tuple[float, ...]
+    cat_categories: tuple[tuple[str, ...], ...]
+    cat_mode: tuple[int, ...]
+    cat_mean: tuple[float, ...]
+    cat_std: tuple[float, ...]
+    y_mean: float
+    y_std: float
+
+    @classmethod
+    def fit(cls, train: RawSplit) -> "Preprocessor":
+        _check_raw(train, "train")
+        n = len(train.y)
+        if n < 2:
+            raise _error(f"train split has {n} rows; expected at least 2 to fit the preprocessing")
+        num_mean, num_std = _fit_scale(np.asarray(train.num, np.float64))
+        strings = _category_strings(train.cat, n)
+        categories, modes = [], []
+        for j in range(strings.shape[1]):
+            uniq, counts = np.unique(strings[:, j], return_counts=True)
+            categories.append(tuple(str(c) for c in uniq))
+            modes.append(int(np.argmax(counts)))  # ties -> first in sorted order, deterministic
+        cat_mean, cat_std = _fit_scale(_encode_all(strings, categories, modes))
+        y_mean, y_std = _fit_target(np.asarray(train.y, np.float64))
+        return cls(
+            num_mean=_floats(num_mean), num_std=_floats(num_std),
+            cat_categories=tuple(categories), cat_mode=tuple(modes),
+            cat_mean=_floats(cat_mean), cat_std=_floats(cat_std),
+            y_mean=y_mean, y_std=y_std,
+        )
+
+    @property
+    def num_features(self) -> int:
+        return len(self.num_mean) + len(self.cat_mean)
+
+    def transform_x(self, split: RawSplit) -> np.ndarray:
+        """float32 [n, num_features]: standardized numeric columns, then categorical ones."""
+        _check_raw(split, "split")
+        num = np.asarray(split.num, np.float64)
+        n_cat = 0 if split.cat is None else split.cat.shape[1]
+        if num.shape[1] != len(self.num_mean) or n_cat != len(self.cat_mean):
+            raise _error(f"split has {num.shape[1]} numeric and {n_cat} categorical columns; the "
+                         f"preprocessor was fitted on {len(self.num_mean)} and {len(self.cat_mean)}")
+        mean, std = np.array(self.num_mean), np.array(self.num_std)
+        num_z = (np.where(np.isnan(num), mean, num) - mean) / std
+        codes = _encode_all(_category_strings(split.cat, num.shape[0]), self.cat_categories, self.cat_mode)
+        cat_z = (codes - np.array(self.cat_mean)) / np.array(self.cat_std)
+        return np.concatenate([num_z, cat_z], axis=1).astype(np.float32)
+
+    def y_to_z(self, y) -> np.ndarray:
+        return ((np.asarray(y, np.float64) - self.y_mean) / self.y_std).astype(np.float32)
+
+    def z_to_y(self, z) -> np.ndarray:
+        return np.asarray(z, np.float64) * self.y_std + self.y_mean
+
+    def to_dict(self) -> dict:
+        """JSON-serializable dict (lists, floats, ints, str); inverse of from_dict."""
+        return {
+            "num_mean": list(self.num_mean), "num_std": list(self.num_std),
+            "cat_categories": [list(c) for c in self.cat_categories],
+            "cat_mode": list(self.cat_mode),
+            "cat_mean": list(self.cat_mean), "cat_std": list(self.cat_std),
+            "y_mean": self.y_mean, "y_std": self.y_std,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessor":
+        if not isinstance(d, dict):
+            raise _error(f"preprocessor state is a {type(d).__name__}; expected a dict from to_dict()")
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in d]
+        if missing:
+            raise _error(f"preprocessor state lacks field(s) {', '.join(missing)}; expected to_dict() output")
+        try:
+            pre = cls(
+                num_mean=_floats(d["num_mean"]), num_std=_floats(d["num_std"]),
+                cat_categories=tuple(tuple(str(c) for c in cats) for cats in d["cat_categories"]),
+                cat_mode=tuple(int(m) for m in d["cat_mode"]),
+                cat_mean=_floats(d["cat_mean"]), cat_std=_floats(d["cat_std"]),
+                y_mean=float(d["y_mean"]), y_std=float(d["y_std"]),
+            )
+        except (TypeError, ValueError) as exc:
+            raise _error(f"preprocessor state has a malformed field ({exc}); expected to_dict() output") from None
+        _check_state(pre)
+        return pre
+
+
+def _fit_target(y: np.ndarray) -> tuple[float, float]:
+    n_bad = int((~np.isfinite(y)).sum())
+    if n_bad:
+        raise _error(f"train target y has {n_bad} non-finite values; expected all finite")
+    # Exact constancy check: np.std of a constant column can be a rounding residue, not 0.
+    if y.max() == y.min():
+        raise _error(f"train target y is constant ({float(y[0])!r}); expected a target with non-zero spread")
+    return float(y.mean()), float(y.std())
+
+
+def _check_state(pre: Preprocessor) -> None:
+    if len(pre.num_mean) != len(pre.num_std):
+        raise _error("preprocessor field num_std has a different length from num_mean")
+    n_cat = len(pre.cat_categories)
+    for field in ("cat_mode", "cat_mean", "cat_std"):
+        if len(getattr(pre, field)) != n_cat:
+            raise _error(f"preprocessor field {field} has {len(getattr(pre, field))} entries; "
+                         f"expected {n_cat} (one per categorical column)")
+    for j, (cats, mode) in enumerate(zip(pre.cat_categories, pre.cat_mode)):
+        if not cats or not 0 <= mode < len(cats) or list(cats) != sorted(cats):
+            raise _error(f"preprocessor field cat_categories[{j}]/cat_mode[{j}] is invalid; expected "
+                         f"sorted non-empty categories and a mode index into them")
+    stats = pre.num_mean + pre.num_std + pre.cat_mean + pre.cat_std + (pre.y_mean, pre.y_std)
+    if not all(np.isfinite(stats)) or pre.y_std <= 0 or min(pre.num_std + pre.cat_std, default=1) <= 0:
+        raise _error("preprocessor state has a non-finite mean or a non-positive std; expected fitted statistics")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    x: np.ndarray  # float32 [n, F]
+    z: np.ndarray  # float32 [n], standardized target
+    y: np.ndarray  # float64 [n], original units
+
+
+@dataclasses.dataclass(frozen=True)
+class TabularData:
+    name: str
+    splits: dict[str, Split]
+    preprocessor: Preprocessor
+    info: dict
+
+
+def load_tabular(data_dir: str | os.PathLike | None, name: str) -> TabularData:
+    """Reads a TALENT dataset, fits the preprocessor on train and transforms every split."""
+    raw, info = read_talent(data_dir, name)
+    pre = Preprocessor.fit(raw["train"])
+    splits = {s: Split(x=pre.transform_x(r), z=pre.y_to_z(r.y), y=r.y) for s, r in raw.items()}
+    return TabularData(name=name, splits=splits, preprocessor=pre, info=info)

@@ -1,0 +1,257 @@
+"""Host-side regression metrics for decoding-based regression.
+
+Predictions arrive as S sampled decodes per input plus one greedy decode, all
+in standardized "z" units of the target. Everything here runs in NumPy float64
+after predictions are gathered from devices, so results do not depend on the
+accelerator's precision or on how the batch was sharded.
+
+Conventions shared by every function:
+  * Inputs are array-likes; they are converted to float64 arrays and
+    never modified.
+  * Shape problems raise ValueError naming the offending argument, because a
+    silently broadcast (N,) vs (N, 1) comparison yields plausible-looking but
+    wrong numbers.
+  * NaN inputs are not filtered: they propagate, so a broken decode is visible
+    in the metric instead of being quietly dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import scipy.stats
+
+AGGREGATIONS = ("mean", "median", "greedy")
+
+# Aggregations that reduce the sample axis; "greedy" is a separate decode and
+# cannot be computed from samples.
+_SAMPLE_AGGREGATIONS = ("mean", "median")
+
+
+def _as_pair(pred, target) -> tuple[np.ndarray, np.ndarray]:
+    pred = np.asarray(pred, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    if pred.ndim != 1 or target.ndim != 1:
+        raise ValueError(
+            f"pred and target must be 1-D, got shapes {pred.shape} and {target.shape}"
+        )
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"pred and target must have the same shape, got {pred.shape} and {target.shape}"
+        )
+    if pred.size == 0:
+        raise ValueError("pred and target are empty; metrics need at least one example")
+    return pred, target
+
+
+def _as_samples(samples_NS, name: str = "samples_NS") -> np.ndarray:
+    samples = np.asarray(samples_NS, dtype=np.float64)
+    if samples.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (N, S), got shape {samples.shape}")
+    if samples.shape[0] == 0 or samples.shape[1] == 0:
+        raise ValueError(f"{name} must have N >= 1 and S >= 1, got shape {samples.shape}")
+    return samples
+
+
+def _as_samples_and_target(samples_NS, target_N) -> tuple[np.ndarray, np.ndarray]:
+    samples = _as_samples(samples_NS)
+    target = np.asarray(target_N, dtype=np.float64)
+    if target.shape != samples.shape[:1]:
+        raise ValueError(
+            f"target_N must have shape ({samples.shape[0]},) to match samples_NS "
+            f"{samples.shape}, got {target.shape}"
+        )
+    return samples, target
+
+
+def rmse(pred, target) -> float:
+    """Root mean squared error."""
+    pred, target = _as_pair(pred, target)
+    return float(np.sqrt(np.mean((pred - target) ** 2)))
+
+
+def mae(pred, target) -> float:
+    """Mean absolute error."""
+    pred, target = _as_pair(pred, target)
+    return float(np.mean(np.abs(pred - target)))
+
+
+def r2(pred, target) -> float:
+    """Coefficient of determination, 1 - SSE/SST.
+
+    Returns nan when the target is constant (SST == 0): R^2 is undefined there,
+    and any finite stand-in would be mistaken for a real score.
+    """
+    pred, target = _as_pair(pred, target)
+    sse = np.sum((pred - target) ** 2)
+    sst = np.sum((target - np.mean(target)) ** 2)
+    if sst == 0.0:
+        return float("nan")
+    return float(1.0 - sse / sst)
+
+
+def spearman(pred, target) -> float:
+    """Spearman rank correlation (scipy.stats.spearmanr; ties get average ranks).
+
+    Constant pred -> 0.0: a collapsed model that predicts one value carries no
+    ranking information, and 0.0 keeps averages and learning curves finite
+    where scipy would return nan. Constant target (including N == 1) -> nan,
+    matching r2: the metric is undefined for the data, not a model failure.
+    """
+    pred, target = _as_pair(pred, target)
+    # Checked before pred so that a degenerate evaluation set reads as nan
+    # even when the model also collapsed.
+    if np.all(target == target[0]):
+        return float("nan")
+    if np.all(pred == pred[0]):
+        return 0.0
+    return float(scipy.stats.spearmanr(pred, target).statistic)
+
+
+def regression_metrics(pred_z, target_z, y_std: float) -> dict[str, float]:
+    """rmse, mae, r2, spearman in z units, plus rmse_original = rmse * y_std.
+
+    Only RMSE is reported in original units because MAE scales the same way and
+    r2/spearman are scale-free; y_std is the standardization scale of the target.
+    """
+    y_std = float(y_std)
+    if not (np.isfinite(y_std) and y_std > 0.0):
+        raise ValueError(f"y_std must be a positive finite number, got {y_std}")
+    pred_z, target_z = _as_pair(pred_z, target_z)
+    rmse_z = rmse(pred_z, target_z)
+    return {
+        "rmse": rmse_z,
+        "mae": mae(pred_z, target_z),
+        "r2": r2(pred_z, target_z),
+        "spearman": spearman(pred_z, target_z),
+        "rmse_original": float(rmse_z * y_std),
+    }
+
+
+def aggregate_samples(samples_NS, how: str) -> np.ndarray:
+    """Reduce the last (sample) axis with 'mean' or 'median'; returns float64."""
+    if how not in _SAMPLE_AGGREGATIONS:
+        raise ValueError(
+            f"how must be one of {_SAMPLE_AGGREGATIONS}, got {how!r} "
+            "('greedy' is its own decode, not an aggregation of samples)"
+        )
+    samples = np.asarray(samples_NS, dtype=np.float64)
+    if samples.ndim < 1 or samples.shape[-1] == 0:
+        raise ValueError(f"samples must have a non-empty last axis, got shape {samples.shape}")
+    if how == "mean":
+        return np.mean(samples, axis=-1)
+    return np.median(samples, axis=-1)
+
+
+def prediction_metrics(samples_NS, greedy_N, target_z_N, y_std) -> dict[str, dict[str, float]]:
+    """regression_metrics for each way of turning decodes into one prediction.
+
+    Keys follow AGGREGATIONS: 'mean' and 'median' of the S samples, and the
+    greedy decode.
+    """
+    samples, target = _as_samples_and_target(samples_NS, target_z_N)
+    greedy = np.asarray(greedy_N, dtype=np.float64)
+    if greedy.shape != target.shape:
+        raise ValueError(
+            f"greedy_N must have shape {target.shape} to match samples_NS "
+            f"{samples.shape}, got {greedy.shape}"
+        )
+    point = {
+        "mean": aggregate_samples(samples, "mean"),
+        "median": aggregate_samples(samples, "median"),
+        "greedy": greedy,
+    }
+    return {how: regression_metrics(point[how], target, y_std) for how in AGGREGATIONS}
+
+
+def interval_coverage(samples_NS, target_N, level: float = 0.9) -> float:
+    """Fraction of targets inside each row's central empirical interval.
+
+    The interval is [q((1-level)/2), q((1+level)/2)] of the row's samples using
+    NumPy's default linear-interpolation quantiles, with both ends inclusive so
+    that level=1.0 (the min..max range) covers every target equal to a sample.
+    With few samples the achievable levels are coarse, so compare against the
+    nominal level only when S is reasonably large.
+    """
+    level = float(level)
+    if not 0.0 < level <= 1.0:
+        raise ValueError(f"level must be in (0, 1], got {level}")
+    samples, target = _as_samples_and_target(samples_NS, target_N)
+    lo, hi = np.quantile(samples, [(1.0 - level) / 2.0, (1.0 + level) / 2.0], axis=1)
+    return float(np.mean((lo <= target) & (target <= hi)))
+
+
+def crps(samples_NS, target_N) -> float:
+    """Mean CRPS of each row's empirical distribution: E|X-y| - 0.5 E|X-X'|.
+
+    X and X' are independent draws from the S samples (pairs i == j included),
+    which is the CRPS of the empirical CDF itself; hence S=1 gives |x - y|.
+    This is not the "fair" S(S-1) estimator, which is undefined for S=1.
+
+    E|X-X'| uses the sorted-sample identity
+        sum_{i,j} |x_i - x_j| = 2 * sum_k (2k - S - 1) x_(k),   k = 1..S,
+    which is exact and needs O(S log S) time and O(S) memory per row instead of
+    materializing the S x S difference matrix.
+    """
+    samples, target = _as_samples_and_target(samples_NS, target_N)
+    s = samples.shape[1]
+    abs_err = np.mean(np.abs(samples - target[:, None]), axis=1)
+    weights = 2.0 * np.arange(1, s + 1, dtype=np.float64) - s - 1.0
+    spread = 2.0 * (np.sort(samples, axis=1) @ weights) / (s * s)
+    return float(np.mean(abs_err - 0.5 * spread))
+
+
+def error_vs_num_samples(
+    samples_NS,
+    target_N,
+    counts=(1, 2, 4, 8, 16, 32, 64, 128),
+    how: str = "mean",
+) -> dict[int, float]:
+    """RMSE of the `how`-aggregate of the first k samples, for each k in counts with k <= S.
+
+    Uses a prefix rather than a random subset so that curves are deterministic
+    and nested (the k=4 estimate extends the k=2 one). Counts larger than S are
+    skipped rather than rejected, so one default list serves every S.
+    """
+    samples, target = _as_samples_and_target(samples_NS, target_N)
+    result: dict[int, float] = {}
+    for k in counts:
+        k = int(k)
+        if k < 1:
+            raise ValueError(f"counts must be positive, got {k}")
+        if k <= samples.shape[1]:
+            result[k] = rmse(aggregate_samples(samples[:, :k], how), target)
+    return result
+
+
+@dataclasses.dataclass
+class SumCount:
+    """Running (sum, count) so that a metric averaged over batches is exact.
+
+    Averaging per-batch means is wrong when batches differ in size (a ragged
+    last batch, or per-token losses with masks); accumulating the sum and the
+    count and dividing once is not. `count` may be fractional (e.g. a sum of
+    float mask weights).
+
+    `add` updates in place and also returns self, so both `acc.add(s, n)` and
+    `acc = acc.add(s, n)` work. Pass host scalars where possible: converting a
+    device array forces a device sync.
+    """
+
+    total: float = 0.0
+    count: float = 0.0
+
+    def add(self, sum, count) -> "SumCount":  # noqa: A002 - name mirrors the concept
+        count = float(count)
+        if count < 0.0:
+            raise ValueError(f"count must be non-negative, got {count}")
+        self.total += float(sum)
+        self.count += count
+        return self
+
+    def mean(self) -> float:
+        """total / count; nan before anything with a positive count was added."""
+        if self.count == 0.0:
+            return float("nan")
+        return self.total / self.count

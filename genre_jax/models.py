@@ -1,0 +1,207 @@
+"""Flax modules: feature encoders and the number decoder. Parameters and forward passes only.
+
+The decoder exposes three entry points used by the pure functions in ``sampling.py``:
+  * ``__call__(memory, tokens_in)``: teacher-forced logits for a whole sequence (training, log-probs);
+  * ``init_cache(memory, length)``: cross-attention keys/values computed once per input plus an
+    empty self-attention cache, returned as a plain pytree;
+  * ``step(token, pos, cache)``: one decoding step that reads and writes that cache.
+Models are registered by name in ``MODELS``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genre_jax.errors import GenreError
+
+Cache = dict[str, Any]
+
+
+def sinusoidal_table(length: int, width: int) -> np.ndarray:
+    pos = np.arange(length)[:, None]
+    freq = np.exp(-np.log(10000.0) * np.arange(0, width, 2) / width)
+    table = np.zeros((length, width), np.float32)
+    table[:, 0::2] = np.sin(pos * freq)
+    table[:, 1::2] = np.cos(pos * freq)[:, : width // 2]
+    return table
+
+
+def _attend(q_BQHK, k_BTHK, v_BTHK, mask_BQT=None):
+    scores_BHQT = jnp.einsum("bqhk,bthk->bhqt", q_BQHK, k_BTHK) / np.sqrt(q_BQHK.shape[-1])
+    if mask_BQT is not None:
+        scores_BHQT = jnp.where(mask_BQT[:, None], scores_BHQT, jnp.finfo(scores_BHQT.dtype).min)
+    return jnp.einsum("bhqt,bthk->bqhk", jax.nn.softmax(scores_BHQT, axis=-1), v_BTHK)
+
+
+class MLPEncoder(nn.Module):
+    """Linear -> ReLU -> Dropout, ``num_layers`` times, then a projection to one memory vector."""
+
+    hidden: int
+    num_layers: int
+    d_model: int
+    dropout: float
+
+    @nn.compact
+    def __call__(self, x_BF, train: bool):
+        h = x_BF
+        for _ in range(self.num_layers):
+            h = nn.Dropout(self.dropout, deterministic=not train)(nn.relu(nn.Dense(self.hidden)(h)))
+        return nn.Dense(self.d_model)(h)[:, None, :]  # memory_BMD with M = 1
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm block: causal self-attention, cross-attention to the memory, feed-forward."""
+
+    d_model: int
+    num_heads: int
+    d_ff: int
+    dropout: float
+
+    def setup(self):
+        head_dim = self.d_model // self.num_heads
+        self.ln_self, self.ln_cross, self.ln_ff = nn.LayerNorm(), nn.LayerNorm(), nn.LayerNorm()
+        self.qkv = nn.DenseGeneral((3, self.num_heads, head_dim))
+        self.self_out = nn.DenseGeneral(self.d_model, axis=(-2, -1))
+        self.cross_q = nn.DenseGeneral((self.num_heads, head_dim))
+        self.cross_kv = nn.DenseGeneral((2, self.num_heads, head_dim))
+        self.cross_out = nn.DenseGeneral(self.d_model, axis=(-2, -1))
+        self.ff_in, self.ff_out = nn.Dense(self.d_ff), nn.Dense(self.d_model)
+        self.drop = nn.Dropout(self.dropout)
+
+    def memory_kv(self, memory_BMD):
+        kv = self.cross_kv(memory_BMD)  # [B, M, 2, H, K]
+        return kv[:, :, 0], kv[:, :, 1]
+
+    def _cross_and_ff(self, h_BQD, mem_k, mem_v, train):
+        q = self.cross_q(self.ln_cross(h_BQD))
+        h_BQD = h_BQD + self.drop(self.cross_out(_attend(q, mem_k, mem_v)), deterministic=not train)
+        ff = self.ff_out(nn.relu(self.ff_in(self.ln_ff(h_BQD))))
+        return h_BQD + self.drop(ff, deterministic=not train)
+
+    def __call__(self, h_BLD, mem_k, mem_v, train: bool):
+        qkv = self.qkv(self.ln_self(h_BLD))
+        length = h_BLD.shape[1]
+        causal_BLL = jnp.broadcast_to(jnp.tril(jnp.ones((length, length), bool)), (h_BLD.shape[0], length, length))
+        att = _attend(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], causal_BLL)
+        h_BLD = h_BLD + self.drop(self.self_out(att), deterministic=not train)
+        return self._cross_and_ff(h_BLD, mem_k, mem_v, train)
+
+    def step(self, h_BD, pos, layer_cache):
+        """One position: writes this step's key/value at ``pos`` and attends to positions <= pos."""
+        qkv = self.qkv(self.ln_self(h_BD[:, None]))  # [B, 1, 3, H, K]
+        k_cache = jax.lax.dynamic_update_slice_in_dim(layer_cache["k"], qkv[:, :, 1], pos, axis=1)
+        v_cache = jax.lax.dynamic_update_slice_in_dim(layer_cache["v"], qkv[:, :, 2], pos, axis=1)
+        visible_BQT = jnp.broadcast_to(jnp.arange(k_cache.shape[1]) <= pos, (h_BD.shape[0], 1, k_cache.shape[1]))
+        h_B1D = h_BD[:, None] + self.self_out(_attend(qkv[:, :, 0], k_cache, v_cache, visible_BQT))
+        h_B1D = self._cross_and_ff(h_B1D, layer_cache["mem_k"], layer_cache["mem_v"], train=False)
+        return h_B1D[:, 0], {**layer_cache, "k": k_cache, "v": v_cache}
+
+
+class NumberDecoder(nn.Module):
+    """Causal Transformer over number tokens, cross-attending to an encoder memory."""
+
+    vocab_size: int
+    max_length: int
+    d_model: int
+    num_layers: int
+    num_heads: int
+    d_ff: int
+    dropout: float
+    pos_embedding: str = "learned"
+
+    def setup(self):
+        if self.d_model % self.num_heads:
+            raise GenreError(f"config.model: d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
+        self.embed = nn.Embed(self.vocab_size, self.d_model)
+        if self.pos_embedding == "learned":
+            self.pos_table = self.param("pos_table", nn.initializers.normal(0.02), (self.max_length, self.d_model))
+        elif self.pos_embedding == "sinusoidal":
+            self.pos_table = jnp.asarray(sinusoidal_table(self.max_length, self.d_model))
+        else:
+            raise GenreError(f"config.model.pos_embedding: expected 'learned' or 'sinusoidal', got {self.pos_embedding!r}")
+        self.blocks = [DecoderBlock(self.d_model, self.num_heads, self.d_ff, self.dropout) for _ in range(self.num_layers)]
+        self.ln_final = nn.LayerNorm()
+        self.head = nn.Dense(self.vocab_size)
+        self.drop = nn.Dropout(self.dropout)
+
+    def __call__(self, memory_BMD, tokens_in_BL, train: bool = False):
+        length = tokens_in_BL.shape[1]
+        h = self.drop(self.embed(tokens_in_BL) + self.pos_table[:length], deterministic=not train)
+        for block in self.blocks:
+            h = block(h, *block.memory_kv(memory_BMD), train=train)
+        return self.head(self.ln_final(h))  # logits_BLV
+
+    def init_cache(self, memory_BMD, length: int) -> Cache:
+        batch = memory_BMD.shape[0]
+        head_dim = self.d_model // self.num_heads
+        empty = jnp.zeros((batch, length, self.num_heads, head_dim), memory_BMD.dtype)
+        layers = []
+        for block in self.blocks:
+            mem_k, mem_v = block.memory_kv(memory_BMD)
+            layers.append({"mem_k": mem_k, "mem_v": mem_v, "k": empty, "v": empty})
+        return {"layers": layers}
+
+    def step(self, token_B, pos, cache: Cache):
+        h = self.embed(token_B) + self.pos_table[pos]
+        layers = []
+        for block, layer_cache in zip(self.blocks, cache["layers"]):
+            h, layer_cache = block.step(h, pos, layer_cache)
+            layers.append(layer_cache)
+        return self.head(self.ln_final(h)), {"layers": layers}  # logits_BV
+
+
+class TabularRegressor(nn.Module):
+    """MLP encoder over preprocessed features + number decoder (the paper's tabular model)."""
+
+    vocab_size: int
+    max_length: int
+    d_model: int = 256
+    num_layers: int = 3
+    num_heads: int = 4
+    d_ff: int = 1024
+    dropout: float = 0.1
+    mlp_hidden: int = 256
+    mlp_layers: int = 2
+    pos_embedding: str = "learned"
+
+    def setup(self):
+        self.encoder = MLPEncoder(self.mlp_hidden, self.mlp_layers, self.d_model, self.dropout)
+        self.decoder = NumberDecoder(self.vocab_size, self.max_length, self.d_model, self.num_layers,
+                                     self.num_heads, self.d_ff, self.dropout, self.pos_embedding)
+
+    def __call__(self, x_BF, tokens_in_BL, train: bool = False):
+        return self.decoder(self.encoder(x_BF, train), tokens_in_BL, train)
+
+    def encode(self, x_BF, train: bool = False):
+        return self.encoder(x_BF, train)
+
+    def decode(self, memory_BMD, tokens_in_BL, train: bool = False):
+        return self.decoder(memory_BMD, tokens_in_BL, train)
+
+    def init_cache(self, memory_BMD, length: int) -> Cache:
+        return self.decoder.init_cache(memory_BMD, length)
+
+    def step(self, token_B, pos, cache: Cache):
+        return self.decoder.step(token_B, pos, cache)
+
+
+MODELS = {"tabular_decoder": TabularRegressor}
+_MODEL_FIELDS = ("d_model", "num_layers", "num_heads", "d_ff", "dropout", "mlp_hidden", "mlp_layers", "pos_embedding")
+
+
+def make_model(config, tokenizer) -> nn.Module:
+    """Builds the configured model for a tokenizer's vocabulary and sequence length."""
+    if config.name not in MODELS:
+        raise GenreError(f"config.model.name: unknown model {config.name!r}; expected one of {sorted(MODELS)}")
+    kwargs = {k: config[k] for k in _MODEL_FIELDS if k in config}
+    return MODELS[config.name](vocab_size=tokenizer.vocab_size, max_length=tokenizer.length, **kwargs)
+
+
+def init_params(model: nn.Module, num_features: int, length: int, rng: jax.Array):
+    x = jnp.zeros((1, num_features), jnp.float32)
+    tokens = jnp.zeros((1, length), jnp.int32)
+    return model.init({"params": rng}, x, tokens)["params"]

@@ -1,0 +1,120 @@
+"""Pure samplers over a number decoder: constrained temperature sampling, greedy decoding, log-probs.
+
+All functions take the Flax module and its params explicitly. The input is encoded once per batch;
+G rollouts share that encoding and its cross-attention keys/values (``vmap`` over rollout keys,
+the cache passed unbatched); each rollout is a ``lax.scan`` over the L positions carrying its own
+self-attention KV cache. The ``allowed[L, V]`` table masks logits identically everywhere.
+"""
+from __future__ import annotations
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Large and finite: -inf turns 0 * -inf into NaN inside softmax gradients.
+NEG_INF = -1e9
+
+
+def mask_logits(logits_LV: jax.Array, allowed_LV) -> jax.Array:
+    """Masks disallowed tokens; the last two axes are (position, vocabulary)."""
+    return jnp.where(jnp.asarray(allowed_LV), logits_LV, NEG_INF)
+
+
+def decoder_inputs(tokens_BL: jax.Array, bos_id: int) -> jax.Array:
+    """Teacher forcing: the decoder reads [BOS, t_0, ..., t_{L-2}] and predicts [t_0, ..., t_{L-1}]."""
+    bos = jnp.full(tokens_BL.shape[:-1] + (1,), bos_id, tokens_BL.dtype)
+    return jnp.concatenate([bos, tokens_BL[..., :-1]], axis=-1)
+
+
+def teacher_forced_logits(model, params, x_BF, tokens_BL, tokenizer, train=False, rngs=None):
+    """Masked logits_BLV of the whole target sequence in one forward pass."""
+    logits = model.apply({"params": params}, x_BF, decoder_inputs(tokens_BL, tokenizer.bos_id), train,
+                         rngs=rngs)
+    return mask_logits(logits, tokenizer.allowed)
+
+
+def sequence_logprobs(model, params, x_BF, tokens_BGL, tokenizer) -> jax.Array:
+    """log pi(a_t | s_t) for G given sequences per input, [B, G, L]; the input is encoded once."""
+    memory_BMD = model.apply({"params": params}, x_BF, method=model.encode)
+
+    def one_rollout(tokens_BL):
+        logits = model.apply({"params": params}, memory_BMD, decoder_inputs(tokens_BL, tokenizer.bos_id),
+                             method=model.decode)
+        logp_BLV = jax.nn.log_softmax(mask_logits(logits, tokenizer.allowed), axis=-1)
+        return jnp.take_along_axis(logp_BLV, tokens_BL[..., None], axis=-1)[..., 0]
+
+    return jax.vmap(one_rollout, in_axes=1, out_axes=1)(tokens_BGL)
+
+
+def _rollout(model, params, cache, key, tokenizer, temperature: float, greedy: bool):
+    """Decodes one sequence per input with the KV cache; returns tokens_BL and their log-probs."""
+    allowed_LV = jnp.asarray(tokenizer.allowed)
+    batch = cache["layers"][0]["mem_k"].shape[0]
+
+    def step(carry, inputs):
+        token_B, cache = carry
+        pos, step_key = inputs
+        logits_BV, cache = model.apply({"params": params}, token_B, pos, cache, method=model.step)
+        logp_BV = jax.nn.log_softmax(mask_logits(logits_BV, allowed_LV[pos]), axis=-1)
+        if greedy:
+            next_B = jnp.argmax(logp_BV, axis=-1)
+        else:
+            next_B = jax.random.categorical(step_key, mask_logits(logits_BV / temperature, allowed_LV[pos]))
+        next_B = next_B.astype(jnp.int32)
+        return (next_B, cache), (next_B, jnp.take_along_axis(logp_BV, next_B[:, None], axis=-1)[:, 0])
+
+    length = tokenizer.length
+    bos_B = jnp.full((batch,), tokenizer.bos_id, jnp.int32)
+    _, (tokens_LB, logp_LB) = jax.lax.scan(step, (bos_B, cache), (jnp.arange(length), jax.random.split(key, length)))
+    return tokens_LB.T, logp_LB.T
+
+
+def _encode_and_cache(model, params, x_BF, length):
+    memory_BMD = model.apply({"params": params}, x_BF, method=model.encode)
+    return model.apply({"params": params}, memory_BMD, length, method=model.init_cache)
+
+
+def sample(model, params, x_BF, key, tokenizer, num_samples: int, temperature: float = 1.0):
+    """G = num_samples constrained samples per input: (tokens_BGL, logp_BGL)."""
+    chex.assert_rank(x_BF, 2)
+    cache = _encode_and_cache(model, params, x_BF, tokenizer.length)
+    rollout = functools.partial(_rollout, model, params, tokenizer=tokenizer, temperature=temperature, greedy=False)
+    keys_G = jax.random.split(key, num_samples)
+    return jax.vmap(lambda k: rollout(cache, k), out_axes=1)(keys_G)
+
+
+def greedy(model, params, x_BF, tokenizer):
+    """Argmax decoding with the same mask: (tokens_BL, logp_BL)."""
+    cache = _encode_and_cache(model, params, x_BF, tokenizer.length)
+    return _rollout(model, params, cache, jax.random.key(0), tokenizer, 1.0, greedy=True)
+
+
+def predict(model, params, x_BF, key, tokenizer, num_samples: int, temperature: float = 1.0):
+    """Decoded predictions in target units: (samples_BS, greedy_B). Encodes once for both."""
+    cache = _encode_and_cache(model, params, x_BF, tokenizer.length)
+    keys_S = jax.random.split(key, num_samples)
+    rollout = functools.partial(_rollout, model, params, tokenizer=tokenizer, temperature=temperature, greedy=False)
+    tokens_BSL, _ = jax.vmap(lambda k: rollout(cache, k), out_axes=1)(keys_S)
+    greedy_BL, _ = _rollout(model, params, cache, key, tokenizer, 1.0, greedy=True)
+    return tokenizer.decode(tokens_BSL), tokenizer.decode(greedy_BL)
+
+
+def full_recompute_sample(model, params, x_BF, key, tokenizer, num_samples: int, temperature: float = 1.0):
+    """Reference sampler without a KV cache (re-runs the whole prefix each step); for tests and benchmarks."""
+    allowed_LV = np.asarray(tokenizer.allowed)
+    memory_BMD = model.apply({"params": params}, x_BF, method=model.encode)
+    length, batch = tokenizer.length, x_BF.shape[0]
+
+    def one(key):
+        tokens_BL = jnp.zeros((batch, length), jnp.int32)
+        for pos, step_key in enumerate(jax.random.split(key, length)):
+            logits = model.apply({"params": params}, memory_BMD, decoder_inputs(tokens_BL, tokenizer.bos_id),
+                                 method=model.decode)[:, pos]
+            nxt = jax.random.categorical(step_key, mask_logits(logits / temperature, allowed_LV[pos]))
+            tokens_BL = tokens_BL.at[:, pos].set(nxt.astype(jnp.int32))
+        return tokens_BL
+
+    return jax.vmap(one, out_axes=1)(jax.random.split(key, num_samples))

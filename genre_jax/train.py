@@ -1,0 +1,142 @@
+"""Train state, jitted steps and the readable loop of each training phase.
+
+CE pretraining: teacher-forced token cross-entropy, AdamW with warmup + cosine decay to a floor,
+validation CE after every epoch, early stopping, best-validation params kept under ``<workdir>/ce``.
+The loop checkpoints its full state each epoch, so re-running with the same workdir resumes; the
+shuffling order and dropout keys are derived from (seed, epoch, step), so a resumed run reproduces
+an uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from genre_jax import objectives, parallel, sampling
+from genre_jax.checkpoint import PhaseCheckpoints
+from genre_jax.errors import GenreError
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What every phase needs: the model, its tokenizer and token-encoded splits."""
+    model: Any
+    tokenizer: Any
+    arrays: dict[str, dict[str, np.ndarray]]  # split -> {"x": [N, F], "tokens": [N, L], "z": [N]}
+
+
+def encode_splits(data, tokenizer) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, int]]:
+    """Token-encodes every split; returns the arrays and how many targets each split clipped."""
+    arrays, clipped = {}, {}
+    for name, split in data.splits.items():
+        tokens, clipped[name] = tokenizer.encode(split.z)
+        arrays[name] = {"x": split.x, "tokens": tokens, "z": split.z.astype(np.float32)}
+    return arrays, clipped
+
+
+def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
+    warmup = min(int(cfg.warmup_steps), max(total_steps - 1, 0))
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=warmup,
+        decay_steps=max(total_steps, warmup + 1), end_value=cfg.learning_rate * cfg.lr_floor)
+    chain = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip > 0 else []
+    return optax.chain(*chain, optax.adamw(schedule, weight_decay=cfg.weight_decay))
+
+
+def make_ce_steps(task: Task, tx: optax.GradientTransformation, mesh):
+    """Jitted (train_step, eval_step); batch sharded over ``data``, state replicated."""
+    model, tokenizer = task.model, task.tokenizer
+
+    def loss_fn(params, batch, key, train):
+        logits = sampling.teacher_forced_logits(model, params, batch["x"], batch["tokens"], tokenizer, train,
+                                                rngs={"dropout": key} if train else None)
+        total, count = objectives.token_cross_entropy(logits, batch["tokens"], batch["weight"])
+        return total / jnp.maximum(count, 1.0), (total, count)
+
+    def train_step(state: TrainState, batch, base_key):
+        key = jax.random.fold_in(base_key, state.step)
+        grads, (total, count) = jax.grad(loss_fn, has_aux=True)(state.params, batch, key, True)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new_state = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
+        return new_state, jnp.stack([total, count])
+
+    def eval_step(params, batch):
+        _, (total, count) = loss_fn(params, batch, None, False)
+        return jnp.stack([total, count])
+
+    rep, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+    train_step = jax.jit(train_step, in_shardings=(rep, data, rep), out_shardings=(rep, rep), donate_argnums=0)
+    eval_step = jax.jit(eval_step, in_shardings=(rep, data), out_shardings=rep)
+    return train_step, eval_step
+
+
+def mean_ce(eval_step, params, arrays, batch_size: int, mesh) -> float:
+    sums = [eval_step(params, parallel.shard_batch(b, mesh))
+            for b in parallel.padded_batches({"x": arrays["x"], "tokens": arrays["tokens"]}, batch_size)]
+    total, count = np.sum(np.asarray(jax.device_get(sums)), axis=0)
+    return float(total / count)
+
+
+def run_ce_phase(config, task: Task, params_init, workdir: str, mesh, meta: dict) -> Any:
+    """CE pretraining with early stopping; returns the best-validation params (resuming if possible)."""
+    cfg = config.ce
+    train, val = task.arrays["train"], task.arrays["val"]
+    batch_size = parallel.round_up(int(cfg.batch_size), mesh.size)
+    steps_per_epoch = -(-len(train["x"]) // batch_size)
+    tx = make_optimizer(cfg, int(cfg.max_epochs) * steps_per_epoch)
+    train_step, eval_step = make_ce_steps(task, tx, mesh)
+    ckpt = PhaseCheckpoints(workdir, "ce")
+
+    state = parallel.replicate(TrainState(jnp.zeros((), jnp.int32), params_init, tx.init(params_init)), mesh)
+    progress = {"epoch": 0, "best_val": float("inf"), "best_epoch": -1, "bad_epochs": 0, "done": False}
+    if ckpt.has("last"):
+        state, progress = ckpt.restore("last", state)
+    if progress["done"]:
+        return ckpt.restore("best", state.params)[0]
+
+    base_key = jax.random.key(int(config.seed))
+    log_path = os.path.join(workdir, "ce", "log.jsonl")
+    bar = tqdm(range(progress["epoch"], int(cfg.max_epochs)), desc="ce", unit="epoch", initial=progress["epoch"],
+               total=int(cfg.max_epochs), dynamic_ncols=True)
+    for epoch in bar:
+        order = np.random.default_rng([int(config.seed), epoch]).permutation(len(train["x"]))
+        sums = []
+        for batch in parallel.padded_batches({"x": train["x"], "tokens": train["tokens"]}, batch_size, order):
+            state, s = train_step(state, parallel.shard_batch(batch, mesh), base_key)
+            sums.append(s)
+        train_total, train_count = np.sum(np.asarray(jax.device_get(sums)), axis=0)
+        val_ce = mean_ce(eval_step, state.params, val, batch_size, mesh)
+        if not np.isfinite(val_ce):
+            raise GenreError(f"ce phase: validation CE became {val_ce} at epoch {epoch}; lower config.ce.learning_rate")
+        improved = val_ce < progress["best_val"]
+        progress = {"epoch": epoch + 1, "best_val": min(val_ce, progress["best_val"]),
+                    "best_epoch": epoch if improved else progress["best_epoch"],
+                    "bad_epochs": 0 if improved else progress["bad_epochs"] + 1, "done": False}
+        progress["done"] = progress["bad_epochs"] >= int(cfg.patience) or epoch + 1 == int(cfg.max_epochs)
+        if improved:
+            ckpt.save("best", epoch, state.params, {**meta, "epoch": epoch, "val_ce": val_ce})
+        ckpt.save("last", epoch, state, progress)
+        record = {"epoch": epoch, "train_ce": float(train_total / train_count), "val_ce": val_ce,
+                  "best_val_ce": progress["best_val"]}
+        with open(log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        bar.set_postfix(train=f"{record['train_ce']:.4f}", val=f"{val_ce:.4f}", best=f"{progress['best_val']:.4f}")
+        if progress["done"]:
+            break
+    bar.close()
+    return ckpt.restore("best", state.params)[0]

@@ -1,0 +1,141 @@
+"""Entry point: a config, a workdir, and the phases to run.
+
+  python launch.py                                       # default job: quick CE + eval on bundled cpu_act
+  python launch.py --config=experiments/configs/tabular.py:paper --workdir=runs/x --config.dataset=NAME \
+      --config.data_dir=/path/to/talent --config.phases=ce,eval
+
+Every run writes <workdir>/config.json (resolved config, seed, versions, devices) and
+<workdir>/results.json (metrics per evaluated phase, split and aggregation). Re-running with the
+same workdir resumes: finished phases are restored, an interrupted phase continues.
+Bad input ends with one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                       "experiments", "configs", "tabular.py"), "Config file (path[:variant]).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", "runs/default", "Output folder; re-using one resumes its run.")
+FLAGS = flags.FLAGS
+
+PHASES = ("ce", "eval")
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("genre_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "ml-collections", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _write_json(path: str, obj) -> None:
+    """Atomic write: readers never see a half-written file."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _phases(config) -> list[str]:
+    from genre_jax.errors import GenreError
+    phases = [p.strip() for p in config.phases.split(",") if p.strip()]
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown or not phases:
+        raise GenreError(f"config.phases: unknown phase(s) {unknown or phases}; expected a comma-separated "
+                         f"subset of {list(PHASES)}")
+    return phases
+
+
+def run(config, workdir: str) -> dict:
+    """Runs the configured phases; returns the results dict that is also written to results.json."""
+    import jax
+
+    from genre_jax import checkpoint, evaluate, models, parallel, train
+    from genre_jax.data import load_tabular
+    from genre_jax.errors import GenreError
+    from genre_jax.tokenizers import make_tokenizer
+
+    # Everything that can reject the input runs before the workdir is touched.
+    phases = _phases(config)
+    data = load_tabular(config.data_dir or None, config.dataset)
+    tokenizer = make_tokenizer(config.tokenizer, data.splits["train"].z)
+    model = models.make_model(config.model, tokenizer)
+    workdir = os.path.abspath(workdir)
+    checkpoint.check_workdir_matches(workdir, config)
+    params = models.init_params(model, data.preprocessor.num_features, tokenizer.length,
+                                jax.random.key(int(config.seed)))
+    arrays, clipped = train.encode_splits(data, tokenizer)
+    task = train.Task(model, tokenizer, arrays)
+    mesh = parallel.data_mesh()
+
+    created = not os.path.exists(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    _write_json(os.path.join(workdir, "config.json"), {
+        "config": config.to_dict(), "seed": int(config.seed), "identity": checkpoint.model_identity(config),
+        "versions": _versions(), "devices": [str(d) for d in jax.devices()], "command": sys.argv,
+        "tokenizer": tokenizer.spec(), "clipped_targets": clipped})
+    meta = {"config": config.to_dict(), "tokenizer": tokenizer.spec(), "preprocessor": data.preprocessor.to_dict()}
+    try:
+        ce_ckpt = checkpoint.PhaseCheckpoints(workdir, "ce")
+        if "ce" in phases:
+            params = train.run_ce_phase(config, task, params, workdir, mesh, meta)
+        elif ce_ckpt.has("best"):
+            params = ce_ckpt.restore("best", params)[0]
+        else:
+            raise GenreError(f"{workdir}/ce: no CE checkpoint to evaluate; run with --config.phases=ce,eval")
+        results = {}
+        if "eval" in phases:
+            results["ce"] = evaluate.evaluate(config, task, params, data.preprocessor.y_std, mesh,
+                                              os.path.join(workdir, "eval", "ce"), method="ce")
+    except GenreError:
+        if created and not checkpoint.PhaseCheckpoints(workdir, "ce").has("best"):
+            shutil.rmtree(workdir, ignore_errors=True)  # nothing worth resuming: leave no half-written folder
+        raise
+    summary = {"dataset": config.dataset, "seed": int(config.seed), "phases": results}
+    if results:
+        _write_json(os.path.join(workdir, "results.json"), summary)
+    return summary
+
+
+def _enable_compilation_cache() -> None:
+    import jax
+    cache = os.environ.get("GENRE_JAX_CACHE_DIR", os.path.expanduser("~/.cache/genre_jax/xla"))
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def main(argv) -> int:
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {argv[1:]}; use --config.<field>=value", file=sys.stderr)
+        return 2
+    from genre_jax.errors import GenreError
+    from genre_jax.evaluate import format_table
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+    _enable_compilation_cache()
+    start = time.time()
+    try:
+        summary = run(FLAGS.config, FLAGS.workdir)
+    except GenreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if summary["phases"]:
+        print(format_table(summary["phases"]))
+    print(f"done in {time.time() - start:.1f}s; outputs in {os.path.abspath(FLAGS.workdir)}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(lambda argv: sys.exit(main(argv)))
