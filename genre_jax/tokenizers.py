@@ -191,7 +191,9 @@ class IEEETokenizer:
         digits = jnp.where(tokens[..., 2:] < b, tokens[..., 2:], 0).astype(jnp.float32)
         exp_w = jnp.asarray(float(b) ** np.arange(E - 1, -1, -1), jnp.float32)
         mant_w = jnp.asarray(float(b) ** -np.arange(M), jnp.float32)
-        exponent = exp_sign * jnp.sum(digits[..., :E] * exp_w, axis=-1)
+        # Wide exponent fields (e.g. base 10, E=2) exceed float32: saturate instead of returning inf/NaN.
+        limit = math.floor(math.log(np.finfo(np.float32).max) / math.log(b)) - 1
+        exponent = jnp.clip(exp_sign * jnp.sum(digits[..., :E] * exp_w, axis=-1), -limit, limit)
         mantissa = jnp.sum(digits[..., E:] * mant_w, axis=-1)
         return (sign * mantissa * jnp.power(jnp.float32(b), exponent)).astype(jnp.float32)
 
