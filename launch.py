@@ -21,10 +21,15 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-config_flags.DEFINE_config_file("config", os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                       "experiments", "configs", "tabular.py"), "Config file (path[:variant]).",
-                                lock_config=True)
-flags.DEFINE_string("workdir", "runs/default", "Output folder; re-using one resumes its run.")
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments", "configs", "tabular.py")
+
+
+def _define_flags() -> None:
+    # config_flags parses the default config and every --config.x override while defining the flag.
+    config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Config file (path[:variant]).", lock_config=True)
+    flags.DEFINE_string("workdir", "runs/default", "Output folder; re-using one resumes its run.")
+
+
 FLAGS = flags.FLAGS
 
 PHASES = ("ce", "eval")
@@ -127,7 +132,12 @@ def main(argv) -> int:
     _enable_compilation_cache()
     start = time.time()
     try:
-        summary = run(FLAGS.config, FLAGS.workdir)
+        config = FLAGS.config
+        config.to_dict()  # a config file that failed to load only raises on first use
+    except (OSError, KeyError, AttributeError, ValueError) as e:  # a config file that failed to load
+        _config_error(e)
+    try:
+        summary = run(config, FLAGS.workdir)
     except GenreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -137,5 +147,31 @@ def main(argv) -> int:
     return 0
 
 
+def _one_line(e: BaseException) -> str:
+    text = str(e)
+    if "Traceback" in text:  # config_flags embeds the config module's traceback in its message
+        text = [line for line in text.splitlines() if line.strip()][-1]
+    return " ".join(text.split()).strip("\"'")
+
+
+def _config_error(e: BaseException) -> None:
+    if isinstance(e, (KeyError, AttributeError)):
+        print(f"error: unknown config field {_one_line(e)!r} in a --config.<field> override", file=sys.stderr)
+    else:
+        print(f"error: bad --config or override ({type(e).__name__}): {_one_line(e)}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _parse_flags(argv):
+    try:
+        return FLAGS(argv)
+    except (flags.Error, KeyError, AttributeError, ValueError, TypeError, OSError) as e:
+        _config_error(e)
+
+
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    try:
+        _define_flags()
+    except (flags.Error, KeyError, AttributeError, ValueError, TypeError, OSError) as e:
+        _config_error(e)
+    app.run(lambda argv: sys.exit(main(argv)), flags_parser=_parse_flags)

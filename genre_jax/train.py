@@ -92,6 +92,16 @@ def mean_ce(eval_step, params, arrays, batch_size: int, mesh) -> float:
     return float(total / count)
 
 
+def _truncate_log(path: str, num_epochs: int) -> None:
+    """Drops log lines of epochs after the resumed checkpoint (a crash may have logged them first)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        kept = [line for line in f if line.strip() and json.loads(line)["epoch"] < num_epochs]
+    with open(path, "w") as f:
+        f.writelines(kept)
+
+
 def run_ce_phase(config, task: Task, params_init, workdir: str, mesh, meta: dict) -> Any:
     """CE pretraining with early stopping; returns the best-validation params (resuming if possible)."""
     cfg = config.ce
@@ -111,6 +121,7 @@ def run_ce_phase(config, task: Task, params_init, workdir: str, mesh, meta: dict
 
     base_key = jax.random.key(int(config.seed))
     log_path = os.path.join(workdir, "ce", "log.jsonl")
+    _truncate_log(log_path, progress["epoch"])
     bar = tqdm(range(progress["epoch"], int(cfg.max_epochs)), desc="ce", unit="epoch", initial=progress["epoch"],
                total=int(cfg.max_epochs), dynamic_ncols=True)
     for epoch in bar:
@@ -128,13 +139,13 @@ def run_ce_phase(config, task: Task, params_init, workdir: str, mesh, meta: dict
                     "best_epoch": epoch if improved else progress["best_epoch"],
                     "bad_epochs": 0 if improved else progress["bad_epochs"] + 1, "done": False}
         progress["done"] = progress["bad_epochs"] >= int(cfg.patience) or epoch + 1 == int(cfg.max_epochs)
-        if improved:
-            ckpt.save("best", epoch, state.params, {**meta, "epoch": epoch, "val_ce": val_ce})
-        ckpt.save("last", epoch, state, progress)
         record = {"epoch": epoch, "train_ce": float(train_total / train_count), "val_ce": val_ce,
                   "best_val_ce": progress["best_val"]}
         with open(log_path, "a") as f:
             f.write(json.dumps(record) + "\n")
+        if improved:
+            ckpt.save("best", epoch, state.params, {**meta, "epoch": epoch, "val_ce": val_ce})
+        ckpt.save("last", epoch, state, progress)
         bar.set_postfix(train=f"{record['train_ce']:.4f}", val=f"{val_ce:.4f}", best=f"{progress['best_val']:.4f}")
         if progress["done"]:
             break
