@@ -76,15 +76,3 @@ def test_dropout_only_in_train_mode(setup):
     np.testing.assert_array_equal(a, b)
     c = sampling.teacher_forced_logits(model, params, x, tokens, tok, train=True, rngs={"dropout": jax.random.key(0)})
     assert not np.allclose(a, c)
-
-
-def test_sinusoidal_positions_and_bad_heads():
-    from genre_jax.errors import GenreError
-    tok = TOKENIZERS["normalized"]
-    model = TabularRegressor(tok.vocab_size, tok.length, d_model=8, num_layers=1, num_heads=2, d_ff=8,
-                             mlp_hidden=8, pos_embedding="sinusoidal")
-    params = init_params(model, 3, tok.length, jax.random.key(0))
-    assert "pos_table" not in params["decoder"]
-    with pytest.raises(GenreError, match="not divisible"):
-        init_params(TabularRegressor(tok.vocab_size, tok.length, d_model=10, num_heads=4), 3, tok.length,
-                    jax.random.key(0))

@@ -1,0 +1,38 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genre_jax import sampling
+from genre_jax.errors import GenreError
+from genre_jax.models import TabularRegressor, init_params, sinusoidal_table
+from genre_jax.tokenizers import NormalizedTokenizer
+
+TOK = NormalizedTokenizer(4, 5, -2.0, 2.0)
+
+
+def test_cached_steps_reproduce_teacher_forced_logits():
+    model = TabularRegressor(TOK.vocab_size, TOK.length, d_model=16, num_layers=2, num_heads=4, d_ff=32,
+                             mlp_hidden=16, pos_embedding="sinusoidal")
+    params = init_params(model, 3, TOK.length, jax.random.key(0))
+    assert "pos_table" not in params["decoder"]
+    x = jax.random.normal(jax.random.key(1), (4, 3))
+    tokens = jax.random.randint(jax.random.key(2), (4, TOK.length), 0, TOK.base)
+    inputs = sampling.decoder_inputs(tokens, TOK.bos_id)
+    full_BLV = model.apply({"params": params}, x, inputs)
+    memory = model.apply({"params": params}, x, method=model.encode)
+    cache = model.apply({"params": params}, memory, TOK.length, method=model.init_cache)
+    for pos in range(TOK.length):
+        step_BV, cache = model.apply({"params": params}, inputs[:, pos], pos, cache, method=model.step)
+        np.testing.assert_allclose(step_BV, full_BLV[:, pos], atol=1e-5)
+
+
+def test_sinusoidal_table_and_config_errors():
+    table = sinusoidal_table(6, 5)
+    assert table.shape == (6, 5) and np.allclose(table[0, 0::2], 0) and np.allclose(table[0, 1::2], 1)
+    with pytest.raises(GenreError, match="not divisible"):
+        init_params(TabularRegressor(TOK.vocab_size, TOK.length, d_model=10, num_heads=4), 3, TOK.length,
+                    jax.random.key(0))
+    with pytest.raises(GenreError, match="pos_embedding"):
+        init_params(TabularRegressor(TOK.vocab_size, TOK.length, d_model=8, num_heads=2, pos_embedding="rope"), 3,
+                    TOK.length, jax.random.key(0))

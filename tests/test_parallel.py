@@ -1,0 +1,50 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from genre_jax import parallel, train
+from genre_jax.models import TabularRegressor, init_params
+from genre_jax.tokenizers import NormalizedTokenizer
+
+
+def test_mesh_spans_all_devices_with_auto_axis():
+    mesh = parallel.data_mesh()
+    assert mesh.size == len(jax.devices()) == 8
+    assert mesh.axis_names == (parallel.DATA_AXIS,)
+
+
+def test_padded_batches_cover_every_row_once_with_fixed_shape():
+    arrays = {"x": np.arange(10.0)[:, None], "t": np.arange(10)}
+    order = np.random.default_rng(0).permutation(10)
+    batches = list(parallel.padded_batches(arrays, 4, order))
+    assert [b["x"].shape for b in batches] == [(4, 1)] * 3
+    seen = np.concatenate([b["t"][b["weight"] > 0] for b in batches])
+    np.testing.assert_array_equal(seen, order)
+    assert batches[-1]["weight"].tolist() == [1, 1, 0, 0]
+
+
+def test_ce_step_on_8_devices_equals_1_device():
+    tok = NormalizedTokenizer(2, 6, -2.0, 2.0)
+    model = TabularRegressor(tok.vocab_size, tok.length, d_model=16, num_layers=1, num_heads=2, d_ff=32,
+                             mlp_hidden=16, dropout=0.0)
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=16).astype(np.float32)
+    task = train.Task(model, tok, {})
+    batch = {"x": rng.normal(size=(16, 3)).astype(np.float32), "tokens": tok.encode(z)[0],
+             "weight": np.r_[np.ones(13), np.zeros(3)].astype(np.float32)}
+    # Plain SGD: Adam would amplify float noise in exactly-zero gradients (e.g. cross-attention keys
+    # over a single memory slot) into lr-sized differences between device counts.
+    tx = optax.sgd(0.5)
+    params = init_params(model, 3, tok.length, jax.random.key(0))
+    results = []
+    for mesh in (parallel.data_mesh(jax.devices()[:1]), parallel.data_mesh()):
+        step, _ = train.make_ce_steps(task, tx, mesh)
+        fresh = jax.tree.map(jnp.copy, params)  # the step donates its input state
+        state = parallel.replicate(train.TrainState(jnp.zeros((), jnp.int32), fresh, tx.init(fresh)), mesh)
+        for _ in range(3):
+            state, sums = step(state, parallel.shard_batch(batch, mesh), jax.random.key(1))
+        results.append((jax.device_get(state.params), np.asarray(sums)))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), results[0][0], results[1][0])
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5)
+    assert results[0][1][1] == 13 * tok.length  # padding rows carry no weight
