@@ -32,7 +32,7 @@ def _define_flags() -> None:
 
 FLAGS = flags.FLAGS
 
-PHASES = ("ce", "eval")
+PHASES = ("ce", "rl", "eval")
 
 
 def _versions() -> dict:
@@ -68,7 +68,7 @@ def run(config, workdir: str) -> dict:
     """Runs the configured phases; returns the results dict that is also written to results.json."""
     import jax
 
-    from genre_jax import checkpoint, evaluate, models, parallel, train
+    from genre_jax import checkpoint, evaluate, models, parallel, rl, train
     from genre_jax.data import load_tabular
     from genre_jax.errors import GenreError
     from genre_jax.tokenizers import make_tokenizer
@@ -78,6 +78,8 @@ def run(config, workdir: str) -> dict:
     data = load_tabular(config.data_dir or None, config.dataset)
     tokenizer = make_tokenizer(config.tokenizer, data.splits["train"].z)
     model = models.make_model(config.model, tokenizer)
+    if "rl" in phases:
+        rl.resolve(config.rl, tokenizer)  # reject a bad method/reward before any work
     workdir = os.path.abspath(workdir)
     checkpoint.check_workdir_matches(workdir, config)
     params = models.init_params(model, data.preprocessor.num_features, tokenizer.length,
@@ -100,11 +102,22 @@ def run(config, workdir: str) -> dict:
         elif ce_ckpt.has("best"):
             params = ce_ckpt.restore("best", params)[0]
         else:
-            raise GenreError(f"{workdir}/ce: no CE checkpoint to evaluate; run with --config.phases=ce,eval")
+            raise GenreError(f"{workdir}/ce: no CE checkpoint; add 'ce' to --config.phases")
+        evaluated = {"ce": (params, {})}
+        method = config.rl.method
+        rl_ckpt = checkpoint.PhaseCheckpoints(workdir, rl.phase_dir(method))
+        if "rl" in phases:
+            rl_params, progress = rl.run_rl_phase(config, task, params, workdir, mesh, meta)
+            evaluated[method] = (rl_params, progress)
+        elif rl_ckpt.has("best"):  # evaluate an RL run made earlier in this workdir
+            evaluated[method] = (rl_ckpt.restore("best", params)[0], rl_ckpt.meta("last") or {})
         results = {}
         if "eval" in phases:
-            results["ce"] = evaluate.evaluate(config, task, params, data.preprocessor.y_std, mesh,
-                                              os.path.join(workdir, "eval", "ce"), method="ce")
+            for name, (p, progress) in evaluated.items():
+                results[name] = evaluate.evaluate(config, task, p, data.preprocessor.y_std, mesh,
+                                                  os.path.join(workdir, "eval", name), method=name)
+                if progress:
+                    results[name]["selection"] = {k: progress.get(k) for k in ("best_epoch", "start_val", "best_val")}
     except GenreError:
         if created and not checkpoint.PhaseCheckpoints(workdir, "ce").has("best"):
             shutil.rmtree(workdir, ignore_errors=True)  # nothing worth resuming: leave no half-written folder

@@ -22,3 +22,109 @@ def token_cross_entropy(logits_BLV: jax.Array, tokens_BL: jax.Array, weights_B: 
 
 
 TOKEN_OBJECTIVES = {"ce": token_cross_entropy}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequence-level RL: rewards on decoded values, advantages per group of G rollouts, policy losses.
+
+def neg_mse(pred_BG, target_B):
+    return -jnp.square(pred_BG - target_B[:, None])
+
+
+def neg_mae(pred_BG, target_B):
+    return -jnp.abs(pred_BG - target_B[:, None])
+
+
+REWARDS = {"neg_mse": neg_mse, "neg_mae": neg_mae}
+
+
+def remax_advantage(reward_BG, greedy_reward_B, eps=1e-6):
+    """ReMax: the greedy decode's reward is the baseline; no normalization."""
+    del eps
+    return reward_BG - greedy_reward_B[:, None]
+
+
+def grpo_advantage(reward_BG, greedy_reward_B, eps=1e-6):
+    """GRPO: rewards standardized within each input's group of G rollouts."""
+    del greedy_reward_B
+    mean = reward_BG.mean(axis=1, keepdims=True)
+    return (reward_BG - mean) / (reward_BG.std(axis=1, keepdims=True) + eps)
+
+
+def rloo_advantage(reward_BG, greedy_reward_B, eps=1e-6):
+    """RLOO: each rollout's baseline is the mean reward of the other G - 1 rollouts."""
+    del greedy_reward_B, eps
+    group = reward_BG.shape[1]
+    others = (reward_BG.sum(axis=1, keepdims=True) - reward_BG) / (group - 1)
+    return reward_BG - others
+
+
+ADVANTAGES = {"remax": remax_advantage, "grpo": grpo_advantage, "rloo": rloo_advantage}
+
+
+def _weighted_mean(value_BG, weights_B):
+    w_BG = jnp.broadcast_to(weights_B[:, None], value_BG.shape)
+    return jnp.sum(value_BG * w_BG) / jnp.maximum(jnp.sum(w_BG), 1.0)
+
+
+def reinforce_loss(logp_BGL, old_logp_BGL, advantage_BG, weights_B, clip_eps=0.2):
+    """-mean(A * sum_t log pi(a_t | s_t)): the ReMax / RLOO policy-gradient surrogate."""
+    del old_logp_BGL, clip_eps
+    return -_weighted_mean(advantage_BG * logp_BGL.sum(-1), weights_B)
+
+
+def ppo_clip_loss(logp_BGL, old_logp_BGL, advantage_BG, weights_B, clip_eps=0.2):
+    """GRPO's clipped per-token ratio objective, averaged over tokens and rollouts."""
+    ratio_BGL = jnp.exp(logp_BGL - old_logp_BGL)
+    adv = advantage_BG[..., None]
+    objective = jnp.minimum(ratio_BGL * adv, jnp.clip(ratio_BGL, 1 - clip_eps, 1 + clip_eps) * adv)
+    return -_weighted_mean(objective.mean(-1), weights_B)
+
+
+POLICY_LOSSES = {"reinforce": reinforce_loss, "ppo_clip": ppo_clip_loss}
+
+
+def exact_kl(logits_BGLV, ref_logits_BGLV, weights_B):
+    """KL(pi || pi_ref) summed over the vocabulary (cheap: V is tiny), mean over positions and rollouts."""
+    logp = jax.nn.log_softmax(logits_BGLV, -1)
+    ref_logp = jax.nn.log_softmax(ref_logits_BGLV, -1)
+    kl_BGL = jnp.sum(jnp.exp(logp) * (logp - ref_logp), -1)
+    return _weighted_mean(kl_BGL.mean(-1), weights_B)
+
+
+def mean_entropy(logits_BGLV, weights_B):
+    logp = jax.nn.log_softmax(logits_BGLV, -1)
+    ent_BGL = -jnp.sum(jnp.exp(logp) * logp, -1)
+    return _weighted_mean(ent_BGL.mean(-1), weights_B)
+
+
+# ---------------------------------------------------------------------------------------------
+# GenRe² dense expert term.
+
+def expert_tokens(tokenizer, rollout_BGL, target_BL):
+    """The expert's next token at every position of every rollout.
+
+    While the rollout's prefix equals the target's, the expert emits the target token. Once the
+    prefix is already above the target value it emits the token that makes the rest as small as
+    possible; once below, as large as possible. "Above" is judged in value order at the first
+    differing position, using the tokenizer's per-position direction (for IEEE tokens a larger
+    exponent digit makes a negative number smaller, etc.).
+    """
+    target_BGL = jnp.broadcast_to(target_BL[:, None, :], rollout_BGL.shape)
+    direction_BGL = tokenizer.value_direction(rollout_BGL)  # +1: larger token -> larger value
+    diff_BGL = jnp.sign(rollout_BGL - target_BGL) * direction_BGL
+    first_BGL = (diff_BGL != 0) & (jnp.cumsum(diff_BGL != 0, axis=-1) == 1)
+    # status[i] = sign of the first difference strictly before position i (0 while on track)
+    status_BGL = jnp.cumsum(jnp.where(first_BGL, diff_BGL, 0), axis=-1)
+    status_BGL = jnp.concatenate([jnp.zeros_like(status_BGL[..., :1]), status_BGL[..., :-1]], axis=-1)
+    lowest_L, highest_L = tokenizer.token_range
+    make_small = jnp.where(direction_BGL > 0, lowest_L, highest_L)
+    make_large = jnp.where(direction_BGL > 0, highest_L, lowest_L)
+    return jnp.where(status_BGL > 0, make_small, jnp.where(status_BGL < 0, make_large, target_BGL)).astype(jnp.int32)
+
+
+def expert_cross_entropy(logits_BGLV, expert_BGL, weights_B):
+    """Mean over positions and rollouts of -log pi(expert token | rollout prefix)."""
+    logp = jax.nn.log_softmax(logits_BGLV, -1)
+    nll_BGL = -jnp.take_along_axis(logp, expert_BGL[..., None], -1)[..., 0]
+    return _weighted_mean(nll_BGL.mean(-1), weights_B)

@@ -36,17 +36,26 @@ def teacher_forced_logits(model, params, x_BF, tokens_BL, tokenizer, train=False
     return mask_logits(logits, tokenizer.allowed)
 
 
-def sequence_logprobs(model, params, x_BF, tokens_BGL, tokenizer) -> jax.Array:
-    """log pi(a_t | s_t) for G given sequences per input, [B, G, L]; the input is encoded once."""
+def rollout_logits(model, params, x_BF, tokens_BGL, tokenizer) -> jax.Array:
+    """Masked teacher-forced logits_BGLV of G given sequences per input; the input is encoded once."""
     memory_BMD = model.apply({"params": params}, x_BF, method=model.encode)
 
     def one_rollout(tokens_BL):
         logits = model.apply({"params": params}, memory_BMD, decoder_inputs(tokens_BL, tokenizer.bos_id),
                              method=model.decode)
-        logp_BLV = jax.nn.log_softmax(mask_logits(logits, tokenizer.allowed), axis=-1)
-        return jnp.take_along_axis(logp_BLV, tokens_BL[..., None], axis=-1)[..., 0]
+        return mask_logits(logits, tokenizer.allowed)
 
     return jax.vmap(one_rollout, in_axes=1, out_axes=1)(tokens_BGL)
+
+
+def token_logprobs(logits_BGLV: jax.Array, tokens_BGL: jax.Array) -> jax.Array:
+    logp_BGLV = jax.nn.log_softmax(logits_BGLV, axis=-1)
+    return jnp.take_along_axis(logp_BGLV, tokens_BGL[..., None], axis=-1)[..., 0]
+
+
+def sequence_logprobs(model, params, x_BF, tokens_BGL, tokenizer) -> jax.Array:
+    """log pi(a_t | s_t) for G given sequences per input, [B, G, L]."""
+    return token_logprobs(rollout_logits(model, params, x_BF, tokens_BGL, tokenizer), tokens_BGL)
 
 
 def _rollout(model, params, cache, key, tokenizer, temperature: float, greedy: bool):
@@ -92,13 +101,18 @@ def greedy(model, params, x_BF, tokenizer):
     return _rollout(model, params, cache, jax.random.key(0), tokenizer, 1.0, greedy=True)
 
 
-def predict(model, params, x_BF, key, tokenizer, num_samples: int, temperature: float = 1.0):
-    """Decoded predictions in target units: (samples_BS, greedy_B). Encodes once for both."""
+def sample_and_greedy(model, params, x_BF, key, tokenizer, num_samples: int, temperature: float = 1.0):
+    """G samples (tokens_BGL, logp_BGL) and the greedy decode (tokens_BL) from one encoding."""
     cache = _encode_and_cache(model, params, x_BF, tokenizer.length)
-    keys_S = jax.random.split(key, num_samples)
     rollout = functools.partial(_rollout, model, params, tokenizer=tokenizer, temperature=temperature, greedy=False)
-    tokens_BSL, _ = jax.vmap(lambda k: rollout(cache, k), out_axes=1)(keys_S)
+    tokens_BGL, logp_BGL = jax.vmap(lambda k: rollout(cache, k), out_axes=1)(jax.random.split(key, num_samples))
     greedy_BL, _ = _rollout(model, params, cache, key, tokenizer, 1.0, greedy=True)
+    return tokens_BGL, logp_BGL, greedy_BL
+
+
+def predict(model, params, x_BF, key, tokenizer, num_samples: int, temperature: float = 1.0):
+    """Decoded predictions in target units: (samples_BS, greedy_B)."""
+    tokens_BSL, _, greedy_BL = sample_and_greedy(model, params, x_BF, key, tokenizer, num_samples, temperature)
     return tokenizer.decode(tokens_BSL), tokenizer.decode(greedy_BL)
 
 

@@ -75,6 +75,15 @@ class NormalizedTokenizer:
         allowed_LV[:, : self.base] = True
         return allowed_LV
 
+    @property
+    def token_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """Lowest and highest allowed token id at each position."""
+        return _token_range(self.allowed)
+
+    def value_direction(self, tokens: jnp.ndarray) -> jnp.ndarray:
+        """+1 where a larger token id at a position means a larger value (always, for plain digits)."""
+        return jnp.ones(tokens.shape, jnp.int32)
+
     def encode(self, values: np.ndarray) -> tuple[np.ndarray, int]:
         v = np.asarray(values, np.float64).ravel()
         if not np.all(np.isfinite(v)):
@@ -154,6 +163,23 @@ class IEEETokenizer:
         allowed_LV[2:, : self.base] = True
         return allowed_LV
 
+    @property
+    def token_range(self) -> tuple[np.ndarray, np.ndarray]:
+        return _token_range(self.allowed)
+
+    def value_direction(self, tokens: jnp.ndarray) -> jnp.ndarray:
+        """Per position, +1 if a larger token id makes the value larger given the sequence's signs.
+
+        Sign and exponent-sign tokens are ordered (+, -), so a larger id shrinks the value (sign) or
+        the magnitude (exponent sign); exponent digits grow the magnitude when the exponent is
+        positive; mantissa digits always grow the magnitude; a negative sign flips magnitude order.
+        """
+        sign = jnp.where(tokens[..., :1] == self.minus_id, -1, 1)
+        exp_sign = jnp.where(tokens[..., 1:2] == self.minus_id, -1, 1)
+        E, M = self.exponent_digits, self.mantissa_digits
+        parts = [-jnp.ones_like(sign), -sign, jnp.repeat(sign * exp_sign, E, -1), jnp.repeat(sign, M, -1)]
+        return jnp.concatenate(parts, axis=-1).astype(jnp.int32)
+
     def encode(self, values: np.ndarray) -> tuple[np.ndarray, int]:
         v = np.asarray(values, np.float64).ravel()
         if not np.all(np.isfinite(v)):
@@ -200,6 +226,13 @@ class IEEETokenizer:
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "base": self.base, "exponent_digits": self.exponent_digits,
                 "mantissa_digits": self.mantissa_digits}
+
+
+def _token_range(allowed_LV: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.arange(allowed_LV.shape[1])
+    lowest = np.where(allowed_LV, ids, allowed_LV.shape[1]).min(axis=1)
+    highest = np.where(allowed_LV, ids, -1).max(axis=1)
+    return lowest.astype(np.int32), highest.astype(np.int32)
 
 
 TOKENIZERS = {"normalized": NormalizedTokenizer, "ieee": IEEETokenizer}

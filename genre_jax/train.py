@@ -92,7 +92,7 @@ def mean_ce(eval_step, params, arrays, batch_size: int, mesh) -> float:
     return float(total / count)
 
 
-def _truncate_log(path: str, num_epochs: int) -> None:
+def truncate_log(path: str, num_epochs: int) -> None:
     """Drops log lines of epochs after the resumed checkpoint (a crash may have logged them first)."""
     if not os.path.exists(path):
         return
@@ -100,6 +100,11 @@ def _truncate_log(path: str, num_epochs: int) -> None:
         kept = [line for line in f if line.strip() and json.loads(line)["epoch"] < num_epochs]
     with open(path, "w") as f:
         f.writelines(kept)
+
+
+def append_log(path: str, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def run_ce_phase(config, task: Task, params_init, workdir: str, mesh, meta: dict) -> Any:
@@ -121,7 +126,7 @@ def run_ce_phase(config, task: Task, params_init, workdir: str, mesh, meta: dict
 
     base_key = jax.random.key(int(config.seed))
     log_path = os.path.join(workdir, "ce", "log.jsonl")
-    _truncate_log(log_path, progress["epoch"])
+    truncate_log(log_path, progress["epoch"])
     bar = tqdm(range(progress["epoch"], int(cfg.max_epochs)), desc="ce", unit="epoch", initial=progress["epoch"],
                total=int(cfg.max_epochs), dynamic_ncols=True)
     for epoch in bar:
@@ -141,8 +146,7 @@ def run_ce_phase(config, task: Task, params_init, workdir: str, mesh, meta: dict
         progress["done"] = progress["bad_epochs"] >= int(cfg.patience) or epoch + 1 == int(cfg.max_epochs)
         record = {"epoch": epoch, "train_ce": float(train_total / train_count), "val_ce": val_ce,
                   "best_val_ce": progress["best_val"]}
-        with open(log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_log(log_path, record)
         if improved:
             ckpt.save("best", epoch, state.params, {**meta, "epoch": epoch, "val_ce": val_ce})
         ckpt.save("last", epoch, state, progress)

@@ -15,8 +15,10 @@ Launch:
   python launch.py --config=experiments/configs/tabular.py:tiny --config.tokenizer.name=ieee --workdir=/tmp/t
 """
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 VARIANTS = ("quick", "paper", "tiny")
+QUICK_RL_EPOCHS = 5
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -28,7 +30,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.seed = 0
     c.data_dir = ""  # "" = the repository's bundled datasets/ folder
     c.dataset = "cpu_act"
-    c.phases = "ce,eval"  # comma-separated, run in this order
+    c.phases = "ce,rl,eval"  # comma-separated, run in this order
 
     # normalized uses base/digits; ieee uses base/exponent_digits/mantissa_digits.
     c.tokenizer = ml_collections.ConfigDict(dict(
@@ -39,14 +41,22 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.ce = ml_collections.ConfigDict(dict(
         learning_rate=1e-4, weight_decay=0.01, batch_size=128, max_epochs=200, patience=20,
         warmup_steps=100, lr_floor=0.1, grad_clip=1.0))
+    # RL fine-tuning from the best CE checkpoint. method: genre2 (ReMax + dense expert CE), remax,
+    # grpo (group-normalized, clipped ratio, ppo_epochs passes), rloo. None = inherit / method default.
+    c.rl = ml_collections.ConfigDict(dict(
+        method="genre2", reward="neg_mse", num_rollouts=16, temperature=1.0, batch_size=128, max_epochs=100,
+        learning_rate=placeholder(float), expert_weight=placeholder(float), kl_weight=0.0, entropy_weight=0.0,
+        clip_eps=0.2, ppo_epochs=1, warmup_steps=10, weight_decay=0.0, grad_clip=1.0))
     c.eval = ml_collections.ConfigDict(dict(
         num_samples=128, temperature=1.0, batch_size=256, splits="val,test"))
 
     if variant == "quick":
         c.model.update(d_model=128, num_layers=2, num_heads=4, d_ff=512, mlp_hidden=256)
         c.ce.update(learning_rate=1e-3, max_epochs=40, patience=8)
+        c.rl.update(max_epochs=QUICK_RL_EPOCHS, learning_rate=1e-4)
     elif variant == "tiny":
         c.model.update(d_model=16, num_layers=1, num_heads=2, d_ff=32, mlp_hidden=16, mlp_layers=1)
         c.ce.update(learning_rate=3e-3, batch_size=64, max_epochs=2, patience=2, warmup_steps=5)
+        c.rl.update(num_rollouts=4, batch_size=64, max_epochs=1)
         c.eval.update(num_samples=8, batch_size=128)
     return c
