@@ -28,6 +28,7 @@ def _define_flags() -> None:
     # config_flags parses the default config and every --config.x override while defining the flag.
     config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Config file (path[:variant]).", lock_config=True)
     flags.DEFINE_string("workdir", "runs/default", "Output folder; re-using one resumes its run.")
+    flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (TPU pod slices, multi-node GPU).")
 
 
 FLAGS = flags.FLAGS
@@ -47,7 +48,10 @@ def _versions() -> dict:
 
 
 def _write_json(path: str, obj) -> None:
-    """Atomic write: readers never see a half-written file."""
+    """Atomic write by process 0: readers never see a half-written file."""
+    import jax
+    if jax.process_index() != 0:
+        return
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
@@ -124,7 +128,10 @@ def run(config, workdir: str) -> dict:
         raise
     summary = {"dataset": config.dataset, "seed": int(config.seed), "phases": results}
     if results:
-        _write_json(os.path.join(workdir, "results.json"), summary)
+        # results.json accumulates: evaluating another RL method later keeps the earlier rows
+        path = os.path.join(workdir, "results.json")
+        earlier = json.load(open(path)).get("phases", {}) if os.path.exists(path) else {}
+        _write_json(path, {**summary, "phases": {**earlier, **results}})
     return summary
 
 
@@ -143,6 +150,9 @@ def main(argv) -> int:
     from genre_jax.evaluate import format_table
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
     _enable_compilation_cache()
+    if FLAGS.multihost:
+        from genre_jax import parallel
+        parallel.initialize_multihost()
     start = time.time()
     try:
         config = FLAGS.config

@@ -31,8 +31,8 @@ def predict_split(predict_fn, params, x_NF: np.ndarray, key, batch_size: int, me
     for i, batch in enumerate(parallel.padded_batches({"x": x_NF}, batch_size)):
         s, g = predict_fn(params, parallel.shard_batch(batch["x"], mesh), jax.random.fold_in(key, i))
         keep = batch["weight"] > 0
-        samples.append(np.asarray(s)[keep])
-        greedy.append(np.asarray(g)[keep])
+        samples.append(parallel.to_host(s)[keep])
+        greedy.append(parallel.to_host(g)[keep])
     return np.concatenate(samples), np.concatenate(greedy)
 
 

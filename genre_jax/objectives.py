@@ -75,7 +75,7 @@ def reinforce_loss(logp_BGL, old_logp_BGL, advantage_BG, weights_B, clip_eps=0.2
 
 def ppo_clip_loss(logp_BGL, old_logp_BGL, advantage_BG, weights_B, clip_eps=0.2):
     """GRPO's clipped per-token ratio objective, averaged over tokens and rollouts."""
-    ratio_BGL = jnp.exp(logp_BGL - old_logp_BGL)
+    ratio_BGL = jnp.exp(logp_BGL - jax.lax.stop_gradient(old_logp_BGL))  # the behaviour policy is a constant
     adv = advantage_BG[..., None]
     objective = jnp.minimum(ratio_BGL * adv, jnp.clip(ratio_BGL, 1 - clip_eps, 1 + clip_eps) * adv)
     return -_weighted_mean(objective.mean(-1), weights_B)

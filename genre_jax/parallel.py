@@ -28,8 +28,41 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def shard_batch(batch, mesh: Mesh):
-    """Places host arrays with their leading (batch) axis split over the mesh."""
-    return jax.device_put(batch, batch_sharding(mesh))
+    """Places a global host batch with its leading axis split over the mesh.
+
+    Every host builds the same global batch (same seed, same order) and contributes only the rows
+    its own devices hold, so the same call works on one host and on a multi-host slice.
+    """
+    sharding = batch_sharding(mesh)
+    num, index = jax.process_count(), jax.process_index()
+
+    def put(a):
+        a = np.asarray(a)
+        if num == 1:
+            return jax.device_put(a, sharding)
+        rows = a.shape[0] // num
+        return jax.make_array_from_process_local_data(sharding, a[index * rows:(index + 1) * rows], a.shape)
+
+    return jax.tree.map(put, batch)
+
+
+def to_host(x) -> np.ndarray:
+    """A (possibly multi-host, batch-sharded) array as one NumPy array on every host."""
+    if jax.process_count() == 1:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def is_main_process() -> bool:
+    """Only process 0 writes JSON, logs and tables; Orbax coordinates checkpoint writes itself."""
+    return jax.process_index() == 0
+
+
+def initialize_multihost() -> None:
+    """Joins a multi-host job (TPU pod slice, multi-node GPU); settings come from the environment
+    (TPU metadata, SLURM, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID)."""
+    jax.distributed.initialize()
 
 
 def replicate(tree, mesh: Mesh):

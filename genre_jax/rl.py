@@ -169,7 +169,7 @@ def run_rl_phase(config, task, ce_params, workdir: str, mesh, meta: dict):
     if progress["done"] and progress["epoch"] >= int(cfg.max_epochs):
         return ckpt.restore("best", state.params)[0], progress
 
-    log_path = os.path.join(workdir, "rl", "log.jsonl")
+    log_path = os.path.join(ckpt.root, "log.jsonl")
     truncate_log(log_path, progress["epoch"])
     bar = tqdm(range(progress["epoch"], int(cfg.max_epochs)), desc=f"rl/{cfg.method}", unit="epoch",
                initial=progress["epoch"], total=int(cfg.max_epochs), dynamic_ncols=True)

@@ -94,7 +94,7 @@ def mean_ce(eval_step, params, arrays, batch_size: int, mesh) -> float:
 
 def truncate_log(path: str, num_epochs: int) -> None:
     """Drops log lines of epochs after the resumed checkpoint (a crash may have logged them first)."""
-    if not os.path.exists(path):
+    if not os.path.exists(path) or not parallel.is_main_process():
         return
     with open(path) as f:
         kept = [line for line in f if line.strip() and json.loads(line)["epoch"] < num_epochs]
@@ -103,6 +103,8 @@ def truncate_log(path: str, num_epochs: int) -> None:
 
 
 def append_log(path: str, record: dict) -> None:
+    if not parallel.is_main_process():
+        return
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
 
@@ -125,7 +127,7 @@ def run_ce_phase(config, task: Task, params_init, workdir: str, mesh, meta: dict
         return ckpt.restore("best", state.params)[0]
 
     base_key = jax.random.key(int(config.seed))
-    log_path = os.path.join(workdir, "ce", "log.jsonl")
+    log_path = os.path.join(ckpt.root, "log.jsonl")
     truncate_log(log_path, progress["epoch"])
     bar = tqdm(range(progress["epoch"], int(cfg.max_epochs)), desc="ce", unit="epoch", initial=progress["epoch"],
                total=int(cfg.max_epochs), dynamic_ncols=True)

@@ -40,3 +40,96 @@ def test_padding_rows_do_not_contribute_and_masked_logits_are_safe():
 def test_rank_errors_are_caught():
     with pytest.raises(AssertionError):
         objectives.token_cross_entropy(np.zeros((2, 3)), np.zeros((2, 3), np.int32), np.ones(2))
+
+
+# ---------------------------------------------------------------------------------------------
+# RL objectives against NumPy references.
+
+import jax.numpy as jnp  # noqa: E402
+
+from genre_jax.tokenizers import IEEETokenizer, NormalizedTokenizer  # noqa: E402
+
+RNG = np.random.default_rng(42)
+REWARD_BG = RNG.normal(size=(3, 5))
+GREEDY_B = RNG.normal(size=3) + 0.5
+
+
+def test_rewards():
+    pred, target = np.array([[1.0, -2.0]]), np.array([0.5])
+    np.testing.assert_allclose(objectives.neg_mse(pred, target), [[-0.25, -6.25]])
+    np.testing.assert_allclose(objectives.neg_mae(pred, target), [[-0.5, -2.5]])
+
+
+def test_remax_advantage_subtracts_the_greedy_reward():
+    adv = np.asarray(objectives.remax_advantage(REWARD_BG, GREEDY_B))
+    np.testing.assert_allclose(adv, REWARD_BG - GREEDY_B[:, None], rtol=1e-6)
+    # a silently-zero baseline would return the raw rewards
+    assert np.abs(adv - REWARD_BG).min() > 1e-3
+
+
+def test_grpo_and_rloo_advantages():
+    grpo = np.asarray(objectives.grpo_advantage(REWARD_BG, GREEDY_B))
+    ref = (REWARD_BG - REWARD_BG.mean(1, keepdims=True)) / (REWARD_BG.std(1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(grpo, ref, rtol=1e-5)
+    rloo = np.asarray(objectives.rloo_advantage(REWARD_BG, GREEDY_B))
+    for b in range(3):
+        for g in range(5):
+            others = np.delete(REWARD_BG[b], g).mean()
+            np.testing.assert_allclose(rloo[b, g], REWARD_BG[b, g] - others, rtol=1e-6)
+
+
+def test_policy_losses_match_numpy():
+    logp = -RNG.random((3, 5, 4))
+    old = logp + RNG.normal(scale=0.5, size=logp.shape)  # ratios far from 1, so clipping bites
+    adv = RNG.normal(size=(3, 5))
+    w = np.array([1.0, 0.0, 1.0])
+    ref = -(adv * logp.sum(-1))[w > 0].mean()
+    np.testing.assert_allclose(objectives.reinforce_loss(logp, old, adv, w), ref, rtol=1e-5)
+    ratio = np.exp(logp - old)
+    obj = np.minimum(ratio * adv[..., None], np.clip(ratio, 0.8, 1.2) * adv[..., None]).mean(-1)
+    np.testing.assert_allclose(objectives.ppo_clip_loss(logp, old, adv, w, 0.2), -obj[w > 0].mean(), rtol=1e-5)
+    assert not np.isclose(-obj[w > 0].mean(), -(ratio.mean(-1) * adv)[w > 0].mean())  # clipping was active
+    # with mu = 1 the ratio is 1: GRPO's gradient is group-normalized REINFORCE (per-token mean)
+    g1 = jax.grad(lambda l: objectives.ppo_clip_loss(l, l, adv, w))(jnp.asarray(logp))
+    g2 = jax.grad(lambda l: objectives.reinforce_loss(l, l, adv, w))(jnp.asarray(logp)) / logp.shape[-1]
+    np.testing.assert_allclose(g1, g2, rtol=1e-5, atol=1e-7)
+
+
+def test_exact_kl_entropy_and_expert_ce():
+    logits = RNG.normal(size=(2, 3, 4, 5))
+    w = np.ones(2)
+    assert abs(float(objectives.exact_kl(logits, logits, w))) < 1e-6
+    ref_logits = RNG.normal(size=logits.shape)
+    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    q = np.exp(ref_logits) / np.exp(ref_logits).sum(-1, keepdims=True)
+    np.testing.assert_allclose(objectives.exact_kl(logits, ref_logits, w), (p * np.log(p / q)).sum(-1).mean(),
+                               rtol=1e-5)
+    np.testing.assert_allclose(objectives.mean_entropy(logits, w), -(p * np.log(p)).sum(-1).mean(), rtol=1e-5)
+    expert = RNG.integers(0, 5, size=(2, 3, 4))
+    ce = -np.log(np.take_along_axis(p, expert[..., None], -1)[..., 0]).mean()
+    np.testing.assert_allclose(objectives.expert_cross_entropy(logits, expert, w), ce, rtol=1e-5)
+
+
+def test_expert_tokens_normalized_hand_made():
+    tok = NormalizedTokenizer(10, 3, 0.0, 1.0)
+    target = jnp.array([[4, 5, 6]])
+    rollouts = jnp.array([[[4, 5, 6], [4, 7, 0], [3, 9, 9], [4, 5, 2], [9, 0, 0]]])
+    expected = [[4, 5, 6], [4, 5, 0], [4, 9, 9], [4, 5, 6], [4, 0, 0]]
+    np.testing.assert_array_equal(objectives.expert_tokens(tok, rollouts, target)[0], expected)
+
+
+def test_expert_tokens_ieee_follow_value_order():
+    tok = IEEETokenizer(10, 1, 2)
+    P, M = tok.plus_id, tok.minus_id
+    target = jnp.array([[P, P, 1, 2, 3]])  # +1.23e+1
+    rollouts = jnp.array([[
+        [P, P, 1, 2, 3],  # on track throughout
+        [M, P, 1, 2, 3],  # negative: below, so the rest should be as large as possible: -0.00e-9 ~ 0
+        [P, M, 1, 2, 3],  # +1.23e-1: below; with a negative exponent the largest value wants small digits
+        [P, P, 2, 0, 0],  # +e2: above; mantissa as small as possible
+        [P, P, 1, 1, 9],  # 1.1 < 1.2: below from position 3 on
+        [M, M, 1, 2, 3],  # negative with negative exponent: exp digit 9 makes it closest to 0
+    ]])
+    expected = [[P, P, 1, 2, 3], [P, M, 0, 0, 0], [P, P, 0, 9, 9], [P, P, 1, 0, 0], [P, P, 1, 2, 9],
+                [P, M, 9, 0, 0]]
+    np.testing.assert_array_equal(objectives.expert_tokens(tok, rollouts, target)[0], expected)

@@ -1,10 +1,12 @@
-"""Tabular decoding-based regression on one TALENT-format dataset (CE pretraining, then evaluation).
+"""Tabular decoding-based regression on one TALENT-format dataset: CE pretraining, RL fine-tuning
+(GenRe² by default), then sampling-based evaluation of both.
 
 Variants (the part after the colon):
-  quick  (default) a model and budget that train cpu_act on 2 CPU cores in a few minutes:
-         d_model 128, 2 decoder layers, lr 1e-3, at most 40 epochs, patience 8.
-  paper  the paper's defaults: d_model 256, 3 layers, 4 heads, FFN 1024, lr 1e-4, batch 128,
-         up to 200 epochs with patience 20, warmup 100 steps, cosine floor 0.1x.
+  quick  (default) a model and budget for 2 CPU cores: d_model 128, 2 decoder layers, CE lr 1e-3
+         for at most 40 epochs (patience 8), then 3 RL epochs at lr 1e-4 with G = 16 rollouts.
+  paper  the paper's defaults: d_model 256, 3 layers, 4 heads, FFN 1024, CE lr 1e-4, batch 128,
+         up to 200 epochs with patience 20, warmup 100 steps, cosine floor 0.1x; RL 100 epochs,
+         G = 16, the CE learning rate, expert weight 0.05 (0.1 with IEEE tokens).
   tiny   a toy model for tests and smoke runs (seconds).
 
 Launch:
@@ -12,13 +14,15 @@ Launch:
   python launch.py --config=experiments/configs/tabular.py:paper --workdir=runs/cpu_act-paper
   python launch.py --config=experiments/configs/tabular.py \
       --config.data_dir=../shared/datasets/talent --config.dataset=houses --workdir=runs/houses
+  python launch.py --workdir=runs/houses --config.phases=rl,eval --config.rl.method=remax \
+      --config.data_dir=../shared/datasets/talent --config.dataset=houses   # another method, same CE
   python launch.py --config=experiments/configs/tabular.py:tiny --config.tokenizer.name=ieee --workdir=/tmp/t
 """
 import ml_collections
 from ml_collections.config_dict import placeholder
 
 VARIANTS = ("quick", "paper", "tiny")
-QUICK_RL_EPOCHS = 5
+QUICK_RL_EPOCHS = 3
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:

@@ -1,0 +1,136 @@
+"""RL step wiring, device-count invariance and resume."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import launch
+from experiments.configs import tabular
+from genre_jax import checkpoint, parallel, rl, sampling, train
+from genre_jax.errors import GenreError
+from genre_jax.models import TabularRegressor, init_params
+from genre_jax.tokenizers import NormalizedTokenizer
+
+TOK = NormalizedTokenizer(4, 4, -2.0, 2.0)
+MODEL = TabularRegressor(TOK.vocab_size, TOK.length, d_model=16, num_layers=1, num_heads=2, d_ff=32,
+                         mlp_hidden=16, dropout=0.0)
+
+
+def _batch(n=16, pad=3):
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=n).astype(np.float32)
+    return {"x": rng.normal(size=(n, 3)).astype(np.float32), "tokens": TOK.encode(z)[0], "z": z,
+            "weight": np.r_[np.ones(n - pad), np.zeros(pad)].astype(np.float32)}
+
+
+def _rl_config(method, **kw):
+    cfg = tabular.get_config("tiny").rl
+    cfg.method = method
+    cfg.update(kw)
+    return cfg
+
+
+def _state(params, tx, mesh):
+    fresh = jax.tree.map(jnp.copy, params)  # the step donates its input state
+    return parallel.replicate(train.TrainState(jnp.zeros((), jnp.int32), fresh, tx.init(fresh)), mesh)
+
+
+def test_remax_step_loss_matches_an_independent_reconstruction():
+    params = init_params(MODEL, 3, TOK.length, jax.random.key(0))
+    batch, mesh = _batch(), parallel.data_mesh()
+    cfg = _rl_config("remax", num_rollouts=6)
+    tx = optax.sgd(0.0)
+    step, _ = rl.make_rl_steps(train.Task(MODEL, TOK, {}), tx, cfg, mesh)
+    base_key = jax.random.key(7)
+    _, stats = step(_state(params, tx, mesh), params, parallel.shard_batch(batch, mesh), base_key)
+    stats = np.asarray(stats)
+    # The step's first rollout key is fold_in(base_key, step=0); redo everything outside the step.
+    tokens, _, greedy = sampling.sample_and_greedy(MODEL, params, batch["x"], jax.random.fold_in(base_key, 0), TOK, 6)
+    reward = -(np.asarray(TOK.decode(tokens)) - batch["z"][:, None]) ** 2
+    greedy_reward = -(np.asarray(TOK.decode(greedy)) - batch["z"]) ** 2
+    adv = reward - greedy_reward[:, None]
+    logp = np.asarray(sampling.sequence_logprobs(MODEL, params, batch["x"], tokens, TOK)).sum(-1)
+    w = batch["weight"] > 0
+    count = stats[-1]
+    assert count == w.sum()
+    np.testing.assert_allclose(stats[0] / count, reward[w].mean(), rtol=1e-4)
+    np.testing.assert_allclose(stats[1] / count, greedy_reward[w].mean(), rtol=1e-4)
+    np.testing.assert_allclose(stats[2] / count, np.abs(adv[w]).mean(), rtol=1e-4)
+    np.testing.assert_allclose(stats[3] / count, -(adv * logp)[w].mean(), rtol=1e-3, atol=1e-6)
+    assert not np.isclose(stats[3] / count, -(reward * logp)[w].mean())  # baseline really subtracted
+
+
+@pytest.mark.parametrize("method", ["genre2", "grpo"])
+def test_rl_step_on_8_devices_equals_1_device(method):
+    params = init_params(MODEL, 3, TOK.length, jax.random.key(1))
+    batch = _batch()
+    cfg = _rl_config(method, num_rollouts=4, ppo_epochs=2 if method == "grpo" else 1, kl_weight=0.1)
+    tx = optax.sgd(0.05)  # see test_parallel: Adam would amplify float noise in zero gradients
+    out = []
+    for mesh in (parallel.data_mesh(jax.devices()[:1]), parallel.data_mesh()):
+        step, _ = rl.make_rl_steps(train.Task(MODEL, TOK, {}), tx, cfg, mesh)
+        state = _state(params, tx, mesh)
+        for _ in range(2):
+            state, stats = step(state, parallel.replicate(params, mesh), parallel.shard_batch(batch, mesh),
+                                jax.random.key(3))
+        out.append((jax.device_get(state.params), np.asarray(stats)))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), out[0][0], out[1][0])
+    np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-4, atol=1e-6)
+
+
+def test_bad_rl_settings_are_one_line_errors():
+    with pytest.raises(GenreError, match="config.rl.method"):
+        rl.resolve(_rl_config("ppo"), TOK)
+    with pytest.raises(GenreError, match="config.rl.reward"):
+        rl.resolve(_rl_config("remax", reward="mse"), TOK)
+    with pytest.raises(GenreError, match="at least 2"):
+        rl.resolve(_rl_config("grpo", num_rollouts=1), TOK)
+    method, weights = rl.resolve(_rl_config("genre2"), TOK)
+    assert method.expert and weights["expert"] == 0.05
+    assert rl.resolve(_rl_config("remax"), TOK)[1]["expert"] == 0.0
+
+
+def test_interrupted_rl_resumes_to_the_same_parameters(tmp_path, toy_data_dir, monkeypatch):
+    config = tabular.get_config("tiny")
+    config.update(dict(data_dir=str(toy_data_dir), dataset="toy", phases="ce,rl"))
+    config.ce.max_epochs = 1
+    config.rl.max_epochs = 3
+    launch.run(config, str(tmp_path / "straight"))
+
+    original_save = checkpoint.PhaseCheckpoints.save
+
+    def save_then_die(self, which, step, tree, meta):
+        original_save(self, which, step, tree, meta)
+        if self.root.endswith("genre2") and which == "last" and step == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.PhaseCheckpoints, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        launch.run(config, str(tmp_path / "resumed"))
+    monkeypatch.setattr(checkpoint.PhaseCheckpoints, "save", original_save)
+    launch.run(config, str(tmp_path / "resumed"))
+
+    ckpt_a = checkpoint.PhaseCheckpoints(str(tmp_path / "straight"), rl.phase_dir("genre2"))
+    ckpt_b = checkpoint.PhaseCheckpoints(str(tmp_path / "resumed"), rl.phase_dir("genre2"))
+    meta_a, meta_b = ckpt_a.meta("last"), ckpt_b.meta("last")
+    assert meta_a["epoch"] == meta_b["epoch"] == 3
+    a = ckpt_a.restore("best", _like_params())[0]
+    b = ckpt_b.restore("best", _like_params())[0]
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), a, b)
+    assert meta_a["best_val"] == meta_b["best_val"]
+    log = [json.loads(l) for l in open(tmp_path / "resumed" / "rl" / "genre2" / "log.jsonl")]
+    assert [r["epoch"] for r in log] == [0, 1, 2]
+    # a different RL setting in the same workdir is refused rather than silently mixed
+    config.rl.kl_weight = 0.5
+    with pytest.raises(GenreError, match="other settings"):
+        launch.run(config, str(tmp_path / "resumed"))
+
+
+def _like_params():
+    cfg = tabular.get_config("tiny").model
+    from genre_jax import models
+    tok = NormalizedTokenizer(2, 8, 0.0, 1.0)
+    return models.init_params(models.make_model(cfg, tok), 5, tok.length, jax.random.key(0))
