@@ -219,7 +219,7 @@ def main(argv=None):
     parser.add_argument("--paper-repeats", type=int, default=None,
                         help="timed calls for the paper size (default: --repeats); fewer keeps CPU runs short")
     parser.add_argument("--matmul-sizes", default="2048,4096", help="square float32 matmul sizes for the peak")
-    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "rl_cpu.json"))
+    parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/rl_<platform>.json)")
     args = parser.parse_args(argv)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in SIZES]
@@ -285,6 +285,8 @@ def main(argv=None):
         "matmul_peak_flops_per_s": peak, "matmul_before": peak_before, "matmul_after": peak_after,
         "kv_cache_speedup": speedups, "results": rows,
     }
+    if args.out is None:  # named by platform so a GPU/TPU run does not overwrite the CPU numbers
+        args.out = os.path.join(ROOT, "benchmarks", "results", f"rl_{devices[0].platform}.json")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)

@@ -6,6 +6,8 @@ The same code runs on 1 CPU, 8 fake CPU devices, a GPU or a TPU slice.
 """
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
@@ -60,9 +62,15 @@ def is_main_process() -> bool:
 
 
 def initialize_multihost() -> None:
-    """Joins a multi-host job (TPU pod slice, multi-node GPU); settings come from the environment
-    (TPU metadata, SLURM, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID)."""
-    jax.distributed.initialize()
+    """Joins a multi-host job (TPU pod slice, multi-node GPU). JAX detects TPU, SLURM and similar
+    clusters itself; elsewhere set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID."""
+    kwargs = {}
+    for env, arg in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+        if os.environ.get(env):
+            kwargs[arg] = int(os.environ[env])
+    if os.environ.get("JAX_PLATFORMS", "") == "cpu":  # must be decided before any backend starts
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes need a transport
+    jax.distributed.initialize(**kwargs)
 
 
 def replicate(tree, mesh: Mesh):
