@@ -58,25 +58,34 @@ def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
     return optax.chain(*chain, optax.adamw(schedule, weight_decay=cfg.weight_decay))
 
 
-def make_ce_steps(task: Task, tx: optax.GradientTransformation, mesh):
-    """Jitted (train_step, eval_step); batch sharded over ``data``, state replicated."""
+def ce_loss_fn(task: Task, objective=objectives.token_cross_entropy):
+    """Teacher-forced token loss over the decoder's masked logits: (params, batch, key, train) -> (sum, count)."""
     model, tokenizer = task.model, task.tokenizer
 
     def loss_fn(params, batch, key, train):
         logits = sampling.teacher_forced_logits(model, params, batch["x"], batch["tokens"], tokenizer, train,
                                                 rngs={"dropout": key} if train else None)
-        total, count = objectives.token_cross_entropy(logits, batch["tokens"], batch["weight"])
+        return objective(logits, batch["tokens"], batch["weight"])
+
+    return loss_fn
+
+
+def make_supervised_steps(loss_fn, tx: optax.GradientTransformation, mesh):
+    """Jitted (train_step, eval_step) for a loss returning (sum, count); batch sharded, state replicated."""
+
+    def mean_loss(params, batch, key, train):
+        total, count = loss_fn(params, batch, key, train)
         return total / jnp.maximum(count, 1.0), (total, count)
 
     def train_step(state: TrainState, batch, base_key):
         key = jax.random.fold_in(base_key, state.step)
-        grads, (total, count) = jax.grad(loss_fn, has_aux=True)(state.params, batch, key, True)
+        grads, (total, count) = jax.grad(mean_loss, has_aux=True)(state.params, batch, key, True)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         new_state = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
         return new_state, jnp.stack([total, count])
 
     def eval_step(params, batch):
-        _, (total, count) = loss_fn(params, batch, None, False)
+        _, (total, count) = mean_loss(params, batch, None, False)
         return jnp.stack([total, count])
 
     rep, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
@@ -85,9 +94,8 @@ def make_ce_steps(task: Task, tx: optax.GradientTransformation, mesh):
     return train_step, eval_step
 
 
-def mean_ce(eval_step, params, arrays, batch_size: int, mesh) -> float:
-    sums = [eval_step(params, parallel.shard_batch(b, mesh))
-            for b in parallel.padded_batches({"x": arrays["x"], "tokens": arrays["tokens"]}, batch_size)]
+def mean_loss(eval_step, params, arrays, batch_size: int, mesh) -> float:
+    sums = [eval_step(params, parallel.shard_batch(b, mesh)) for b in parallel.padded_batches(arrays, batch_size)]
     total, count = np.sum(np.asarray(jax.device_get(sums)), axis=0)
     return float(total / count)
 
@@ -111,13 +119,21 @@ def append_log(path: str, record: dict) -> None:
 
 def run_ce_phase(config, task: Task, params_init, workdir: str, mesh, meta: dict) -> Any:
     """CE pretraining with early stopping; returns the best-validation params (resuming if possible)."""
-    cfg = config.ce
-    train, val = task.arrays["train"], task.arrays["val"]
+    return run_supervised_phase(config, config.ce, "ce", ce_loss_fn(task), task.arrays, ("x", "tokens"),
+                                params_init, workdir, mesh, meta)
+
+
+def run_supervised_phase(config, cfg, phase: str, loss_fn, arrays, fields, params_init, workdir: str, mesh,
+                         meta: dict) -> Any:
+    """Minimizes ``loss_fn`` with early stopping on its validation value; checkpoints under
+    ``<workdir>/<phase>``; returns the best-validation params (resuming if possible)."""
+    train = {k: arrays["train"][k] for k in fields}
+    val = {k: arrays["val"][k] for k in fields}
     batch_size = parallel.round_up(int(cfg.batch_size), mesh.size)
     steps_per_epoch = -(-len(train["x"]) // batch_size)
     tx = make_optimizer(cfg, int(cfg.max_epochs) * steps_per_epoch)
-    train_step, eval_step = make_ce_steps(task, tx, mesh)
-    ckpt = PhaseCheckpoints(workdir, "ce")
+    train_step, eval_step = make_supervised_steps(loss_fn, tx, mesh)
+    ckpt = PhaseCheckpoints(workdir, phase)
 
     state = parallel.replicate(TrainState(jnp.zeros((), jnp.int32), params_init, tx.init(params_init)), mesh)
     progress = {"epoch": 0, "best_val": float("inf"), "best_epoch": -1, "bad_epochs": 0, "done": False}
@@ -129,30 +145,31 @@ def run_ce_phase(config, task: Task, params_init, workdir: str, mesh, meta: dict
     base_key = jax.random.key(int(config.seed))
     log_path = os.path.join(ckpt.root, "log.jsonl")
     truncate_log(log_path, progress["epoch"])
-    bar = tqdm(range(progress["epoch"], int(cfg.max_epochs)), desc="ce", unit="epoch", initial=progress["epoch"],
+    bar = tqdm(range(progress["epoch"], int(cfg.max_epochs)), desc=phase, unit="epoch", initial=progress["epoch"],
                total=int(cfg.max_epochs), dynamic_ncols=True)
     for epoch in bar:
         order = np.random.default_rng([int(config.seed), epoch]).permutation(len(train["x"]))
         sums = []
-        for batch in parallel.padded_batches({"x": train["x"], "tokens": train["tokens"]}, batch_size, order):
+        for batch in parallel.padded_batches(train, batch_size, order):
             state, s = train_step(state, parallel.shard_batch(batch, mesh), base_key)
             sums.append(s)
         train_total, train_count = np.sum(np.asarray(jax.device_get(sums)), axis=0)
-        val_ce = mean_ce(eval_step, state.params, val, batch_size, mesh)
-        if not np.isfinite(val_ce):
-            raise GenreError(f"ce phase: validation CE became {val_ce} at epoch {epoch}; lower config.ce.learning_rate")
-        improved = val_ce < progress["best_val"]
-        progress = {"epoch": epoch + 1, "best_val": min(val_ce, progress["best_val"]),
+        val_loss = mean_loss(eval_step, state.params, val, batch_size, mesh)
+        if not np.isfinite(val_loss):
+            raise GenreError(f"{phase} phase: validation loss became {val_loss} at epoch {epoch}; "
+                             f"lower its learning_rate")
+        improved = val_loss < progress["best_val"]
+        progress = {"epoch": epoch + 1, "best_val": min(val_loss, progress["best_val"]),
                     "best_epoch": epoch if improved else progress["best_epoch"],
                     "bad_epochs": 0 if improved else progress["bad_epochs"] + 1, "done": False}
         progress["done"] = progress["bad_epochs"] >= int(cfg.patience) or epoch + 1 == int(cfg.max_epochs)
-        record = {"epoch": epoch, "train_ce": float(train_total / train_count), "val_ce": val_ce,
-                  "best_val_ce": progress["best_val"]}
+        record = {"epoch": epoch, "train_loss": float(train_total / train_count), "val_loss": val_loss,
+                  "best_val_loss": progress["best_val"]}
         append_log(log_path, record)
         if improved:
-            ckpt.save("best", epoch, state.params, {**meta, "epoch": epoch, "val_ce": val_ce})
+            ckpt.save("best", epoch, state.params, {**meta, "epoch": epoch, "val_loss": val_loss})
         ckpt.save("last", epoch, state, progress)
-        bar.set_postfix(train=f"{record['train_ce']:.4f}", val=f"{val_ce:.4f}", best=f"{progress['best_val']:.4f}")
+        bar.set_postfix(train=f"{record['train_loss']:.4f}", val=f"{val_loss:.4f}", best=f"{progress['best_val']:.4f}")
         if progress["done"]:
             break
     bar.close()
