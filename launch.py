@@ -1,8 +1,8 @@
 """Entry point: a config, a workdir, and the phases to run.
 
-  python launch.py                                       # default job: quick CE + eval on bundled cpu_act
+  python launch.py                                       # default job: CE -> GenRe² -> eval on bundled cpu_act
   python launch.py --config=experiments/configs/tabular.py:paper --workdir=runs/x --config.dataset=NAME \
-      --config.data_dir=/path/to/talent --config.phases=ce,eval
+      --config.data_dir=/path/to/talent --config.phases=ce,rl,eval --config.rl.method=remax
 
 Every run writes <workdir>/config.json (resolved config, seed, versions, devices) and
 <workdir>/results.json (metrics per evaluated phase, split and aggregation). Re-running with the
@@ -11,10 +11,7 @@ Bad input ends with one line on stderr and exit code 2.
 """
 from __future__ import annotations
 
-import json
 import os
-import platform
-import shutil
 import sys
 import time
 
@@ -33,106 +30,11 @@ def _define_flags() -> None:
 
 FLAGS = flags.FLAGS
 
-PHASES = ("ce", "rl", "eval")
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("genre_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "ml-collections", "numpy"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def _write_json(path: str, obj) -> None:
-    """Atomic write by process 0: readers never see a half-written file."""
-    import jax
-    if jax.process_index() != 0:
-        return
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
-def _phases(config) -> list[str]:
-    from genre_jax.errors import GenreError
-    phases = [p.strip() for p in config.phases.split(",") if p.strip()]
-    unknown = [p for p in phases if p not in PHASES]
-    if unknown or not phases:
-        raise GenreError(f"config.phases: unknown phase(s) {unknown or phases}; expected a comma-separated "
-                         f"subset of {list(PHASES)}")
-    return phases
-
 
 def run(config, workdir: str) -> dict:
-    """Runs the configured phases; returns the results dict that is also written to results.json."""
-    import jax
-
-    from genre_jax import checkpoint, evaluate, models, parallel, rl, train
-    from genre_jax.data import load_tabular
-    from genre_jax.errors import GenreError
-    from genre_jax.tokenizers import make_tokenizer
-
-    # Everything that can reject the input runs before the workdir is touched.
-    phases = _phases(config)
-    data = load_tabular(config.data_dir or None, config.dataset)
-    tokenizer = make_tokenizer(config.tokenizer, data.splits["train"].z)
-    model = models.make_model(config.model, tokenizer)
-    if "rl" in phases:
-        rl.resolve(config.rl, tokenizer)  # reject a bad method/reward before any work
-    workdir = os.path.abspath(workdir)
-    checkpoint.check_workdir_matches(workdir, config)
-    params = models.init_params(model, data.preprocessor.num_features, tokenizer.length,
-                                jax.random.key(int(config.seed)))
-    arrays, clipped = train.encode_splits(data, tokenizer)
-    task = train.Task(model, tokenizer, arrays)
-    mesh = parallel.data_mesh()
-
-    created = not os.path.exists(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    _write_json(os.path.join(workdir, "config.json"), {
-        "config": config.to_dict(), "seed": int(config.seed), "identity": checkpoint.model_identity(config),
-        "versions": _versions(), "devices": [str(d) for d in jax.devices()], "command": sys.argv,
-        "tokenizer": tokenizer.spec(), "clipped_targets": clipped})
-    meta = {"config": config.to_dict(), "tokenizer": tokenizer.spec(), "preprocessor": data.preprocessor.to_dict()}
-    try:
-        ce_ckpt = checkpoint.PhaseCheckpoints(workdir, "ce")
-        if "ce" in phases:
-            params = train.run_ce_phase(config, task, params, workdir, mesh, meta)
-        elif ce_ckpt.has("best"):
-            params = ce_ckpt.restore("best", params)[0]
-        else:
-            raise GenreError(f"{workdir}/ce: no CE checkpoint; add 'ce' to --config.phases")
-        evaluated = {"ce": (params, {})}
-        method = config.rl.method
-        rl_ckpt = checkpoint.PhaseCheckpoints(workdir, rl.phase_dir(method))
-        if "rl" in phases:
-            rl_params, progress = rl.run_rl_phase(config, task, params, workdir, mesh, meta)
-            evaluated[method] = (rl_params, progress)
-        elif rl_ckpt.has("best"):  # evaluate an RL run made earlier in this workdir
-            evaluated[method] = (rl_ckpt.restore("best", params)[0], rl_ckpt.meta("last") or {})
-        results = {}
-        if "eval" in phases:
-            for name, (p, progress) in evaluated.items():
-                results[name] = evaluate.evaluate(config, task, p, data.preprocessor.y_std, mesh,
-                                                  os.path.join(workdir, "eval", name), method=name)
-                if progress:
-                    results[name]["selection"] = {k: progress.get(k) for k in ("best_epoch", "start_val", "best_val")}
-    except GenreError:
-        if created and not checkpoint.PhaseCheckpoints(workdir, "ce").has("best"):
-            shutil.rmtree(workdir, ignore_errors=True)  # nothing worth resuming: leave no half-written folder
-        raise
-    summary = {"dataset": config.dataset, "seed": int(config.seed), "phases": results}
-    if results:
-        # results.json accumulates: evaluating another RL method later keeps the earlier rows
-        path = os.path.join(workdir, "results.json")
-        earlier = json.load(open(path)).get("phases", {}) if os.path.exists(path) else {}
-        _write_json(path, {**summary, "phases": {**earlier, **results}})
-    return summary
+    """Runs the configured phases (see genre_jax/pipeline.py); returns this run's results."""
+    from genre_jax import pipeline
+    return pipeline.run(config, workdir)
 
 
 def _enable_compilation_cache() -> None:

@@ -39,6 +39,10 @@ class PhaseCheckpoints:
     def has(self, which: str) -> bool:
         return (self._last if which == "last" else self._best).latest_step() is not None
 
+    def best_step(self) -> int | None:
+        """Identifies the best checkpoint (its epoch step), e.g. to tell whether an evaluation is stale."""
+        return self._best.latest_step()
+
     def meta(self, which: str) -> dict | None:
         manager = self._last if which == "last" else self._best
         step = manager.latest_step()

@@ -1,10 +1,16 @@
 """Losses over decoder outputs. Token-level objectives return (sum, count) so callers can aggregate
-exactly across batches and devices; they are registered by name in ``TOKEN_OBJECTIVES``."""
+exactly across batches and devices; they are registered by name in ``TOKEN_OBJECTIVES``,
+or built for a tokenizer by ``make_token_objective``."""
 from __future__ import annotations
+
+import functools
 
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from genre_jax.errors import GenreError
 
 
 def token_cross_entropy(logits_BLV: jax.Array, tokens_BL: jax.Array, weights_B: jax.Array):
@@ -22,6 +28,105 @@ def token_cross_entropy(logits_BLV: jax.Array, tokens_BL: jax.Array, weights_B: 
 
 
 TOKEN_OBJECTIVES = {"ce": token_cross_entropy}
+
+
+# ---------------------------------------------------------------------------------------------
+# Token-level baselines: CE plus an auxiliary term on the distribution over digit values.
+# The auxiliary is taken at digit positions only (IEEE sign positions get plain CE), over the
+# softmax restricted to digit tokens, so its scale does not depend on the rest of the vocabulary.
+
+TOKEN_LOSS_DEFAULTS = {"ntl_mse": 0.3, "ntl_was": 0.3, "dist2": 0.1}
+TOKEN_METHODS = ("ce", *TOKEN_LOSS_DEFAULTS)
+
+# Large and finite, like the sampler's mask: -inf would turn 0 * -inf into NaN in the gradients.
+_NEG_INF = -1e9
+
+
+def _digit_tables(tokenizer):
+    """(digit positions [L], digit values [V], digit-token mask [V]) as constants for jitted code."""
+    positions_L = np.asarray(tokenizer.digit_positions, bool)
+    values_V = np.asarray(tokenizer.digit_values, np.float32)
+    is_digit_V = np.asarray(tokenizer.allowed, bool)[positions_L].any(axis=0)
+    return positions_L, values_V, is_digit_V
+
+
+def _ce_plus_digit_aux(aux_fn, logits_BLV, tokens_BL, weights_B, tokenizer, weight):
+    """CE sum + weight * sum over weighted examples and digit positions of ``aux_fn``; count as CE.
+
+    ``aux_fn(logp_BLV, y_BL, values_V, is_digit_V) -> aux_BL`` sees log-probabilities over digit tokens
+    (non-digit entries ~ -1e9) and the target digit values.
+    """
+    ce_sum, count = token_cross_entropy(logits_BLV, tokens_BL, weights_B)
+    positions_L, values_V, is_digit_V = _digit_tables(tokenizer)
+    chex.assert_axis_dimension(logits_BLV, 1, positions_L.shape[0])
+    chex.assert_axis_dimension(logits_BLV, 2, values_V.shape[0])
+    digit_logits_BLV = jnp.where(is_digit_V, logits_BLV.astype(jnp.float32), _NEG_INF)
+    logp_BLV = jax.nn.log_softmax(digit_logits_BLV, axis=-1)
+    y_BL = jnp.asarray(values_V)[tokens_BL]
+    aux_BL = aux_fn(logp_BLV, y_BL, jnp.asarray(values_V), jnp.asarray(is_digit_V))
+    # aux at sign positions is finite (uniform over digits, y = 0), so masking it leaves zero gradient
+    aux_BL = jnp.where(jnp.asarray(positions_L), aux_BL, 0.0)
+    aux_sum = jnp.sum(aux_BL * weights_B.astype(jnp.float32)[:, None])
+    return ce_sum + weight * aux_sum, count
+
+
+def _expected_digit_sq_error(logp_BLV, y_BL, values_V, is_digit_V):
+    mean_BL = jnp.sum(jnp.where(is_digit_V, jnp.exp(logp_BLV), 0.0) * values_V, axis=-1)
+    return jnp.square(mean_BL - y_BL)
+
+
+def _wasserstein_to_point(logp_BLV, y_BL, values_V, is_digit_V):
+    # W1 between p and a point mass at y is the expected distance to y
+    dist_BLV = jnp.abs(values_V - y_BL[..., None])
+    return jnp.sum(jnp.where(is_digit_V, jnp.exp(logp_BLV), 0.0) * dist_BLV, axis=-1)
+
+
+def _smoothed_target_kl(tau):
+    def aux(logp_BLV, y_BL, values_V, is_digit_V):
+        q_logits_BLV = jnp.where(is_digit_V, -jnp.square(values_V - y_BL[..., None]) / tau, _NEG_INF)
+        logq_BLV = jax.nn.log_softmax(q_logits_BLV, axis=-1)
+        kl_BLV = jnp.where(is_digit_V, jnp.exp(logq_BLV) * (logq_BLV - logp_BLV), 0.0)
+        return jnp.sum(kl_BLV, axis=-1)
+
+    return aux
+
+
+def ntl_mse(logits_BLV, tokens_BL, weights_B, tokenizer, weight=TOKEN_LOSS_DEFAULTS["ntl_mse"]):
+    """NTL-MSE: CE + weight * (E_p[digit value] - true digit)^2 at digit positions: (sum, count)."""
+    return _ce_plus_digit_aux(_expected_digit_sq_error, logits_BLV, tokens_BL, weights_B, tokenizer, weight)
+
+
+def ntl_was(logits_BLV, tokens_BL, weights_B, tokenizer, weight=TOKEN_LOSS_DEFAULTS["ntl_was"]):
+    """NTL-WAS: CE + weight * W1(p over digit values, one-hot at the true digit) = E_p|v - y|: (sum, count)."""
+    return _ce_plus_digit_aux(_wasserstein_to_point, logits_BLV, tokens_BL, weights_B, tokenizer, weight)
+
+
+def dist2(logits_BLV, tokens_BL, weights_B, tokenizer, weight=TOKEN_LOSS_DEFAULTS["dist2"], tau=1.0):
+    """DIST2: CE + weight * KL(q || p), q(v) ∝ exp(-(v - y)^2 / tau) over digit values: (sum, count)."""
+    return _ce_plus_digit_aux(_smoothed_target_kl(tau), logits_BLV, tokens_BL, weights_B, tokenizer, weight)
+
+
+_TOKEN_LOSSES = {"ntl_mse": ntl_mse, "ntl_was": ntl_was, "dist2": dist2}
+
+
+def make_token_objective(name: str, tokenizer, weight=None, tau=1.0):
+    """(logits_BLV, tokens_BL, weights_B) -> (sum, count) for ``name`` in ``TOKEN_METHODS``.
+
+    ``weight=None`` takes the method's default from ``TOKEN_LOSS_DEFAULTS``; "ce" ignores weight and tau.
+    """
+    if name not in TOKEN_METHODS:
+        raise GenreError(f"config.token.method: unknown token objective {name!r}; expected one of {list(TOKEN_METHODS)}")
+    if name == "ce":
+        return token_cross_entropy
+    weight = TOKEN_LOSS_DEFAULTS[name] if weight is None else float(weight)
+    if not (np.isfinite(weight) and weight >= 0):
+        raise GenreError(f"config.token.weight: expected a finite value >= 0, got {weight}")
+    kwargs = {"tokenizer": tokenizer, "weight": weight}
+    if name == "dist2":
+        if not (np.isfinite(float(tau)) and float(tau) > 0):
+            raise GenreError(f"config.token.tau: expected a finite value > 0, got {tau}")
+        kwargs["tau"] = float(tau)
+    return functools.partial(_TOKEN_LOSSES[name], **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

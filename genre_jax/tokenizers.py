@@ -80,6 +80,16 @@ class NormalizedTokenizer:
         """Lowest and highest allowed token id at each position."""
         return _token_range(self.allowed)
 
+    @property
+    def digit_positions(self) -> np.ndarray:
+        """[L] bool: positions whose allowed tokens are digits (all of them here)."""
+        return np.ones(self.length, bool)
+
+    @property
+    def digit_values(self) -> np.ndarray:
+        """[V] float32: the digit value of each token id; 0 for BOS, which is never a target."""
+        return _digit_values(self.base, self.vocab_size)
+
     def value_direction(self, tokens: jnp.ndarray) -> jnp.ndarray:
         """+1 where a larger token id at a position means a larger value (always, for plain digits)."""
         return jnp.ones(tokens.shape, jnp.int32)
@@ -167,6 +177,16 @@ class IEEETokenizer:
     def token_range(self) -> tuple[np.ndarray, np.ndarray]:
         return _token_range(self.allowed)
 
+    @property
+    def digit_positions(self) -> np.ndarray:
+        """[L] bool: every position after the two sign positions holds a digit."""
+        return np.arange(self.length) >= 2
+
+    @property
+    def digit_values(self) -> np.ndarray:
+        """[V] float32: the digit value of each token id; 0 for '+', '-' and BOS."""
+        return _digit_values(self.base, self.vocab_size)
+
     def value_direction(self, tokens: jnp.ndarray) -> jnp.ndarray:
         """Per position, +1 if a larger token id makes the value larger given the sequence's signs.
 
@@ -233,6 +253,13 @@ def _token_range(allowed_LV: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lowest = np.where(allowed_LV, ids, allowed_LV.shape[1]).min(axis=1)
     highest = np.where(allowed_LV, ids, -1).max(axis=1)
     return lowest.astype(np.int32), highest.astype(np.int32)
+
+
+def _digit_values(base: int, vocab_size: int) -> np.ndarray:
+    # both tokenizers put digits first, so a digit's id is its value
+    values_V = np.zeros(vocab_size, np.float32)
+    values_V[:base] = np.arange(base, dtype=np.float32)
+    return values_V
 
 
 TOKENIZERS = {"normalized": NormalizedTokenizer, "ieee": IEEETokenizer}

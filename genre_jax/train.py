@@ -174,3 +174,21 @@ def run_supervised_phase(config, cfg, phase: str, loss_fn, arrays, fields, param
             break
     bar.close()
     return ckpt.restore("best", state.params)[0]
+
+
+def run_token_phase(config, task: Task, ce_params, workdir: str, mesh, meta: dict) -> Any:
+    """Token-level baseline (config.token.method: ce, ntl_mse, ntl_was, dist2) fine-tuned from the CE
+    checkpoint, early-stopped on its own validation loss; checkpoints under ``<workdir>/token/<method>``.
+
+    Reads config.token.{method, weight, tau, learning_rate, weight_decay, batch_size, max_epochs,
+    patience, warmup_steps, lr_floor, grad_clip}; weight None = the method's default.
+    """
+    cfg = config.token
+    method = str(cfg.method)
+    objective = objectives.make_token_objective(method, task.tokenizer, cfg.weight, cfg.tau)
+    weight = objectives.TOKEN_LOSS_DEFAULTS.get(method) if cfg.weight is None else float(cfg.weight)
+    # the train step donates its state, which would invalidate the caller's CE params
+    params_init = jax.tree.map(jnp.copy, ce_params)
+    meta = {**meta, "token": {"method": method, "weight": weight, "tau": float(cfg.tau)}}
+    return run_supervised_phase(config, cfg, f"token/{method}", ce_loss_fn(task, objective), task.arrays,
+                                ("x", "tokens"), params_init, workdir, mesh, meta)

@@ -133,3 +133,113 @@ def test_expert_tokens_ieee_follow_value_order():
     expected = [[P, P, 1, 2, 3], [P, M, 0, 0, 0], [P, P, 0, 9, 9], [P, P, 1, 0, 0], [P, P, 1, 2, 9],
                 [P, M, 9, 0, 0]]
     np.testing.assert_array_equal(objectives.expert_tokens(tok, rollouts, target)[0], expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Token-level baselines (NTL-MSE, NTL-WAS, DIST2) against NumPy references.
+
+from genre_jax.errors import GenreError  # noqa: E402
+from genre_jax.sampling import mask_logits  # noqa: E402
+
+TOKEN_TOKENIZERS = [NormalizedTokenizer(4, 3, 0.0, 1.0), IEEETokenizer(10, 1, 2)]
+
+
+def _np_token_aux(method, logits, tokens, weights, tok, tau=1.0):
+    """Per-example sum over digit positions of the auxiliary term, written out loop by loop."""
+    base = tok.base
+    positions = tok.digit_positions
+    total = 0.0
+    for b in range(logits.shape[0]):
+        for pos in range(logits.shape[1]):
+            if not positions[pos]:
+                continue
+            z = logits[b, pos, :base].astype(np.float64)
+            p = np.exp(z - z.max())
+            p /= p.sum()
+            v = np.arange(base, dtype=np.float64)
+            y = float(tokens[b, pos])
+            if method == "ntl_mse":
+                aux = (p @ v - y) ** 2
+            elif method == "ntl_was":
+                aux = p @ np.abs(v - y)
+            else:
+                q = np.exp(-(v - y) ** 2 / tau)
+                q /= q.sum()
+                aux = np.sum(q * (np.log(q) - np.log(p)))
+            total += weights[b] * aux
+    return total
+
+
+def _token_batch(tok, seed):
+    rng = np.random.default_rng(seed)
+    values = rng.uniform(-0.9, 0.9, size=5) if tok.name == "ieee" else rng.uniform(0, 1, size=5)
+    tokens, _ = tok.encode(values)
+    logits = rng.normal(size=(5, tok.length, tok.vocab_size)).astype(np.float32) * 2
+    logits = np.asarray(mask_logits(logits, tok.allowed))
+    weights = np.array([1, 1, 0, 1, 0], np.float32)
+    return logits, tokens, weights
+
+
+@pytest.mark.parametrize("tok", TOKEN_TOKENIZERS, ids=lambda t: t.name)
+@pytest.mark.parametrize("method", ["ntl_mse", "ntl_was", "dist2"])
+def test_token_objectives_match_numpy_reference(tok, method):
+    logits, tokens, weights = _token_batch(tok, 3)
+    weight = objectives.TOKEN_LOSS_DEFAULTS[method]
+    tau = 0.7 if method == "dist2" else 1.0
+    objective = objectives.make_token_objective(method, tok, tau=tau)
+    total, count = objective(logits, tokens, weights)
+    ce_total, ce_count = _np_ce(logits.astype(np.float64), tokens, weights)
+    aux = _np_token_aux(method, logits, tokens, weights, tok, tau)
+    assert aux > 1e-3  # the auxiliary term is active in this check
+    np.testing.assert_allclose(total, ce_total + weight * aux, rtol=1e-5)
+    assert float(count) == ce_count == 3 * tok.length
+
+
+@pytest.mark.parametrize("method", ["ntl_mse", "ntl_was", "dist2"])
+def test_ieee_sign_positions_get_plain_ce(method):
+    tok = TOKEN_TOKENIZERS[1]
+    logits, tokens, weights = _token_batch(tok, 4)
+    objective = objectives.make_token_objective(method, tok, weight=2.0)
+    # moving sign-position logits changes the loss exactly as much as it changes CE
+    changed = np.array(logits)
+    changed[:, :2, tok.plus_id] += 1.5
+    delta = objective(changed, tokens, weights)[0] - objective(logits, tokens, weights)[0]
+    delta_ce = (objectives.token_cross_entropy(changed, tokens, weights)[0]
+                - objectives.token_cross_entropy(logits, tokens, weights)[0])
+    assert abs(float(delta_ce)) > 1e-2
+    np.testing.assert_allclose(delta, delta_ce, rtol=1e-5, atol=1e-5)
+    # the auxiliary part has no gradient at sign positions, and some at digit positions
+    aux = lambda l: objective(l, tokens, weights)[0] - objectives.token_cross_entropy(l, tokens, weights)[0]
+    g = np.asarray(jax.grad(aux)(jnp.asarray(logits)))
+    assert np.all(g[:, :2] == 0) and np.abs(g[:, 2:]).max() > 0
+
+
+@pytest.mark.parametrize("tok", TOKEN_TOKENIZERS, ids=lambda t: t.name)
+@pytest.mark.parametrize("method", ["ntl_mse", "ntl_was", "dist2"])
+def test_token_objectives_padding_weight_zero_and_gradients(tok, method):
+    logits, tokens, weights = _token_batch(tok, 5)
+    objective = objectives.make_token_objective(method, tok)
+    base, _ = objective(logits, tokens, weights)
+    moved = np.array(logits)
+    moved[weights == 0] += np.random.default_rng(0).normal(size=moved[weights == 0].shape).astype(np.float32) * 5
+    moved = np.asarray(mask_logits(moved, tok.allowed))
+    np.testing.assert_allclose(objective(moved, tokens, weights)[0], base, rtol=1e-6)
+    # weight 0 is plain CE
+    zero = objectives.make_token_objective(method, tok, weight=0.0)
+    np.testing.assert_allclose(zero(logits, tokens, weights)[0],
+                               objectives.token_cross_entropy(logits, tokens, weights)[0], rtol=1e-6)
+    grads = np.asarray(jax.jit(jax.grad(lambda l: objective(l, tokens, weights)[0]))(jnp.asarray(logits)))
+    assert np.all(np.isfinite(grads))
+    assert np.all(grads[weights == 0] == 0) and np.all(grads[..., ~tok.allowed.any(0)] == 0)
+
+
+def test_make_token_objective_names_and_errors():
+    tok = TOKEN_TOKENIZERS[0]
+    assert objectives.make_token_objective("ce", tok) is objectives.token_cross_entropy
+    assert set(objectives.TOKEN_LOSS_DEFAULTS) == {"ntl_mse", "ntl_was", "dist2"}
+    with pytest.raises(GenreError, match=r"config\.token\.method.*ntl_mse"):
+        objectives.make_token_objective("ntl", tok)
+    with pytest.raises(GenreError, match=r"config\.token\.tau"):
+        objectives.make_token_objective("dist2", tok, tau=0.0)
+    with pytest.raises(GenreError, match=r"config\.token\.weight"):
+        objectives.make_token_objective("ntl_was", tok, weight=-1.0)

@@ -105,3 +105,26 @@ def test_spec_round_trip_and_registry():
         NormalizedTokenizer.fit(np.ones(4))
     with pytest.raises(GenreError, match="non-finite"):
         NORMALIZED[0].encode(np.array([np.nan]))
+
+
+def test_digit_positions_and_values():
+    norm = NormalizedTokenizer(4, 3, 0.0, 1.0)
+    np.testing.assert_array_equal(norm.digit_positions, [True, True, True])
+    np.testing.assert_array_equal(norm.digit_values, [0, 1, 2, 3, 0])  # BOS -> 0
+    assert norm.digit_values.dtype == np.float32 and norm.digit_values.shape == (norm.vocab_size,)
+    ieee = IEEETokenizer(10, 1, 2)
+    np.testing.assert_array_equal(ieee.digit_positions, [False, False, True, True, True])
+    np.testing.assert_array_equal(ieee.digit_values, list(range(10)) + [0, 0, 0])  # '+', '-', BOS -> 0
+    assert ieee.digit_values.dtype == np.float32 and ieee.digit_values.shape == (ieee.vocab_size,)
+
+
+@pytest.mark.parametrize("tok", NORMALIZED + IEEE)
+def test_digit_positions_allow_exactly_the_digit_tokens(tok):
+    # the positions flagged as digits allow exactly the tokens that carry a digit value
+    is_digit_V = np.arange(tok.vocab_size) < tok.base
+    np.testing.assert_array_equal(tok.allowed[tok.digit_positions], np.broadcast_to(
+        is_digit_V, (int(tok.digit_positions.sum()), tok.vocab_size)))
+    assert not tok.allowed[~tok.digit_positions][:, is_digit_V].any()
+    # encoded digits decode to their values through digit_values
+    tokens, _ = tok.encode(np.array([0.3, -0.7, 0.9]))
+    np.testing.assert_array_equal(tok.digit_values[tokens][:, tok.digit_positions], tokens[:, tok.digit_positions])

@@ -1,5 +1,4 @@
 import numpy as np
-import optax
 from ml_collections import ConfigDict
 
 from experiments.configs import tabular

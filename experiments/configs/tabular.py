@@ -51,6 +51,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         method="genre2", reward="neg_mse", num_rollouts=16, temperature=1.0, batch_size=128, max_epochs=100,
         learning_rate=placeholder(float), expert_weight=placeholder(float), kl_weight=0.0, entropy_weight=0.0,
         clip_eps=0.2, ppo_epochs=1, warmup_steps=10, weight_decay=0.0, grad_clip=1.0))
+    # Token-level baselines fine-tuned from the CE checkpoint: ntl_mse, ntl_was, dist2 (or ce).
+    # weight None = the method's default (0.3, 0.3, 0.1); tau: DIST2's smoothing temperature.
+    c.token = ml_collections.ConfigDict(dict(
+        method="ntl_was", weight=placeholder(float), tau=1.0, learning_rate=1e-4, weight_decay=0.01,
+        batch_size=128, max_epochs=50, patience=10, warmup_steps=10, lr_floor=0.1, grad_clip=1.0))
+    # Traditional heads on the same MLP encoder, trained from scratch: riemann (histogram) or pointwise.
+    c.head = ml_collections.ConfigDict(dict(
+        method="riemann", num_bins=256, low=-3.0, high=3.0, smoothing=1.0, learning_rate=1e-4,
+        weight_decay=0.01, batch_size=128, max_epochs=200, patience=20, warmup_steps=100, lr_floor=0.1,
+        grad_clip=1.0, num_samples=128))
     c.eval = ml_collections.ConfigDict(dict(
         num_samples=128, temperature=1.0, batch_size=256, splits="val,test"))
 
@@ -58,9 +68,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.model.update(d_model=128, num_layers=2, num_heads=4, d_ff=512, mlp_hidden=256)
         c.ce.update(learning_rate=1e-3, max_epochs=40, patience=8)
         c.rl.update(max_epochs=QUICK_RL_EPOCHS, learning_rate=1e-4)
+        c.token.update(max_epochs=10, patience=3)
+        c.head.update(learning_rate=1e-3, max_epochs=40, patience=8)
     elif variant == "tiny":
         c.model.update(d_model=16, num_layers=1, num_heads=2, d_ff=32, mlp_hidden=16, mlp_layers=1)
         c.ce.update(learning_rate=3e-3, batch_size=64, max_epochs=2, patience=2, warmup_steps=5)
         c.rl.update(num_rollouts=4, batch_size=64, max_epochs=1)
+        c.token.update(batch_size=64, max_epochs=1)
+        c.head.update(learning_rate=3e-3, batch_size=64, max_epochs=2, num_bins=32, num_samples=8)
         c.eval.update(num_samples=8, batch_size=128)
     return c

@@ -1,0 +1,183 @@
+"""The phases of one run, in order: validate everything, then train, then evaluate.
+
+Phases (``config.phases``): ``ce`` (decoder CE pretraining), ``rl`` (``config.rl.method`` from the
+CE checkpoint), ``token`` (a token-level loss ``config.token.method`` fine-tuned from the CE
+checkpoint), ``head`` (a traditional regression head ``config.head.method``, trained from scratch),
+``gbdt`` (the LightGBM reference) and ``eval``. Each method keeps its own checkpoint folder, so one
+workdir can hold CE and every method started from it; ``results.json`` accumulates one entry per
+method, and an entry whose checkpoint and evaluation settings are unchanged is not recomputed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+
+import jax
+
+from genre_jax import checkpoint, evaluate, models, parallel, rl, train
+from genre_jax.data import load_tabular
+from genre_jax.errors import GenreError
+from genre_jax.tokenizers import make_tokenizer
+
+PHASES = ("ce", "rl", "token", "head", "gbdt", "eval")
+TRAINING_PHASES = ("ce", "rl", "token", "head", "gbdt")
+
+
+def parse_phases(config) -> list[str]:
+    phases = [p.strip() for p in config.phases.split(",") if p.strip()]
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown or not phases:
+        raise GenreError(f"config.phases: unknown phase(s) {unknown or phases}; expected a comma-separated "
+                         f"subset of {list(PHASES)}")
+    return phases
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("genre_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "ml-collections", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def write_json(path: str, obj) -> None:
+    """Atomic write by process 0: readers never see a half-written file."""
+    if not parallel.is_main_process():
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _phase_dirs(config) -> dict[str, str]:
+    """Checkpoint folder of every decoder-or-head method this config names."""
+    return {"ce": "ce", config.rl.method: rl.phase_dir(config.rl.method),
+            config.token.method: f"token/{config.token.method}", config.head.method: f"head/{config.head.method}"}
+
+
+def _validate_methods(config, phases, tokenizer) -> None:
+    if "rl" in phases:
+        rl.resolve(config.rl, tokenizer)
+    if "token" in phases:
+        from genre_jax import objectives
+        objectives.make_token_objective(config.token.method, tokenizer, config.token.weight, config.token.tau)
+    if "head" in phases:
+        from genre_jax import heads
+        if config.head.method not in heads.HEADS:
+            raise GenreError(f"config.head.method: unknown head {config.head.method!r}; expected one of "
+                             f"{sorted(heads.HEADS)}")
+
+
+def run(config, workdir: str) -> dict:
+    """Runs the configured phases; returns the results of this run (also merged into results.json)."""
+    # Everything that can reject the input runs before the workdir is touched.
+    phases = parse_phases(config)
+    data = load_tabular(config.data_dir or None, config.dataset)
+    tokenizer = make_tokenizer(config.tokenizer, data.splits["train"].z)
+    model = models.make_model(config.model, tokenizer)
+    _validate_methods(config, phases, tokenizer)
+    workdir = os.path.abspath(workdir)
+    checkpoint.check_workdir_matches(workdir, config)
+    params = models.init_params(model, data.preprocessor.num_features, tokenizer.length,
+                                jax.random.key(int(config.seed)))
+    arrays, clipped = train.encode_splits(data, tokenizer)
+    task = train.Task(model, tokenizer, arrays)
+    mesh = parallel.data_mesh()
+
+    created = not os.path.exists(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    write_json(os.path.join(workdir, "config.json"), {
+        "config": config.to_dict(), "seed": int(config.seed), "identity": checkpoint.model_identity(config),
+        "versions": versions(), "devices": [str(d) for d in jax.devices()], "command": sys.argv,
+        "tokenizer": tokenizer.spec(), "clipped_targets": clipped})
+    meta = {"config": config.to_dict(), "tokenizer": tokenizer.spec(), "preprocessor": data.preprocessor.to_dict()}
+    results_path = os.path.join(workdir, "results.json")
+    earlier = json.load(open(results_path)).get("phases", {}) if os.path.exists(results_path) else {}
+    try:
+        trained = _train(config, phases, task, data, params, workdir, mesh, meta)
+        results = _evaluate(config, phases, task, data, trained, workdir, mesh, earlier) if "eval" in phases else {}
+        if "gbdt" in phases:
+            from genre_jax import gbdt
+            results["lightgbm"] = gbdt.evaluate_lightgbm(data, gbdt.fit_lightgbm(data, seed=int(config.seed)))
+    except GenreError:
+        if created and not checkpoint.PhaseCheckpoints(workdir, "ce").has("best"):
+            shutil.rmtree(workdir, ignore_errors=True)  # nothing worth resuming: leave no half-written folder
+        raise
+    summary = {"dataset": config.dataset, "seed": int(config.seed), "phases": results}
+    if results:
+        write_json(results_path, {**summary, "phases": {**earlier, **results}})
+    return summary
+
+
+def _train(config, phases, task, data, params, workdir, mesh, meta) -> dict:
+    """Runs the training phases; returns {method: (kind, params, selection info)}."""
+    trained = {}
+    ce_params = None
+    ce_ckpt = checkpoint.PhaseCheckpoints(workdir, "ce")
+    if "ce" in phases:
+        ce_params = train.run_ce_phase(config, task, params, workdir, mesh, meta)
+        trained["ce"] = ("decoder", ce_params, {})
+    elif "rl" in phases or "token" in phases:
+        if not ce_ckpt.has("best"):
+            raise GenreError(f"{workdir}/ce: no CE checkpoint to start from; add 'ce' to --config.phases")
+        ce_params = ce_ckpt.restore("best", params)[0]
+    if "rl" in phases:
+        rl_params, progress = rl.run_rl_phase(config, task, ce_params, workdir, mesh, meta)
+        trained[config.rl.method] = ("decoder", rl_params, progress)
+    if "token" in phases:
+        trained[config.token.method] = ("decoder", train.run_token_phase(config, task, ce_params, workdir, mesh, meta),
+                                        {})
+    if "head" in phases:
+        from genre_jax import heads
+        head_params = heads.run_head_phase(config, task.arrays, data.preprocessor.num_features, workdir, mesh, meta)
+        trained[config.head.method] = ("head", head_params, {})
+    if not any(p in phases for p in TRAINING_PHASES):
+        trained = _restore_existing(config, task, data, params, workdir)
+    return trained
+
+
+def _restore_existing(config, task, data, params, workdir) -> dict:
+    """``eval`` alone: every checkpoint of the configured methods that exists in the workdir."""
+    found = {}
+    for method, phase_dir in _phase_dirs(config).items():
+        ckpt = checkpoint.PhaseCheckpoints(workdir, phase_dir) if os.path.isdir(os.path.join(workdir, phase_dir)) \
+            else None
+        if ckpt is None or not ckpt.has("best"):
+            continue
+        if phase_dir.startswith("head/"):
+            from genre_jax import heads
+            like = heads.init_head_params(config, data.preprocessor.num_features)
+            found[method] = ("head", ckpt.restore("best", like)[0], {})
+        else:
+            found[method] = ("decoder", ckpt.restore("best", params)[0], ckpt.meta("last") or {})
+    if not found:
+        raise GenreError(f"{workdir}: no checkpoint to evaluate; add a training phase to --config.phases")
+    return found
+
+
+def _evaluate(config, phases, task, data, trained, workdir, mesh, earlier) -> dict:
+    results = {}
+    y_std = data.preprocessor.y_std
+    for method, (kind, params, progress) in trained.items():
+        ckpt = checkpoint.PhaseCheckpoints(workdir, _phase_dirs(config)[method])
+        stamp = {"best_step": ckpt.best_step(), "eval": config.eval.to_dict()}
+        if earlier.get(method, {}).get("stamp") == stamp:
+            results[method] = earlier[method]  # same checkpoint, same evaluation: nothing to recompute
+            continue
+        out_dir = os.path.join(workdir, "eval", method)
+        if kind == "head":
+            from genre_jax import heads
+            results[method] = heads.evaluate_head(config, task.arrays, params, y_std, mesh, out_dir)
+        else:
+            results[method] = evaluate.evaluate(config, task, params, y_std, mesh, out_dir, method=method)
+        results[method]["stamp"] = stamp
+        if progress:
+            results[method]["selection"] = {k: progress.get(k) for k in ("best_epoch", "start_val", "best_val")}
+    return results
