@@ -63,9 +63,9 @@ def evaluate(config, task, params, y_std: float, mesh, out_dir: str, method: str
 def format_table(results: dict) -> str:
     """A small fixed-width table of every evaluated phase, split and aggregation."""
     cols = ("rmse", "mae", "r2", "spearman", "rmse_original")
-    lines = [f"{'phase':<8}{'split':<6}{'agg':<8}" + "".join(f"{c:>14}" for c in cols)]
+    lines = [f"{'phase':<10}{'split':<6}{'agg':<8}" + "".join(f"{c:>14}" for c in cols)]
     for phase, res in results.items():
         for split, scores in res["splits"].items():
             for agg in metrics.AGGREGATIONS:
-                lines.append(f"{phase:<8}{split:<6}{agg:<8}" + "".join(f"{scores[agg][c]:>14.4f}" for c in cols))
+                lines.append(f"{phase:<10}{split:<6}{agg:<8}" + "".join(f"{scores[agg][c]:>14.4f}" for c in cols))
     return "\n".join(lines)
