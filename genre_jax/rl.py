@@ -10,6 +10,7 @@ reward than it started from. Checkpoints under ``<workdir>/rl``; an interrupted 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 
 import jax
@@ -146,6 +147,8 @@ def run_rl_phase(config, task, ce_params, workdir: str, mesh, meta: dict):
     train, val = task.arrays["train"], task.arrays["val"]
     batch_size = parallel.round_up(int(cfg.batch_size), mesh.size)
     steps_per_epoch = -(-len(train["x"]) // batch_size)
+    if int(cfg.steps_per_epoch) > 0:  # a cap: large datasets get a fixed RL budget, a fresh sample each epoch
+        steps_per_epoch = min(steps_per_epoch, int(cfg.steps_per_epoch))
     tx = make_optimizer(_optimizer_config(config), int(cfg.max_epochs) * steps_per_epoch * int(cfg.ppo_epochs))
     train_step, val_step = make_rl_steps(task, tx, cfg, mesh)
     ckpt = PhaseCheckpoints(workdir, phase_dir(cfg.method))
@@ -176,7 +179,8 @@ def run_rl_phase(config, task, ce_params, workdir: str, mesh, meta: dict):
     for epoch in bar:
         order = np.random.default_rng([int(config.seed), 1000 + epoch]).permutation(len(train["x"]))
         sums = []
-        for batch in parallel.padded_batches(_rl_arrays(train), batch_size, order):
+        for batch in itertools.islice(parallel.padded_batches(_rl_arrays(train), batch_size, order),
+                                      steps_per_epoch):
             state, s = train_step(state, ref_params, parallel.shard_batch(batch, mesh), base_key)
             sums.append(s)
         totals = np.sum(np.asarray(jax.device_get(sums)), axis=0)

@@ -49,6 +49,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # grpo (group-normalized, clipped ratio, ppo_epochs passes), rloo. None = inherit / method default.
     c.rl = ml_collections.ConfigDict(dict(
         method="genre2", reward="neg_mse", num_rollouts=16, temperature=1.0, batch_size=128, max_epochs=100,
+        steps_per_epoch=0,  # 0 = a full pass over the train split; > 0 caps the steps of each RL epoch
         learning_rate=placeholder(float), expert_weight=placeholder(float), kl_weight=0.0, entropy_weight=0.0,
         clip_eps=0.2, ppo_epochs=1, warmup_steps=10, weight_decay=0.0, grad_clip=1.0))
     # Token-level baselines fine-tuned from the CE checkpoint: ntl_mse, ntl_was, dist2 (or ce).

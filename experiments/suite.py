@@ -1,0 +1,349 @@
+"""The experiment suite: every (dataset, seed, method) of a protocol, one JSON line per finished run.
+
+  python experiments/suite.py --protocol=cpu --data_dir=../shared/datasets/talent
+  python experiments/suite.py --protocol=cpu --data_dir=../shared/datasets/talent --datasets=boston,cpu_act \
+      --methods=ce,genre2,lightgbm --seeds=0,1 --out=results/cpu_suite.jsonl --workroot=runs/suite
+  python experiments/suite.py --protocol=paper --data_dir=/path/to/talent --out=results/paper_suite.jsonl
+  python experiments/summarize.py results/cpu_suite.jsonl --out=results/cpu_suite --workroot=runs/suite
+
+Protocols, budgets and per-dataset overrides: experiments/configs/suite_protocols.py.
+
+Each (dataset, seed) has one workdir <workroot>/<protocol>/<dataset>/seed<k>. Every method is one
+subprocess: launch.py with --config.phases=<phase>,eval (LightGBM: python -m genre_jax.gbdt), its
+output in <workdir>/suite_logs/<method>.log. CE runs first, so RL (remax, grpo, genre2) and
+token-level (ntl_mse, ntl_was, dist2) methods all start from that one CE checkpoint; asking for one
+of them adds the ce job. Heads and LightGBM do not need CE. If CE failed, its dependents get a
+failed row without a launch.
+
+After each method the suite appends ONE line to --out: dataset, method, seed, protocol, status
+("ok" or "failed"), test and val metrics (every aggregation and the distribution block of
+results.json), num_samples, wall_time_s (the whole launch), versions (config.json, plus the
+method's own), command, workdir, and for a failure the last error line of its log.
+
+Resuming: a (dataset, method, seed, protocol) already in --out is skipped; a failed one too, unless
+--retry_failed (the new row then supersedes it). Lines are written with one append-mode write, and
+an incomplete last line (the suite was killed mid-write) is cut off on start, so a killed suite
+restarts without redoing finished runs and without duplicate rows. launch.py itself resumes an
+interrupted phase in the workdir.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from typing import Callable
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)  # `python experiments/suite.py` puts experiments/, not the repository, first
+
+from experiments.configs import suite_protocols as sp  # noqa: E402
+
+LAUNCH = os.path.join(REPO, "launch.py")
+PHASE_SELECTOR = {"rl": "rl.method", "token": "token.method", "head": "head.method"}
+
+# (command, log path, working directory) -> exit code; tests inject a fake.
+Launcher = Callable[[list, str, str], int]
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    dataset: str
+    seed: int
+    method: str
+    protocol: str
+
+    @property
+    def key(self) -> tuple:
+        return (self.dataset, self.method, self.seed, self.protocol)
+
+
+def row_key(row: dict) -> tuple:
+    return (row["dataset"], row["method"], int(row["seed"]), row["protocol"])
+
+
+def split_list(text: str) -> list[str]:
+    return [s.strip() for s in str(text).split(",") if s.strip()]
+
+
+def order_methods(methods) -> list[str]:
+    """Canonical order (CE first), duplicates dropped, ce added when a method starts from it."""
+    methods = list(dict.fromkeys(methods))
+    unknown = [m for m in methods if m not in sp.METHOD_PHASE]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; expected some of {list(sp.METHODS)}")
+    if any(sp.METHOD_PHASE[m] in sp.NEEDS_CE for m in methods) and "ce" not in methods:
+        methods.append("ce")
+    return sorted(methods, key=sp.METHODS.index)
+
+
+def list_jobs(datasets, seeds, methods, protocol: str) -> list[Job]:
+    """Every job, dataset-major, so one workdir's CE is trained before the methods that use it."""
+    ordered = order_methods(methods)
+    return [Job(d, int(s), m, protocol) for d in datasets for s in seeds for m in ordered]
+
+
+def list_datasets(data_dir: str) -> list[str]:
+    """Every sub-folder of data_dir that holds a TALENT dataset (y_train.npy), sorted."""
+    if not os.path.isdir(data_dir):
+        raise ValueError(f"data_dir {data_dir} is not a directory")
+    return sorted(n for n in os.listdir(data_dir) if os.path.isfile(os.path.join(data_dir, n, "y_train.npy")))
+
+
+def workdir_for(workroot: str, job: Job) -> str:
+    return os.path.join(workroot, job.protocol, job.dataset, f"seed{job.seed}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The JSONL file
+
+
+def read_rows(path: str, repair: bool = False) -> list[dict]:
+    """Rows of the JSONL file; an incomplete last line (no newline) is ignored, and cut off when
+    ``repair`` so that the next append starts a fresh line. A malformed complete line is an error."""
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        data = f.read()
+    complete, newline, tail = data.rpartition(b"\n")
+    if tail:
+        keep = len(complete) + len(newline)
+        print(f"warning: {path}: ignoring an incomplete last line ({len(tail)} bytes)"
+              + (", cut off" if repair else ""), file=sys.stderr)
+        if repair:
+            os.truncate(path, keep)
+    rows = []
+    for number, line in enumerate(complete.split(b"\n") if newline else [], start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{number}: not a JSON line ({e}); fix or remove it") from None
+    return rows
+
+
+def append_row(path: str, row: dict) -> None:
+    """One os.write of the whole line: a kill leaves either the full line or an incomplete tail."""
+    data = (json.dumps(row, sort_keys=True, allow_nan=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, data)
+        while written < len(data):  # a short write is rare (signals, full disk) but must not lose the rest
+            written += os.write(fd, data[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def finished_keys(rows, retry_failed: bool = False) -> set:
+    """Keys that need no new run: succeeded ones, and failed ones unless retry_failed."""
+    latest = {}
+    for row in rows:
+        key = row_key(row)
+        if latest.get(key) != "ok":  # a success is never undone by a later failure
+            latest[key] = row.get("status", "ok")
+    return {k for k, status in latest.items() if status == "ok" or not retry_failed}
+
+
+def pending_jobs(jobs, rows, retry_failed: bool = False) -> list[Job]:
+    done = finished_keys(rows, retry_failed)
+    return [j for j in jobs if j.key not in done]
+
+
+# ---------------------------------------------------------------------------------------------
+# One job
+
+
+def launch_command(job: Job, config, data_dir: str, workdir: str, python: str = sys.executable,
+                   authors: dict | None = None) -> list[str]:
+    phase = sp.METHOD_PHASE[job.method]
+    if phase == "gbdt":
+        return [python, "-m", "genre_jax.gbdt", f"--data_dir={data_dir}", f"--dataset={job.dataset}",
+                f"--workdir={workdir}", f"--seed={job.seed}"]
+    cfg_path, _, variant = config.config.partition(":")
+    cfg_path = cfg_path if os.path.isabs(cfg_path) else os.path.join(REPO, cfg_path)
+    cmd = [python, LAUNCH, f"--config={cfg_path}" + (f":{variant}" if variant else ""), f"--workdir={workdir}",
+           f"--config.data_dir={data_dir}", f"--config.dataset={job.dataset}", f"--config.seed={job.seed}",
+           f"--config.phases={phase},eval"]
+    if phase in PHASE_SELECTOR:
+        cmd.append(f"--config.{PHASE_SELECTOR[phase]}={job.method}")
+    return cmd + sp.launch_overrides(config, job.dataset, job.method, data_dir, authors)
+
+
+def run_subprocess(cmd: list, log_path: str, cwd: str) -> int:
+    with open(log_path, "w") as log:
+        log.write(shlex.join(cmd) + "\n")
+        log.flush()
+        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd).returncode
+
+
+def last_error_line(text: str) -> str:
+    """The last 'error: ...' line (launch's one-line failures), else the last non-empty line."""
+    # Progress bars rewrite their line with \r; only the last segment is what was left on screen.
+    lines = [seg.strip() for line in text.splitlines() for seg in line.split("\r")[-1:] if seg.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines or [""])[-1]
+
+
+def _read_json(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def build_row(job: Job, workdir: str, command: list, wall_time_s: float, results: dict | None = None,
+              config_json: dict | None = None, error: str | None = None, returncode: int | None = 0) -> dict:
+    """The JSONL row of one finished job: metrics when ``error`` is None, else a failure row."""
+    row = {"dataset": job.dataset, "method": job.method, "seed": job.seed, "protocol": job.protocol,
+           "status": "ok" if error is None else "failed", "wall_time_s": round(float(wall_time_s), 2),
+           "command": shlex.join(command), "workdir": workdir,
+           "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    versions = dict((config_json or {}).get("versions") or {})
+    if error is not None:
+        row.update(error=error, returncode=returncode, versions=versions)
+        return row
+    entry = results["phases"][job.method]
+    splits = entry.get("splits", {})
+    row.update(test=splits.get("test"), val=splits.get("val"), num_samples=entry.get("num_samples"),
+               versions={**versions, **(entry.get("versions") or {})})
+    for extra in ("selection", "best_iteration"):
+        if extra in entry:
+            row[extra] = entry[extra]
+    return row
+
+
+def run_job(job: Job, config, data_dir: str, workroot: str, launcher: Launcher, authors: dict | None = None,
+            python: str = sys.executable) -> dict:
+    workdir = workdir_for(workroot, job)
+    log_dir = os.path.join(workdir, "suite_logs")
+    os.makedirs(log_dir, exist_ok=True)
+    log_path = os.path.join(log_dir, f"{job.method}.log")
+    cmd = launch_command(job, config, data_dir, workdir, python, authors)
+    start = time.monotonic()
+    returncode = launcher(cmd, log_path, REPO)
+    wall = time.monotonic() - start
+    results = _read_json(os.path.join(workdir, "results.json"))
+    config_json = _read_json(os.path.join(workdir, "config.json"))
+    if returncode != 0:
+        error = last_error_line(_read_text(log_path)) or f"exit code {returncode}"
+        return build_row(job, workdir, cmd, wall, config_json=config_json, error=error, returncode=returncode)
+    if not results or job.method not in results.get("phases", {}):
+        error = f"launch exited 0 but {workdir}/results.json has no {job.method!r} entry"
+        return build_row(job, workdir, cmd, wall, config_json=config_json, error=error, returncode=returncode)
+    return build_row(job, workdir, cmd, wall, results, config_json)
+
+
+def _ce_failures(rows) -> dict:
+    """{(dataset, seed, protocol): error} for workdirs whose latest CE row failed."""
+    out = {}
+    for row in rows:
+        if row["method"] == "ce":
+            key = (row["dataset"], int(row["seed"]), row["protocol"])
+            if row.get("status") == "ok":
+                out.pop(key, None)
+            else:
+                out[key] = row.get("error", "")
+    return out
+
+
+def skipped_row(job: Job, workdir: str, command: list, ce_error: str) -> dict:
+    return build_row(job, workdir, command, 0.0, error=f"not run: ce failed in this workdir ({ce_error})",
+                     returncode=None)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--protocol", default="cpu", choices=sp.PROTOCOLS)
+    parser.add_argument("--data_dir", default=None, help="folder of TALENT datasets (default: the protocol's)")
+    parser.add_argument("--datasets", default=None, help="comma list (default: every dataset folder in data_dir)")
+    parser.add_argument("--methods", default=None, help=f"comma list (default: {','.join(sp.METHODS)})")
+    parser.add_argument("--seeds", default=None, help="comma list of ints (default: the protocol's, 0)")
+    parser.add_argument("--out", default=None, help="JSONL file (default: results/<protocol>_suite.jsonl)")
+    parser.add_argument("--workroot", default="runs/suite")
+    parser.add_argument("--retry_failed", action="store_true", help="re-run jobs whose row says failed")
+    parser.add_argument("--dry_run", action="store_true", help="print the pending commands and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv=None, launcher: Launcher = run_subprocess) -> int:
+    from tqdm import tqdm
+    args = parse_args(argv)
+    config = sp.get_config(args.protocol)
+    data_dir = os.path.abspath(args.data_dir or config.data_dir)
+    workroot = os.path.abspath(args.workroot)
+    out = os.path.abspath(args.out or os.path.join("results", f"{args.protocol}_suite.jsonl"))
+    try:
+        datasets = split_list(args.datasets if args.datasets is not None else config.datasets) \
+            or list_datasets(data_dir)
+        missing = [d for d in datasets if not os.path.isdir(os.path.join(data_dir, d))]
+        if missing:
+            raise ValueError(f"dataset folder(s) {missing} not in {data_dir}")
+        seeds = [int(s) for s in split_list(args.seeds if args.seeds is not None else config.seeds)]
+        jobs = list_jobs(datasets, seeds, split_list(args.methods or config.methods), args.protocol)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    authors = sp.read_authors_hparams(sp.authors_hparams_path(config, data_dir))
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    rows = read_rows(out, repair=not args.dry_run)
+    todo = pending_jobs(jobs, rows, args.retry_failed)
+    if args.dry_run:
+        for job in todo:
+            print(shlex.join(launch_command(job, config, data_dir, workdir_for(workroot, job), authors=authors)))
+        print(f"{len(todo)} of {len(jobs)} jobs pending", file=sys.stderr)
+        return 0
+    ce_failed = _ce_failures(rows)
+    failures = 0
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"suite:{args.protocol}", unit="run",
+               dynamic_ncols=True)
+    for job in todo:
+        bar.set_postfix_str(f"{job.dataset}/seed{job.seed}/{job.method}")
+        ce_error = ce_failed.get((job.dataset, job.seed, job.protocol))
+        if sp.METHOD_PHASE[job.method] in sp.NEEDS_CE and ce_error is not None:
+            workdir = workdir_for(workroot, job)
+            row = skipped_row(job, workdir, launch_command(job, config, data_dir, workdir, authors=authors), ce_error)
+        else:
+            row = run_job(job, config, data_dir, workroot, launcher, authors)
+        append_row(out, row)
+        if job.method == "ce":
+            ce_key = (job.dataset, job.seed, job.protocol)
+            if row["status"] == "ok":
+                ce_failed.pop(ce_key, None)
+            else:
+                ce_failed[ce_key] = row["error"]
+        if row["status"] == "ok":
+            rmse = ((row.get("test") or {}).get("mean") or {}).get("rmse", float("nan"))
+            bar.write(f"ok      {job.dataset} seed{job.seed} {job.method}: test RMSE (z) {rmse:.4f}, "
+                      f"{row['wall_time_s']:.0f}s")
+        else:
+            failures += 1
+            bar.write(f"FAILED  {job.dataset} seed{job.seed} {job.method}: {row['error']}")
+        bar.update(1)
+    bar.close()
+    print(f"{len(todo)} run(s) this time, {failures} failed; rows in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""The suite runner with a fake launcher: job listing, commands, resume after a kill, failure rows."""
+import json
+import os
+
+import pytest
+
+from conftest import write_talent_dataset
+from experiments import suite
+from experiments.configs import suite_protocols as sp
+
+METRICS = {"rmse": 0.5, "mae": 0.4, "r2": 0.7, "spearman": 0.8, "rmse_original": 1.0}
+
+
+def _entry(method, rmse=0.5):
+    split = {agg: {**METRICS, "rmse": rmse} for agg in ("mean", "median", "greedy")}
+    split["distribution"] = {"crps": 0.2, "coverage_90": 0.85}
+    return {"method": method, "num_samples": 32, "splits": {"val": split, "test": split}, "wall_time_s": 1.0}
+
+
+class FakeLauncher:
+    """Writes what launch.py would (results.json entry, config.json) for the job named by the log file."""
+
+    def __init__(self, fail=(), kill_after=None, no_entry=()):
+        self.calls, self.fail, self.kill_after, self.no_entry = [], set(fail), kill_after, set(no_entry)
+
+    def __call__(self, cmd, log_path, cwd):
+        if self.kill_after is not None and len(self.calls) == self.kill_after:
+            raise KeyboardInterrupt  # the suite is killed while this job runs
+        workdir = os.path.dirname(os.path.dirname(log_path))
+        method = os.path.basename(log_path)[:-len(".log")]
+        dataset = os.path.basename(os.path.dirname(workdir))
+        self.calls.append((dataset, method))
+        assert cwd == suite.REPO and f"--workdir={workdir}" in cmd
+        if (dataset, method) in self.fail:
+            with open(log_path, "w") as f:
+                f.write("epoch 1/3\r epoch 2/3\nerror: boom in " + method + "\n")
+            return 2
+        if (dataset, method) in self.no_entry:
+            return 0
+        path = os.path.join(workdir, "results.json")
+        results = json.load(open(path)) if os.path.exists(path) else {"dataset": dataset, "seed": 0, "phases": {}}
+        results["phases"][method] = _entry(method)
+        json.dump(results, open(path, "w"))
+        json.dump({"versions": {"jax": "0.10.2"}}, open(os.path.join(workdir, "config.json"), "w"))
+        return 0
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    write_talent_dataset(tmp_path / "data", "toy", n=200)
+    write_talent_dataset(tmp_path / "data", "toy2", n=250, seed=1)
+    return tmp_path / "data"
+
+
+def _args(data_dir, tmp_path, methods="ce,genre2,riemann,lightgbm", extra=()):
+    return ["--protocol=cpu", f"--data_dir={data_dir}", f"--methods={methods}", f"--out={tmp_path / 'out.jsonl'}",
+            f"--workroot={tmp_path / 'runs'}", *extra]
+
+
+def _rows(tmp_path):
+    with open(tmp_path / "out.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_job_listing_orders_ce_first_and_adds_it_when_needed():
+    jobs = suite.list_jobs(["a", "b"], [0, 1], ["lightgbm", "genre2", "riemann", "genre2"], "cpu")
+    assert len(jobs) == 2 * 2 * 4
+    assert [j.method for j in jobs[:4]] == ["ce", "genre2", "riemann", "lightgbm"]
+    assert [(j.dataset, j.seed) for j in jobs[::4]] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    assert suite.order_methods(["riemann", "lightgbm"]) == ["riemann", "lightgbm"]  # no CE needed
+    assert suite.order_methods(["dist2"]) == ["ce", "dist2"]
+    assert suite.order_methods(list(sp.METHODS)) == list(sp.METHODS)
+    with pytest.raises(ValueError, match="unknown method"):
+        suite.order_methods(["xgboost"])
+
+
+def test_launch_commands(data_dir, tmp_path):
+    config = sp.get_config("cpu")
+    n_train = sp.train_size(str(data_dir), "toy")
+    assert n_train == 128  # 0.64 * 200
+    job = suite.Job("toy", 0, "genre2", "cpu")
+    cmd = suite.launch_command(job, config, str(data_dir), "/w", python="py")
+    assert cmd[:2] == ["py", suite.LAUNCH] and cmd[2].endswith("experiments/configs/tabular.py:quick")
+    for flag in ("--workdir=/w", "--config.dataset=toy", "--config.seed=0", "--config.phases=rl,eval",
+                 "--config.rl.method=genre2", "--config.eval.num_samples=32", "--config.rl.max_epochs=60"):
+        assert flag in cmd
+    ce = suite.launch_command(suite.Job("toy", 0, "ce", "cpu"), config, str(data_dir), "/w")
+    # 1 step per epoch at batch 128: the 1200-step budget hits the 200-epoch ceiling
+    assert "--config.phases=ce,eval" in ce and "--config.ce.max_epochs=200" in ce and "--config.ce.patience=40" in ce
+    token = suite.launch_command(suite.Job("toy", 0, "ntl_mse", "cpu"), config, str(data_dir), "/w")
+    assert "--config.token.method=ntl_mse" in token and "--config.token.max_epochs=100" in token
+    head = suite.launch_command(suite.Job("toy", 0, "pointwise", "cpu"), config, str(data_dir), "/w")
+    assert "--config.phases=head,eval" in head and "--config.head.method=pointwise" in head
+    gb = suite.launch_command(suite.Job("toy", 1, "lightgbm", "cpu"), config, str(data_dir), "/w", python="py")
+    assert gb == ["py", "-m", "genre_jax.gbdt", f"--data_dir={data_dir}", "--dataset=toy", "--workdir=/w", "--seed=1"]
+    assert sp.budget_overrides(config, "rl", 26091) == ["--config.rl.max_epochs=1", "--config.rl.steps_per_epoch=60"]
+    assert sp.budget_overrides(config, "ce", 26091) == ["--config.ce.max_epochs=6", "--config.ce.patience=6"]
+
+
+def test_paper_protocol_uses_authors_hparams_where_a_row_exists(data_dir):
+    (data_dir / "authors_hparams.csv").write_text(
+        "dataset,train_size,learning_rate,base,digits,d_model,nhead,num_decoder_layers,dim_feedforward,mlp_hidden,"
+        "source\ntoy,128,4.9e-05,8,4,512,8,5,2048,128,search\n")
+    config = sp.get_config("paper")
+    assert config.config.endswith("tabular.py:paper")
+    cmd = suite.launch_command(suite.Job("toy", 0, "genre2", "paper"), config, str(data_dir), "/w")
+    for flag in ("--config.eval.num_samples=128", "--config.rl.max_epochs=100", "--config.ce.learning_rate=4.9e-05",
+                 "--config.tokenizer.base=8", "--config.tokenizer.digits=4", "--config.model.d_model=512",
+                 "--config.model.num_heads=8", "--config.model.num_layers=5", "--config.model.d_ff=2048",
+                 "--config.model.mlp_hidden=128"):
+        assert flag in cmd
+    assert not any("max_epochs" in f for f in suite.launch_command(
+        suite.Job("toy", 0, "ce", "paper"), config, str(data_dir), "/w"))  # paper keeps the variant's budget
+    other = suite.launch_command(suite.Job("toy2", 0, "riemann", "paper"), config, str(data_dir), "/w")
+    assert not any("model." in f for f in other)  # no row: the paper defaults
+    with pytest.raises(ValueError, match="unknown protocol"):
+        sp.get_config("gpu")
+
+
+@pytest.mark.parametrize("protocol", sp.PROTOCOLS)
+def test_protocol_overrides_name_real_config_fields(protocol, data_dir):
+    from experiments.configs import tabular
+    (data_dir / "authors_hparams.csv").write_text(
+        "dataset,learning_rate,base,digits,d_model,nhead,num_decoder_layers,dim_feedforward,mlp_hidden\n"
+        "toy,1e-4,2,8,256,4,3,1024,256\n")
+    config = sp.get_config(protocol)
+    base = tabular.get_config(config.config.partition(":")[2])
+    flags = {f for m in sp.METHODS for f in sp.launch_overrides(config, "toy", m, str(data_dir))}
+    assert flags
+    for flag in flags:
+        section, _, rest = flag[len("--config."):].partition(".")
+        field = rest.partition("=")[0]
+        assert section in base and field in base[section], f"{flag}: no such field in tabular.py"
+
+
+def test_full_run_rows(data_dir, tmp_path):
+    fake = FakeLauncher()
+    assert suite.main(_args(data_dir, tmp_path), launcher=fake) == 0
+    rows = _rows(tmp_path)
+    assert [(r["dataset"], r["method"]) for r in rows] == fake.calls == [
+        (d, m) for d in ("toy", "toy2") for m in ("ce", "genre2", "riemann", "lightgbm")]
+    row = rows[1]
+    assert row["status"] == "ok" and row["protocol"] == "cpu" and row["seed"] == 0
+    assert row["test"]["mean"]["rmse"] == 0.5 and set(row["test"]) == {"mean", "median", "greedy", "distribution"}
+    assert row["val"]["distribution"]["coverage_90"] == 0.85
+    assert row["versions"] == {"jax": "0.10.2"} and row["wall_time_s"] >= 0
+    assert "--config.rl.method=genre2" in row["command"]
+    assert row["workdir"] == str(tmp_path / "runs" / "cpu" / "toy" / "seed0")
+
+
+def test_killed_suite_resumes_without_redoing_or_duplicating(data_dir, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        suite.main(_args(data_dir, tmp_path), launcher=FakeLauncher(kill_after=3))
+    assert len(_rows(tmp_path)) == 3
+    with open(tmp_path / "out.jsonl", "a") as f:  # killed in the middle of writing a fourth row
+        f.write('{"dataset": "toy", "method": "lightgbm", "se')
+
+    fake = FakeLauncher()
+    assert suite.main(_args(data_dir, tmp_path), launcher=fake) == 0
+    assert fake.calls == [("toy", "lightgbm")] + [(("toy2"), m) for m in ("ce", "genre2", "riemann", "lightgbm")]
+    rows = _rows(tmp_path)  # every line parses: the partial one was cut off
+    keys = [suite.row_key(r) for r in rows]
+    assert len(keys) == len(set(keys)) == 8
+
+    again = FakeLauncher()
+    assert suite.main(_args(data_dir, tmp_path), launcher=again) == 0
+    assert again.calls == [] and len(_rows(tmp_path)) == 8
+
+
+def test_failures_are_rows_and_dependents_of_a_failed_ce_are_not_launched(data_dir, tmp_path):
+    fake = FakeLauncher(fail={("toy", "riemann"), ("toy2", "ce")}, no_entry={("toy", "lightgbm")})
+    assert suite.main(_args(data_dir, tmp_path), launcher=fake) == 0
+    rows = {(r["dataset"], r["method"]): r for r in _rows(tmp_path)}
+    assert len(rows) == 8
+    assert rows[("toy", "riemann")]["status"] == "failed"
+    assert rows[("toy", "riemann")]["error"] == "error: boom in riemann" and rows[("toy", "riemann")]["returncode"] == 2
+    assert rows[("toy", "lightgbm")]["status"] == "failed" and "no 'lightgbm' entry" in rows[("toy", "lightgbm")]["error"]
+    assert rows[("toy2", "ce")]["error"] == "error: boom in ce"
+    assert rows[("toy2", "genre2")]["status"] == "failed" and "ce failed" in rows[("toy2", "genre2")]["error"]
+    assert ("toy2", "genre2") not in fake.calls and ("toy2", "riemann") in fake.calls  # heads need no CE
+
+    # Failed jobs are not retried by default; --retry_failed re-runs them and the new rows win.
+    assert suite.main(_args(data_dir, tmp_path), launcher=FakeLauncher()) == 0
+    assert len(_rows(tmp_path)) == 8
+    retry = FakeLauncher()
+    assert suite.main(_args(data_dir, tmp_path, extra=["--retry_failed"]), launcher=retry) == 0
+    assert sorted(retry.calls) == sorted([("toy", "riemann"), ("toy", "lightgbm"), ("toy2", "ce"), ("toy2", "genre2")])
+    rows = _rows(tmp_path)
+    assert len(rows) == 12 and suite.pending_jobs(
+        suite.list_jobs(["toy", "toy2"], [0], ["ce", "genre2", "riemann", "lightgbm"], "cpu"), rows, True) == []
+
+
+def test_read_rows_and_helpers(tmp_path):
+    path = str(tmp_path / "r.jsonl")
+    assert suite.read_rows(path) == []
+    suite.append_row(path, {"dataset": "a", "method": "ce", "seed": 0, "protocol": "cpu", "status": "ok"})
+    with open(path, "a") as f:
+        f.write('{"dataset": "a"')
+    assert len(suite.read_rows(path)) == 1 and os.path.getsize(path) > 0
+    suite.read_rows(path, repair=True)
+    assert open(path).read().endswith("}\n")
+    with open(path, "a") as f:
+        f.write("not json\n")
+    with pytest.raises(ValueError, match=":2:"):
+        suite.read_rows(path)
+    assert suite.last_error_line("a\nTraceback\nValueError: x\n") == "ValueError: x"
+    assert suite.last_error_line("error: first\nmore\nerror: second\n100%|###|\r") == "error: second"
+    assert suite.last_error_line("") == ""
+
+
+def test_dry_run_and_bad_dataset(data_dir, tmp_path, capsys):
+    assert suite.main(_args(data_dir, tmp_path, extra=["--dry_run"]), launcher=FakeLauncher()) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 8 and "--config.phases=ce,eval" in out[0]
+    assert not os.path.exists(tmp_path / "out.jsonl")
+    assert suite.main(_args(data_dir, tmp_path, extra=["--datasets=missing"]), launcher=FakeLauncher()) == 2

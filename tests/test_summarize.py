@@ -1,0 +1,129 @@
+"""summarize.py on a synthetic JSONL with known RMSEs: ranks, wins/ties/losses, means, outputs."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments import summarize
+
+# Test RMSE per (dataset, method); None = the run failed. Ranks by hand:
+#   d1: genre2 1, ce 2, lightgbm 3     d2: lightgbm 1, ce and genre2 tie at 2.5
+#   d3: genre2 1, ce 2, lightgbm 3 (0.70005 vs 0.7: a loss in rank, a tie within 1e-4)
+#   d4: genre2 failed -> left out of means and ranks
+RMSE = {
+    ("d1", "ce"): 0.5, ("d1", "genre2"): 0.4, ("d1", "lightgbm"): 0.6,
+    ("d2", "ce"): 0.3, ("d2", "genre2"): 0.3, ("d2", "lightgbm"): 0.2,
+    ("d3", "ce"): 0.7, ("d3", "genre2"): 0.6, ("d3", "lightgbm"): 0.70005,
+    ("d4", "ce"): 0.1, ("d4", "genre2"): None, ("d4", "lightgbm"): 0.2,
+}
+
+
+def _split(rmse, median_offset=0.0):
+    point = {"rmse": rmse, "mae": 0.8 * rmse, "r2": 1 - rmse ** 2, "spearman": 0.9, "rmse_original": 2 * rmse}
+    return {"mean": point, "median": {**point, "rmse": rmse + median_offset}, "greedy": point,
+            "distribution": {"crps": 0.5 * rmse, "coverage_90": 0.8}}
+
+
+def _row(dataset, method, rmse, seed=0, protocol="cpu", workdir=""):
+    base = {"dataset": dataset, "method": method, "seed": seed, "protocol": protocol, "wall_time_s": 10.0,
+            "workdir": workdir}
+    if rmse is None:
+        return {**base, "status": "failed", "error": "error: boom"}
+    return {**base, "status": "ok", "test": _split(rmse, 0.01), "val": _split(rmse), "num_samples": 8}
+
+
+@pytest.fixture
+def jsonl(tmp_path):
+    rows = [_row("d1", "ce", None)]  # a failed first attempt, superseded by the retry below
+    rows += [_row(d, m, r, workdir=str(tmp_path / "runs" / "cpu" / d / "seed0")) for (d, m), r in RMSE.items()]
+    path = tmp_path / "suite.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"dataset": "d5", "meth')  # truncated tail
+    return path
+
+
+def test_ranks_wins_and_means(jsonl):
+    latest = summarize.latest_rows(summarize.read_rows(str(jsonl)), "cpu")
+    records = summarize.collect(latest, "mean")
+    s = summarize.summarize(records, ["ce", "genre2", "lightgbm"], "ce", 1e-4)
+    assert s["complete"] == ["d1", "d2", "d3"] and s["excluded"] == {"d4": ["genre2"]}
+    pm = s["per_method"]
+    assert pm["ce"]["avg_rank"] == pytest.approx(6.5 / 3)
+    assert pm["genre2"]["avg_rank"] == pytest.approx(1.5)
+    assert pm["lightgbm"]["avg_rank"] == pytest.approx(7 / 3)
+    assert (pm["genre2"]["wins"], pm["genre2"]["ties"], pm["genre2"]["losses"]) == (2, 1, 0)
+    assert (pm["lightgbm"]["wins"], pm["lightgbm"]["ties"], pm["lightgbm"]["losses"]) == (1, 1, 1)
+    assert "wins" not in pm["ce"]
+    assert pm["ce"]["rmse"] == pytest.approx(0.5)
+    assert pm["genre2"]["rmse"] == pytest.approx(1.3 / 3)
+    assert pm["lightgbm"]["mae"] == pytest.approx(0.8 * (0.6 + 0.2 + 0.70005) / 3)
+    assert pm["genre2"]["r2"] == pytest.approx(1 - (0.16 + 0.09 + 0.36) / 3)
+    assert pm["ce"]["datasets"] == 3
+    assert s["ranks"][("d2", "ce")] == s["ranks"][("d2", "genre2")] == 2.5
+
+    # d3's lightgbm is 5e-5 above ce: a tie at the default tolerance, a loss at a tighter one.
+    strict = summarize.summarize(records, ["ce", "genre2", "lightgbm"], "ce", 1e-6)["per_method"]["lightgbm"]
+    assert (strict["wins"], strict["ties"], strict["losses"]) == (1, 0, 2)
+    # Median aggregation reads the other block (+0.01 everywhere, ranks unchanged).
+    med = summarize.summarize(summarize.collect(latest, "median"), ["ce", "genre2"], "ce")
+    assert med["per_method"]["ce"]["rmse"] == pytest.approx(0.51)
+    # Without the failing method every dataset is complete.
+    assert summarize.summarize(records, ["ce", "lightgbm"])["complete"] == ["d1", "d2", "d3", "d4"]
+
+
+def test_seeds_are_averaged_and_a_failed_seed_makes_the_dataset_incomplete():
+    rows = [_row("a", "ce", 0.2, seed=0), _row("a", "ce", 0.4, seed=1), _row("a", "genre2", 0.1, seed=0),
+            _row("a", "genre2", None, seed=1), _row("b", "ce", 0.5, seed=0), _row("b", "genre2", 0.5, seed=0)]
+    records = summarize.collect(summarize.latest_rows(rows), "mean")
+    assert records[("a", "ce")]["rmse"] == pytest.approx(0.3) and records[("a", "ce")]["seeds"] == 2
+    assert records[("a", "genre2")]["status"] == "failed"
+    # b has only seed 0 rows, so one seed is all it needs
+    assert summarize.summarize(records, ["ce", "genre2"])["complete"] == ["b"]
+    with pytest.raises(ValueError, match="--protocol"):
+        summarize.pick_protocol(rows + [_row("a", "ce", 0.2, protocol="paper")], None)
+
+
+def _write_predictions(workdir, method, rng, noise):
+    target = rng.normal(size=50).astype(np.float32)
+    samples = target[:, None] + noise * rng.normal(size=(50, 8)).astype(np.float32)
+    os.makedirs(os.path.join(workdir, "eval", method), exist_ok=True)
+    np.savez(os.path.join(workdir, "eval", method, "predictions_test.npz"), samples_z=samples,
+             greedy_z=target + noise * 0.5, target_z=target)
+
+
+def test_cli_writes_table_csv_and_plots(jsonl, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for d in ("d1", "d2", "d3"):
+        for method, noise in (("ce", 0.5), ("genre2", 0.2)):
+            _write_predictions(str(tmp_path / "runs" / "cpu" / d / "seed0"), method, rng, noise)
+    out = tmp_path / "summary"
+    assert summarize.main([str(jsonl), f"--out={out}", f"--workroot={tmp_path / 'runs'}"]) == 0
+    printed = capsys.readouterr().out
+    table = (out / "table.md").read_text()
+    assert table in printed
+    assert "3 of 4 datasets" in table and "d4 (genre2)" in table
+    assert "| genre2 | 0.4333 | 0.3467 |" in table and "| 1.50 | 2/1/0 | 3 |" in table
+    assert "| ce | 0.5000 |" in table and "| — | 3 |" in table
+    with open(out / "per_dataset.csv") as f:
+        lines = list(csv.DictReader(f))
+    assert len(lines) == 12
+    d4 = next(r for r in lines if r["dataset"] == "d4" and r["method"] == "genre2")
+    assert d4["status"] == "failed" and d4["complete"] == "False" and d4["error"] == "error: boom"
+    for name in ("r2_by_method.png", "genre2_vs_ce_rmse.png", "error_vs_samples.png", "distribution_by_method.png"):
+        assert (out / name).stat().st_size > 1000, name
+
+    latest = summarize.latest_rows(summarize.read_rows(str(jsonl)))
+    curves = summarize.error_vs_samples(latest, ["d1", "d2", "d3"], ["ce", "genre2"], str(tmp_path / "runs"))
+    assert curves["counts"] == [1, 2, 4, 8] and curves["runs"] == 3
+    assert curves["curves"]["ce"][0] > curves["curves"]["ce"][-1]  # averaging samples reduces the noise
+    assert curves["curves"]["genre2"][0] < curves["curves"]["ce"][0]
+
+
+def test_plots_skip_absent_methods_and_missing_predictions(jsonl, tmp_path, capsys):
+    out = tmp_path / "only_lgbm"
+    assert summarize.main([str(jsonl), f"--out={out}", "--methods=lightgbm"]) == 0
+    printed = capsys.readouterr().out
+    assert "plot skipped: genre2_vs_ce_rmse.png" in printed and "plot skipped: error_vs_samples.png" in printed
+    assert (out / "r2_by_method.png").exists() and not (out / "genre2_vs_ce_rmse.png").exists()
+    assert summarize.main([str(jsonl), f"--out={out}", "--methods=xgboost"]) == 2
