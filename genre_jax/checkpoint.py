@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 from genre_jax.errors import GenreError
 
 # Sections of the config that define the model a checkpoint belongs to.
-IDENTITY_KEYS = ("dataset", "model", "tokenizer")
+IDENTITY_KEYS = ("dataset", "seed", "model", "tokenizer")
 
 
 def _manager(path: str) -> ocp.CheckpointManager:
@@ -32,6 +32,8 @@ class PhaseCheckpoints:
 
     def save(self, which: str, step: int, tree: Any, meta: dict) -> None:
         manager = self._last if which == "last" else self._best
+        if step in manager.all_steps():  # a crash between two saves left this step; Orbax won't overwrite it
+            manager.delete(step)
         manager.save(step, args=ocp.args.Composite(tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
                      force=True)
         manager.wait_until_finished()
@@ -81,6 +83,6 @@ def check_workdir_matches(workdir: str, config) -> None:
         return
     current = model_identity(config)
     for key in IDENTITY_KEYS:
-        if stored.get(key) != current[key]:
+        if key in stored and stored[key] != current[key]:  # older workdirs lack newer keys
             raise GenreError(f"workdir {workdir} holds a checkpoint of a different model ({key}: "
                              f"{stored.get(key)} != {current[key]}); use a fresh --workdir")

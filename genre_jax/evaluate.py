@@ -54,8 +54,9 @@ def evaluate(config, task, params, y_std: float, mesh, out_dir: str, method: str
         scores["distribution"] = {"crps": metrics.crps(samples_NS, arrays["z"]),
                                   "coverage_90": metrics.interval_coverage(samples_NS, arrays["z"], 0.9)}
         result["splits"][split] = scores
-        np.savez_compressed(os.path.join(out_dir, f"predictions_{split}.npz"), samples_z=samples_NS.astype(np.float32),
-                            greedy_z=greedy_N, target_z=arrays["z"])
+        if parallel.is_main_process():
+            np.savez_compressed(os.path.join(out_dir, f"predictions_{split}.npz"),
+                                samples_z=samples_NS.astype(np.float32), greedy_z=greedy_N, target_z=arrays["z"])
     result["wall_time_s"] = round(time.time() - start, 2)
     return result
 

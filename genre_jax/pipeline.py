@@ -58,11 +58,28 @@ def write_json(path: str, obj) -> None:
 
 def _phase_dirs(config) -> dict[str, str]:
     """Checkpoint folder of every decoder-or-head method this config names."""
-    return {"ce": "ce", config.rl.method: rl.phase_dir(config.rl.method),
-            config.token.method: f"token/{config.token.method}", config.head.method: f"head/{config.head.method}"}
+    dirs = {config.rl.method: rl.phase_dir(config.rl.method), config.token.method: f"token/{config.token.method}",
+            config.head.method: f"head/{config.head.method}"}
+    return {"ce": "ce", **{m: d for m, d in dirs.items() if m != "ce"}}  # "ce" always means the CE phase
 
 
-def _validate_methods(config, phases, tokenizer) -> None:
+def _validate_settings(config, phases, tokenizer) -> None:
+    """Rejects bad method names and sizes up front, before any training time is spent."""
+    from genre_jax.data import SPLITS
+    splits = [s.strip() for s in config.eval.splits.split(",") if s.strip()]
+    if not splits or any(s not in SPLITS for s in splits):
+        raise GenreError(f"config.eval.splits: expected a comma-separated subset of {list(SPLITS)}, "
+                         f"got {config.eval.splits!r}")
+    for section in ("ce", "rl", "token", "head", "eval"):
+        if int(config[section].batch_size) <= 0:
+            raise GenreError(f"config.{section}.batch_size: expected a positive integer, got {config[section].batch_size}")
+    for field in ("d_model", "num_heads", "num_layers", "d_ff", "mlp_hidden"):
+        if int(config.model[field]) <= 0:
+            raise GenreError(f"config.model.{field}: expected a positive integer, got {config.model[field]}")
+    if int(config.eval.num_samples) <= 0:
+        raise GenreError(f"config.eval.num_samples: expected a positive integer, got {config.eval.num_samples}")
+    if "token" in phases and config.token.method == "ce":
+        raise GenreError("config.token.method: 'ce' is the CE phase itself; expected ntl_mse, ntl_was or dist2")
     if "rl" in phases:
         rl.resolve(config.rl, tokenizer)
     if "token" in phases:
@@ -75,6 +92,16 @@ def _validate_methods(config, phases, tokenizer) -> None:
                              f"{sorted(heads.HEADS)}")
 
 
+def _earlier_results(path: str) -> dict:
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            return json.load(f).get("phases", {})
+    except (OSError, json.JSONDecodeError, AttributeError) as e:
+        raise GenreError(f"{path}: unreadable ({e}); move it away or use a fresh --workdir") from None
+
+
 def run(config, workdir: str) -> dict:
     """Runs the configured phases; returns the results of this run (also merged into results.json)."""
     # Everything that can reject the input runs before the workdir is touched.
@@ -82,7 +109,7 @@ def run(config, workdir: str) -> dict:
     data = load_tabular(config.data_dir or None, config.dataset)
     tokenizer = make_tokenizer(config.tokenizer, data.splits["train"].z)
     model = models.make_model(config.model, tokenizer)
-    _validate_methods(config, phases, tokenizer)
+    _validate_settings(config, phases, tokenizer)
     workdir = os.path.abspath(workdir)
     checkpoint.check_workdir_matches(workdir, config)
     params = models.init_params(model, data.preprocessor.num_features, tokenizer.length,
@@ -99,7 +126,7 @@ def run(config, workdir: str) -> dict:
         "tokenizer": tokenizer.spec(), "clipped_targets": clipped})
     meta = {"config": config.to_dict(), "tokenizer": tokenizer.spec(), "preprocessor": data.preprocessor.to_dict()}
     results_path = os.path.join(workdir, "results.json")
-    earlier = json.load(open(results_path)).get("phases", {}) if os.path.exists(results_path) else {}
+    earlier = _earlier_results(results_path)
     try:
         trained = _train(config, phases, task, data, params, workdir, mesh, meta)
         results = _evaluate(config, phases, task, data, trained, workdir, mesh, earlier) if "eval" in phases else {}
@@ -168,6 +195,8 @@ def _evaluate(config, phases, task, data, trained, workdir, mesh, earlier) -> di
     for method, (kind, params, progress) in trained.items():
         ckpt = checkpoint.PhaseCheckpoints(workdir, _phase_dirs(config)[method])
         stamp = {"best_step": ckpt.best_step(), "eval": config.eval.to_dict()}
+        if kind == "head":  # heads sample with their own settings
+            stamp["head"] = config.head.to_dict()
         if earlier.get(method, {}).get("stamp") == stamp:
             results[method] = earlier[method]  # same checkpoint, same evaluation: nothing to recompute
             continue

@@ -129,3 +129,22 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, toy_data_dir):
         lines = [l for l in proc.stderr.splitlines() if l.strip() and "Warning" not in l]
         assert len(lines) == 1, proc.stderr
         assert not workdir.exists()
+
+
+def test_settings_are_checked_before_training(tmp_path, toy_data_dir):
+    cases = [({"eval.splits": "val,tst"}, "config.eval.splits"), ({"ce.batch_size": 0}, "config.ce.batch_size"),
+             ({"model.num_heads": 0}, "config.model.num_heads"),
+             ({"phases": "ce,token,eval", "token.method": "ce"}, "config.token.method")]
+    for i, (overrides, needle) in enumerate(cases):
+        with pytest.raises(GenreError, match=needle):
+            launch.run(tiny_config(data_dir=str(toy_data_dir), dataset="toy", **overrides), str(tmp_path / f"w{i}"))
+        assert not (tmp_path / f"w{i}").exists()
+
+
+def test_a_crash_between_best_and_last_saves_can_resume(tmp_path):
+    first = checkpoint.PhaseCheckpoints(str(tmp_path), "rl/genre2")
+    tree = {"w": np.ones(3, np.float32)}
+    first.save("best", 0, tree, {"epoch": -1})
+    again = checkpoint.PhaseCheckpoints(str(tmp_path), "rl/genre2")  # the rerun saves step 0 once more
+    again.save("best", 0, {"w": np.zeros(3, np.float32)}, {"epoch": -1})
+    np.testing.assert_array_equal(again.restore("best", tree)[0]["w"], 0)

@@ -280,3 +280,14 @@ def test_all_shared_datasets_load():
 def test_archive_help_mentions_flags():
     text = talent_archive_path_help()
     assert "\n" not in text and "--config.data_dir" in text and "LAMDA-TALENT" in text
+
+
+def test_empty_val_split_is_a_one_line_error(tmp_path):
+    from conftest import write_talent_dataset
+    folder = write_talent_dataset(tmp_path, "emptyval")
+    np.save(folder / "N_val.npy", np.zeros((0, 4)))
+    np.save(folder / "C_val.npy", np.zeros((0, 1), dtype=object), allow_pickle=True)
+    np.save(folder / "y_val.npy", np.zeros(0))
+    with pytest.raises(GenreError, match="y_val.npy has no rows") as err:
+        read_talent(tmp_path, "emptyval")
+    assert "\n" not in str(err.value)

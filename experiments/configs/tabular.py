@@ -34,7 +34,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.seed = 0
     c.data_dir = ""  # "" = the repository's bundled datasets/ folder
     c.dataset = "cpu_act"
-    c.phases = "ce,rl,eval"  # comma-separated, run in this order
+    c.phases = "ce,rl,eval"  # comma-separated subset; always run in the order ce, rl, token, head, gbdt, eval
 
     # normalized uses base/digits; ieee uses base/exponent_digits/mantissa_digits.
     c.tokenizer = ml_collections.ConfigDict(dict(

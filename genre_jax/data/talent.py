@@ -232,6 +232,10 @@ def _check_columns(folder: pathlib.Path, splits: dict[str, RawSplit]) -> None:
     if train.num_rows < 2:
         raise _error(f"{folder / 'y_train.npy'} has {train.num_rows} rows; expected at least 2 train "
                      f"rows to fit the preprocessing")
+    for split in SPLITS[1:]:
+        if splits[split].num_rows < 1:
+            raise _error(f"{folder / f'y_{split}.npy'} has no rows; expected at least 1 (used for early "
+                         f"stopping and evaluation)")
 
 
 def read_talent(data_dir: str | os.PathLike | None, name: str) -> tuple[dict[str, RawSplit], dict]:
