@@ -37,26 +37,33 @@ def predict_split(predict_fn, params, x_NF: np.ndarray, key, batch_size: int, me
 
 
 def evaluate(config, task, params, y_std: float, mesh, out_dir: str, method: str) -> dict:
-    """Scores ``params`` on the configured splits; writes predictions under ``out_dir``."""
+    """Scores decoder ``params`` on the configured splits; writes predictions under ``out_dir``."""
     cfg = config.eval
-    start = time.time()
     predict_fn = make_predict_fn(task, int(cfg.num_samples), float(cfg.temperature), mesh)
-    batch_size = parallel.round_up(int(cfg.batch_size), mesh.size)
+    header = {"method": method, "num_samples": int(cfg.num_samples), "temperature": float(cfg.temperature)}
+    return score_splits(config, predict_fn, params, task.arrays, y_std, mesh, out_dir, header)
+
+
+def score_splits(config, predict_fn, params, arrays, y_std: float, mesh, out_dir: str, header: dict) -> dict:
+    """Runs ``predict_fn`` (params, x_BF, key) -> (samples_BS, point_B) over ``config.eval.splits`` and
+    scores it: the one evaluation loop behind every model kind (decoders, regression heads)."""
+    start = time.time()
+    batch_size = parallel.round_up(int(config.eval.batch_size), mesh.size)
     key = jax.random.fold_in(jax.random.key(int(config.seed)), 1)
-    result = {"method": method, "num_samples": int(cfg.num_samples), "temperature": float(cfg.temperature),
-              "splits": {}}
+    result = {**header, "splits": {}}
     os.makedirs(out_dir, exist_ok=True)
-    for i, split in enumerate(s.strip() for s in cfg.splits.split(",")):
-        arrays = task.arrays[split]
-        samples_NS, greedy_N = predict_split(predict_fn, params, arrays["x"], jax.random.fold_in(key, i),
+    for i, split in enumerate(s.strip() for s in config.eval.splits.split(",")):
+        split_arrays = arrays[split]
+        samples_NS, greedy_N = predict_split(predict_fn, params, split_arrays["x"], jax.random.fold_in(key, i),
                                              batch_size, mesh)
-        scores = metrics.prediction_metrics(samples_NS, greedy_N, arrays["z"], y_std)
-        scores["distribution"] = {"crps": metrics.crps(samples_NS, arrays["z"]),
-                                  "coverage_90": metrics.interval_coverage(samples_NS, arrays["z"], 0.9)}
+        scores = metrics.prediction_metrics(samples_NS, greedy_N, split_arrays["z"], y_std)
+        scores["distribution"] = {"crps": metrics.crps(samples_NS, split_arrays["z"]),
+                                  "coverage_90": metrics.interval_coverage(samples_NS, split_arrays["z"], 0.9)}
         result["splits"][split] = scores
         if parallel.is_main_process():
             np.savez_compressed(os.path.join(out_dir, f"predictions_{split}.npz"),
-                                samples_z=samples_NS.astype(np.float32), greedy_z=greedy_N, target_z=arrays["z"])
+                                samples_z=samples_NS.astype(np.float32), greedy_z=greedy_N,
+                                target_z=split_arrays["z"])
     result["wall_time_s"] = round(time.time() - start, 2)
     return result
 

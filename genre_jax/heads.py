@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -36,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtr
 
-from genre_jax import evaluate, metrics, parallel, train
+from genre_jax import evaluate, parallel, train
 from genre_jax.errors import GenreError
 from genre_jax.models import MLPEncoder
 
@@ -265,26 +264,9 @@ def evaluate_head(config, arrays, params, y_std: float, mesh, out_dir: str) -> d
     """``evaluate.evaluate``'s schema for a head: greedy = point prediction, mean/median over samples."""
     cfg = config.head
     method = str(cfg.method)
-    start = time.time()
     model = make_head_model(config.model, method, int(cfg.num_bins))
     num_samples = int(cfg.num_samples) if method == "riemann" else 1
     bin_values_K, edges_E = _bins(cfg, arrays["train"]["z"])
     predict_fn = make_head_predict_fn(method, model, num_samples, bin_values_K, edges_E, mesh)
-    batch_size = parallel.round_up(int(config.eval.batch_size), mesh.size)
-    key = jax.random.fold_in(jax.random.key(int(config.seed)), 1)
-    result = {"method": method, "num_samples": num_samples, "temperature": 1.0, "splits": {}}
-    os.makedirs(out_dir, exist_ok=True)
-    for i, split in enumerate(s.strip() for s in config.eval.splits.split(",")):
-        split_arrays = arrays[split]
-        samples_NS, point_N = evaluate.predict_split(predict_fn, params, split_arrays["x"],
-                                                     jax.random.fold_in(key, i), batch_size, mesh)
-        scores = metrics.prediction_metrics(samples_NS, point_N, split_arrays["z"], y_std)
-        scores["distribution"] = {"crps": metrics.crps(samples_NS, split_arrays["z"]),
-                                  "coverage_90": metrics.interval_coverage(samples_NS, split_arrays["z"], 0.9)}
-        result["splits"][split] = scores
-        if parallel.is_main_process():
-            np.savez_compressed(os.path.join(out_dir, f"predictions_{split}.npz"),
-                                samples_z=samples_NS.astype(np.float32), greedy_z=point_N,
-                                target_z=split_arrays["z"])
-    result["wall_time_s"] = round(time.time() - start, 2)
-    return result
+    header = {"method": method, "num_samples": num_samples, "temperature": 1.0}
+    return evaluate.score_splits(config, predict_fn, params, arrays, y_std, mesh, out_dir, header)
