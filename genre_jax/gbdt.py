@@ -25,13 +25,13 @@ import importlib.metadata as md
 import json
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 from genre_jax import metrics
 from genre_jax.errors import GenreError
+from genre_jax.results_file import merge_into_results
 
 METHOD = "lightgbm"
 
@@ -119,41 +119,6 @@ def evaluate_lightgbm(data, model, splits=("val", "test")) -> dict:
     result["params"] = dict(getattr(model, "genre_params", {}))
     result["versions"] = {"lightgbm": md.version("lightgbm"), "numpy": np.__version__}
     return result
-
-
-def _write_json_atomic(path: str, obj) -> None:
-    # A unique temporary name in the same folder: os.replace is atomic only within one filesystem.
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def merge_into_results(workdir: str, dataset: str, seed: int, entries: dict) -> dict:
-    """Adds ``entries`` under "phases" of <workdir>/results.json, keeping every other entry."""
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "results.json")
-    earlier = {}
-    if os.path.exists(path):
-        try:
-            with open(path) as f:
-                stored = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise GenreError(f"{path}: unreadable ({e}); use a fresh --workdir") from None
-        # Mixing datasets or seeds in one results.json would make its rows incomparable.
-        for key, value in (("dataset", dataset), ("seed", int(seed))):
-            if key in stored and stored[key] != value:
-                raise GenreError(f"{path} holds results for {key} {stored[key]!r}, not {value!r}; use a fresh "
-                                 f"--workdir")
-        earlier = stored.get("phases", {})
-    merged = {"dataset": dataset, "seed": int(seed), "phases": {**earlier, **entries}}
-    _write_json_atomic(path, merged)
-    return merged
 
 
 def run_lightgbm(data_dir, dataset: str, workdir: str, seed: int = 0, params: dict | None = None) -> dict:

@@ -9,7 +9,6 @@ method, and an entry whose checkpoint and evaluation settings are unchanged is n
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -20,6 +19,7 @@ import jax
 from genre_jax import checkpoint, evaluate, models, parallel, rl, train
 from genre_jax.data import load_tabular
 from genre_jax.errors import GenreError
+from genre_jax.results_file import merge_into_results, read_phases, write_json_atomic
 from genre_jax.tokenizers import make_tokenizer
 
 PHASES = ("ce", "rl", "token", "head", "gbdt", "eval")
@@ -44,16 +44,6 @@ def versions() -> dict:
         except md.PackageNotFoundError:
             out[pkg] = None
     return out
-
-
-def write_json(path: str, obj) -> None:
-    """Atomic write by process 0: readers never see a half-written file."""
-    if not parallel.is_main_process():
-        return
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def _phase_dirs(config) -> dict[str, str]:
@@ -92,16 +82,6 @@ def _validate_settings(config, phases, tokenizer) -> None:
                              f"{sorted(heads.HEADS)}")
 
 
-def _earlier_results(path: str) -> dict:
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path) as f:
-            return json.load(f).get("phases", {})
-    except (OSError, json.JSONDecodeError, AttributeError) as e:
-        raise GenreError(f"{path}: unreadable ({e}); move it away or use a fresh --workdir") from None
-
-
 def run(config, workdir: str) -> dict:
     """Runs the configured phases; returns the results of this run (also merged into results.json)."""
     # Everything that can reject the input runs before the workdir is touched.
@@ -120,13 +100,12 @@ def run(config, workdir: str) -> dict:
 
     created = not os.path.exists(workdir)
     os.makedirs(workdir, exist_ok=True)
-    write_json(os.path.join(workdir, "config.json"), {
+    write_json_atomic(os.path.join(workdir, "config.json"), {
         "config": config.to_dict(), "seed": int(config.seed), "identity": checkpoint.model_identity(config),
         "versions": versions(), "devices": [str(d) for d in jax.devices()], "command": sys.argv,
         "tokenizer": tokenizer.spec(), "clipped_targets": clipped})
     meta = {"config": config.to_dict(), "tokenizer": tokenizer.spec(), "preprocessor": data.preprocessor.to_dict()}
-    results_path = os.path.join(workdir, "results.json")
-    earlier = _earlier_results(results_path)
+    earlier = read_phases(workdir, config.dataset, int(config.seed))
     try:
         trained = _train(config, phases, task, data, params, workdir, mesh, meta)
         results = _evaluate(config, phases, task, data, trained, workdir, mesh, earlier) if "eval" in phases else {}
@@ -139,7 +118,7 @@ def run(config, workdir: str) -> dict:
         raise
     summary = {"dataset": config.dataset, "seed": int(config.seed), "phases": results}
     if results:
-        write_json(results_path, {**summary, "phases": {**earlier, **results}})
+        merge_into_results(workdir, config.dataset, int(config.seed), results)
     return summary
 
 
