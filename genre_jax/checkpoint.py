@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 from genre_jax.errors import GenreError
 
 # Sections of the config that define the model a checkpoint belongs to.
-IDENTITY_KEYS = ("dataset", "seed", "model", "tokenizer")
+IDENTITY_KEYS = ("dataset", "seed", "model", "tokenizer", "code")  # "code": code-metric configs only
 
 
 def _manager(path: str) -> ocp.CheckpointManager:
@@ -66,7 +66,7 @@ class PhaseCheckpoints:
 
 def model_identity(config) -> dict:
     return json.loads(json.dumps({k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k]
-                                  for k in IDENTITY_KEYS}))
+                                  for k in IDENTITY_KEYS if k in config}))
 
 
 def check_workdir_matches(workdir: str, config) -> None:
@@ -83,6 +83,6 @@ def check_workdir_matches(workdir: str, config) -> None:
         return
     current = model_identity(config)
     for key in IDENTITY_KEYS:
-        if key in stored and stored[key] != current[key]:  # older workdirs lack newer keys
+        if key in stored and stored[key] != current.get(key):  # older workdirs lack newer keys
             raise GenreError(f"workdir {workdir} holds a checkpoint of a different model ({key}: "
-                             f"{stored.get(key)} != {current[key]}); use a fresh --workdir")
+                             f"{stored.get(key)} != {current.get(key)}); use a fresh --workdir")

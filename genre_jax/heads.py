@@ -37,7 +37,7 @@ from jax.scipy.special import ndtr
 
 from genre_jax import evaluate, parallel, train
 from genre_jax.errors import GenreError
-from genre_jax.models import MLPEncoder
+from genre_jax.models import make_encoder
 
 
 class HeadRegressor(nn.Module):
@@ -48,18 +48,16 @@ class HeadRegressor(nn.Module):
     """
 
     num_outputs: int
-    d_model: int = 256
-    mlp_hidden: int = 256
-    mlp_layers: int = 2
-    dropout: float = 0.1
+    encoder_fields: tuple[tuple[str, Any], ...]  # (name, value) pairs of config.model, hashable
 
     def setup(self):
-        self.encoder = MLPEncoder(self.mlp_hidden, self.mlp_layers, self.d_model, self.dropout)
+        fields = dict(self.encoder_fields)
+        self.encoder = make_encoder(fields.get("name", "tabular_decoder"), **fields)
         self.head = nn.Dense(self.num_outputs)
 
     def __call__(self, x_BF, train: bool = False):
         memory_BMD = self.encoder(x_BF, train)
-        return self.head(memory_BMD[:, 0])  # outputs_BK
+        return self.head(memory_BMD.mean(axis=1))  # outputs_BK; M = 1 for the MLP encoder
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,9 +200,8 @@ def _head(method: str) -> Head:
 def make_head_model(model_cfg, method: str, num_bins: int = 256) -> HeadRegressor:
     """The head model with the decoder model's encoder sizes from ``config.model``."""
     head = _head(method)
-    return HeadRegressor(num_outputs=head.num_outputs(num_bins), d_model=int(model_cfg.d_model),
-                         mlp_hidden=int(model_cfg.mlp_hidden), mlp_layers=int(model_cfg.mlp_layers),
-                         dropout=float(model_cfg.dropout))
+    return HeadRegressor(num_outputs=head.num_outputs(num_bins),
+                         encoder_fields=tuple(sorted(model_cfg.to_dict().items())))
 
 
 def make_head_loss(method: str, model, cfg):

@@ -109,8 +109,18 @@ def spearman(pred, target) -> float:
     return float(scipy.stats.spearmanr(pred, target).statistic)
 
 
+def kendall(pred, target) -> float:
+    """Kendall's tau-b (scipy.stats.kendalltau); degenerate inputs as in ``spearman``."""
+    pred, target = _as_pair(pred, target)
+    if np.all(target == target[0]):
+        return float("nan")
+    if np.all(pred == pred[0]):
+        return 0.0
+    return float(scipy.stats.kendalltau(pred, target).statistic)
+
+
 def regression_metrics(pred_z, target_z, y_std: float) -> dict[str, float]:
-    """rmse, mae, r2, spearman in z units, plus rmse_original = rmse * y_std.
+    """rmse, mae, r2, spearman, kendall in z units, plus rmse_original = rmse * y_std.
 
     Only RMSE is reported in original units because MAE scales the same way and
     r2/spearman are scale-free; y_std is the standardization scale of the target.
@@ -125,6 +135,7 @@ def regression_metrics(pred_z, target_z, y_std: float) -> dict[str, float]:
         "mae": mae(pred_z, target_z),
         "r2": r2(pred_z, target_z),
         "spearman": spearman(pred_z, target_z),
+        "kendall": kendall(pred_z, target_z),
         "rmse_original": float(rmse_z * y_std),
     }
 

@@ -19,6 +19,7 @@ import numpy as np
 from genre_jax.errors import GenreError
 
 Cache = dict[str, Any]
+BYTE_VOCAB = 257  # code inputs: 0 = padding, 1..256 = byte value + 1
 
 
 def sinusoidal_table(length: int, width: int) -> np.ndarray:
@@ -51,6 +52,61 @@ class MLPEncoder(nn.Module):
         for _ in range(self.num_layers):
             h = nn.Dropout(self.dropout, deterministic=not train)(nn.relu(nn.Dense(self.hidden)(h)))
         return nn.Dense(self.d_model)(h)[:, None, :]  # memory_BMD with M = 1
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm bidirectional self-attention over the non-padding input tokens, then feed-forward."""
+
+    d_model: int
+    num_heads: int
+    d_ff: int
+    dropout: float
+
+    @nn.compact
+    def __call__(self, h_BTD, mask_BT, train: bool):
+        head_dim = self.d_model // self.num_heads
+        qkv = nn.DenseGeneral((3, self.num_heads, head_dim))(nn.LayerNorm()(h_BTD))
+        mask_BTT = jnp.broadcast_to(mask_BT[:, None, :], (h_BTD.shape[0], h_BTD.shape[1], h_BTD.shape[1]))
+        att = _attend(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask_BTT)
+        h_BTD = h_BTD + nn.Dropout(self.dropout, deterministic=not train)(
+            nn.DenseGeneral(self.d_model, axis=(-2, -1))(att))
+        ff = nn.Dense(self.d_model)(nn.relu(nn.Dense(self.d_ff)(nn.LayerNorm()(h_BTD))))
+        return h_BTD + nn.Dropout(self.dropout, deterministic=not train)(ff)
+
+
+class ByteEncoder(nn.Module):
+    """Transformer over UTF-8 byte tokens (0 = padding), attention-pooled into ``memory_slots`` vectors.
+
+    Pooling: ``memory_slots`` learned queries attend to the encoded bytes, so the number decoder
+    cross-attends to a few summary vectors, whatever the program's length. Inputs may arrive as
+    floats (``init_params`` passes zeros); they are byte ids.
+    """
+
+    d_model: int
+    num_layers: int
+    num_heads: int
+    d_ff: int
+    dropout: float
+    memory_slots: int = 4
+
+    @nn.compact
+    def __call__(self, x_BT, train: bool):
+        if self.d_model % self.num_heads:
+            raise GenreError(f"config.model: d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
+        tokens_BT = x_BT.astype(jnp.int32)
+        mask_BT = tokens_BT > 0
+        h = nn.Embed(BYTE_VOCAB, self.d_model)(tokens_BT) + sinusoidal_table(tokens_BT.shape[1], self.d_model)
+        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        for _ in range(self.num_layers):
+            h = EncoderBlock(self.d_model, self.num_heads, self.d_ff, self.dropout)(h, mask_BT, train)
+        h = nn.LayerNorm()(h)
+        head_dim = self.d_model // self.num_heads
+        kv = nn.DenseGeneral((2, self.num_heads, head_dim))(h)
+        queries = self.param("pool_queries", nn.initializers.normal(1.0), (self.memory_slots, self.num_heads, head_dim))
+        q_BMHK = jnp.broadcast_to(queries, (h.shape[0], *queries.shape))
+        mask_BMT = jnp.broadcast_to(mask_BT[:, None, :], (h.shape[0], self.memory_slots, h.shape[1]))
+        pooled = _attend(q_BMHK, kv[:, :, 0], kv[:, :, 1], mask_BMT)
+        return nn.DenseGeneral(self.d_model, axis=(-2, -1))(pooled)  # memory_BMD with M = memory_slots
 
 
 class DecoderBlock(nn.Module):
@@ -154,7 +210,26 @@ class NumberDecoder(nn.Module):
         return self.head(self.ln_final(h)), {"layers": layers}  # logits_BV
 
 
-class TabularRegressor(nn.Module):
+class _EncoderDecoder:
+    """The entry points shared by every encoder + number-decoder model (``self.encoder``, ``self.decoder``)."""
+
+    def __call__(self, x, tokens_in_BL, train: bool = False):
+        return self.decoder(self.encoder(x, train), tokens_in_BL, train)
+
+    def encode(self, x, train: bool = False):
+        return self.encoder(x, train)
+
+    def decode(self, memory_BMD, tokens_in_BL, train: bool = False):
+        return self.decoder(memory_BMD, tokens_in_BL, train)
+
+    def init_cache(self, memory_BMD, length: int) -> Cache:
+        return self.decoder.init_cache(memory_BMD, length)
+
+    def step(self, token_B, pos, cache: Cache):
+        return self.decoder.step(token_B, pos, cache)
+
+
+class TabularRegressor(_EncoderDecoder, nn.Module):
     """MLP encoder over preprocessed features + number decoder (the paper's tabular model)."""
 
     vocab_size: int
@@ -169,36 +244,55 @@ class TabularRegressor(nn.Module):
     pos_embedding: str = "learned"
 
     def setup(self):
-        self.encoder = MLPEncoder(self.mlp_hidden, self.mlp_layers, self.d_model, self.dropout)
+        self.encoder = make_encoder("tabular_decoder", mlp_hidden=self.mlp_hidden, mlp_layers=self.mlp_layers,
+                                    d_model=self.d_model, dropout=self.dropout)
         self.decoder = NumberDecoder(self.vocab_size, self.max_length, self.d_model, self.num_layers,
                                      self.num_heads, self.d_ff, self.dropout, self.pos_embedding)
 
-    def __call__(self, x_BF, tokens_in_BL, train: bool = False):
-        return self.decoder(self.encoder(x_BF, train), tokens_in_BL, train)
-
-    def encode(self, x_BF, train: bool = False):
-        return self.encoder(x_BF, train)
-
-    def decode(self, memory_BMD, tokens_in_BL, train: bool = False):
-        return self.decoder(memory_BMD, tokens_in_BL, train)
-
-    def init_cache(self, memory_BMD, length: int) -> Cache:
-        return self.decoder.init_cache(memory_BMD, length)
-
-    def step(self, token_B, pos, cache: Cache):
-        return self.decoder.step(token_B, pos, cache)
 
 
-MODELS = {"tabular_decoder": TabularRegressor}
-_MODEL_FIELDS = ("d_model", "num_layers", "num_heads", "d_ff", "dropout", "mlp_hidden", "mlp_layers", "pos_embedding")
+class CodeRegressor(_EncoderDecoder, nn.Module):
+    """Byte-level Transformer encoder over program text + number decoder (code-metric regression)."""
+
+    vocab_size: int
+    max_length: int
+    d_model: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    d_ff: int = 512
+    dropout: float = 0.1
+    enc_layers: int = 2
+    memory_slots: int = 4
+    pos_embedding: str = "learned"
+
+    def setup(self):
+        self.encoder = make_encoder("code_decoder", d_model=self.d_model, num_heads=self.num_heads, d_ff=self.d_ff,
+                                    dropout=self.dropout, enc_layers=self.enc_layers, memory_slots=self.memory_slots)
+        self.decoder = NumberDecoder(self.vocab_size, self.max_length, self.d_model, self.num_layers,
+                                     self.num_heads, self.d_ff, self.dropout, self.pos_embedding)
+
+
+def make_encoder(model_name: str, **fields) -> nn.Module:
+    """The encoder of a model family, from ``config.model`` fields (shared with the regression heads)."""
+    if model_name == "code_decoder":
+        return ByteEncoder(int(fields["d_model"]), int(fields.get("enc_layers", 2)), int(fields["num_heads"]),
+                           int(fields["d_ff"]), float(fields["dropout"]), int(fields.get("memory_slots", 4)))
+    return MLPEncoder(int(fields["mlp_hidden"]), int(fields["mlp_layers"]), int(fields["d_model"]),
+                      float(fields["dropout"]))
+
+
+MODELS = {"tabular_decoder": TabularRegressor, "code_decoder": CodeRegressor}
+_MODEL_FIELDS = ("d_model", "num_layers", "num_heads", "d_ff", "dropout", "mlp_hidden", "mlp_layers", "pos_embedding",
+                 "enc_layers", "memory_slots")
 
 
 def make_model(config, tokenizer) -> nn.Module:
     """Builds the configured model for a tokenizer's vocabulary and sequence length."""
     if config.name not in MODELS:
         raise GenreError(f"config.model.name: unknown model {config.name!r}; expected one of {sorted(MODELS)}")
-    kwargs = {k: config[k] for k in _MODEL_FIELDS if k in config}
-    return MODELS[config.name](vocab_size=tokenizer.vocab_size, max_length=tokenizer.length, **kwargs)
+    cls = MODELS[config.name]
+    kwargs = {k: config[k] for k in _MODEL_FIELDS if k in config and k in cls.__dataclass_fields__}
+    return cls(vocab_size=tokenizer.vocab_size, max_length=tokenizer.length, **kwargs)
 
 
 def init_params(model: nn.Module, num_features: int, length: int, rng: jax.Array):

@@ -140,7 +140,12 @@ def neg_mae(pred_BG, target_B):
     return -jnp.abs(pred_BG - target_B[:, None])
 
 
-REWARDS = {"neg_mse": neg_mse, "neg_mae": neg_mae}
+def neg_mse_clip50(pred_BG, target_B):
+    """The paper's code-metric reward: -min((y_hat - y)^2, 50), so one wild sample cannot dominate."""
+    return -jnp.minimum(jnp.square(pred_BG - target_B[:, None]), 50.0)
+
+
+REWARDS = {"neg_mse": neg_mse, "neg_mae": neg_mae, "neg_mse_clip50": neg_mse_clip50}
 
 
 def remax_advantage(reward_BG, greedy_reward_B, eps=1e-6):

@@ -17,7 +17,7 @@ import sys
 import jax
 
 from genre_jax import checkpoint, evaluate, models, parallel, rl, train
-from genre_jax.data import load_tabular
+from genre_jax.data import load_for_config
 from genre_jax.errors import GenreError
 from genre_jax.results_file import merge_into_results, read_phases, write_json_atomic
 from genre_jax.tokenizers import make_tokenizer
@@ -63,13 +63,16 @@ def _validate_settings(config, phases, tokenizer) -> None:
     for section in ("ce", "rl", "token", "head", "eval"):
         if int(config[section].batch_size) <= 0:
             raise GenreError(f"config.{section}.batch_size: expected a positive integer, got {config[section].batch_size}")
-    for field in ("d_model", "num_heads", "num_layers", "d_ff", "mlp_hidden"):
-        if int(config.model[field]) <= 0:
+    for field in ("d_model", "num_heads", "num_layers", "d_ff", "mlp_hidden", "enc_layers", "memory_slots"):
+        if field in config.model and int(config.model[field]) <= 0:
             raise GenreError(f"config.model.{field}: expected a positive integer, got {config.model[field]}")
     if int(config.eval.num_samples) <= 0:
         raise GenreError(f"config.eval.num_samples: expected a positive integer, got {config.eval.num_samples}")
     if "token" in phases and config.token.method == "ce":
         raise GenreError("config.token.method: 'ce' is the CE phase itself; expected ntl_mse, ntl_was or dist2")
+    if "gbdt" in phases and config.get("data_format", "talent") != "talent":
+        raise GenreError("config.phases: 'gbdt' needs tabular features; it does not apply to "
+                         f"data_format={config.data_format!r}")
     if "rl" in phases:
         rl.resolve(config.rl, tokenizer)
     if "token" in phases:
@@ -86,7 +89,7 @@ def run(config, workdir: str) -> dict:
     """Runs the configured phases; returns the results of this run (also merged into results.json)."""
     # Everything that can reject the input runs before the workdir is touched.
     phases = parse_phases(config)
-    data = load_tabular(config.data_dir or None, config.dataset)
+    data = load_for_config(config)
     tokenizer = make_tokenizer(config.tokenizer, data.splits["train"].z)
     model = models.make_model(config.model, tokenizer)
     _validate_settings(config, phases, tokenizer)

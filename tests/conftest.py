@@ -6,6 +6,7 @@ _flag = "--xla_force_host_platform_device_count=8"
 if _flag not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 
+import gzip  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
 import sys  # noqa: E402
@@ -33,6 +34,28 @@ def write_talent_dataset(root: pathlib.Path, name: str = "toy", n: int = 300, se
         np.save(folder / f"y_{split}.npy", y[sl])
     (folder / "info.json").write_text(json.dumps({"name": name, "task_type": "regression"}))
     return folder
+
+
+def write_code_rows(path, n=120, seed=0, hub=False):
+    """Synthetic measured programs: memory grows with the loop size written in the source."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        size = int(rng.integers(1, 1000))
+        source = f"def test_{i}(self):\n    data = [0] * {size}\n    self.assertTrue(data)\n"
+        memory, time_s = 100.0 + 8 * size * rng.uniform(0.9, 1.1), 1e-4 * rng.uniform(1, 3)
+        if hub:
+            rows.append({"identifier": f"APPS_{i}", "space": "APPS", "input": source, "target_metric": "val_accuracy",
+                         "val_accuracy": memory, "metric_type": "memory_bytes",
+                         "metadata": str({"problem_id": i // 3, "language": "python"})})
+        else:
+            rows.append({"id": f"test.mod.Case.test_{i}", "source": source, "file": f"test/file_{i // 4}.py",
+                         "wall_time_s": time_s, "peak_memory_bytes": memory, "status": "ok"})
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wt") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return rows
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ def test_fit_evaluate_schema_and_quality(toy):
     for scores in entry["splits"].values():
         assert set(scores) == {"mean", "median", "greedy", "distribution"}
         for agg in ("mean", "median", "greedy"):
-            assert set(scores[agg]) == {"rmse", "mae", "r2", "spearman", "rmse_original"}
+            assert set(scores[agg]) == {"rmse", "mae", "r2", "spearman", "kendall", "rmse_original"}
             assert scores[agg] == scores["mean"]  # one point prediction under every aggregation
         assert set(scores["distribution"]) == {"crps", "coverage_90"}
         assert scores["distribution"]["crps"] == pytest.approx(scores["mean"]["mae"])

@@ -33,7 +33,7 @@ def test_end_to_end_on_bundled_dataset_and_restore(tmp_path):
     assert results == json.loads(json.dumps(summary))
     test = results["phases"]["ce"]["splits"]["test"]
     for agg in ("mean", "median", "greedy"):
-        assert set(test[agg]) == {"rmse", "mae", "r2", "spearman", "rmse_original"}
+        assert set(test[agg]) == {"rmse", "mae", "r2", "spearman", "kendall", "rmse_original"}
         assert all(np.isfinite(v) for v in test[agg].values())
     assert test["mean"]["r2"] > 0.3  # two tiny epochs already learn cpu_act's structure
     written = json.load(open(os.path.join(workdir, "config.json")))

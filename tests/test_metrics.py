@@ -45,14 +45,14 @@ def test_r2_can_be_negative_and_nan_for_constant_target():
 def test_perfect_predictions():
     y = np.array([0.3, -1.2, 2.5, 0.0, 0.7])
     out = metrics.regression_metrics(y, y, y_std=3.0)
-    assert out == {"rmse": 0.0, "mae": 0.0, "r2": 1.0, "spearman": pytest.approx(1.0), "rmse_original": 0.0}
+    assert out == {"rmse": 0.0, "mae": 0.0, "r2": 1.0, "spearman": pytest.approx(1.0), "kendall": pytest.approx(1.0), "rmse_original": 0.0}
 
 
 def test_regression_metrics_keys_types_and_scaling():
     rng = np.random.default_rng(0)
     pred, target = rng.normal(size=50), rng.normal(size=50)
     out = metrics.regression_metrics(pred, target, y_std=2.5)
-    assert set(out) == {"rmse", "mae", "r2", "spearman", "rmse_original"}
+    assert set(out) == {"rmse", "mae", "r2", "spearman", "kendall", "rmse_original"}
     assert all(type(v) is float for v in out.values())
     assert out["rmse_original"] == pytest.approx(2.5 * out["rmse"])
     assert out["rmse"] == pytest.approx(metrics.rmse(pred, target))
@@ -70,6 +70,17 @@ def test_spearman_matches_scipy_random():
         pred, target = rng.normal(size=30), rng.normal(size=30)
         expected = scipy.stats.spearmanr(pred, target).statistic
         assert metrics.spearman(pred, target) == pytest.approx(expected)
+
+
+def test_kendall_counts_concordant_pairs():
+    rng = np.random.default_rng(2)
+    pred, target = rng.normal(size=25), rng.normal(size=25)  # no ties: tau-b = tau-a
+    i, j = np.triu_indices(25, 1)
+    sign = np.sign(pred[i] - pred[j]) * np.sign(target[i] - target[j])
+    assert metrics.kendall(pred, target) == pytest.approx(sign.sum() / len(i))
+    assert metrics.kendall(target, target) == pytest.approx(1.0)
+    assert metrics.kendall(np.zeros(5), target[:5]) == 0.0
+    assert np.isnan(metrics.kendall(pred[:5], np.ones(5)))
 
 
 def test_spearman_ties():

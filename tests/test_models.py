@@ -4,7 +4,7 @@ import pytest
 
 from genre_jax import sampling
 from genre_jax.errors import GenreError
-from genre_jax.models import TabularRegressor, init_params, sinusoidal_table
+from genre_jax.models import BYTE_VOCAB, CodeRegressor, TabularRegressor, init_params, sinusoidal_table
 from genre_jax.tokenizers import NormalizedTokenizer
 
 TOK = NormalizedTokenizer(4, 5, -2.0, 2.0)
@@ -35,3 +35,25 @@ def test_sinusoidal_table_and_config_errors():
     with pytest.raises(GenreError, match="pos_embedding"):
         init_params(TabularRegressor(TOK.vocab_size, TOK.length, d_model=8, num_heads=2, pos_embedding="rope"), 3,
                     TOK.length, jax.random.key(0))
+
+
+def test_code_model_ignores_padding_and_caches_like_teacher_forcing():
+    model = CodeRegressor(TOK.vocab_size, TOK.length, d_model=16, num_layers=1, num_heads=2, d_ff=32, enc_layers=2,
+                          memory_slots=3, dropout=0.0)
+    params = init_params(model, 12, TOK.length, jax.random.key(0))
+    programs = jax.random.randint(jax.random.key(1), (3, 12), 1, BYTE_VOCAB)
+    memory = model.apply({"params": params}, programs, method=model.encode)
+    assert memory.shape == (3, 3, 16)
+    # Padding a program with more zero bytes leaves its memory unchanged; changing a byte does not.
+    padded = np.concatenate([np.asarray(programs), np.zeros((3, 20), np.int32)], axis=1)
+    np.testing.assert_allclose(model.apply({"params": params}, padded, method=model.encode), memory, atol=1e-5)
+    changed = np.asarray(programs).copy()
+    changed[:, 0] = changed[:, 0] % 200 + 1
+    assert not np.allclose(model.apply({"params": params}, changed, method=model.encode), memory, atol=1e-3)
+    tokens = jax.random.randint(jax.random.key(2), (3, TOK.length), 0, TOK.base)
+    inputs = sampling.decoder_inputs(tokens, TOK.bos_id)
+    full_BLV = model.apply({"params": params}, programs, inputs)
+    cache = model.apply({"params": params}, memory, TOK.length, method=model.init_cache)
+    for pos in range(TOK.length):
+        step_BV, cache = model.apply({"params": params}, inputs[:, pos], pos, cache, method=model.step)
+        np.testing.assert_allclose(step_BV, full_BLV[:, pos], atol=1e-5)

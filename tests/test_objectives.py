@@ -58,6 +58,8 @@ def test_rewards():
     pred, target = np.array([[1.0, -2.0]]), np.array([0.5])
     np.testing.assert_allclose(objectives.neg_mse(pred, target), [[-0.25, -6.25]])
     np.testing.assert_allclose(objectives.neg_mae(pred, target), [[-0.5, -2.5]])
+    far = np.array([[1.0, -2.0, 9.0, -1e6]])
+    np.testing.assert_allclose(objectives.neg_mse_clip50(far, target), [[-0.25, -6.25, -50.0, -50.0]])
 
 
 def test_remax_advantage_subtracts_the_greedy_reward():
