@@ -75,7 +75,8 @@ class EncoderBlock(nn.Module):
 
 
 class ByteEncoder(nn.Module):
-    """Transformer over UTF-8 byte tokens (0 = padding), attention-pooled into ``memory_slots`` vectors.
+    """Transformer over UTF-8 byte tokens (0 = padding) in patches of ``patch_size`` bytes,
+    attention-pooled into ``memory_slots`` vectors.
 
     Pooling: ``memory_slots`` learned queries attend to the encoded bytes, so the number decoder
     cross-attends to a few summary vectors, whatever the program's length. Inputs may arrive as
@@ -88,14 +89,23 @@ class ByteEncoder(nn.Module):
     d_ff: int
     dropout: float
     memory_slots: int = 4
+    patch_size: int = 1
 
     @nn.compact
     def __call__(self, x_BT, train: bool):
         if self.d_model % self.num_heads:
             raise GenreError(f"config.model: d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
         tokens_BT = x_BT.astype(jnp.int32)
-        mask_BT = tokens_BT > 0
-        h = nn.Embed(BYTE_VOCAB, self.d_model)(tokens_BT) + sinusoidal_table(tokens_BT.shape[1], self.d_model)
+        batch, length, p = tokens_BT.shape[0], tokens_BT.shape[1], self.patch_size
+        if length % p:
+            raise GenreError(f"config.code.max_bytes={length} is not a multiple of config.model.patch_size={p}")
+        # Patches of p bytes (their embeddings concatenated, then projected) make attention p^2 cheaper;
+        # a patch is padding only if all its bytes are.
+        h = nn.Embed(BYTE_VOCAB, self.d_model)(tokens_BT).reshape(batch, length // p, p * self.d_model)
+        if p > 1:
+            h = nn.Dense(self.d_model)(h)
+        mask_BT = (tokens_BT > 0).reshape(batch, length // p, p).any(-1)
+        h = h + sinusoidal_table(length // p, self.d_model)
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
         for _ in range(self.num_layers):
             h = EncoderBlock(self.d_model, self.num_heads, self.d_ff, self.dropout)(h, mask_BT, train)
@@ -263,11 +273,13 @@ class CodeRegressor(_EncoderDecoder, nn.Module):
     dropout: float = 0.1
     enc_layers: int = 2
     memory_slots: int = 4
+    patch_size: int = 1
     pos_embedding: str = "learned"
 
     def setup(self):
         self.encoder = make_encoder("code_decoder", d_model=self.d_model, num_heads=self.num_heads, d_ff=self.d_ff,
-                                    dropout=self.dropout, enc_layers=self.enc_layers, memory_slots=self.memory_slots)
+                                    dropout=self.dropout, enc_layers=self.enc_layers, memory_slots=self.memory_slots,
+                                    patch_size=self.patch_size)
         self.decoder = NumberDecoder(self.vocab_size, self.max_length, self.d_model, self.num_layers,
                                      self.num_heads, self.d_ff, self.dropout, self.pos_embedding)
 
@@ -276,14 +288,15 @@ def make_encoder(model_name: str, **fields) -> nn.Module:
     """The encoder of a model family, from ``config.model`` fields (shared with the regression heads)."""
     if model_name == "code_decoder":
         return ByteEncoder(int(fields["d_model"]), int(fields.get("enc_layers", 2)), int(fields["num_heads"]),
-                           int(fields["d_ff"]), float(fields["dropout"]), int(fields.get("memory_slots", 4)))
+                           int(fields["d_ff"]), float(fields["dropout"]), int(fields.get("memory_slots", 4)),
+                           int(fields.get("patch_size", 1)))
     return MLPEncoder(int(fields["mlp_hidden"]), int(fields["mlp_layers"]), int(fields["d_model"]),
                       float(fields["dropout"]))
 
 
 MODELS = {"tabular_decoder": TabularRegressor, "code_decoder": CodeRegressor}
 _MODEL_FIELDS = ("d_model", "num_layers", "num_heads", "d_ff", "dropout", "mlp_hidden", "mlp_layers", "pos_embedding",
-                 "enc_layers", "memory_slots")
+                 "enc_layers", "memory_slots", "patch_size")
 
 
 def make_model(config, tokenizer) -> nn.Module:

@@ -63,7 +63,8 @@ def _validate_settings(config, phases, tokenizer) -> None:
     for section in ("ce", "rl", "token", "head", "eval"):
         if int(config[section].batch_size) <= 0:
             raise GenreError(f"config.{section}.batch_size: expected a positive integer, got {config[section].batch_size}")
-    for field in ("d_model", "num_heads", "num_layers", "d_ff", "mlp_hidden", "enc_layers", "memory_slots"):
+    for field in ("d_model", "num_heads", "num_layers", "d_ff", "mlp_hidden", "enc_layers", "memory_slots",
+                  "patch_size"):
         if field in config.model and int(config.model[field]) <= 0:
             raise GenreError(f"config.model.{field}: expected a positive integer, got {config.model[field]}")
     if int(config.eval.num_samples) <= 0:

@@ -39,7 +39,7 @@ def test_sinusoidal_table_and_config_errors():
 
 def test_code_model_ignores_padding_and_caches_like_teacher_forcing():
     model = CodeRegressor(TOK.vocab_size, TOK.length, d_model=16, num_layers=1, num_heads=2, d_ff=32, enc_layers=2,
-                          memory_slots=3, dropout=0.0)
+                          memory_slots=3, patch_size=2, dropout=0.0)
     params = init_params(model, 12, TOK.length, jax.random.key(0))
     programs = jax.random.randint(jax.random.key(1), (3, 12), 1, BYTE_VOCAB)
     memory = model.apply({"params": params}, programs, method=model.encode)

@@ -10,9 +10,10 @@ quantile-normalized on train (``genre_jax.data.code_metrics.QuantileNormal``); m
 normalized units. Reward -min((y_hat - y)^2, 50) (the paper's); expert weight 0.1 (IEEE tokens);
 prediction = median of 64 samples (``median`` rows of the results).
 
-  quick  byte encoder d_model 64, 2 layers, 4 heads, FFN 256, 4 pooled memory slots, first 512 bytes;
-         number decoder 2 layers; IEEE tokens base 10, 1 exponent digit, 3 mantissa digits
-         (L = 6); CE lr 1e-3 batch 64, at most 12 epochs (patience 3); RL 2 epochs at lr 1e-4,
+  quick  byte encoder over the first 512 bytes in patches of 4 (128 positions), d_model 64, 2 layers,
+         4 heads, FFN 256, 4 pooled memory slots; number decoder 2 layers; IEEE tokens base 10,
+         1 exponent digit, 3 mantissa digits (L = 6); CE lr 1e-3 batch 64, at most 6 epochs
+         (patience 2; ~2,500 steps on the bundled data); RL 2 epochs of at most 150 steps at lr 1e-4,
          G = 16; pointwise head with the CE budget; 64 evaluation samples.
 
 Launch (one workdir per target; every method starts from the same CE checkpoint):
@@ -49,15 +50,16 @@ def get_config(arg: str = ""):
     c.phases = "ce,rl,eval"
     c.tokenizer.update(name="ieee", base=10, exponent_digits=1, mantissa_digits=3)
     c.model = dict(name="code_decoder", d_model=64, num_layers=2, num_heads=4, d_ff=256, dropout=0.1, enc_layers=2,
-                   memory_slots=4, pos_embedding="learned")
-    c.ce.update(learning_rate=1e-3, batch_size=64, max_epochs=12, patience=3, warmup_steps=100)
-    c.rl.update(reward="neg_mse_clip50", max_epochs=2, learning_rate=1e-4, batch_size=64, num_rollouts=16)
+                   memory_slots=4, patch_size=4, pos_embedding="learned")
+    c.ce.update(learning_rate=1e-3, batch_size=64, max_epochs=6, patience=2, warmup_steps=100)
+    c.rl.update(reward="neg_mse_clip50", max_epochs=2, steps_per_epoch=150, learning_rate=1e-4, batch_size=64,
+                num_rollouts=16)
     c.token.update(batch_size=64)
-    c.head.update(method="pointwise", learning_rate=1e-3, batch_size=64, max_epochs=12, patience=3)
+    c.head.update(method="pointwise", learning_rate=1e-3, batch_size=64, max_epochs=6, patience=2)
     c.eval.update(num_samples=64, batch_size=256, splits="val,test")
     if variant == "tiny":
         c.code.max_bytes = 64
-        c.model.update(d_model=16, num_layers=1, num_heads=2, d_ff=32, enc_layers=1, memory_slots=2)
+        c.model.update(d_model=16, num_layers=1, num_heads=2, d_ff=32, enc_layers=1, memory_slots=2, patch_size=2)
         c.ce.update(learning_rate=3e-3, max_epochs=2, patience=2, warmup_steps=5)
         c.rl.update(num_rollouts=4, max_epochs=1)
         c.head.update(max_epochs=2, warmup_steps=5)

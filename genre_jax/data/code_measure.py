@@ -243,9 +243,15 @@ def build(build_dir: str, workers: int, repeats: int, timeout_s: float, module_t
     from tqdm.auto import tqdm
 
     os.makedirs(os.path.join(build_dir, "shards"), exist_ok=True)
-    with open(os.path.join(build_dir, "protocol.json"), "w") as f:
-        json.dump({**protocol(repeats, timeout_s), "workers": workers, "loadavg_start": os.getloadavg()}, f, indent=1)
     todo = [m for m in (modules or discover_modules()) if not os.path.exists(_shard_path(build_dir, m))]
+    # Every invocation of a resumed build is recorded: how many modules it measured, with what load.
+    path = os.path.join(build_dir, "protocol.json")
+    record = json.load(open(path)) if os.path.exists(path) else {**protocol(repeats, timeout_s), "invocations": []}
+    record["invocations"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "workers": workers,
+                                  "repeats": repeats, "timeout_s": timeout_s, "modules": len(todo),
+                                  "loadavg_start": os.getloadavg()})
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1)
 
     def run_module(module: str) -> None:
         cmd = [sys.executable, "-m", "genre_jax.data.code_measure", "--module", module, "--repeats", str(repeats),
@@ -284,9 +290,8 @@ def finalize(build_dir: str, out: str) -> dict:
         row["split"] = split_of(row["file"])
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     for path, rows in ((out, kept), (out.replace(".jsonl.gz", ".skipped.jsonl.gz"), skipped)):
-        with gzip.open(path + ".tmp", "wt") as f:
-            for row in rows:
-                f.write(json.dumps(row, sort_keys=True) + "\n")
+        with open(path + ".tmp", "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:  # same rows,
+            f.write("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode())  # same bytes
         os.replace(path + ".tmp", path)
     with open(os.path.join(build_dir, "protocol.json")) as f:
         proto = json.load(f)
