@@ -29,7 +29,10 @@ ROW_METHODS = ("ce", "remax", "genre2", "pointwise")
 
 def _results(workdir: str) -> dict:
     path = os.path.join(workdir, "results.json")
-    return json.load(open(path))["phases"] if os.path.exists(path) else {}
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)["phases"]
 
 
 def table_rows(results: dict[str, dict]) -> list[dict]:

@@ -220,8 +220,15 @@ class NumberDecoder(nn.Module):
         return self.head(self.ln_final(h)), {"layers": layers}  # logits_BV
 
 
-class _EncoderDecoder:
-    """The entry points shared by every encoder + number-decoder model (``self.encoder``, ``self.decoder``)."""
+class _EncoderDecoder(nn.Module):
+    """The entry points shared by every encoder + number-decoder model (``self.encoder``, ``self.decoder``).
+
+    A field-less linen base class, so linen wraps these methods like any module's own.
+    """
+
+    def _number_decoder(self) -> NumberDecoder:
+        return NumberDecoder(self.vocab_size, self.max_length, self.d_model, self.num_layers, self.num_heads,
+                             self.d_ff, self.dropout, self.pos_embedding)
 
     def __call__(self, x, tokens_in_BL, train: bool = False):
         return self.decoder(self.encoder(x, train), tokens_in_BL, train)
@@ -239,7 +246,7 @@ class _EncoderDecoder:
         return self.decoder.step(token_B, pos, cache)
 
 
-class TabularRegressor(_EncoderDecoder, nn.Module):
+class TabularRegressor(_EncoderDecoder):
     """MLP encoder over preprocessed features + number decoder (the paper's tabular model)."""
 
     vocab_size: int
@@ -256,12 +263,11 @@ class TabularRegressor(_EncoderDecoder, nn.Module):
     def setup(self):
         self.encoder = make_encoder("tabular_decoder", mlp_hidden=self.mlp_hidden, mlp_layers=self.mlp_layers,
                                     d_model=self.d_model, dropout=self.dropout)
-        self.decoder = NumberDecoder(self.vocab_size, self.max_length, self.d_model, self.num_layers,
-                                     self.num_heads, self.d_ff, self.dropout, self.pos_embedding)
+        self.decoder = self._number_decoder()
 
 
 
-class CodeRegressor(_EncoderDecoder, nn.Module):
+class CodeRegressor(_EncoderDecoder):
     """Byte-level Transformer encoder over program text + number decoder (code-metric regression)."""
 
     vocab_size: int
@@ -280,8 +286,7 @@ class CodeRegressor(_EncoderDecoder, nn.Module):
         self.encoder = make_encoder("code_decoder", d_model=self.d_model, num_heads=self.num_heads, d_ff=self.d_ff,
                                     dropout=self.dropout, enc_layers=self.enc_layers, memory_slots=self.memory_slots,
                                     patch_size=self.patch_size)
-        self.decoder = NumberDecoder(self.vocab_size, self.max_length, self.d_model, self.num_layers,
-                                     self.num_heads, self.d_ff, self.dropout, self.pos_embedding)
+        self.decoder = self._number_decoder()
 
 
 def make_encoder(model_name: str, **fields) -> nn.Module:

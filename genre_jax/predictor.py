@@ -30,6 +30,9 @@ class Predictor:
         meta = ckpt.meta("best") if os.path.isdir(ckpt.root) else None
         if meta is None:
             raise GenreError(f"{os.path.join(workdir, phase)}: no best checkpoint; train the {phase} phase first")
+        if not isinstance(meta.get("preprocessor"), dict):
+            raise GenreError(f"{os.path.join(workdir, phase)}: checkpoint meta lacks the preprocessor; "
+                             f"expected a checkpoint written by launch.py")
         if meta["preprocessor"].get("kind") is not None:
             raise GenreError(f"{workdir}: a {meta['preprocessor']['kind']} (code-metric) workdir; the Predictor "
                              f"reads tabular workdirs, score code runs with launch.py --config.phases=eval")

@@ -1,6 +1,7 @@
 """The code-metric builder measures real test methods in forked children and never records a failure as 0."""
 import gzip
 import json
+import os
 import sys
 import textwrap
 
@@ -31,6 +32,13 @@ MODULE = textwrap.dedent('''
         def test_dies(self):
             os._exit(3)
 
+        def test_leaves_a_process(self):
+            import subprocess, sys
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+            with open(os.environ["FAKE_PID_FILE"], "a") as f:
+                f.write(f"{child.pid} ")
+            time.sleep(30)
+
         def test_mutates(self):
             Cases.counter = getattr(Cases, "counter", 0) + 1  # isolation: every run starts from 0
             self.assertEqual(Cases.counter, 1)
@@ -42,6 +50,15 @@ MODULE = textwrap.dedent('''
 ''')
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan killed with its group waits for init to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 @pytest.fixture
 def module_name(tmp_path, monkeypatch):
     (tmp_path / "fake_measured_tests.py").write_text(MODULE)
@@ -50,19 +67,23 @@ def module_name(tmp_path, monkeypatch):
     sys.modules.pop("fake_measured_tests", None)
 
 
-def test_measure_module_rows_and_reasons(module_name):
+def test_measure_module_rows_and_reasons(module_name, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_PID_FILE", str(tmp_path / "pids"))
     rows = {r["id"].split(".")[-1]: r for r in code_measure.measure_module(module_name, repeats=2, timeout_s=1.0)}
     for name in ("test_small", "test_big_alloc", "test_mutates"):
-        assert rows[name]["status"] == "ok", rows[name]
+        assert rows.get(name, {}).get("status") == "ok", rows
         assert len(rows[name]["wall_time_runs"]) == 2 and rows[name]["wall_time_s"] > 0
         assert rows[name]["source"].startswith(f"def {name}(self):")
     assert rows["test_big_alloc"]["peak_memory_bytes"] > 2_000_000 > 10 * rows["test_small"]["peak_memory_bytes"]
     expected = {"test_fails": "failed: AssertionError", "test_skips": "skipped by test: not here",
-                "test_sleeps": "timeout", "test_dies": "crashed", "test_net": "skipped by test: Use of the 'network'"}
+                "test_sleeps": "timeout", "test_dies": "crashed", "test_net": "skipped by test: Use of the 'network'",
+                "test_leaves_a_process": "timeout"}
     for name, reason in expected.items():
         assert rows[name]["status"] == "skipped", rows[name]
         assert rows[name]["reason"].startswith(reason), rows[name]["reason"]
         assert "wall_time_s" not in rows[name] and "peak_memory_bytes" not in rows[name]
+    for pid in map(int, (tmp_path / "pids").read_text().split()):  # the timeout killed the test's own children
+        assert not _running(pid)
 
 
 def test_module_that_cannot_load_is_one_skipped_row():
@@ -83,7 +104,7 @@ def test_build_resumes_and_finalize_writes_splits(module_name, tmp_path, monkeyp
     stats = code_measure.finalize(str(build_dir), str(out))
     kept = [json.loads(line) for line in gzip.open(out, "rt")]
     skipped = [json.loads(line) for line in gzip.open(str(out).replace(".jsonl.gz", ".skipped.jsonl.gz"), "rt")]
-    assert stats["kept"] == len(kept) == 3 and stats["skipped"] == len(skipped) == 5
+    assert stats["kept"] == len(kept) == 3 and stats["skipped"] == len(skipped) == 6
     assert {r["split"] for r in kept} <= {"train", "val", "test"} and len({r["split"] for r in kept}) == 1  # one file
     assert stats["python"] and stats["repeats"] == 1
 

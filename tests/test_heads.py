@@ -184,7 +184,7 @@ def test_head_phase_trains_and_evaluates_in_evaluate_schema(method, tmp_path):
         scores = result["splits"][split]
         assert set(scores) == {*metrics.AGGREGATIONS, "distribution"}
         assert set(scores["distribution"]) == {"crps", "coverage_90"}
-        assert set(scores["greedy"]) == {"rmse", "mae", "r2", "spearman", "rmse_original"}
+        assert set(scores["greedy"]) == {"rmse", "mae", "r2", "spearman", "kendall", "rmse_original"}
         assert np.isclose(scores["greedy"]["rmse_original"], 2.0 * scores["greedy"]["rmse"])
         saved = np.load(tmp_path / "eval" / f"predictions_{split}.npz")
         assert saved["samples_z"].shape == (n, num_samples) and saved["greedy_z"].shape == (n,)

@@ -112,6 +112,8 @@ def _run_child(test, mode: str, write_fd: int) -> None:
     import gc
     import tracemalloc
     import unittest
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.setpgid(0, 0)  # its own process group: a timeout kills whatever the test started, too
     try:
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
@@ -143,6 +145,22 @@ def _run_child(test, mode: str, write_fd: int) -> None:
     os._exit(0)
 
 
+_CHILD = {"pid": None}  # the running child, so a SIGTERM to the module worker can take its group down too
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _on_sigterm(signum, frame):
+    if _CHILD["pid"]:
+        _kill_group(_CHILD["pid"])
+    os._exit(1)
+
+
 def measure_once(test, mode: str, timeout_s: float) -> dict:
     """Forks a child that runs ``test`` once; returns {"status", "value"|"reason"}."""
     read_fd, write_fd = os.pipe()
@@ -150,14 +168,19 @@ def measure_once(test, mode: str, timeout_s: float) -> dict:
     if pid == 0:
         os.close(read_fd)
         _run_child(test, mode, write_fd)
+    try:
+        os.setpgid(pid, pid)  # also from the parent, so a kill can never race the child's own setpgid
+    except (ProcessLookupError, PermissionError):
+        pass
+    _CHILD["pid"] = pid
     os.close(write_fd)
     deadline = time.monotonic() + timeout_s
     chunks = b""
-    while True:
+    while not chunks.endswith(b"\n"):  # one line, then stop: a leftover grandchild may hold the pipe open
         left = deadline - time.monotonic()
         ready = select.select([read_fd], [], [], max(left, 0))[0] if left > 0 else []
         if not ready:
-            os.kill(pid, signal.SIGKILL)
+            _kill_group(pid)
             os.waitpid(pid, 0)
             os.close(read_fd)
             return {"status": "timeout", "reason": f"timeout: exceeded {timeout_s:g} s"}
@@ -167,6 +190,8 @@ def measure_once(test, mode: str, timeout_s: float) -> dict:
         chunks += chunk
     os.close(read_fd)
     _, status = os.waitpid(pid, 0)
+    _kill_group(pid)  # whatever the test left running must not share the CPU with the next runs
+    _CHILD["pid"] = None
     try:
         return json.loads(chunks.decode().strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -195,6 +220,7 @@ def measure_module(module: str, repeats: int, timeout_s: float, max_tests: int =
     import unittest
 
     import test.support
+    signal.signal(signal.SIGTERM, _on_sigterm)
     test.support.use_resources = []  # network, gui, cpu, ... -> ResourceDenied (a skip)
     try:
         mod = importlib.import_module(module)
@@ -236,13 +262,27 @@ def _write_rows(path: str, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def _is_worker_failure(path: str) -> bool:
+    with open(path) as f:
+        rows = [json.loads(line) for line in f]
+    return len(rows) == 1 and rows[0]["id"] == rows[0]["module"] and \
+        rows[0]["reason"].startswith(("module worker", "worker error"))
+
+
 def build(build_dir: str, workers: int, repeats: int, timeout_s: float, module_timeout_s: float,
-          modules: list[str] | None = None, max_tests: int = 0) -> None:
-    """Measures every module without a finished shard, ``workers`` module processes at a time."""
+          modules: list[str] | None = None, max_tests: int = 0, retry_failed: bool = False) -> None:
+    """Measures every module without a finished shard, ``workers`` module processes at a time.
+
+    ``retry_failed`` also re-measures modules whose worker timed out or crashed as a whole.
+    """
     from concurrent.futures import ThreadPoolExecutor
     from tqdm.auto import tqdm
 
     os.makedirs(os.path.join(build_dir, "shards"), exist_ok=True)
+    if retry_failed:
+        for name in os.listdir(os.path.join(build_dir, "shards")):
+            if name.endswith(".jsonl") and _is_worker_failure(os.path.join(build_dir, "shards", name)):
+                os.remove(os.path.join(build_dir, "shards", name))
     todo = [m for m in (modules or discover_modules()) if not os.path.exists(_shard_path(build_dir, m))]
     # Every invocation of a resumed build is recorded: how many modules it measured, with what load.
     path = os.path.join(build_dir, "protocol.json")
@@ -257,11 +297,17 @@ def build(build_dir: str, workers: int, repeats: int, timeout_s: float, module_t
         cmd = [sys.executable, "-m", "genre_jax.data.code_measure", "--module", module, "--repeats", str(repeats),
                "--timeout_s", str(timeout_s), "--max_tests", str(max_tests),
                "--shard", _shard_path(build_dir, module)]
-        try:  # own session: a test that signals its process group cannot reach the builder
-            subprocess.run(cmd, timeout=module_timeout_s, start_new_session=True, check=False,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Own session: a test that signals its process group cannot reach the builder.
+        worker = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            worker.wait(timeout=module_timeout_s)
         except subprocess.TimeoutExpired:
-            pass
+            worker.terminate()  # the worker's SIGTERM handler kills its running child's group
+            try:
+                worker.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                _kill_group(worker.pid)
+                worker.wait()
         if not os.path.exists(_shard_path(build_dir, module)):
             _write_rows(_shard_path(build_dir, module), [{"id": module, "module": module, "status": "skipped",
                                                            "reason": f"module worker did not finish within "
@@ -273,17 +319,20 @@ def build(build_dir: str, workers: int, repeats: int, timeout_s: float, module_t
 
 def finalize(build_dir: str, out: str) -> dict:
     """Merges shards into one gzipped JSONL of kept rows plus ``<out>.skipped.jsonl.gz``; returns stats."""
+    if not out.endswith(".jsonl.gz"):
+        raise SystemExit(f"error: --out={out}: expected a path ending in .jsonl.gz")
     shards = sorted(os.listdir(os.path.join(build_dir, "shards")))
-    kept, skipped, seen = [], [], set()
+    kept, skipped, kept_ids = [], [], set()
     for name in shards:
         if not name.endswith(".jsonl"):
             continue
         with open(os.path.join(build_dir, "shards", name)) as f:
             for line in f:
                 row = json.loads(line)
-                if row["status"] == "ok" and row["id"] in seen:  # a test collected twice: keep its first run
+                if row["status"] == "ok" and row["id"] in kept_ids:  # collected twice: keep its first good run
                     row = {**row, "status": "skipped", "reason": "duplicate: test id measured twice"}
-                seen.add(row["id"])
+                if row["status"] == "ok":
+                    kept_ids.add(row["id"])
                 (kept if row["status"] == "ok" else skipped).append(row)
     from genre_jax.data.code_metrics import split_of
     for row in kept:
@@ -316,6 +365,7 @@ def main(argv=None) -> None:
     p.add_argument("--module_timeout_s", type=float, default=DEFAULTS["module_timeout_s"])
     p.add_argument("--modules", default="", help="comma list; default every test module")
     p.add_argument("--max_tests", type=int, default=0, help="per module; 0 = all")
+    p.add_argument("--retry_failed", action="store_true", help="re-measure modules whose worker failed as a whole")
     p.add_argument("--finalize", action="store_true")
     p.add_argument("--out", default="datasets/code_metrics/cpython_tests.jsonl.gz")
     p.add_argument("--module", help=argparse.SUPPRESS)  # internal: the module worker
@@ -332,7 +382,7 @@ def main(argv=None) -> None:
         print(json.dumps(finalize(a.build_dir, a.out), indent=1))
     else:
         build(a.build_dir, a.workers, a.repeats, a.timeout_s, a.module_timeout_s,
-              [m for m in a.modules.split(",") if m] or None, a.max_tests)
+              [m for m in a.modules.split(",") if m] or None, a.max_tests, a.retry_failed)
 
 
 if __name__ == "__main__":

@@ -64,18 +64,28 @@ def _hub_group(row: dict) -> str:
     return str(row["identifier"])
 
 
+def _number(value, field: str, where: str) -> float:
+    if value is None:
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise _error(f"{where}: non-numeric {field} {value!r}; expected a number or null") from None
+
+
 def normalize_row(row: dict, where: str) -> dict:
     """One row of either layout -> {"id", "source", "group", "split", *TARGETS} (NaN = not measured)."""
+    if not isinstance(row, dict):
+        raise _error(f"{where}: a {type(row).__name__}, not a JSON object; expected one object per line")
     if "identifier" in row and "input" in row:  # hub layout
         out = {"id": str(row["identifier"]), "source": row["input"], "group": _hub_group(row)}
         out.update({t: float("nan") for t in TARGETS})
         metric = HUB_METRICS.get(row.get("metric_type"))
-        value = row.get("val_accuracy")
-        if metric is not None and value is not None:
-            out[metric[0]] = float(value) * metric[1]
+        if metric is not None:
+            out[metric[0]] = _number(row.get("val_accuracy"), "val_accuracy", where) * metric[1]
     elif "source" in row and "id" in row:  # ours
         out = {"id": str(row["id"]), "source": row["source"], "group": str(row.get("file") or row["id"])}
-        out.update({t: float(row[t]) if row.get(t) is not None else float("nan") for t in TARGETS})
+        out.update({t: _number(row.get(t), t, where) for t in TARGETS})
     else:
         raise _error(f"{where}: a row has fields {sorted(row)[:8]}; expected either id/source/file/"
                      f"wall_time_s/peak_memory_bytes or the hub's identifier/input/val_accuracy/metric_type")
