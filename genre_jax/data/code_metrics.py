@@ -38,6 +38,9 @@ TARGET_ALIASES = {"memory": "peak_memory_bytes", "latency": "wall_time_s", "time
 HUB_METRICS = {"memory_bytes": ("peak_memory_bytes", 1.0), "latency_ms": ("wall_time_s", 1e-3)}
 GROUP_KEYS = ("problem_id", "task_id", "question_id", "problem")
 TFDS_SPLITS = {"train": "train", "val": "validation", "test": "test"}
+# Part of the prepared TFDS dataset's name, with the rows file's hash: bump it whenever
+# normalize_row, split_of or GROUP_KEYS change, so no stale cached split is ever reused.
+ROWS_VERSION = 1
 
 
 def _error(message: str) -> GenreError:
@@ -163,7 +166,8 @@ def tfds_builder(rows_path: str, tfds_dir: str | None = None):
     stem = re.sub(r"[^A-Za-z0-9_]", "_", os.path.basename(rows_path).split(".")[0])
     tfds_dir = os.path.abspath(tfds_dir or os.environ.get("GENRE_JAX_TFDS_DIR")
                                or os.path.join(os.path.expanduser("~"), ".cache", "genre_jax", "tfds"))
-    builder = builder_cls(config=config_cls(name=f"{stem}_{digest}", rows_path=os.path.abspath(rows_path)),
+    config = config_cls(name=f"{stem}_{digest}_r{ROWS_VERSION}", rows_path=os.path.abspath(rows_path))
+    builder = builder_cls(config=config,
                           data_dir=tfds_dir, file_format="array_record")
     builder.download_and_prepare()
     return builder
