@@ -91,8 +91,8 @@ def r2(pred, target) -> float:
     return float(1.0 - sse / sst)
 
 
-def spearman(pred, target) -> float:
-    """Spearman rank correlation (scipy.stats.spearmanr; ties get average ranks).
+def _rank_correlation(scipy_fn, pred, target) -> float:
+    """A scipy rank correlation with the degenerate cases defined for averaging.
 
     Constant pred -> 0.0: a collapsed model that predicts one value carries no
     ranking information, and 0.0 keeps averages and learning curves finite
@@ -106,17 +106,17 @@ def spearman(pred, target) -> float:
         return float("nan")
     if np.all(pred == pred[0]):
         return 0.0
-    return float(scipy.stats.spearmanr(pred, target).statistic)
+    return float(scipy_fn(pred, target).statistic)
+
+
+def spearman(pred, target) -> float:
+    """Spearman rank correlation (scipy.stats.spearmanr; ties get average ranks)."""
+    return _rank_correlation(scipy.stats.spearmanr, pred, target)
 
 
 def kendall(pred, target) -> float:
-    """Kendall's tau-b (scipy.stats.kendalltau); degenerate inputs as in ``spearman``."""
-    pred, target = _as_pair(pred, target)
-    if np.all(target == target[0]):
-        return float("nan")
-    if np.all(pred == pred[0]):
-        return 0.0
-    return float(scipy.stats.kendalltau(pred, target).statistic)
+    """Kendall's tau-b (scipy.stats.kendalltau)."""
+    return _rank_correlation(scipy.stats.kendalltau, pred, target)
 
 
 def regression_metrics(pred_z, target_z, y_std: float) -> dict[str, float]:
