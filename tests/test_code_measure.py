@@ -2,6 +2,7 @@
 import gzip
 import json
 import os
+import subprocess
 import sys
 import textwrap
 
@@ -67,9 +68,18 @@ def module_name(tmp_path, monkeypatch):
     sys.modules.pop("fake_measured_tests", None)
 
 
-def test_measure_module_rows_and_reasons(module_name, tmp_path, monkeypatch):
-    monkeypatch.setenv("FAKE_PID_FILE", str(tmp_path / "pids"))
-    rows = {r["id"].split(".")[-1]: r for r in code_measure.measure_module(module_name, repeats=2, timeout_s=1.0)}
+def _worker_rows(module: str, tmp_path, **env) -> list[dict]:
+    """Runs the module worker as the builder does: a fresh process, since forking this JAX-threaded one
+    could deadlock."""
+    shard = tmp_path / f"{module}.jsonl"
+    subprocess.run([sys.executable, "-m", "genre_jax.data.code_measure", "--module", module, "--repeats", "2",
+                    "--timeout_s", "1", "--shard", str(shard)], check=True, timeout=120,
+                   env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path]), **env})
+    return [json.loads(line) for line in shard.read_text().splitlines()]
+
+
+def test_measure_module_rows_and_reasons(module_name, tmp_path):
+    rows = {r["id"].split(".")[-1]: r for r in _worker_rows(module_name, tmp_path, FAKE_PID_FILE=str(tmp_path / "pids"))}
     for name in ("test_small", "test_big_alloc", "test_mutates"):
         assert rows.get(name, {}).get("status") == "ok", rows
         assert len(rows[name]["wall_time_runs"]) == 2 and rows[name]["wall_time_s"] > 0
