@@ -221,10 +221,19 @@ class NumberDecoder(nn.Module):
 
 
 class _EncoderDecoder(nn.Module):
-    """The entry points shared by every encoder + number-decoder model (``self.encoder``, ``self.decoder``).
+    """The number decoder's fields and the entry points shared by every encoder + decoder model.
 
-    A field-less linen base class, so linen wraps these methods like any module's own.
+    Subclasses add their encoder's fields and set ``self.encoder`` and ``self.decoder`` in setup.
     """
+
+    vocab_size: int
+    max_length: int
+    d_model: int = 256
+    num_layers: int = 3
+    num_heads: int = 4
+    d_ff: int = 1024
+    dropout: float = 0.1
+    pos_embedding: str = "learned"
 
     def _number_decoder(self) -> NumberDecoder:
         return NumberDecoder(self.vocab_size, self.max_length, self.d_model, self.num_layers, self.num_heads,
@@ -249,16 +258,8 @@ class _EncoderDecoder(nn.Module):
 class TabularRegressor(_EncoderDecoder):
     """MLP encoder over preprocessed features + number decoder (the paper's tabular model)."""
 
-    vocab_size: int
-    max_length: int
-    d_model: int = 256
-    num_layers: int = 3
-    num_heads: int = 4
-    d_ff: int = 1024
-    dropout: float = 0.1
     mlp_hidden: int = 256
     mlp_layers: int = 2
-    pos_embedding: str = "learned"
 
     def setup(self):
         self.encoder = make_encoder("tabular_decoder", mlp_hidden=self.mlp_hidden, mlp_layers=self.mlp_layers,
@@ -266,21 +267,12 @@ class TabularRegressor(_EncoderDecoder):
         self.decoder = self._number_decoder()
 
 
-
 class CodeRegressor(_EncoderDecoder):
     """Byte-level Transformer encoder over program text + number decoder (code-metric regression)."""
 
-    vocab_size: int
-    max_length: int
-    d_model: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    d_ff: int = 512
-    dropout: float = 0.1
     enc_layers: int = 2
     memory_slots: int = 4
     patch_size: int = 1
-    pos_embedding: str = "learned"
 
     def setup(self):
         self.encoder = make_encoder("code_decoder", d_model=self.d_model, num_heads=self.num_heads, d_ff=self.d_ff,
