@@ -119,13 +119,8 @@ def read_rows(path: str) -> list[dict]:
     return rows
 
 
-def _tfds():
-    import tensorflow_datasets as tfds
-    return tfds
-
-
 def _make_builder_class():
-    tfds = _tfds()
+    import tensorflow_datasets as tfds  # on first use only: it is slow to import
 
     @dataclasses.dataclass
     class CodeMetricsConfig(tfds.core.BuilderConfig):
@@ -167,8 +162,7 @@ def tfds_builder(rows_path: str, tfds_dir: str | None = None):
     tfds_dir = os.path.abspath(tfds_dir or os.environ.get("GENRE_JAX_TFDS_DIR")
                                or os.path.join(os.path.expanduser("~"), ".cache", "genre_jax", "tfds"))
     config = config_cls(name=f"{stem}_{digest}_r{ROWS_VERSION}", rows_path=os.path.abspath(rows_path))
-    builder = builder_cls(config=config,
-                          data_dir=tfds_dir, file_format="array_record")
+    builder = builder_cls(config=config, data_dir=tfds_dir, file_format="array_record")
     builder.download_and_prepare()
     return builder
 
