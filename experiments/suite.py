@@ -25,10 +25,16 @@ Resuming: a (dataset, method, seed, protocol) already in --out is skipped; a fai
 an incomplete last line (the suite was killed mid-write) is cut off on start, so a killed suite
 restarts without redoing finished runs and without duplicate rows. launch.py itself resumes an
 interrupted phase in the workdir.
+
+Parallel: --workers=N runs N workdirs at once (threads that each wait on one launch at a time);
+the jobs of one workdir still run in order, CE first. Rows are appended under a lock, so the file
+stays one line per run. Each launch uses every core it sees, so N is best about cores/2; wall
+times then include the sharing.
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import datetime
 import json
@@ -36,6 +42,7 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from typing import Callable
 
@@ -216,6 +223,8 @@ def build_row(job: Job, workdir: str, command: list, wall_time_s: float, results
            "command": shlex.join(command), "workdir": workdir,
            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     versions = dict((config_json or {}).get("versions") or {})
+    if (config_json or {}).get("devices"):
+        row["devices"] = config_json["devices"]  # which backend ran it: the numbers depend on it
     if error is not None:
         row.update(error=error, returncode=returncode, versions=versions)
         return row
@@ -268,6 +277,73 @@ def skipped_row(job: Job, workdir: str, command: list, ce_error: str) -> dict:
                      returncode=None)
 
 
+class _RunState:
+    """What the jobs share: the results file, CE failures per workdir, the progress bar (one lock)."""
+
+    def __init__(self, out: str, ce_failed: dict, bar):
+        self.out, self.ce_failed, self.bar, self.failures = out, ce_failed, bar, 0
+        self.lock = threading.Lock()
+
+    def ce_error(self, job: Job) -> str | None:
+        with self.lock:
+            return self.ce_failed.get((job.dataset, job.seed, job.protocol))
+
+    def record(self, job: Job, row: dict) -> None:
+        with self.lock:
+            append_row(self.out, row)
+            if job.method == "ce":
+                ce_key = (job.dataset, job.seed, job.protocol)
+                if row["status"] == "ok":
+                    self.ce_failed.pop(ce_key, None)
+                else:
+                    self.ce_failed[ce_key] = row["error"]
+            if row["status"] == "ok":
+                rmse = ((row.get("test") or {}).get("mean") or {}).get("rmse", float("nan"))
+                self.bar.write(f"ok      {job.dataset} seed{job.seed} {job.method}: test RMSE (z) {rmse:.4f}, "
+                               f"{row['wall_time_s']:.0f}s")
+            else:
+                self.failures += 1
+                self.bar.write(f"FAILED  {job.dataset} seed{job.seed} {job.method}: {row['error']}")
+            self.bar.update(1)
+
+
+def workdir_groups(jobs) -> list[list[Job]]:
+    """Jobs grouped by workdir (dataset, seed), each group in its original order (CE first)."""
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault((job.dataset, job.seed, job.protocol), []).append(job)
+    return list(groups.values())
+
+
+def run_in_parallel(jobs, run: Callable[[Job], dict], state: _RunState, workers: int) -> None:
+    """Up to ``workers`` workdirs at once, each workdir's jobs one after another (its CE first).
+
+    An interrupt (Ctrl-C reaches the launched processes too) stops every worker before its next
+    job, and the runs it cut short write no row: they are pending for the next start, like the one
+    a serial suite was running when killed."""
+    stop = threading.Event()
+
+    def work(group):
+        for job in group:
+            if stop.is_set():
+                return
+            row = run(job)
+            if stop.is_set():
+                return
+            state.record(job, row)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(work, group) for group in workdir_groups(jobs)]
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                future.result()
+        except BaseException:
+            stop.set()
+            for future in futures:
+                future.cancel()
+            raise
+
+
 # ---------------------------------------------------------------------------------------------
 # CLI
 
@@ -281,6 +357,9 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", default=None, help="comma list of ints (default: the protocol's, 0)")
     parser.add_argument("--out", default=None, help="JSONL file (default: results/<protocol>_suite.jsonl)")
     parser.add_argument("--workroot", default="runs/suite")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="workdirs (dataset, seed) run at once; each launch uses every core it sees, so "
+                             "on a small machine 2 is about right, on a large one ~cores/2")
     parser.add_argument("--retry_failed", action="store_true", help="re-run jobs whose row says failed")
     parser.add_argument("--dry_run", action="store_true", help="print the pending commands and exit")
     return parser.parse_args(argv)
@@ -314,32 +393,24 @@ def main(argv=None, launcher: Launcher = run_subprocess) -> int:
         print(f"{len(todo)} of {len(jobs)} jobs pending", file=sys.stderr)
         return 0
     ce_failed = _ce_failures(rows)
-    failures = 0
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"suite:{args.protocol}", unit="run",
                dynamic_ncols=True)
-    for job in todo:
-        bar.set_postfix_str(f"{job.dataset}/seed{job.seed}/{job.method}")
-        ce_error = ce_failed.get((job.dataset, job.seed, job.protocol))
+    state = _RunState(out, ce_failed, bar)
+
+    def run(job: Job) -> dict | None:
+        ce_error = state.ce_error(job)
+        workdir = workdir_for(workroot, job)
         if sp.METHOD_PHASE[job.method] in sp.NEEDS_CE and ce_error is not None:
-            workdir = workdir_for(workroot, job)
-            row = skipped_row(job, workdir, launch_command(job, config, data_dir, workdir, authors=authors), ce_error)
-        else:
-            row = run_job(job, config, data_dir, workroot, launcher, authors)
-        append_row(out, row)
-        if job.method == "ce":
-            ce_key = (job.dataset, job.seed, job.protocol)
-            if row["status"] == "ok":
-                ce_failed.pop(ce_key, None)
-            else:
-                ce_failed[ce_key] = row["error"]
-        if row["status"] == "ok":
-            rmse = ((row.get("test") or {}).get("mean") or {}).get("rmse", float("nan"))
-            bar.write(f"ok      {job.dataset} seed{job.seed} {job.method}: test RMSE (z) {rmse:.4f}, "
-                      f"{row['wall_time_s']:.0f}s")
-        else:
-            failures += 1
-            bar.write(f"FAILED  {job.dataset} seed{job.seed} {job.method}: {row['error']}")
-        bar.update(1)
+            return skipped_row(job, workdir, launch_command(job, config, data_dir, workdir, authors=authors), ce_error)
+        return run_job(job, config, data_dir, workroot, launcher, authors)
+
+    if args.workers <= 1:
+        for job in todo:
+            bar.set_postfix_str(f"{job.dataset}/seed{job.seed}/{job.method}")
+            state.record(job, run(job))
+    else:
+        run_in_parallel(todo, run, state, args.workers)
+    failures = state.failures
     bar.close()
     print(f"{len(todo)} run(s) this time, {failures} failed; rows in {out}")
     return 0

@@ -24,7 +24,7 @@ class FakeLauncher:
         self.calls, self.fail, self.kill_after, self.no_entry = [], set(fail), kill_after, set(no_entry)
 
     def __call__(self, cmd, log_path, cwd):
-        if self.kill_after is not None and len(self.calls) == self.kill_after:
+        if self.kill_after is not None and len(self.calls) >= self.kill_after:
             raise KeyboardInterrupt  # the suite is killed while this job runs
         workdir = os.path.dirname(os.path.dirname(log_path))
         method = os.path.basename(log_path)[:-len(".log")]
@@ -214,3 +214,34 @@ def test_dry_run_and_bad_dataset(data_dir, tmp_path, capsys):
     assert len(out) == 8 and "--config.phases=ce,eval" in out[0]
     assert not os.path.exists(tmp_path / "out.jsonl")
     assert suite.main(_args(data_dir, tmp_path, extra=["--datasets=missing"]), launcher=FakeLauncher()) == 2
+
+
+def test_parallel_workers_keep_each_workdir_in_order_and_resume(data_dir, tmp_path):
+    fake = FakeLauncher()
+    assert suite.main(_args(data_dir, tmp_path, extra=["--workers=2"]), launcher=fake) == 0
+    rows = _rows(tmp_path)
+    assert sorted(suite.row_key(r) for r in rows) == sorted(
+        (d, m, 0, "cpu") for d in ("toy", "toy2") for m in ("ce", "genre2", "riemann", "lightgbm"))
+    for dataset in ("toy", "toy2"):  # within a workdir: the serial order, CE first
+        assert [m for d, m in fake.calls if d == dataset] == ["ce", "genre2", "riemann", "lightgbm"]
+        assert [r["method"] for r in rows if r["dataset"] == dataset] == ["ce", "genre2", "riemann", "lightgbm"]
+
+    # An interrupt in one worker stops the others before their next job; a resume finishes the rest once.
+    (tmp_path / "out.jsonl").unlink()
+    with pytest.raises(KeyboardInterrupt):
+        suite.main(_args(data_dir, tmp_path, extra=["--workers=2"]), launcher=FakeLauncher(kill_after=3))
+    assert len(_rows(tmp_path)) <= 3
+    assert suite.main(_args(data_dir, tmp_path, extra=["--workers=2"]), launcher=FakeLauncher()) == 0
+    keys = [suite.row_key(r) for r in _rows(tmp_path)]
+    assert len(keys) == len(set(keys)) == 8
+
+
+def test_workdir_groups_and_devices_in_rows(tmp_path):
+    jobs = suite.list_jobs(["a", "b"], [0, 1], ["ce", "remax"], "cpu")
+    groups = suite.workdir_groups(jobs)
+    assert [[(j.dataset, j.seed, j.method) for j in g] for g in groups] == [
+        [(d, s, "ce"), (d, s, "remax")] for d in ("a", "b") for s in (0, 1)]
+    results = {"phases": {"ce": _entry("ce")}}
+    row = suite.build_row(jobs[0], str(tmp_path), ["x"], 1.0, results, {"versions": {}, "devices": ["cuda:0"]})
+    assert row["devices"] == ["cuda:0"]
+    assert "devices" not in suite.build_row(jobs[0], str(tmp_path), ["x"], 1.0, results, {"versions": {}})
