@@ -3,11 +3,14 @@
   python experiments/summarize.py results/cpu_suite.jsonl --out=results/cpu_suite
   python experiments/summarize.py results/cpu_suite.jsonl --out=results/cpu_suite --workroot=runs/suite \
       --aggregation=median --methods=ce,remax,genre2,lightgbm --tie_tol=1e-3
+  python experiments/summarize.py results/a.jsonl results/b.jsonl --out=results/ab   # files read as one
 
 Outputs in --out:
   table.md          per method: mean test RMSE, MAE, R², Spearman (z units), average rank by test
                     RMSE (ties get the average rank), wins/ties/losses against --baseline (ce; a tie
-                    is |ΔRMSE| < --tie_tol) and the number of datasets. Only datasets where every
+                    is |ΔRMSE| < --tie_tol), the number of datasets and the launches' summed wall
+                    time on them (minutes; the header gives the total over every run, failures
+                    included). Only datasets where every
                     compared method succeeded for every seed enter means and ranks; the header says
                     how many and which were left out. Metrics are averaged over seeds first.
   per_dataset.csv   one line per (dataset, method): status, seeds, test metrics, CRPS, coverage,
@@ -90,6 +93,7 @@ def collect(latest: dict, aggregation: str = "mean") -> dict:
         record["val_rmse"] = float(np.mean([_split_metrics(r.get("val"), aggregation)["rmse"] for r in ok])) \
             if ok else np.nan
         record["wall_time_s"] = float(np.mean([r.get("wall_time_s", np.nan) for r in by_seed.values()]))
+        record["wall_time_total_s"] = float(np.nansum([r.get("wall_time_s", np.nan) for r in by_seed.values()]))
         complete = len(ok) == len(seeds_of[dataset])
         failed = [r for r in by_seed.values() if r.get("status") != "ok"]
         record.update(status="ok" if complete else "failed" if failed else "missing", seeds=len(ok),
@@ -116,6 +120,7 @@ def summarize(records: dict, methods, baseline: str = "ce", tie_tol: float = 1e-
                  for k in (*POINT_METRICS, "crps", "coverage_90")}
         stats["avg_rank"] = float(np.mean([ranks[(d, m)] for d in complete])) if complete else np.nan
         stats["datasets"] = len(complete)
+        stats["wall_min"] = float(sum(records[(d, m)]["wall_time_total_s"] for d in complete)) / 60
         if baseline in methods and m != baseline:
             delta = np.array([records[(d, m)]["rmse"] - records[(d, baseline)]["rmse"] for d in complete])
             tie = np.abs(delta) < tie_tol
@@ -123,7 +128,9 @@ def summarize(records: dict, methods, baseline: str = "ce", tie_tol: float = 1e-
             stats["ties"] = int(np.sum(tie))
             stats["losses"] = int(np.sum(~tie & (delta > 0)))
         per_method[m] = stats
+    total_s = float(sum(r.get("wall_time_total_s", 0.0) for (_, m), r in records.items() if m in methods))
     return {"methods": list(methods), "baseline": baseline, "tie_tol": tie_tol, "datasets": datasets,
+            "total_wall_h": total_s / 3600,
             "complete": complete, "excluded": excluded, "ranks": ranks, "per_method": per_method}
 
 
@@ -136,14 +143,17 @@ def format_table(summary: dict, aggregation: str, protocol: str = "", seeds=()) 
              f"succeeded." + (" Left out: " + "; ".join(f"{d} ({', '.join(ms)})" for d, ms in
                                                         sorted(s["excluded"].items())) + "." if s["excluded"] else ""),
              f"Rank by test RMSE per dataset (1 = best, ties averaged); W/T/L against `{s['baseline']}`, "
-             f"tie = |ΔRMSE| < {s['tie_tol']:g}.", "",
-             f"| method | RMSE ↓ | MAE ↓ | R² ↑ | Spearman ↑ | avg rank ↓ | W/T/L vs {s['baseline']} | datasets |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"tie = |ΔRMSE| < {s['tie_tol']:g}.",
+             f"Time: launch wall time summed over those datasets' runs; over every run of the listed methods, "
+             f"failures included: {s['total_wall_h']:.2f} h.", "",
+             f"| method | RMSE ↓ | MAE ↓ | R² ↑ | Spearman ↑ | avg rank ↓ | W/T/L vs {s['baseline']} | datasets "
+             f"| time (min) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for m in s["methods"]:
         st = s["per_method"][m]
         wtl = f"{st['wins']}/{st['ties']}/{st['losses']}" if "wins" in st else "—"
         lines.append(f"| {m} | {st['rmse']:.4f} | {st['mae']:.4f} | {st['r2']:.4f} | {st['spearman']:.4f} | "
-                     f"{st['avg_rank']:.2f} | {wtl} | {st['datasets']} |")
+                     f"{st['avg_rank']:.2f} | {wtl} | {st['datasets']} | {st['wall_min']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -323,7 +333,7 @@ def write_plots(out_dir: str, latest: dict, records: dict, summary: dict, workro
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("jsonl")
+    parser.add_argument("jsonl", nargs="+", help="suite results file(s); several are read as one")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--aggregation", default="mean", choices=("mean", "median", "greedy"))
     parser.add_argument("--baseline", default="ce")
@@ -337,9 +347,9 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        rows = read_rows(args.jsonl)
+        rows = [row for path in args.jsonl for row in read_rows(path)]
         if not rows:
-            raise ValueError(f"{args.jsonl} has no rows")
+            raise ValueError(f"{', '.join(args.jsonl)}: no rows")
         protocol = pick_protocol(rows, args.protocol)
         latest = latest_rows(rows, protocol)
         present = {m for (_, m, _, _) in latest}

@@ -59,7 +59,8 @@ def test_ranks_wins_and_means(jsonl):
     assert pm["genre2"]["rmse"] == pytest.approx(1.3 / 3)
     assert pm["lightgbm"]["mae"] == pytest.approx(0.8 * (0.6 + 0.2 + 0.70005) / 3)
     assert pm["genre2"]["r2"] == pytest.approx(1 - (0.16 + 0.09 + 0.36) / 3)
-    assert pm["ce"]["datasets"] == 3
+    assert pm["ce"]["datasets"] == 3 and pm["ce"]["wall_min"] == pytest.approx(30 / 60)
+    assert s["total_wall_h"] == pytest.approx(12 * 10 / 3600)
     assert s["ranks"][("d2", "ce")] == s["ranks"][("d2", "genre2")] == 2.5
 
     # d3's lightgbm is 5e-5 above ce: a tie at the default tolerance, a loss at a tighter one.
@@ -103,8 +104,10 @@ def test_cli_writes_table_csv_and_plots(jsonl, tmp_path, capsys):
     table = (out / "table.md").read_text()
     assert table in printed
     assert "3 of 4 datasets" in table and "d4 (genre2)" in table
-    assert "| genre2 | 0.4333 | 0.3467 |" in table and "| 1.50 | 2/1/0 | 3 |" in table
-    assert "| ce | 0.5000 |" in table and "| — | 3 |" in table
+    assert "| genre2 | 0.4333 | 0.3467 |" in table and "| 1.50 | 2/1/0 | 3 | 0.5 |" in table
+    assert "| ce | 0.5000 |" in table and "| — | 3 | 0.5 |" in table
+    # 12 counted rows x 10 s (ce's failed first attempt is superseded, d4's failed genre2 counts)
+    assert "failures included: 0.03 h." in table
     with open(out / "per_dataset.csv") as f:
         lines = list(csv.DictReader(f))
     assert len(lines) == 12
@@ -127,3 +130,15 @@ def test_plots_skip_absent_methods_and_missing_predictions(jsonl, tmp_path, caps
     assert "plot skipped: genre2_vs_ce_rmse.png" in printed and "plot skipped: error_vs_samples.png" in printed
     assert (out / "r2_by_method.png").exists() and not (out / "genre2_vs_ce_rmse.png").exists()
     assert summarize.main([str(jsonl), f"--out={out}", "--methods=xgboost"]) == 2
+
+
+def test_several_results_files_are_read_as_one(jsonl, tmp_path):
+    lines = jsonl.read_text().splitlines(keepends=True)
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("".join(lines[:6]))
+    second.write_text("".join(lines[6:]))
+    out_one, out_two = tmp_path / "one", tmp_path / "two"
+    assert summarize.main([str(jsonl), f"--out={out_one}"]) == 0
+    assert summarize.main([str(first), str(second), f"--out={out_two}"]) == 0
+    assert (out_one / "table.md").read_text() == (out_two / "table.md").read_text()
+    assert summarize.main([str(tmp_path / "empty.jsonl"), f"--out={tmp_path / 'x'}"]) == 2
