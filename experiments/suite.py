@@ -28,8 +28,8 @@ interrupted phase in the workdir.
 
 Parallel: --workers=N runs N workdirs at once (threads that each wait on one launch at a time);
 the jobs of one workdir still run in order, CE first. Rows are appended under a lock, so the file
-stays one line per run. Each launch uses every core it sees, so N is best about cores/2; wall
-times then include the sharing.
+stays one line per run. Each launch uses every core it sees, so workers share cores and wall
+times include the sharing.
 """
 from __future__ import annotations
 
@@ -69,6 +69,11 @@ class Job:
     @property
     def key(self) -> tuple:
         return (self.dataset, self.method, self.seed, self.protocol)
+
+    @property
+    def workdir_key(self) -> tuple:
+        """The jobs that share one workdir (and its CE checkpoint) share this."""
+        return (self.dataset, self.seed, self.protocol)
 
 
 def row_key(row: dict) -> tuple:
@@ -259,16 +264,21 @@ def run_job(job: Job, config, data_dir: str, workroot: str, launcher: Launcher, 
     return build_row(job, workdir, cmd, wall, results, config_json)
 
 
+def note_ce_row(ce_failed: dict, row: dict) -> None:
+    """Updates {(dataset, seed, protocol): error} of workdirs whose latest CE row failed."""
+    if row["method"] == "ce":
+        key = (row["dataset"], int(row["seed"]), row["protocol"])
+        if row.get("status") == "ok":
+            ce_failed.pop(key, None)
+        else:
+            ce_failed[key] = row.get("error", "")
+
+
 def _ce_failures(rows) -> dict:
     """{(dataset, seed, protocol): error} for workdirs whose latest CE row failed."""
     out = {}
     for row in rows:
-        if row["method"] == "ce":
-            key = (row["dataset"], int(row["seed"]), row["protocol"])
-            if row.get("status") == "ok":
-                out.pop(key, None)
-            else:
-                out[key] = row.get("error", "")
+        note_ce_row(out, row)
     return out
 
 
@@ -286,17 +296,12 @@ class _RunState:
 
     def ce_error(self, job: Job) -> str | None:
         with self.lock:
-            return self.ce_failed.get((job.dataset, job.seed, job.protocol))
+            return self.ce_failed.get(job.workdir_key)
 
     def record(self, job: Job, row: dict) -> None:
         with self.lock:
             append_row(self.out, row)
-            if job.method == "ce":
-                ce_key = (job.dataset, job.seed, job.protocol)
-                if row["status"] == "ok":
-                    self.ce_failed.pop(ce_key, None)
-                else:
-                    self.ce_failed[ce_key] = row["error"]
+            note_ce_row(self.ce_failed, row)
             if row["status"] == "ok":
                 rmse = ((row.get("test") or {}).get("mean") or {}).get("rmse", float("nan"))
                 self.bar.write(f"ok      {job.dataset} seed{job.seed} {job.method}: test RMSE (z) {rmse:.4f}, "
@@ -311,7 +316,7 @@ def workdir_groups(jobs) -> list[list[Job]]:
     """Jobs grouped by workdir (dataset, seed), each group in its original order (CE first)."""
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
-        groups.setdefault((job.dataset, job.seed, job.protocol), []).append(job)
+        groups.setdefault(job.workdir_key, []).append(job)
     return list(groups.values())
 
 
@@ -359,7 +364,7 @@ def parse_args(argv=None):
     parser.add_argument("--workroot", default="runs/suite")
     parser.add_argument("--workers", type=int, default=1,
                         help="workdirs (dataset, seed) run at once; each launch uses every core it sees, so "
-                             "on a small machine 2 is about right, on a large one ~cores/2")
+                             "workers share cores and their wall times include the sharing")
     parser.add_argument("--retry_failed", action="store_true", help="re-run jobs whose row says failed")
     parser.add_argument("--dry_run", action="store_true", help="print the pending commands and exit")
     return parser.parse_args(argv)
@@ -397,7 +402,7 @@ def main(argv=None, launcher: Launcher = run_subprocess) -> int:
                dynamic_ncols=True)
     state = _RunState(out, ce_failed, bar)
 
-    def run(job: Job) -> dict | None:
+    def run(job: Job) -> dict:
         ce_error = state.ce_error(job)
         workdir = workdir_for(workroot, job)
         if sp.METHOD_PHASE[job.method] in sp.NEEDS_CE and ce_error is not None:
@@ -410,9 +415,8 @@ def main(argv=None, launcher: Launcher = run_subprocess) -> int:
             state.record(job, run(job))
     else:
         run_in_parallel(todo, run, state, args.workers)
-    failures = state.failures
     bar.close()
-    print(f"{len(todo)} run(s) this time, {failures} failed; rows in {out}")
+    print(f"{len(todo)} run(s) this time, {state.failures} failed; rows in {out}")
     return 0
 
 

@@ -128,7 +128,7 @@ def summarize(records: dict, methods, baseline: str = "ce", tie_tol: float = 1e-
             stats["ties"] = int(np.sum(tie))
             stats["losses"] = int(np.sum(~tie & (delta > 0)))
         per_method[m] = stats
-    total_s = float(sum(r.get("wall_time_total_s", 0.0) for (_, m), r in records.items() if m in methods))
+    total_s = float(sum(r["wall_time_total_s"] for (_, m), r in records.items() if m in methods))
     return {"methods": list(methods), "baseline": baseline, "tie_tol": tie_tol, "datasets": datasets,
             "total_wall_h": total_s / 3600,
             "complete": complete, "excluded": excluded, "ranks": ranks, "per_method": per_method}
