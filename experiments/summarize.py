@@ -4,6 +4,9 @@
   python experiments/summarize.py results/cpu_suite.jsonl --out=results/cpu_suite --workroot=runs/suite \
       --aggregation=median --methods=ce,remax,genre2,lightgbm --tie_tol=1e-3
   python experiments/summarize.py results/a.jsonl results/b.jsonl --out=results/ab   # files read as one
+  python experiments/summarize.py results/cpu_suite.jsonl results/cpu_suite_seeds.jsonl \
+      --datasets=boston,concrete_compressive_strength,weather_izmir,airfoil_self_noise,Wine_Quality_white \
+      --out=results/cpu_suite_3seeds
 
 Outputs in --out:
   table.md          per method: mean test RMSE, MAE, R², Spearman (z units), average rank by test
@@ -12,8 +15,10 @@ Outputs in --out:
                     time on them (minutes; the header gives the total over every run, failures
                     included). Only datasets where every
                     compared method succeeded for every seed enter means and ranks; the header says
-                    how many and which were left out. Metrics are averaged over seeds first.
-  per_dataset.csv   one line per (dataset, method): status, seeds, test metrics, CRPS, coverage,
+                    how many and which were left out. Metrics are averaged over seeds first; with
+                    several seeds a last column gives the seed spread (per-dataset sd of test RMSE,
+                    averaged over datasets).
+  per_dataset.csv   one line per (dataset, method): status, seeds, test metrics, RMSE sd over seeds, CRPS, coverage,
                     val RMSE, wall time, whether the dataset is complete, and its rank there.
   r2_by_method.png, genre2_vs_ce_rmse.png, error_vs_samples.png, distribution_by_method.png;
                     a plot whose methods are absent is skipped (and said so).
@@ -90,6 +95,8 @@ def collect(latest: dict, aggregation: str = "mean") -> dict:
         ok = [r for r in by_seed.values() if r.get("status") == "ok"]
         test = [_split_metrics(r.get("test"), aggregation) for r in ok]
         record = {k: float(np.mean([t[k] for t in test])) if test else np.nan for k in _split_metrics({}, "mean")}
+        # Seed spread says which differences between methods are noise; one seed has none to give.
+        record["rmse_sd"] = float(np.std([t["rmse"] for t in test], ddof=1)) if len(test) > 1 else np.nan
         record["val_rmse"] = float(np.mean([_split_metrics(r.get("val"), aggregation)["rmse"] for r in ok])) \
             if ok else np.nan
         record["wall_time_s"] = float(np.mean([r.get("wall_time_s", np.nan) for r in by_seed.values()]))
@@ -118,6 +125,8 @@ def summarize(records: dict, methods, baseline: str = "ce", tie_tol: float = 1e-
         rows = [records[(d, m)] for d in complete]
         stats = {k: float(np.mean([r[k] for r in rows])) if rows else np.nan
                  for k in (*POINT_METRICS, "crps", "coverage_90")}
+        sds = [r["rmse_sd"] for r in rows if np.isfinite(r["rmse_sd"])]
+        stats["rmse_sd"] = float(np.mean(sds)) if sds else np.nan
         stats["avg_rank"] = float(np.mean([ranks[(d, m)] for d in complete])) if complete else np.nan
         stats["datasets"] = len(complete)
         stats["wall_min"] = float(sum(records[(d, m)]["wall_time_total_s"] for d in complete)) / 60
@@ -136,6 +145,7 @@ def summarize(records: dict, methods, baseline: str = "ce", tie_tol: float = 1e-
 
 def format_table(summary: dict, aggregation: str, protocol: str = "", seeds=()) -> str:
     s = summary
+    with_sd = any(np.isfinite(st.get("rmse_sd", np.nan)) for st in s["per_method"].values())
     n_all, n_ok = len(s["datasets"]), len(s["complete"])
     lines = [f"Test metrics in z units (train-split standardization), `{aggregation}` aggregation for sampling "
              f"methods; protocol `{protocol}`, seeds {', '.join(map(str, seeds)) or '-'}.",
@@ -147,17 +157,21 @@ def format_table(summary: dict, aggregation: str, protocol: str = "", seeds=()) 
              f"Time: launch wall time summed over those datasets' runs; over every run of the listed methods, "
              f"failures included: {s['total_wall_h']:.2f} h.", "",
              f"| method | RMSE ↓ | MAE ↓ | R² ↑ | Spearman ↑ | avg rank ↓ | W/T/L vs {s['baseline']} | datasets "
-             f"| time (min) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"| time (min) |" + (" RMSE seed sd |" if with_sd else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if with_sd else "")]
+    if with_sd:
+        lines.insert(4, "RMSE seed sd: each dataset's standard deviation of test RMSE over its seeds, averaged "
+                        "over the datasets with more than one seed.")
     for m in s["methods"]:
         st = s["per_method"][m]
         wtl = f"{st['wins']}/{st['ties']}/{st['losses']}" if "wins" in st else "—"
         lines.append(f"| {m} | {st['rmse']:.4f} | {st['mae']:.4f} | {st['r2']:.4f} | {st['spearman']:.4f} | "
-                     f"{st['avg_rank']:.2f} | {wtl} | {st['datasets']} | {st['wall_min']:.1f} |")
+                     f"{st['avg_rank']:.2f} | {wtl} | {st['datasets']} | {st['wall_min']:.1f} |"
+                     + (f" {st['rmse_sd']:.4f} |" if with_sd else ""))
     return "\n".join(lines) + "\n"
 
 
-CSV_FIELDS = ("dataset", "method", "status", "seeds", "complete", "rank", "rmse", "mae", "r2", "spearman", "crps",
+CSV_FIELDS = ("dataset", "method", "status", "seeds", "complete", "rank", "rmse", "rmse_sd", "mae", "r2", "spearman", "crps",
               "coverage_90", "val_rmse", "wall_time_s", "error")
 
 
@@ -339,6 +353,7 @@ def parse_args(argv=None):
     parser.add_argument("--baseline", default="ce")
     parser.add_argument("--tie_tol", type=float, default=1e-4)
     parser.add_argument("--methods", default=None, help="comma list (default: every method in the file)")
+    parser.add_argument("--datasets", default=None, help="comma list (default: every dataset in the file)")
     parser.add_argument("--protocol", default=None, help="needed when the file holds several protocols")
     parser.add_argument("--workroot", default=None, help="suite workroot for saved predictions")
     return parser.parse_args(argv)
@@ -352,6 +367,12 @@ def main(argv=None) -> int:
             raise ValueError(f"{', '.join(args.jsonl)}: no rows")
         protocol = pick_protocol(rows, args.protocol)
         latest = latest_rows(rows, protocol)
+        if args.datasets:
+            wanted = [d.strip() for d in args.datasets.split(",") if d.strip()]
+            unknown = [d for d in wanted if d not in {k[0] for k in latest}]
+            if unknown:
+                raise ValueError(f"--datasets: {unknown} have no rows in {', '.join(args.jsonl)}")
+            latest = {k: r for k, r in latest.items() if k[0] in wanted}
         present = {m for (_, m, _, _) in latest}
         methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else \
             sorted(present, key=lambda m: (METHODS.index(m) if m in METHODS else len(METHODS), m))

@@ -78,6 +78,8 @@ def test_seeds_are_averaged_and_a_failed_seed_makes_the_dataset_incomplete():
             _row("a", "genre2", None, seed=1), _row("b", "ce", 0.5, seed=0), _row("b", "genre2", 0.5, seed=0)]
     records = summarize.collect(summarize.latest_rows(rows), "mean")
     assert records[("a", "ce")]["rmse"] == pytest.approx(0.3) and records[("a", "ce")]["seeds"] == 2
+    assert records[("a", "ce")]["rmse_sd"] == pytest.approx(np.sqrt(0.02))  # sd of (0.2, 0.4), ddof 1
+    assert np.isnan(records[("b", "ce")]["rmse_sd"])  # one seed: no spread
     assert records[("a", "genre2")]["status"] == "failed"
     # b has only seed 0 rows, so one seed is all it needs
     assert summarize.summarize(records, ["ce", "genre2"])["complete"] == ["b"]
@@ -142,3 +144,21 @@ def test_several_results_files_are_read_as_one(jsonl, tmp_path):
     assert summarize.main([str(first), str(second), f"--out={out_two}"]) == 0
     assert (out_one / "table.md").read_text() == (out_two / "table.md").read_text()
     assert summarize.main([str(tmp_path / "empty.jsonl"), f"--out={tmp_path / 'x'}"]) == 2
+
+
+def test_seed_spread_column_and_dataset_filter(tmp_path, capsys):
+    rows = [_row("a", "ce", 0.2, seed=0), _row("a", "ce", 0.4, seed=1), _row("a", "genre2", 0.1, seed=0),
+            _row("a", "genre2", 0.1, seed=1), _row("b", "ce", 0.5, seed=0), _row("b", "genre2", 0.3, seed=0)]
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "s"
+    assert summarize.main([str(path), f"--out={out}"]) == 0
+    table = (out / "table.md").read_text()
+    # ce: a's sd 0.1414 (b has one seed and no spread); genre2: identical seeds, sd 0
+    assert "| RMSE seed sd |" in table and "| 0.1414 |" in table.splitlines()[-2] and "| 0.0000 |" in table
+    assert summarize.main([str(path), f"--out={out}", "--datasets=b"]) == 0
+    table_b = (out / "table.md").read_text()
+    assert "1 of 1 datasets" in table_b and "RMSE seed sd" not in table_b and "| ce | 0.5000 |" in table_b
+    capsys.readouterr()
+    assert summarize.main([str(path), f"--out={out}", "--datasets=b,zz"]) == 2
+    assert "--datasets: ['zz']" in capsys.readouterr().err
