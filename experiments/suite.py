@@ -30,6 +30,9 @@ Parallel: --workers=N runs N workdirs at once (threads that each wait on one lau
 the jobs of one workdir still run in order, CE first. Rows are appended under a lock, so the file
 stays one line per run. Each launch uses every core it sees, so workers share cores and wall
 times include the sharing.
+
+Stopping: Ctrl-C or SIGTERM stops the running launches (SIGTERM, SIGKILL after 30 s), writes no
+row for them and exits with status 130 and one line; the same command then resumes.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ import datetime
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -189,11 +193,49 @@ def launch_command(job: Job, config, data_dir: str, workdir: str, python: str = 
     return cmd + sp.launch_overrides(config, job.dataset, job.method, data_dir, authors)
 
 
-def run_subprocess(cmd: list, log_path: str, cwd: str) -> int:
-    with open(log_path, "w") as log:
-        log.write(shlex.join(cmd) + "\n")
-        log.flush()
-        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd).returncode
+class SubprocessLauncher:
+    """Runs one launch per call, logging to ``log_path``; ``stop_all`` ends the launches still running.
+
+    Worker threads wait on their launches, so an interrupt that only reaches the suite (``kill -INT``,
+    a SIGTERM from a scheduler) would leave them running, finishing work nobody records; the suite
+    therefore stops them itself."""
+
+    def __init__(self):
+        self._live: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, cmd: list, log_path: str, cwd: str) -> int:
+        with open(log_path, "w") as log:
+            log.write(shlex.join(cmd) + "\n")
+            log.flush()
+            with subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd) as process:
+                with self._lock:
+                    self._live.add(process)
+                try:
+                    return process.wait()
+                except BaseException:  # an interrupt in this (main) thread: end the child before leaving
+                    _stop(process)
+                    raise
+                finally:
+                    with self._lock:
+                        self._live.discard(process)
+
+    def stop_all(self) -> None:
+        with self._lock:
+            live = list(self._live)
+        for process in live:
+            _stop(process)
+
+
+def _stop(process: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s``; launch.py resumes a cut phase from its checkpoints."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def last_error_line(text: str) -> str:
@@ -320,12 +362,13 @@ def workdir_groups(jobs) -> list[list[Job]]:
     return list(groups.values())
 
 
-def run_in_parallel(jobs, run: Callable[[Job], dict], state: _RunState, workers: int) -> None:
+def run_in_parallel(jobs, run: Callable[[Job], dict], state: _RunState, workers: int,
+                    stop_launches: Callable[[], None] | None = None) -> None:
     """Up to ``workers`` workdirs at once, each workdir's jobs one after another (its CE first).
 
-    An interrupt (Ctrl-C reaches the launched processes too) stops every worker before its next
-    job, and the runs it cut short write no row: they are pending for the next start, like the one
-    a serial suite was running when killed."""
+    An interrupt stops every worker before its next job and ends the running launches
+    (``stop_launches``); the runs it cut short write no row: they are pending for the next start,
+    like the one a serial suite was running when killed."""
     stop = threading.Event()
 
     def work(group):
@@ -346,6 +389,8 @@ def run_in_parallel(jobs, run: Callable[[Job], dict], state: _RunState, workers:
             stop.set()
             for future in futures:
                 future.cancel()
+            if stop_launches is not None:
+                stop_launches()
             raise
 
 
@@ -370,9 +415,14 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None, launcher: Launcher = run_subprocess) -> int:
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None, launcher: Launcher | None = None) -> int:
     from tqdm import tqdm
     args = parse_args(argv)
+    launcher = launcher or SubprocessLauncher()
     config = sp.get_config(args.protocol)
     data_dir = os.path.abspath(args.data_dir or config.data_dir)
     workroot = os.path.abspath(args.workroot)
@@ -409,12 +459,24 @@ def main(argv=None, launcher: Launcher = run_subprocess) -> int:
             return skipped_row(job, workdir, launch_command(job, config, data_dir, workdir, authors=authors), ce_error)
         return run_job(job, config, data_dir, workroot, launcher, authors)
 
-    if args.workers <= 1:
-        for job in todo:
-            bar.set_postfix_str(f"{job.dataset}/seed{job.seed}/{job.method}")
-            state.record(job, run(job))
-    else:
-        run_in_parallel(todo, run, state, args.workers)
+    # A scheduler's SIGTERM takes the same path as Ctrl-C: launches stopped, finished rows kept.
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) \
+        if threading.current_thread() is threading.main_thread() else None
+    try:
+        if args.workers <= 1:
+            for job in todo:
+                bar.set_postfix_str(f"{job.dataset}/seed{job.seed}/{job.method}")
+                state.record(job, run(job))
+        else:
+            run_in_parallel(todo, run, state, args.workers, getattr(launcher, "stop_all", None))
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"interrupted: {bar.n - (len(jobs) - len(todo))} run(s) finished this time, rows in {out}; "
+              f"the same command resumes", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     bar.close()
     print(f"{len(todo)} run(s) this time, {state.failures} failed; rows in {out}")
     return 0

@@ -1,6 +1,9 @@
 """The suite runner with a fake launcher: job listing, commands, resume after a kill, failure rows."""
 import json
 import os
+import sys
+import threading
+import time
 
 import pytest
 
@@ -148,9 +151,9 @@ def test_full_run_rows(data_dir, tmp_path):
     assert row["workdir"] == str(tmp_path / "runs" / "cpu" / "toy" / "seed0")
 
 
-def test_killed_suite_resumes_without_redoing_or_duplicating(data_dir, tmp_path):
-    with pytest.raises(KeyboardInterrupt):
-        suite.main(_args(data_dir, tmp_path), launcher=FakeLauncher(kill_after=3))
+def test_killed_suite_resumes_without_redoing_or_duplicating(data_dir, tmp_path, capsys):
+    assert suite.main(_args(data_dir, tmp_path), launcher=FakeLauncher(kill_after=3)) == 130
+    assert "interrupted: 3 run(s) finished this time" in capsys.readouterr().err
     assert len(_rows(tmp_path)) == 3
     with open(tmp_path / "out.jsonl", "a") as f:  # killed in the middle of writing a fourth row
         f.write('{"dataset": "toy", "method": "lightgbm", "se')
@@ -228,8 +231,7 @@ def test_parallel_workers_keep_each_workdir_in_order_and_resume(data_dir, tmp_pa
 
     # An interrupt in one worker stops the others before their next job; a resume finishes the rest once.
     (tmp_path / "out.jsonl").unlink()
-    with pytest.raises(KeyboardInterrupt):
-        suite.main(_args(data_dir, tmp_path, extra=["--workers=2"]), launcher=FakeLauncher(kill_after=3))
+    assert suite.main(_args(data_dir, tmp_path, extra=["--workers=2"]), launcher=FakeLauncher(kill_after=3)) == 130
     assert len(_rows(tmp_path)) <= 3
     assert suite.main(_args(data_dir, tmp_path, extra=["--workers=2"]), launcher=FakeLauncher()) == 0
     keys = [suite.row_key(r) for r in _rows(tmp_path)]
@@ -245,3 +247,21 @@ def test_workdir_groups_and_devices_in_rows(tmp_path):
     row = suite.build_row(jobs[0], str(tmp_path), ["x"], 1.0, results, {"versions": {}, "devices": ["cuda:0"]})
     assert row["devices"] == ["cuda:0"]
     assert "devices" not in suite.build_row(jobs[0], str(tmp_path), ["x"], 1.0, results, {"versions": {}})
+
+
+def test_subprocess_launcher_logs_and_stop_all_ends_running_launches(tmp_path):
+    launcher = suite.SubprocessLauncher()
+    log = tmp_path / "ok.log"
+    assert launcher([sys.executable, "-c", "print('hello')"], str(log), str(tmp_path)) == 0
+    assert log.read_text().splitlines()[1] == "hello"  # first line: the command
+
+    codes = []
+    worker = threading.Thread(target=lambda: codes.append(launcher(
+        [sys.executable, "-c", "import time; time.sleep(60)"], str(tmp_path / "slow.log"), str(tmp_path))))
+    start = time.monotonic()
+    worker.start()
+    while not launcher._live and time.monotonic() - start < 10:
+        time.sleep(0.05)
+    launcher.stop_all()
+    worker.join(timeout=20)
+    assert not worker.is_alive() and codes and codes[0] != 0 and time.monotonic() - start < 20
