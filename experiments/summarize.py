@@ -42,7 +42,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)  # `python experiments/summarize.py` puts experiments/, not the repository, first
 
 from experiments.configs.suite_protocols import METHODS  # noqa: E402
-from experiments.suite import read_rows, row_key  # noqa: E402
+from experiments.suite import read_rows, row_key, split_list  # noqa: E402
 
 POINT_METRICS = ("rmse", "mae", "r2", "spearman")
 SAMPLING_CURVE_METHODS = ("ce", "remax", "grpo", "genre2")
@@ -155,13 +155,14 @@ def format_table(summary: dict, aggregation: str, protocol: str = "", seeds=()) 
              f"Rank by test RMSE per dataset (1 = best, ties averaged); W/T/L against `{s['baseline']}`, "
              f"tie = |ΔRMSE| < {s['tie_tol']:g}.",
              f"Time: launch wall time summed over those datasets' runs; over every run of the listed methods, "
-             f"failures included: {s['total_wall_h']:.2f} h.", "",
-             f"| method | RMSE ↓ | MAE ↓ | R² ↑ | Spearman ↑ | avg rank ↓ | W/T/L vs {s['baseline']} | datasets "
-             f"| time (min) |" + (" RMSE seed sd |" if with_sd else ""),
-             "|---|---|---|---|---|---|---|---|---|" + ("---|" if with_sd else "")]
+             f"failures included: {s['total_wall_h']:.2f} h."]
     if with_sd:
-        lines.insert(4, "RMSE seed sd: each dataset's standard deviation of test RMSE over its seeds, averaged "
-                        "over the datasets with more than one seed.")
+        lines.append("RMSE seed sd: each dataset's standard deviation of test RMSE over its seeds, averaged "
+                     "over the datasets with more than one seed.")
+    lines += ["",
+              f"| method | RMSE ↓ | MAE ↓ | R² ↑ | Spearman ↑ | avg rank ↓ | W/T/L vs {s['baseline']} | datasets "
+              f"| time (min) |" + (" RMSE seed sd |" if with_sd else ""),
+              "|---|---|---|---|---|---|---|---|---|" + ("---|" if with_sd else "")]
     for m in s["methods"]:
         st = s["per_method"][m]
         wtl = f"{st['wins']}/{st['ties']}/{st['losses']}" if "wins" in st else "—"
@@ -171,8 +172,8 @@ def format_table(summary: dict, aggregation: str, protocol: str = "", seeds=()) 
     return "\n".join(lines) + "\n"
 
 
-CSV_FIELDS = ("dataset", "method", "status", "seeds", "complete", "rank", "rmse", "rmse_sd", "mae", "r2", "spearman", "crps",
-              "coverage_90", "val_rmse", "wall_time_s", "error")
+CSV_FIELDS = ("dataset", "method", "status", "seeds", "complete", "rank", "rmse", "rmse_sd", "mae", "r2", "spearman",
+              "crps", "coverage_90", "val_rmse", "wall_time_s", "error")
 
 
 def write_per_dataset_csv(path: str, records: dict, summary: dict) -> None:
@@ -368,13 +369,14 @@ def main(argv=None) -> int:
         protocol = pick_protocol(rows, args.protocol)
         latest = latest_rows(rows, protocol)
         if args.datasets:
-            wanted = [d.strip() for d in args.datasets.split(",") if d.strip()]
-            unknown = [d for d in wanted if d not in {k[0] for k in latest}]
+            wanted = split_list(args.datasets)
+            found = {dataset for (dataset, _, _, _) in latest}
+            unknown = [d for d in wanted if d not in found]
             if unknown:
                 raise ValueError(f"--datasets: {unknown} have no rows in {', '.join(args.jsonl)}")
             latest = {k: r for k, r in latest.items() if k[0] in wanted}
         present = {m for (_, m, _, _) in latest}
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else \
+        methods = split_list(args.methods) if args.methods else \
             sorted(present, key=lambda m: (METHODS.index(m) if m in METHODS else len(METHODS), m))
         absent = [m for m in methods if m not in present]
         if absent:
