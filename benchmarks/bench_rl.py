@@ -1,7 +1,7 @@
 """Throughput of the RL inner loop: KV-cache vs full-recompute sampling, and one GenRe² train step.
 
 For each model size, on all local devices (1-D ``data`` mesh, batch sharded, params replicated):
-  * kv_cache        ``sampling.sample_and_greedy``: G samples + 1 greedy decode per input, KV cache;
+  * kv_cache        ``sampling.sample(..., greedy=True)``: G samples + 1 greedy decode per input, KV cache;
   * full_recompute  ``sampling.full_recompute_sample``: G samples, the whole prefix re-run each step;
   * rl_step         ``rl.make_rl_steps(...)[0]`` with the paper's genre2 RL config (one update).
 Each is compiled ahead of time (``jit(f).lower(...).compile()``, timed), called once to warm up,
@@ -35,11 +35,10 @@ sys.path.insert(0, ROOT)  # genre_jax and experiments/ live at the repository ro
 import flax  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.configs import tabular  # noqa: E402
-from genre_jax import models, parallel, rl, sampling, train  # noqa: E402
+from genre_jax import loop, models, parallel, rl, sampling, settings  # noqa: E402
 from genre_jax.tokenizers import NormalizedTokenizer  # noqa: E402
 
 SIZES = {
@@ -155,21 +154,19 @@ def bench_size(name: str, size: dict, repeats: int, mesh) -> list[dict]:
     x = parallel.shard_batch(host_batch["x"], mesh)
     params = parallel.replicate(params, mesh)
 
-    kv_cache = jax.jit(lambda p, x_BF, k: sampling.sample_and_greedy(model, p, x_BF, k, tok, rollouts, 1.0),
+    kv_cache = jax.jit(lambda p, x_BF, k: sampling.sample(model, p, x_BF, k, tok, rollouts, 1.0, greedy=True),
                        in_shardings=(rep, data, rep))
     full = jax.jit(lambda p, x_BF, k: sampling.full_recompute_sample(model, p, x_BF, k, tok, rollouts, 1.0),
                    in_shardings=(rep, data, rep))
 
-    rl_cfg = tabular.get_config("paper").rl
-    rl_cfg.num_rollouts, rl_cfg.batch_size = rollouts, batch_size
+    config = tabular.get_config("paper")
+    config.rl.num_rollouts, config.rl.batch_size = rollouts, batch_size
+    rl_settings = settings.resolve(config, tok).rl
     # The optimizer run_rl_phase builds for the paper config (lr 1e-4 as inherited from CE).
-    tx = train.make_optimizer(ml_collections.ConfigDict(dict(
-        learning_rate=1e-4, warmup_steps=rl_cfg.warmup_steps, lr_floor=1.0, weight_decay=rl_cfg.weight_decay,
-        grad_clip=rl_cfg.grad_clip)), 1000)
-    task = train.Task(model, tok, {})
-    train_step, _ = rl.make_rl_steps(task, tx, rl_cfg, mesh)
+    tx = loop.make_optimizer(rl_settings.loop.optim, 1000)
+    train_step, _ = rl.make_rl_steps(model, tok, rl_settings, tx, mesh)
     # A separate copy: donating the state must not free the reference params' buffers.
-    state = parallel.replicate(train.TrainState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.copy, params),
+    state = parallel.replicate(loop.TrainState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.copy, params),
                                                 tx.init(params)), mesh)
 
     analytic = model_flops(size, batch_size, rollouts, tok.length, FEATURES, tok.vocab_size)
@@ -271,7 +268,7 @@ def main(argv=None):
         "loadavg_start": load_start, "loadavg_end": load_end,
         "setup": {"batch": BATCH, "rollouts": ROLLOUTS, "length": TOKENIZER.length, "features": FEATURES,
                   "tokenizer": TOKENIZER.spec(), "sizes": {s: SIZES[s] for s in sizes},
-                  "rl_method": "genre2", "repeats": args.repeats,
+                  "rl_method": tabular.get_config("paper").rl.method, "repeats": args.repeats,
                   "paper_repeats": args.paper_repeats or args.repeats},
         "notes": {
             "compile_s": "ahead-of-time: trace_lower_s = jit(f).lower(args), compile_s = .compile(); "

@@ -17,32 +17,35 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)  # `python experiments/code_table.py` puts experiments/, not the repository, first
+
+from experiments.rows import method_entries  # noqa: E402
+from genre_jax import methods  # noqa: E402
+from genre_jax.errors import GenreError  # noqa: E402
+
 CONFIG = os.path.join(REPO, "experiments", "configs", "code_metrics.py")
-# method -> launch.py overrides (CE comes with the first RL method)
-METHODS = {
-    "genre2": ["--config.phases=ce,rl,eval", "--config.rl.method=genre2"],
-    "remax": ["--config.phases=rl,eval", "--config.rl.method=remax"],
-    "pointwise": ["--config.phases=head,eval", "--config.head.method=pointwise"],
-}
-ROW_METHODS = ("ce", "remax", "genre2", "pointwise")
 
 
-def _results(workdir: str) -> dict:
-    path = os.path.join(workdir, "results.json")
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)["phases"]
+def trains_ce(chosen: list[methods.Method]) -> methods.Method | None:
+    """The method whose launch trains CE too: the first that starts from it, unless ce is run before it."""
+    for method in chosen:
+        if method.name == methods.BASELINE:
+            return None
+        if method.from_ce:
+            return method
+    return None
 
 
-def table_rows(results: dict[str, dict]) -> list[dict]:
-    """One row per (target, method) with the test metrics of its reported aggregate."""
+def table_rows(results: dict[str, dict], names=methods.NAMES) -> list[dict]:
+    """One row per (target, method of ``names``) with the test metrics of its reported aggregate."""
     rows = []
     for target, phases in results.items():
-        for method in ROW_METHODS:
+        for method in names:
             if method not in phases:
                 continue
-            agg = "greedy" if method == "pointwise" else "median"  # a head's greedy = its point prediction
+            # a point predictor's greedy aggregate is its one prediction
+            agg = "greedy" if methods.METHODS[method].point_predictor else "median"
             test = phases[method]["splits"]["test"]
             rows.append({"target": target, "method": method, "aggregate": agg, **{
                 k: test[agg][k] for k in ("spearman", "kendall", "rmse")}, "crps": test["distribution"]["crps"],
@@ -60,29 +63,36 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", default="memory,latency")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default="genre2,remax,pointwise",
+                        help="comma list, run in this order; the first that starts from CE trains it")
     parser.add_argument("--variant", default="quick")
     parser.add_argument("--workroot", default="runs/code")
     parser.add_argument("--out", default="results/code_metrics")
     parser.add_argument("--extra", default="", help="further launch.py flags, space-separated")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    try:
+        chosen = [methods.get(name, field="--methods") for name in args.methods.split(",")]
+    except GenreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with_ce = trains_ce(chosen)
     results, walls = {}, {}
     for target in args.targets.split(","):
         workdir = os.path.join(args.workroot, target)
-        for method in args.methods.split(","):
-            if method in _results(workdir):
+        for method in chosen:
+            if method.name in method_entries(workdir):
                 continue
             cmd = [sys.executable, os.path.join(REPO, "launch.py"), f"--config={CONFIG}:{target}-{args.variant}",
-                   f"--workdir={workdir}", *METHODS[method], *args.extra.split()]
+                   f"--workdir={workdir}", *method.launch_flags(with_ce=method is with_ce), *args.extra.split()]
             print(" ".join(cmd), flush=True)
             start = time.time()
             subprocess.run(cmd, check=True)
-            walls[f"{target}/{method}"] = round(time.time() - start, 1)
-        results[target] = _results(workdir)
-    rows = table_rows(results)
+            walls[f"{target}/{method.name}"] = round(time.time() - start, 1)
+        results[target] = method_entries(workdir)
+    rows = table_rows(results, methods.with_dependencies([m.name for m in chosen]))
     print(markdown(rows))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out + ".json", "w") as f:

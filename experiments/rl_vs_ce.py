@@ -15,6 +15,12 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)  # `python experiments/rl_vs_ce.py` puts experiments/, not the repository, first
+
+from experiments.rows import method_entries  # noqa: E402
+from genre_jax import methods  # noqa: E402
+from genre_jax.errors import GenreError  # noqa: E402
 
 
 def main() -> int:
@@ -26,26 +32,29 @@ def main() -> int:
     parser.add_argument("--config", default=os.path.join(REPO, "experiments", "configs", "tabular.py"))
     parser.add_argument("--extra", default="", help="further launch.py flags, space-separated")
     args = parser.parse_args()
+    try:
+        chosen = [methods.get(name, kind="rl", field="--methods") for name in args.methods.split(",")]
+    except GenreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     summary = {}
     for item in args.datasets.split(","):
         name, _, epochs = item.partition(":")
         workdir = os.path.join(args.workroot, name)
-        for method in args.methods.split(","):
-            results_path = os.path.join(workdir, "results.json")
-            done = os.path.exists(results_path) and method in json.load(open(results_path))["phases"]
-            if not done:
+        for method in chosen:
+            if method.name not in method_entries(workdir):
                 cmd = [sys.executable, os.path.join(REPO, "launch.py"), f"--config={args.config}",
                        f"--workdir={workdir}", f"--config.data_dir={args.data_dir}", f"--config.dataset={name}",
-                       f"--config.rl.method={method}", "--config.phases=ce,rl,eval", *args.extra.split()]
+                       *method.launch_flags(with_ce=True), *args.extra.split()]
                 if epochs:
                     cmd.append(f"--config.rl.max_epochs={epochs}")
                 print(" ".join(cmd), flush=True)
                 subprocess.run(cmd, check=True)
-            summary[name] = json.load(open(results_path))["phases"]
+            summary[name] = method_entries(workdir)
     rows = ["| dataset | method | test RMSE mean | test RMSE median | test RMSE greedy | test R² mean | CRPS | "
             "coverage 90% |", "|---|---|---|---|---|---|---|---|"]
     for name, phases in summary.items():
-        for method in ["ce", *args.methods.split(",")]:
+        for method in [methods.BASELINE, *(m.name for m in chosen)]:
             test = phases[method]["splits"]["test"]
             rows.append(f"| {name} | {method} | {test['mean']['rmse']:.4f} | {test['median']['rmse']:.4f} | "
                         f"{test['greedy']['rmse']:.4f} | {test['mean']['r2']:.4f} | "

@@ -40,7 +40,6 @@ import argparse
 import concurrent.futures
 import dataclasses
 import datetime
-import json
 import os
 import shlex
 import signal
@@ -55,9 +54,11 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)  # `python experiments/suite.py` puts experiments/, not the repository, first
 
 from experiments.configs import suite_protocols as sp  # noqa: E402
+from experiments.rows import append_row, read_json, read_rows, row_key  # noqa: E402
+from genre_jax import methods  # noqa: E402
+from genre_jax.errors import GenreError  # noqa: E402
 
 LAUNCH = os.path.join(REPO, "launch.py")
-PHASE_SELECTOR = {"rl": "rl.method", "token": "token.method", "head": "head.method"}
 
 # (command, log path, working directory) -> exit code; tests inject a fake.
 Launcher = Callable[[list, str, str], int]
@@ -80,28 +81,13 @@ class Job:
         return (self.dataset, self.seed, self.protocol)
 
 
-def row_key(row: dict) -> tuple:
-    return (row["dataset"], row["method"], int(row["seed"]), row["protocol"])
-
-
 def split_list(text: str) -> list[str]:
     return [s.strip() for s in str(text).split(",") if s.strip()]
 
 
-def order_methods(methods) -> list[str]:
-    """Canonical order (CE first), duplicates dropped, ce added when a method starts from it."""
-    methods = list(dict.fromkeys(methods))
-    unknown = [m for m in methods if m not in sp.METHOD_PHASE]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; expected some of {list(sp.METHODS)}")
-    if any(sp.METHOD_PHASE[m] in sp.NEEDS_CE for m in methods) and "ce" not in methods:
-        methods.append("ce")
-    return sorted(methods, key=sp.METHODS.index)
-
-
-def list_jobs(datasets, seeds, methods, protocol: str) -> list[Job]:
+def list_jobs(datasets, seeds, method_names, protocol: str) -> list[Job]:
     """Every job, dataset-major, so one workdir's CE is trained before the methods that use it."""
-    ordered = order_methods(methods)
+    ordered = methods.with_dependencies(method_names)
     return [Job(d, int(s), m, protocol) for d in datasets for s in seeds for m in ordered]
 
 
@@ -117,45 +103,7 @@ def workdir_for(workroot: str, job: Job) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The JSONL file
-
-
-def read_rows(path: str, repair: bool = False) -> list[dict]:
-    """Rows of the JSONL file; an incomplete last line (no newline) is ignored, and cut off when
-    ``repair`` so that the next append starts a fresh line. A malformed complete line is an error."""
-    if not os.path.exists(path):
-        return []
-    with open(path, "rb") as f:
-        data = f.read()
-    complete, newline, tail = data.rpartition(b"\n")
-    if tail:
-        keep = len(complete) + len(newline)
-        print(f"warning: {path}: ignoring an incomplete last line ({len(tail)} bytes)"
-              + (", cut off" if repair else ""), file=sys.stderr)
-        if repair:
-            os.truncate(path, keep)
-    rows = []
-    for number, line in enumerate(complete.split(b"\n") if newline else [], start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{number}: not a JSON line ({e}); fix or remove it") from None
-    return rows
-
-
-def append_row(path: str, row: dict) -> None:
-    """One os.write of the whole line: a kill leaves either the full line or an incomplete tail."""
-    data = (json.dumps(row, sort_keys=True, allow_nan=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        written = os.write(fd, data)
-        while written < len(data):  # a short write is rare (signals, full disk) but must not lose the rest
-            written += os.write(fd, data[written:])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+# Resuming
 
 
 def finished_keys(rows, retry_failed: bool = False) -> set:
@@ -179,17 +127,15 @@ def pending_jobs(jobs, rows, retry_failed: bool = False) -> list[Job]:
 
 def launch_command(job: Job, config, data_dir: str, workdir: str, python: str = sys.executable,
                    authors: dict | None = None) -> list[str]:
-    phase = sp.METHOD_PHASE[job.method]
-    if phase == "gbdt":
+    method = methods.METHODS[job.method]
+    if method.kind == "gbdt":
         return [python, "-m", "genre_jax.gbdt", f"--data_dir={data_dir}", f"--dataset={job.dataset}",
                 f"--workdir={workdir}", f"--seed={job.seed}"]
     cfg_path, _, variant = config.config.partition(":")
     cfg_path = cfg_path if os.path.isabs(cfg_path) else os.path.join(REPO, cfg_path)
     cmd = [python, LAUNCH, f"--config={cfg_path}" + (f":{variant}" if variant else ""), f"--workdir={workdir}",
            f"--config.data_dir={data_dir}", f"--config.dataset={job.dataset}", f"--config.seed={job.seed}",
-           f"--config.phases={phase},eval"]
-    if phase in PHASE_SELECTOR:
-        cmd.append(f"--config.{PHASE_SELECTOR[phase]}={job.method}")
+           *method.launch_flags()]
     return cmd + sp.launch_overrides(config, job.dataset, job.method, data_dir, authors)
 
 
@@ -246,14 +192,6 @@ def last_error_line(text: str) -> str:
     return (errors or lines or [""])[-1]
 
 
-def _read_json(path: str) -> dict | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def _read_text(path: str) -> str:
     try:
         with open(path, errors="replace") as f:
@@ -295,8 +233,8 @@ def run_job(job: Job, config, data_dir: str, workroot: str, launcher: Launcher, 
     start = time.monotonic()
     returncode = launcher(cmd, log_path, REPO)
     wall = time.monotonic() - start
-    results = _read_json(os.path.join(workdir, "results.json"))
-    config_json = _read_json(os.path.join(workdir, "config.json"))
+    results = read_json(os.path.join(workdir, "results.json"))
+    config_json = read_json(os.path.join(workdir, "config.json"))
     if returncode != 0:
         error = last_error_line(_read_text(log_path)) or f"exit code {returncode}"
         return build_row(job, workdir, cmd, wall, config_json=config_json, error=error, returncode=returncode)
@@ -308,7 +246,7 @@ def run_job(job: Job, config, data_dir: str, workroot: str, launcher: Launcher, 
 
 def note_ce_row(ce_failed: dict, row: dict) -> None:
     """Updates {(dataset, seed, protocol): error} of workdirs whose latest CE row failed."""
-    if row["method"] == "ce":
+    if row["method"] == methods.BASELINE:
         key = (row["dataset"], int(row["seed"]), row["protocol"])
         if row.get("status") == "ok":
             ce_failed.pop(key, None)
@@ -403,7 +341,7 @@ def parse_args(argv=None):
     parser.add_argument("--protocol", default="cpu", choices=sp.PROTOCOLS)
     parser.add_argument("--data_dir", default=None, help="folder of TALENT datasets (default: the protocol's)")
     parser.add_argument("--datasets", default=None, help="comma list (default: every dataset folder in data_dir)")
-    parser.add_argument("--methods", default=None, help=f"comma list (default: {','.join(sp.METHODS)})")
+    parser.add_argument("--methods", default=None, help=f"comma list (default: {sp.get_config().methods})")
     parser.add_argument("--seeds", default=None, help="comma list of ints (default: the protocol's, 0)")
     parser.add_argument("--out", default=None, help="JSONL file (default: results/<protocol>_suite.jsonl)")
     parser.add_argument("--workroot", default="runs/suite")
@@ -435,7 +373,7 @@ def main(argv=None, launcher: Launcher | None = None) -> int:
             raise ValueError(f"dataset folder(s) {missing} not in {data_dir}")
         seeds = [int(s) for s in split_list(args.seeds if args.seeds is not None else config.seeds)]
         jobs = list_jobs(datasets, seeds, split_list(args.methods or config.methods), args.protocol)
-    except ValueError as e:
+    except (GenreError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     authors = sp.read_authors_hparams(sp.authors_hparams_path(config, data_dir))
@@ -455,7 +393,7 @@ def main(argv=None, launcher: Launcher | None = None) -> int:
     def run(job: Job) -> dict:
         ce_error = state.ce_error(job)
         workdir = workdir_for(workroot, job)
-        if sp.METHOD_PHASE[job.method] in sp.NEEDS_CE and ce_error is not None:
+        if methods.METHODS[job.method].from_ce and ce_error is not None:
             return skipped_row(job, workdir, launch_command(job, config, data_dir, workdir, authors=authors), ce_error)
         return run_job(job, config, data_dir, workroot, launcher, authors)
 

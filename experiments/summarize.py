@@ -41,23 +41,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)  # `python experiments/summarize.py` puts experiments/, not the repository, first
 
-from experiments.configs.suite_protocols import METHODS  # noqa: E402
-from experiments.suite import read_rows, row_key, split_list  # noqa: E402
+from experiments.rows import latest_rows, read_rows  # noqa: E402
+from experiments.suite import split_list  # noqa: E402
+from genre_jax.methods import BASELINE, FLAGSHIP, METHODS, NAMES  # noqa: E402
 
 POINT_METRICS = ("rmse", "mae", "r2", "spearman")
-SAMPLING_CURVE_METHODS = ("ce", "remax", "grpo", "genre2")
-
-
-def latest_rows(rows, protocol: str | None = None) -> dict:
-    """{(dataset, method, seed, protocol): row}: the last successful row of a key, else its last row."""
-    out = {}
-    for row in rows:
-        if protocol is not None and row["protocol"] != protocol:
-            continue
-        key = row_key(row)
-        if out.get(key, {}).get("status") != "ok" or row.get("status") == "ok":
-            out[key] = row
-    return out
 
 
 def pick_protocol(rows, protocol: str | None) -> str:
@@ -109,7 +97,7 @@ def collect(latest: dict, aggregation: str = "mean") -> dict:
     return records
 
 
-def summarize(records: dict, methods, baseline: str = "ce", tie_tol: float = 1e-4) -> dict:
+def summarize(records: dict, methods, baseline: str = BASELINE, tie_tol: float = 1e-4) -> dict:
     """Means, average ranks and wins/ties/losses over the datasets complete for all ``methods``."""
     import scipy.stats
     datasets = sorted({d for d, _ in records})
@@ -219,7 +207,7 @@ def plot_r2(path: str, summary: dict) -> str | None:
     return None
 
 
-def plot_scatter(path: str, records: dict, x_method: str = "ce", y_method: str = "genre2") -> str | None:
+def plot_scatter(path: str, records: dict, x_method: str = BASELINE, y_method: str = FLAGSHIP) -> str | None:
     datasets = sorted(d for d, m in records if m == y_method and records[(d, m)]["status"] == "ok"
                       and records.get((d, x_method), {}).get("status") == "ok")
     if not datasets:
@@ -285,9 +273,9 @@ def error_vs_samples(latest: dict, datasets, methods, workroot: str | None, how:
 
 
 def plot_error_vs_samples(path: str, latest: dict, summary: dict, workroot: str | None) -> str | None:
-    methods = [m for m in SAMPLING_CURVE_METHODS if m in summary["methods"]]
+    methods = [m for m in NAMES if METHODS[m].decoder and m in summary["methods"]]
     if not methods:
-        return f"error_vs_samples.png: none of {list(SAMPLING_CURVE_METHODS)} compared"
+        return "error_vs_samples.png: no method that samples the number decoder compared"
     curves = error_vs_samples(latest, summary["complete"], methods, workroot)
     if not curves:
         return "error_vs_samples.png: no saved test predictions (eval/<method>/predictions_test.npz) found"
@@ -335,10 +323,11 @@ def write_plots(out_dir: str, latest: dict, records: dict, summary: dict, workro
     skipped = [plot_r2(os.path.join(out_dir, "r2_by_method.png"), summary),
                plot_distribution(os.path.join(out_dir, "distribution_by_method.png"), summary),
                plot_error_vs_samples(os.path.join(out_dir, "error_vs_samples.png"), latest, summary, workroot)]
-    if "genre2" in summary["methods"] and "ce" in summary["methods"]:
-        skipped.append(plot_scatter(os.path.join(out_dir, "genre2_vs_ce_rmse.png"), records))
+    scatter = f"{FLAGSHIP}_vs_{BASELINE}_rmse.png"
+    if FLAGSHIP in summary["methods"] and BASELINE in summary["methods"]:
+        skipped.append(plot_scatter(os.path.join(out_dir, scatter), records))
     else:
-        skipped.append("genre2_vs_ce_rmse.png: needs both genre2 and ce")
+        skipped.append(f"{scatter}: needs both {FLAGSHIP} and {BASELINE}")
     return [s for s in skipped if s]
 
 
@@ -351,7 +340,7 @@ def parse_args(argv=None):
     parser.add_argument("jsonl", nargs="+", help="suite results file(s); several are read as one")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--aggregation", default="mean", choices=("mean", "median", "greedy"))
-    parser.add_argument("--baseline", default="ce")
+    parser.add_argument("--baseline", default=BASELINE)
     parser.add_argument("--tie_tol", type=float, default=1e-4)
     parser.add_argument("--methods", default=None, help="comma list (default: every method in the file)")
     parser.add_argument("--datasets", default=None, help="comma list (default: every dataset in the file)")
@@ -377,7 +366,7 @@ def main(argv=None) -> int:
             latest = {k: r for k, r in latest.items() if k[0] in wanted}
         present = {m for (_, m, _, _) in latest}
         methods = split_list(args.methods) if args.methods else \
-            sorted(present, key=lambda m: (METHODS.index(m) if m in METHODS else len(METHODS), m))
+            sorted(present, key=lambda m: (NAMES.index(m) if m in NAMES else len(NAMES), m))
         absent = [m for m in methods if m not in present]
         if absent:
             raise ValueError(f"method(s) {absent} have no rows; the file has {sorted(present)}")

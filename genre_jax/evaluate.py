@@ -1,4 +1,4 @@
-"""Evaluation: S samples per input at a temperature, plus a greedy decode, scored in z units.
+"""Evaluation: G samples per input at a temperature, plus a greedy decode, scored in z units.
 
 Results per split: mean-, median- and greedy-aggregated metrics (``metrics.prediction_metrics``)
 and the distribution's CRPS and 90% central-interval coverage. Raw predictions are saved as .npz
@@ -12,21 +12,21 @@ import time
 import jax
 import numpy as np
 
-from genre_jax import metrics, parallel, sampling
+from genre_jax import heads, metrics, parallel, sampling
 
 
-def make_predict_fn(task, num_samples: int, temperature: float, mesh):
-    model, tokenizer = task.model, task.tokenizer
+def make_predict_fn(ctx, num_samples: int, temperature: float):
+    """The decoder's jitted (params, x_BF, key) -> (samples_BG, greedy_B), rows split over devices."""
+    model, tokenizer = ctx.model, ctx.tokenizer
 
     def predict(params, x_BF, key):
         return sampling.predict(model, params, x_BF, key, tokenizer, num_samples, temperature)
 
-    rep, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-    return jax.jit(predict, in_shardings=(rep, data, rep), out_shardings=(data, data))
+    return parallel.data_parallel(predict, ctx.mesh, batch_out=True)
 
 
 def predict_split(predict_fn, params, x_NF: np.ndarray, key, batch_size: int, mesh):
-    """(samples_NS, greedy_N) for every row; padding rows are dropped, one compiled shape."""
+    """(samples_NG, greedy_N) for every row; padding rows are dropped, one compiled shape."""
     samples, greedy = [], []
     for i, batch in enumerate(parallel.padded_batches({"x": x_NF}, batch_size)):
         s, g = predict_fn(params, parallel.shard_batch(batch["x"], mesh), jax.random.fold_in(key, i))
@@ -36,36 +36,53 @@ def predict_split(predict_fn, params, x_NF: np.ndarray, key, batch_size: int, me
     return np.concatenate(samples), np.concatenate(greedy)
 
 
-def evaluate(config, task, params, y_std: float, mesh, out_dir: str, method: str) -> dict:
+def evaluate(ctx, params, out_dir: str, method: str) -> dict:
     """Scores decoder ``params`` on the configured splits; writes predictions under ``out_dir``."""
-    cfg = config.eval
-    predict_fn = make_predict_fn(task, int(cfg.num_samples), float(cfg.temperature), mesh)
-    header = {"method": method, "num_samples": int(cfg.num_samples), "temperature": float(cfg.temperature)}
-    return score_splits(config, predict_fn, params, task.arrays, y_std, mesh, out_dir, header)
+    cfg = ctx.settings.eval
+    predict_fn = make_predict_fn(ctx, cfg.num_samples, cfg.temperature)
+    header = {"method": method, "num_samples": cfg.num_samples, "temperature": cfg.temperature}
+    return score_splits(ctx, predict_fn, params, out_dir, header)
 
 
-def score_splits(config, predict_fn, params, arrays, y_std: float, mesh, out_dir: str, header: dict) -> dict:
-    """Runs ``predict_fn`` (params, x_BF, key) -> (samples_BS, point_B) over ``config.eval.splits`` and
+def score_splits(ctx, predict_fn, params, out_dir: str, header: dict) -> dict:
+    """Runs ``predict_fn`` (params, x_BF, key) -> (samples_BG, point_B) over the configured splits and
     scores it: the one evaluation loop behind every model kind (decoders, regression heads)."""
     start = time.time()
-    batch_size = parallel.round_up(int(config.eval.batch_size), mesh.size)
-    key = jax.random.fold_in(jax.random.key(int(config.seed)), 1)
+    batch_size = parallel.round_up(ctx.settings.eval.batch_size, ctx.mesh.size)
+    key = jax.random.fold_in(jax.random.key(ctx.seed), 1)
     result = {**header, "splits": {}}
     os.makedirs(out_dir, exist_ok=True)
-    for i, split in enumerate(s.strip() for s in config.eval.splits.split(",")):
-        split_arrays = arrays[split]
-        samples_NS, greedy_N = predict_split(predict_fn, params, split_arrays["x"], jax.random.fold_in(key, i),
-                                             batch_size, mesh)
-        scores = metrics.prediction_metrics(samples_NS, greedy_N, split_arrays["z"], y_std)
-        scores["distribution"] = {"crps": metrics.crps(samples_NS, split_arrays["z"]),
-                                  "coverage_90": metrics.interval_coverage(samples_NS, split_arrays["z"], 0.9)}
+    for i, split in enumerate(ctx.settings.eval.splits):
+        split_arrays = ctx.arrays[split]
+        samples_NG, greedy_N = predict_split(predict_fn, params, split_arrays["x"], jax.random.fold_in(key, i),
+                                             batch_size, ctx.mesh)
+        scores = metrics.prediction_metrics(samples_NG, greedy_N, split_arrays["z"], ctx.y_std)
+        scores["distribution"] = {"crps": metrics.crps(samples_NG, split_arrays["z"]),
+                                  "coverage_90": metrics.interval_coverage(samples_NG, split_arrays["z"], 0.9)}
         result["splits"][split] = scores
         if parallel.is_main_process():
             np.savez_compressed(os.path.join(out_dir, f"predictions_{split}.npz"),
-                                samples_z=samples_NS.astype(np.float32), greedy_z=greedy_N,
+                                samples_z=samples_NG.astype(np.float32), greedy_z=greedy_N,
                                 target_z=split_arrays["z"])
     result["wall_time_s"] = round(time.time() - start, 2)
     return result
+
+
+def evaluate_head(ctx, params, model, out_dir: str) -> dict:
+    """A regression head in the same schema: greedy = its point prediction, mean/median over its samples."""
+    head = ctx.settings.head
+    spec = head.method.spec
+    bin_values_K, edges_E = None, None
+    if spec.binned:
+        edges_E = heads.riemann_edges(head.num_bins, head.low, head.high)
+        bin_values_K = heads.riemann_bin_values(edges_E, ctx.arrays["train"]["z"])
+
+    def predict(params, x_BF, key):
+        return heads.head_predict(spec, model, params, x_BF, key, head.num_samples, bin_values_K, edges_E)
+
+    predict_fn = parallel.data_parallel(predict, ctx.mesh, batch_out=True)
+    header = {"method": head.method.name, "num_samples": head.num_samples, "temperature": 1.0}
+    return score_splits(ctx, predict_fn, params, out_dir, header)
 
 
 def format_table(results: dict) -> str:

@@ -29,11 +29,12 @@ import time
 
 import numpy as np
 
-from genre_jax import metrics
+from genre_jax import methods, metrics
+from genre_jax.data import load_tabular
 from genre_jax.errors import GenreError
 from genre_jax.results_file import merge_into_results
 
-METHOD = "lightgbm"
+METHOD = methods.only("gbdt").name  # the results.json entry it writes
 
 # Booster parameters; the two round counts are arguments of lightgbm.train, split off in fit_lightgbm.
 DEFAULT_PARAMS: dict = {
@@ -122,11 +123,10 @@ def evaluate_lightgbm(data, model, splits=("val", "test")) -> dict:
 
 
 def run_lightgbm(data_dir, dataset: str, workdir: str, seed: int = 0, params: dict | None = None) -> dict:
-    """Fits, evaluates and merges the "lightgbm" entry into <workdir>/results.json.
+    """Fits, evaluates and merges the ``METHOD`` entry into <workdir>/results.json.
 
-    Returns {"dataset", "seed", "phases": {"lightgbm": entry}} like launch.run.
+    Returns {"dataset", "seed", "phases": {METHOD: entry}} like launch.run.
     """
-    from genre_jax.data import load_tabular
     _lightgbm()  # fail before reading data when the package is missing
     data = load_tabular(data_dir or None, dataset)
     entry = evaluate_lightgbm(data, fit_lightgbm(data, params, seed))

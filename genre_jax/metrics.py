@@ -1,6 +1,6 @@
 """Host-side regression metrics for decoding-based regression.
 
-Predictions arrive as S sampled decodes per input plus one greedy decode, all
+Predictions arrive as G sampled decodes per input plus one greedy decode, all
 in standardized "z" units of the target. Everything here runs in NumPy float64
 after predictions are gathered from devices, so results do not depend on the
 accelerator's precision or on how the batch was sharded.
@@ -17,7 +17,6 @@ Conventions shared by every function:
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import scipy.stats
@@ -45,21 +44,21 @@ def _as_pair(pred, target) -> tuple[np.ndarray, np.ndarray]:
     return pred, target
 
 
-def _as_samples(samples_NS, name: str = "samples_NS") -> np.ndarray:
-    samples = np.asarray(samples_NS, dtype=np.float64)
+def _as_samples(samples_NG, name: str = "samples_NG") -> np.ndarray:
+    samples = np.asarray(samples_NG, dtype=np.float64)
     if samples.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (N, S), got shape {samples.shape}")
+        raise ValueError(f"{name} must be 2-D (N, G), got shape {samples.shape}")
     if samples.shape[0] == 0 or samples.shape[1] == 0:
-        raise ValueError(f"{name} must have N >= 1 and S >= 1, got shape {samples.shape}")
+        raise ValueError(f"{name} must have N >= 1 and G >= 1, got shape {samples.shape}")
     return samples
 
 
-def _as_samples_and_target(samples_NS, target_N) -> tuple[np.ndarray, np.ndarray]:
-    samples = _as_samples(samples_NS)
+def _as_samples_and_target(samples_NG, target_N) -> tuple[np.ndarray, np.ndarray]:
+    samples = _as_samples(samples_NG)
     target = np.asarray(target_N, dtype=np.float64)
     if target.shape != samples.shape[:1]:
         raise ValueError(
-            f"target_N must have shape ({samples.shape[0]},) to match samples_NS "
+            f"target_N must have shape ({samples.shape[0]},) to match samples_NG "
             f"{samples.shape}, got {target.shape}"
         )
     return samples, target
@@ -140,14 +139,14 @@ def regression_metrics(pred_z, target_z, y_std: float) -> dict[str, float]:
     }
 
 
-def aggregate_samples(samples_NS, how: str) -> np.ndarray:
+def aggregate_samples(samples_NG, how: str) -> np.ndarray:
     """Reduce the last (sample) axis with 'mean' or 'median'; returns float64."""
     if how not in _SAMPLE_AGGREGATIONS:
         raise ValueError(
             f"how must be one of {_SAMPLE_AGGREGATIONS}, got {how!r} "
             "('greedy' is its own decode, not an aggregation of samples)"
         )
-    samples = np.asarray(samples_NS, dtype=np.float64)
+    samples = np.asarray(samples_NG, dtype=np.float64)
     if samples.ndim < 1 or samples.shape[-1] == 0:
         raise ValueError(f"samples must have a non-empty last axis, got shape {samples.shape}")
     if how == "mean":
@@ -155,17 +154,17 @@ def aggregate_samples(samples_NS, how: str) -> np.ndarray:
     return np.median(samples, axis=-1)
 
 
-def prediction_metrics(samples_NS, greedy_N, target_z_N, y_std) -> dict[str, dict[str, float]]:
+def prediction_metrics(samples_NG, greedy_N, target_z_N, y_std) -> dict[str, dict[str, float]]:
     """regression_metrics for each way of turning decodes into one prediction.
 
-    Keys follow AGGREGATIONS: 'mean' and 'median' of the S samples, and the
+    Keys follow AGGREGATIONS: 'mean' and 'median' of the G samples, and the
     greedy decode.
     """
-    samples, target = _as_samples_and_target(samples_NS, target_z_N)
+    samples, target = _as_samples_and_target(samples_NG, target_z_N)
     greedy = np.asarray(greedy_N, dtype=np.float64)
     if greedy.shape != target.shape:
         raise ValueError(
-            f"greedy_N must have shape {target.shape} to match samples_NS "
+            f"greedy_N must have shape {target.shape} to match samples_NG "
             f"{samples.shape}, got {greedy.shape}"
         )
     point = {
@@ -176,36 +175,36 @@ def prediction_metrics(samples_NS, greedy_N, target_z_N, y_std) -> dict[str, dic
     return {how: regression_metrics(point[how], target, y_std) for how in AGGREGATIONS}
 
 
-def interval_coverage(samples_NS, target_N, level: float = 0.9) -> float:
+def interval_coverage(samples_NG, target_N, level: float = 0.9) -> float:
     """Fraction of targets inside each row's central empirical interval.
 
     The interval is [q((1-level)/2), q((1+level)/2)] of the row's samples using
     NumPy's default linear-interpolation quantiles, with both ends inclusive so
     that level=1.0 (the min..max range) covers every target equal to a sample.
     With few samples the achievable levels are coarse, so compare against the
-    nominal level only when S is reasonably large.
+    nominal level only when G is reasonably large.
     """
     level = float(level)
     if not 0.0 < level <= 1.0:
         raise ValueError(f"level must be in (0, 1], got {level}")
-    samples, target = _as_samples_and_target(samples_NS, target_N)
+    samples, target = _as_samples_and_target(samples_NG, target_N)
     lo, hi = np.quantile(samples, [(1.0 - level) / 2.0, (1.0 + level) / 2.0], axis=1)
     return float(np.mean((lo <= target) & (target <= hi)))
 
 
-def crps(samples_NS, target_N) -> float:
+def crps(samples_NG, target_N) -> float:
     """Mean CRPS of each row's empirical distribution: E|X-y| - 0.5 E|X-X'|.
 
-    X and X' are independent draws from the S samples (pairs i == j included),
-    which is the CRPS of the empirical CDF itself; hence S=1 gives |x - y|.
-    This is not the "fair" S(S-1) estimator, which is undefined for S=1.
+    X and X' are independent draws from the G samples (pairs i == j included),
+    which is the CRPS of the empirical CDF itself; hence G=1 gives |x - y|.
+    This is not the "fair" G(G-1) estimator, which is undefined for G=1.
 
     E|X-X'| uses the sorted-sample identity
-        sum_{i,j} |x_i - x_j| = 2 * sum_k (2k - S - 1) x_(k),   k = 1..S,
-    which is exact and needs O(S log S) time and O(S) memory per row instead of
-    materializing the S x S difference matrix.
+        sum_{i,j} |x_i - x_j| = 2 * sum_k (2k - G - 1) x_(k),   k = 1..G,
+    which is exact and needs O(G log G) time and O(G) memory per row instead of
+    materializing the G x G difference matrix.
     """
-    samples, target = _as_samples_and_target(samples_NS, target_N)
+    samples, target = _as_samples_and_target(samples_NG, target_N)
     s = samples.shape[1]
     abs_err = np.mean(np.abs(samples - target[:, None]), axis=1)
     weights = 2.0 * np.arange(1, s + 1, dtype=np.float64) - s - 1.0
@@ -214,18 +213,18 @@ def crps(samples_NS, target_N) -> float:
 
 
 def error_vs_num_samples(
-    samples_NS,
+    samples_NG,
     target_N,
     counts=(1, 2, 4, 8, 16, 32, 64, 128),
     how: str = "mean",
 ) -> dict[int, float]:
-    """RMSE of the `how`-aggregate of the first k samples, for each k in counts with k <= S.
+    """RMSE of the `how`-aggregate of the first k samples, for each k in counts with k <= G.
 
     Uses a prefix rather than a random subset so that curves are deterministic
-    and nested (the k=4 estimate extends the k=2 one). Counts larger than S are
-    skipped rather than rejected, so one default list serves every S.
+    and nested (the k=4 estimate extends the k=2 one). Counts larger than G are
+    skipped rather than rejected, so one default list serves every G.
     """
-    samples, target = _as_samples_and_target(samples_NS, target_N)
+    samples, target = _as_samples_and_target(samples_NG, target_N)
     result: dict[int, float] = {}
     for k in counts:
         k = int(k)
@@ -234,35 +233,3 @@ def error_vs_num_samples(
         if k <= samples.shape[1]:
             result[k] = rmse(aggregate_samples(samples[:, :k], how), target)
     return result
-
-
-@dataclasses.dataclass
-class SumCount:
-    """Running (sum, count) so that a metric averaged over batches is exact.
-
-    Averaging per-batch means is wrong when batches differ in size (a ragged
-    last batch, or per-token losses with masks); accumulating the sum and the
-    count and dividing once is not. `count` may be fractional (e.g. a sum of
-    float mask weights).
-
-    `add` updates in place and also returns self, so both `acc.add(s, n)` and
-    `acc = acc.add(s, n)` work. Pass host scalars where possible: converting a
-    device array forces a device sync.
-    """
-
-    total: float = 0.0
-    count: float = 0.0
-
-    def add(self, sum, count) -> "SumCount":  # noqa: A002 - name mirrors the concept
-        count = float(count)
-        if count < 0.0:
-            raise ValueError(f"count must be non-negative, got {count}")
-        self.total += float(sum)
-        self.count += count
-        return self
-
-    def mean(self) -> float:
-        """total / count; nan before anything with a positive count was added."""
-        if self.count == 0.0:
-            return float("nan")
-        return self.total / self.count

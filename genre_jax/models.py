@@ -6,6 +6,16 @@ The decoder exposes three entry points used by the pure functions in ``sampling.
     empty self-attention cache, returned as a plain pytree;
   * ``step(token, pos, cache)``: one decoding step that reads and writes that cache.
 Models are registered by name in ``MODELS``.
+
+Shape letters, used in array names across the library (``logits_BGLV``, ``memory_BMD``):
+  B  batch (inputs in one step)            N  rows of a whole split
+  F  input features (byte positions for code inputs)
+  G  sequences decoded per input: RL rollouts, evaluation samples
+  L  number-token positions                V  vocabulary (number tokens + BOS)
+  D  model width (d_model)                 H  attention heads
+  K  width of one attention head           M  memory slots the decoder attends to
+  T  key positions (encoder tokens, KV cache)   Q  query positions
+  C  regression-head outputs (histogram bins + 2 tails)   E  bin edges
 """
 from __future__ import annotations
 

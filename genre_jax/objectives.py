@@ -1,6 +1,6 @@
 """Losses over decoder outputs. Token-level objectives return (sum, count) so callers can aggregate
-exactly across batches and devices; they are registered by name in ``TOKEN_OBJECTIVES``,
-or built for a tokenizer by ``make_token_objective``."""
+exactly across batches and devices; ``make_token_objective`` binds one to a tokenizer and its weights.
+The method registry (``methods.py``) says which of these functions each method uses."""
 from __future__ import annotations
 
 import functools
@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genre_jax.errors import GenreError
+from genre_jax.tokenizers import NEG_INF
 
 
 def token_cross_entropy(logits_BLV: jax.Array, tokens_BL: jax.Array, weights_B: jax.Array):
@@ -27,19 +27,11 @@ def token_cross_entropy(logits_BLV: jax.Array, tokens_BL: jax.Array, weights_B: 
     return jnp.sum(nll_BL * weights_B[:, None]), jnp.sum(weights_B) * tokens_BL.shape[1]
 
 
-TOKEN_OBJECTIVES = {"ce": token_cross_entropy}
-
 
 # ---------------------------------------------------------------------------------------------
 # Token-level baselines: CE plus an auxiliary term on the distribution over digit values.
 # The auxiliary is taken at digit positions only (IEEE sign positions get plain CE), over the
 # softmax restricted to digit tokens, so its scale does not depend on the rest of the vocabulary.
-
-TOKEN_LOSS_DEFAULTS = {"ntl_mse": 0.3, "ntl_was": 0.3, "dist2": 0.1}
-TOKEN_METHODS = ("ce", *TOKEN_LOSS_DEFAULTS)
-
-# Large and finite, like the sampler's mask: -inf would turn 0 * -inf into NaN in the gradients.
-_NEG_INF = -1e9
 
 
 def _digit_tables(tokenizer):
@@ -60,7 +52,7 @@ def _ce_plus_digit_aux(aux_fn, logits_BLV, tokens_BL, weights_B, tokenizer, weig
     positions_L, values_V, is_digit_V = _digit_tables(tokenizer)
     chex.assert_axis_dimension(logits_BLV, 1, positions_L.shape[0])
     chex.assert_axis_dimension(logits_BLV, 2, values_V.shape[0])
-    digit_logits_BLV = jnp.where(is_digit_V, logits_BLV.astype(jnp.float32), _NEG_INF)
+    digit_logits_BLV = jnp.where(is_digit_V, logits_BLV.astype(jnp.float32), NEG_INF)
     logp_BLV = jax.nn.log_softmax(digit_logits_BLV, axis=-1)
     y_BL = jnp.asarray(values_V)[tokens_BL]
     aux_BL = aux_fn(logp_BLV, y_BL, jnp.asarray(values_V), jnp.asarray(is_digit_V))
@@ -83,7 +75,7 @@ def _wasserstein_to_point(logp_BLV, y_BL, values_V, is_digit_V):
 
 def _smoothed_target_kl(tau):
     def aux(logp_BLV, y_BL, values_V, is_digit_V):
-        q_logits_BLV = jnp.where(is_digit_V, -jnp.square(values_V - y_BL[..., None]) / tau, _NEG_INF)
+        q_logits_BLV = jnp.where(is_digit_V, -jnp.square(values_V - y_BL[..., None]) / tau, NEG_INF)
         logq_BLV = jax.nn.log_softmax(q_logits_BLV, axis=-1)
         kl_BLV = jnp.where(is_digit_V, jnp.exp(logq_BLV) * (logq_BLV - logp_BLV), 0.0)
         return jnp.sum(kl_BLV, axis=-1)
@@ -91,42 +83,26 @@ def _smoothed_target_kl(tau):
     return aux
 
 
-def ntl_mse(logits_BLV, tokens_BL, weights_B, tokenizer, weight=TOKEN_LOSS_DEFAULTS["ntl_mse"]):
+def ntl_mse(logits_BLV, tokens_BL, weights_B, tokenizer, weight):
     """NTL-MSE: CE + weight * (E_p[digit value] - true digit)^2 at digit positions: (sum, count)."""
     return _ce_plus_digit_aux(_expected_digit_sq_error, logits_BLV, tokens_BL, weights_B, tokenizer, weight)
 
 
-def ntl_was(logits_BLV, tokens_BL, weights_B, tokenizer, weight=TOKEN_LOSS_DEFAULTS["ntl_was"]):
+def ntl_was(logits_BLV, tokens_BL, weights_B, tokenizer, weight):
     """NTL-WAS: CE + weight * W1(p over digit values, one-hot at the true digit) = E_p|v - y|: (sum, count)."""
     return _ce_plus_digit_aux(_wasserstein_to_point, logits_BLV, tokens_BL, weights_B, tokenizer, weight)
 
 
-def dist2(logits_BLV, tokens_BL, weights_B, tokenizer, weight=TOKEN_LOSS_DEFAULTS["dist2"], tau=1.0):
+def dist2(logits_BLV, tokens_BL, weights_B, tokenizer, weight, tau=1.0):
     """DIST2: CE + weight * KL(q || p), q(v) ∝ exp(-(v - y)^2 / tau) over digit values: (sum, count)."""
     return _ce_plus_digit_aux(_smoothed_target_kl(tau), logits_BLV, tokens_BL, weights_B, tokenizer, weight)
 
 
-_TOKEN_LOSSES = {"ntl_mse": ntl_mse, "ntl_was": ntl_was, "dist2": dist2}
-
-
-def make_token_objective(name: str, tokenizer, weight=None, tau=1.0):
-    """(logits_BLV, tokens_BL, weights_B) -> (sum, count) for ``name`` in ``TOKEN_METHODS``.
-
-    ``weight=None`` takes the method's default from ``TOKEN_LOSS_DEFAULTS``; "ce" ignores weight and tau.
-    """
-    if name not in TOKEN_METHODS:
-        raise GenreError(f"config.token.method: unknown token objective {name!r}; expected one of {list(TOKEN_METHODS)}")
-    if name == "ce":
-        return token_cross_entropy
-    weight = TOKEN_LOSS_DEFAULTS[name] if weight is None else float(weight)
-    if not (np.isfinite(weight) and weight >= 0):
-        raise GenreError(f"config.token.weight: expected a finite value >= 0, got {weight}")
-    kwargs = {"tokenizer": tokenizer, "weight": weight}
-    if name == "dist2":
-        if not (np.isfinite(float(tau)) and float(tau) > 0):
-            raise GenreError(f"config.token.tau: expected a finite value > 0, got {tau}")
-        kwargs["tau"] = float(tau)
-    return functools.partial(_TOKEN_LOSSES[name], **kwargs)
+def make_token_objective(spec, tokenizer, weight: float, tau: float = 1.0):
+    """(logits_BLV, tokens_BL, weights_B) -> (sum, count): a ``methods.TokenSpec``'s loss bound to a
+    tokenizer, its weight and (where the loss has one) its temperature ``tau``."""
+    kwargs = {"tokenizer": tokenizer, "weight": weight, **({"tau": tau} if spec.uses_tau else {})}
+    return functools.partial(spec.loss, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,9 +145,6 @@ def rloo_advantage(reward_BG, greedy_reward_B, eps=1e-6):
     return reward_BG - others
 
 
-ADVANTAGES = {"remax": remax_advantage, "grpo": grpo_advantage, "rloo": rloo_advantage}
-
-
 def _weighted_mean(value_BG, weights_B):
     w_BG = jnp.broadcast_to(weights_B[:, None], value_BG.shape)
     return jnp.sum(value_BG * w_BG) / jnp.maximum(jnp.sum(w_BG), 1.0)
@@ -189,9 +162,6 @@ def ppo_clip_loss(logp_BGL, old_logp_BGL, advantage_BG, weights_B, clip_eps=0.2)
     adv = advantage_BG[..., None]
     objective = jnp.minimum(ratio_BGL * adv, jnp.clip(ratio_BGL, 1 - clip_eps, 1 + clip_eps) * adv)
     return -_weighted_mean(objective.mean(-1), weights_B)
-
-
-POLICY_LOSSES = {"reinforce": reinforce_loss, "ppo_clip": ppo_clip_loss}
 
 
 def exact_kl(logits_BGLV, ref_logits_BGLV, weights_B):

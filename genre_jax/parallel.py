@@ -1,11 +1,13 @@
 """All device logic: the 1-D ``data`` mesh, batch/replicated shardings, padding to the device count.
 
-Steps are plain ``jax.jit`` functions; placing the batch with ``batch_sharding`` and the train state
-with ``replicated`` makes XLA run them data-parallel (gradients all-reduced by the partitioner).
+Steps are plain ``jax.jit`` functions (``data_parallel``); placing the batch with ``batch_sharding``
+and the train state with ``replicated`` makes XLA run them data-parallel (gradients all-reduced by
+the partitioner).
 The same code runs on 1 CPU, 8 fake CPU devices, a GPU or a TPU slice.
 """
 from __future__ import annotations
 
+import inspect
 import os
 
 import jax
@@ -71,6 +73,17 @@ def initialize_multihost() -> None:
     if os.environ.get("JAX_PLATFORMS", "") == "cpu":  # must be decided before any backend starts
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes need a transport
     jax.distributed.initialize(**kwargs)
+
+
+def data_parallel(fn, mesh: Mesh, batch_args: tuple[int, ...] = (1,), batch_out: bool = False,
+                  donate_argnums=()):
+    """``fn`` jitted to run data-parallel: the positional arguments in ``batch_args`` (batches) are split
+    over the ``data`` axis, all others (params, train state, keys) replicated; the outputs are replicated
+    (reductions, the new state) or, with ``batch_out``, split like the batch (per-row predictions)."""
+    num_args = len(inspect.signature(fn).parameters)
+    rep, data = replicated(mesh), batch_sharding(mesh)
+    return jax.jit(fn, in_shardings=tuple(data if i in batch_args else rep for i in range(num_args)),
+                   out_shardings=data if batch_out else rep, donate_argnums=donate_argnums)
 
 
 def replicate(tree, mesh: Mesh):

@@ -10,7 +10,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from genre_jax import models, sampling
+from genre_jax import methods, models, sampling
 from genre_jax.checkpoint import PhaseCheckpoints
 from genre_jax.data import Preprocessor, RawSplit
 from genre_jax.errors import GenreError
@@ -25,14 +25,21 @@ class Predictor:
     preprocessor: Preprocessor
 
     @classmethod
-    def from_workdir(cls, workdir: str, phase: str = "ce") -> "Predictor":
-        ckpt = PhaseCheckpoints(workdir, phase)
-        meta = ckpt.meta("best") if os.path.isdir(ckpt.root) else None
+    def from_workdir(cls, workdir: str, method: str = methods.BASELINE) -> "Predictor":
+        """The best checkpoint of a decoder ``method`` (any name in ``methods.NAMES`` that samples the
+        number decoder: ce, an RL or a token-level method) in ``workdir``."""
+        spec = methods.get(method, field="Predictor.from_workdir method")
+        if not spec.decoder:
+            raise GenreError(f"Predictor.from_workdir: {method!r} is a {spec.kind} method; the Predictor reads "
+                             f"number-decoder checkpoints (ce, RL and token-level methods)")
+        path = os.path.join(workdir, spec.folder)
+        ckpt = PhaseCheckpoints(workdir, spec.folder) if os.path.isdir(path) else None
+        meta = ckpt.meta("best") if ckpt is not None else None
         if meta is None:
-            raise GenreError(f"{os.path.join(workdir, phase)}: no best checkpoint; train the {phase} phase first")
+            raise GenreError(f"{path}: no best checkpoint; train {method} first (--config.phases={spec.kind},eval)")
         if not isinstance(meta.get("preprocessor"), dict):
-            raise GenreError(f"{os.path.join(workdir, phase)}: checkpoint meta lacks the preprocessor; "
-                             f"expected a checkpoint written by launch.py")
+            raise GenreError(f"{path}: checkpoint meta lacks the preprocessor; expected a checkpoint written by "
+                             f"launch.py")
         if meta["preprocessor"].get("kind") is not None:
             raise GenreError(f"{workdir}: a {meta['preprocessor']['kind']} (code-metric) workdir; the Predictor "
                              f"reads tabular workdirs, score code runs with launch.py --config.phases=eval")

@@ -8,14 +8,14 @@ self-attention KV cache. The ``allowed[L, V]`` table masks logits identically ev
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Large and finite: -inf turns 0 * -inf into NaN inside softmax gradients.
-NEG_INF = -1e9
+from genre_jax.tokenizers import NEG_INF
 
 
 def mask_logits(logits_LV: jax.Array, allowed_LV) -> jax.Array:
@@ -58,6 +58,14 @@ def sequence_logprobs(model, params, x_BF, tokens_BGL, tokenizer) -> jax.Array:
     return token_logprobs(rollout_logits(model, params, x_BF, tokens_BGL, tokenizer), tokens_BGL)
 
 
+class Decoded(NamedTuple):
+    """What one call of ``sample`` draws: G sequences per input, their log-probs, and (if asked) the
+    greedy decode of the same encoding."""
+    tokens_BGL: jax.Array
+    logp_BGL: jax.Array
+    greedy_BL: jax.Array | None
+
+
 def _rollout(model, params, cache, key, tokenizer, temperature: float, greedy: bool):
     """Decodes one sequence per input with the KV cache; returns tokens_BL and their log-probs."""
     allowed_LV = jnp.asarray(tokenizer.allowed)
@@ -81,39 +89,25 @@ def _rollout(model, params, cache, key, tokenizer, temperature: float, greedy: b
     return tokens_LB.T, logp_LB.T
 
 
-def _encode_and_cache(model, params, x_BF, length):
-    memory_BMD = model.apply({"params": params}, x_BF, method=model.encode)
-    return model.apply({"params": params}, memory_BMD, length, method=model.init_cache)
+def sample(model, params, x_BF, key, tokenizer, num_samples: int, temperature: float = 1.0,
+           greedy: bool = False) -> Decoded:
+    """G = num_samples constrained samples per input, and with ``greedy`` the argmax decode too.
 
-
-def sample(model, params, x_BF, key, tokenizer, num_samples: int, temperature: float = 1.0):
-    """G = num_samples constrained samples per input: (tokens_BGL, logp_BGL)."""
+    The input is encoded once; the G rollouts and the greedy decode share its cross-attention cache.
+    """
     chex.assert_rank(x_BF, 2)
-    cache = _encode_and_cache(model, params, x_BF, tokenizer.length)
-    rollout = functools.partial(_rollout, model, params, tokenizer=tokenizer, temperature=temperature, greedy=False)
-    keys_G = jax.random.split(key, num_samples)
-    return jax.vmap(lambda k: rollout(cache, k), out_axes=1)(keys_G)
-
-
-def greedy(model, params, x_BF, tokenizer):
-    """Argmax decoding with the same mask: (tokens_BL, logp_BL)."""
-    cache = _encode_and_cache(model, params, x_BF, tokenizer.length)
-    return _rollout(model, params, cache, jax.random.key(0), tokenizer, 1.0, greedy=True)
-
-
-def sample_and_greedy(model, params, x_BF, key, tokenizer, num_samples: int, temperature: float = 1.0):
-    """G samples (tokens_BGL, logp_BGL) and the greedy decode (tokens_BL) from one encoding."""
-    cache = _encode_and_cache(model, params, x_BF, tokenizer.length)
+    memory_BMD = model.apply({"params": params}, x_BF, method=model.encode)
+    cache = model.apply({"params": params}, memory_BMD, tokenizer.length, method=model.init_cache)
     rollout = functools.partial(_rollout, model, params, tokenizer=tokenizer, temperature=temperature, greedy=False)
     tokens_BGL, logp_BGL = jax.vmap(lambda k: rollout(cache, k), out_axes=1)(jax.random.split(key, num_samples))
-    greedy_BL, _ = _rollout(model, params, cache, key, tokenizer, 1.0, greedy=True)
-    return tokens_BGL, logp_BGL, greedy_BL
+    greedy_BL = _rollout(model, params, cache, key, tokenizer, 1.0, greedy=True)[0] if greedy else None
+    return Decoded(tokens_BGL, logp_BGL, greedy_BL)
 
 
 def predict(model, params, x_BF, key, tokenizer, num_samples: int, temperature: float = 1.0):
-    """Decoded predictions in target units: (samples_BS, greedy_B)."""
-    tokens_BSL, _, greedy_BL = sample_and_greedy(model, params, x_BF, key, tokenizer, num_samples, temperature)
-    return tokenizer.decode(tokens_BSL), tokenizer.decode(greedy_BL)
+    """Decoded predictions in target units: (samples_BG, greedy_B)."""
+    decoded = sample(model, params, x_BF, key, tokenizer, num_samples, temperature, greedy=True)
+    return tokenizer.decode(decoded.tokens_BGL), tokenizer.decode(decoded.greedy_BL)
 
 
 def full_recompute_sample(model, params, x_BF, key, tokenizer, num_samples: int, temperature: float = 1.0):

@@ -20,6 +20,10 @@ import numpy as np
 
 from genre_jax.errors import GenreError
 
+# The logit of a disallowed token: large and finite, because -inf turns 0 * -inf into NaN inside
+# softmax gradients.
+NEG_INF = -1e9
+
 
 @dataclasses.dataclass(frozen=True)
 class NormalizedTokenizer:

@@ -6,59 +6,64 @@ _flag = "--xla_force_host_platform_device_count=8"
 if _flag not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 
-import gzip  # noqa: E402
-import json  # noqa: E402
 import pathlib  # noqa: E402
 import sys  # noqa: E402
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # launch.py and experiments/ live at the repository root
+sys.path.insert(0, str(REPO))  # launch.py, experiments/ and tools/ live at the repository root
 
-
-def write_talent_dataset(root: pathlib.Path, name: str = "toy", n: int = 300, seed: int = 0) -> pathlib.Path:
-    """A small TALENT-format folder: 4 numeric features (one with NaNs), 1 categorical, smooth target."""
-    rng = np.random.default_rng(seed)
-    num = rng.normal(size=(n, 4))
-    cat = rng.choice(["a", "b", "c"], size=(n, 1)).astype(object)
-    y = num[:, 0] * 2 + np.sin(num[:, 1]) + (cat[:, 0] == "b") + 0.1 * rng.normal(size=n)
-    num[rng.random(n) < 0.05, 3] = np.nan
-    folder = root / name
-    folder.mkdir(parents=True)
-    cuts = {"train": slice(0, int(0.64 * n)), "val": slice(int(0.64 * n), int(0.8 * n)), "test": slice(int(0.8 * n), n)}
-    for split, sl in cuts.items():
-        np.save(folder / f"N_{split}.npy", num[sl])
-        np.save(folder / f"C_{split}.npy", cat[sl], allow_pickle=True)
-        np.save(folder / f"y_{split}.npy", y[sl])
-    (folder / "info.json").write_text(json.dumps({"name": name, "task_type": "regression"}))
-    return folder
-
-
-def write_code_rows(path, n=120, seed=0, hub=False):
-    """Synthetic measured programs: memory grows with the loop size written in the source."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        size = int(rng.integers(1, 1000))
-        source = f"def test_{i}(self):\n    data = [0] * {size}\n    self.assertTrue(data)\n"
-        memory, time_s = 100.0 + 8 * size * rng.uniform(0.9, 1.1), 1e-4 * rng.uniform(1, 3)
-        if hub:
-            rows.append({"identifier": f"APPS_{i}", "space": "APPS", "input": source, "target_metric": "val_accuracy",
-                         "val_accuracy": memory, "metric_type": "memory_bytes",
-                         "metadata": str({"problem_id": i // 3, "language": "python"})})
-        else:
-            rows.append({"id": f"test.mod.Case.test_{i}", "source": source, "file": f"test/file_{i // 4}.py",
-                         "wall_time_s": time_s, "peak_memory_bytes": memory, "status": "ok"})
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "wt") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    return rows
+from fakes import write_talent_dataset  # noqa: E402
 
 
 @pytest.fixture
 def toy_data_dir(tmp_path):
     write_talent_dataset(tmp_path / "data")
     return tmp_path / "data"
+
+
+@pytest.fixture
+def make_context(tmp_path):
+    """A RunContext for phase-level tests, from in-memory arrays (no dataset on disk).
+
+    ``config`` defaults to the tiny tabular variant; its settings are validated as a launch would.
+    """
+    from experiments.configs import tabular
+    from genre_jax import parallel, settings
+    from genre_jax.context import RunContext
+    from genre_jax.tokenizers import NormalizedTokenizer
+
+    def make(arrays, config=None, tokenizer=None, model=None, y_std=1.0, devices=None, workdir=None):
+        config = config or tabular.get_config("tiny")
+        tokenizer = tokenizer or NormalizedTokenizer()
+        return RunContext(settings.resolve(config, tokenizer), arrays, y_std, model, tokenizer, config.model.to_dict(),
+                          parallel.data_mesh(devices), str(workdir or tmp_path), {"config": config.to_dict()})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One default-phases run (CE -> GenRe² -> eval) of the tiny config on the bundled dataset, shared
+    read-only by the tests that need a trained workdir: (workdir, the run's summary)."""
+    import launch
+    from experiments.configs import tabular
+
+    workdir = str(tmp_path_factory.mktemp("tiny_run") / "run")
+    return workdir, launch.run(tabular.get_config("tiny"), workdir)
+
+
+@pytest.fixture
+def tiny_config():
+    """Builds the tiny tabular config with ``section.field=value`` overrides (``seed=1`` for top-level)."""
+    from experiments.configs import tabular
+
+    def make(**overrides):
+        config = tabular.get_config("tiny")
+        for key, value in overrides.items():
+            section, _, field = key.rpartition(".")
+            (config[section] if section else config)[field] = value
+        return config
+
+    return make

@@ -34,3 +34,12 @@ def test_workdir_identity_check(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(GenreError, match="unreadable"):
         checkpoint.check_workdir_matches(str(tmp_path), config)
+
+
+def test_a_crash_between_best_and_last_saves_can_resume(tmp_path):
+    first = checkpoint.PhaseCheckpoints(str(tmp_path), "rl/genre2")
+    tree = {"w": np.ones(3, np.float32)}
+    first.save("best", 0, tree, {"epoch": -1})
+    again = checkpoint.PhaseCheckpoints(str(tmp_path), "rl/genre2")  # the rerun saves step 0 once more
+    again.save("best", 0, {"w": np.zeros(3, np.float32)}, {"epoch": -1})
+    np.testing.assert_array_equal(again.restore("best", tree)[0]["w"], 0)

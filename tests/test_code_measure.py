@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from genre_jax.data import code_measure
+from tools import code_measure
 
 MODULE = textwrap.dedent('''
     import os, time, unittest
@@ -70,10 +70,10 @@ def module_name(tmp_path, monkeypatch):
 
 def _worker_rows(module: str, tmp_path, **env) -> list[dict]:
     """Runs the module worker as the builder does: a fresh process, since forking this JAX-threaded one
-    could deadlock."""
+    could deadlock; the script runs from another working directory."""
     shard = tmp_path / f"{module}.jsonl"
-    subprocess.run([sys.executable, "-m", "genre_jax.data.code_measure", "--module", module, "--repeats", "2",
-                    "--timeout_s", "1", "--shard", str(shard)], check=True, timeout=120,
+    subprocess.run([sys.executable, code_measure.SCRIPT, "--module", module, "--repeats", "2",
+                    "--timeout_s", "1", "--shard", str(shard)], check=True, timeout=120, cwd=tmp_path,
                    env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path]), **env})
     return [json.loads(line) for line in shard.read_text().splitlines()]
 
@@ -104,6 +104,7 @@ def test_module_that_cannot_load_is_one_skipped_row():
 def test_build_resumes_and_finalize_writes_splits(module_name, tmp_path, monkeypatch):
     build_dir, out = tmp_path / "build", tmp_path / "out" / "rows.jsonl.gz"
     monkeypatch.setenv("PYTHONPATH", str(tmp_path) + ":" + ":".join(sys.path))
+    monkeypatch.chdir(tmp_path)  # the workers it starts must not depend on the working directory
     code_measure.build(str(build_dir), workers=1, repeats=1, timeout_s=1.0, module_timeout_s=120,
                        modules=[module_name])
     shard = build_dir / "shards" / f"{module_name}.jsonl"

@@ -8,7 +8,7 @@ import scipy.stats
 
 from genre_jax.data import code_metrics as cm
 from genre_jax.errors import GenreError
-from conftest import write_code_rows as write_rows
+from fakes import write_code_rows as write_rows
 
 
 def test_read_rows_both_layouts(tmp_path):

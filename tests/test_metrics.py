@@ -166,7 +166,7 @@ def test_prediction_metrics_shape_errors():
         metrics.prediction_metrics(samples, greedy, np.zeros(3), 1.0)
     with pytest.raises(ValueError, match="2-D"):
         metrics.prediction_metrics(np.zeros(4), greedy, target, 1.0)
-    with pytest.raises(ValueError, match="S >= 1"):
+    with pytest.raises(ValueError, match="G >= 1"):
         metrics.prediction_metrics(np.zeros((4, 0)), greedy, target, 1.0)
 
 
@@ -260,23 +260,3 @@ def test_error_vs_num_samples_rejects_bad_input():
         metrics.error_vs_num_samples(np.zeros((2, 3)), np.zeros(2), how="greedy")
     with pytest.raises(ValueError, match="target_N"):
         metrics.error_vs_num_samples(np.zeros((2, 3)), np.zeros(3))
-
-
-# --- SumCount ----------------------------------------------------------------
-
-
-def test_sumcount_exact_weighted_mean():
-    batches = [np.array([1.0, 2.0, 3.0]), np.array([10.0])]  # ragged last batch
-    acc = metrics.SumCount()
-    for b in batches:
-        acc.add(b.sum(), b.size)
-    assert acc.mean() == pytest.approx(16.0 / 4)  # not the mean of batch means (6.0)
-    assert (acc.total, acc.count) == (16.0, 4.0)
-
-
-def test_sumcount_chaining_empty_and_validation():
-    assert math.isnan(metrics.SumCount().mean())
-    acc = metrics.SumCount().add(np.float32(3.0), np.int32(2)).add(1.0, 0.5)
-    assert acc.mean() == pytest.approx(4.0 / 2.5)
-    with pytest.raises(ValueError, match="count"):
-        metrics.SumCount().add(1.0, -1)

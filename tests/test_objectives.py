@@ -140,7 +140,7 @@ def test_expert_tokens_ieee_follow_value_order():
 # ---------------------------------------------------------------------------------------------
 # Token-level baselines (NTL-MSE, NTL-WAS, DIST2) against NumPy references.
 
-from genre_jax.errors import GenreError  # noqa: E402
+from genre_jax import methods  # noqa: E402
 from genre_jax.sampling import mask_logits  # noqa: E402
 
 TOKEN_TOKENIZERS = [NormalizedTokenizer(4, 3, 0.0, 1.0), IEEETokenizer(10, 1, 2)]
@@ -186,9 +186,10 @@ def _token_batch(tok, seed):
 @pytest.mark.parametrize("method", ["ntl_mse", "ntl_was", "dist2"])
 def test_token_objectives_match_numpy_reference(tok, method):
     logits, tokens, weights = _token_batch(tok, 3)
-    weight = objectives.TOKEN_LOSS_DEFAULTS[method]
+    spec = methods.METHODS[method].spec
+    weight = spec.default_weight
     tau = 0.7 if method == "dist2" else 1.0
-    objective = objectives.make_token_objective(method, tok, tau=tau)
+    objective = objectives.make_token_objective(spec, tok, weight, tau)
     total, count = objective(logits, tokens, weights)
     ce_total, ce_count = _np_ce(logits.astype(np.float64), tokens, weights)
     aux = _np_token_aux(method, logits, tokens, weights, tok, tau)
@@ -201,7 +202,7 @@ def test_token_objectives_match_numpy_reference(tok, method):
 def test_ieee_sign_positions_get_plain_ce(method):
     tok = TOKEN_TOKENIZERS[1]
     logits, tokens, weights = _token_batch(tok, 4)
-    objective = objectives.make_token_objective(method, tok, weight=2.0)
+    objective = objectives.make_token_objective(methods.METHODS[method].spec, tok, weight=2.0)
     # moving sign-position logits changes the loss exactly as much as it changes CE
     changed = np.array(logits)
     changed[:, :2, tok.plus_id] += 1.5
@@ -220,28 +221,17 @@ def test_ieee_sign_positions_get_plain_ce(method):
 @pytest.mark.parametrize("method", ["ntl_mse", "ntl_was", "dist2"])
 def test_token_objectives_padding_weight_zero_and_gradients(tok, method):
     logits, tokens, weights = _token_batch(tok, 5)
-    objective = objectives.make_token_objective(method, tok)
+    spec = methods.METHODS[method].spec
+    objective = objectives.make_token_objective(spec, tok, spec.default_weight)
     base, _ = objective(logits, tokens, weights)
     moved = np.array(logits)
     moved[weights == 0] += np.random.default_rng(0).normal(size=moved[weights == 0].shape).astype(np.float32) * 5
     moved = np.asarray(mask_logits(moved, tok.allowed))
     np.testing.assert_allclose(objective(moved, tokens, weights)[0], base, rtol=1e-6)
     # weight 0 is plain CE
-    zero = objectives.make_token_objective(method, tok, weight=0.0)
+    zero = objectives.make_token_objective(spec, tok, weight=0.0)
     np.testing.assert_allclose(zero(logits, tokens, weights)[0],
                                objectives.token_cross_entropy(logits, tokens, weights)[0], rtol=1e-6)
     grads = np.asarray(jax.jit(jax.grad(lambda l: objective(l, tokens, weights)[0]))(jnp.asarray(logits)))
     assert np.all(np.isfinite(grads))
     assert np.all(grads[weights == 0] == 0) and np.all(grads[..., ~tok.allowed.any(0)] == 0)
-
-
-def test_make_token_objective_names_and_errors():
-    tok = TOKEN_TOKENIZERS[0]
-    assert objectives.make_token_objective("ce", tok) is objectives.token_cross_entropy
-    assert set(objectives.TOKEN_LOSS_DEFAULTS) == {"ntl_mse", "ntl_was", "dist2"}
-    with pytest.raises(GenreError, match=r"config\.token\.method.*ntl_mse"):
-        objectives.make_token_objective("ntl", tok)
-    with pytest.raises(GenreError, match=r"config\.token\.tau"):
-        objectives.make_token_objective("dist2", tok, tau=0.0)
-    with pytest.raises(GenreError, match=r"config\.token\.weight"):
-        objectives.make_token_objective("ntl_was", tok, weight=-1.0)

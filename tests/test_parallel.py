@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from genre_jax import parallel, train
+from genre_jax import loop, parallel, train
 from genre_jax.models import TabularRegressor, init_params
 from genre_jax.tokenizers import NormalizedTokenizer
 
@@ -30,7 +30,6 @@ def test_ce_step_on_8_devices_equals_1_device():
                              mlp_hidden=16, dropout=0.0)
     rng = np.random.default_rng(0)
     z = rng.normal(size=16).astype(np.float32)
-    task = train.Task(model, tok, {})
     batch = {"x": rng.normal(size=(16, 3)).astype(np.float32), "tokens": tok.encode(z)[0],
              "weight": np.r_[np.ones(13), np.zeros(3)].astype(np.float32)}
     # Plain SGD: Adam would amplify float noise in exactly-zero gradients (e.g. cross-attention keys
@@ -39,11 +38,11 @@ def test_ce_step_on_8_devices_equals_1_device():
     params = init_params(model, 3, tok.length, jax.random.key(0))
     results = []
     for mesh in (parallel.data_mesh(jax.devices()[:1]), parallel.data_mesh()):
-        step, _ = train.make_supervised_steps(train.ce_loss_fn(task), tx, mesh)
+        step, _ = train.supervised_steps(train.decoder_loss_fn(model, tok), tx, mesh, seed=1)
         fresh = jax.tree.map(jnp.copy, params)  # the step donates its input state
-        state = parallel.replicate(train.TrainState(jnp.zeros((), jnp.int32), fresh, tx.init(fresh)), mesh)
+        state = parallel.replicate(loop.TrainState(jnp.zeros((), jnp.int32), fresh, tx.init(fresh)), mesh)
         for _ in range(3):
-            state, sums = step(state, parallel.shard_batch(batch, mesh), jax.random.key(1))
+            state, sums = step(state, parallel.shard_batch(batch, mesh))
         results.append((jax.device_get(state.params), np.asarray(sums)))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), results[0][0], results[1][0])
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5)

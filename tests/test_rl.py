@@ -9,7 +9,7 @@ import pytest
 
 import launch
 from experiments.configs import tabular
-from genre_jax import checkpoint, parallel, rl, sampling, train
+from genre_jax import checkpoint, loop, methods, parallel, rl, sampling, settings
 from genre_jax.errors import GenreError
 from genre_jax.models import TabularRegressor, init_params
 from genre_jax.tokenizers import NormalizedTokenizer
@@ -26,29 +26,29 @@ def _batch(n=16, pad=3):
             "weight": np.r_[np.ones(n - pad), np.zeros(pad)].astype(np.float32)}
 
 
-def _rl_config(method, **kw):
-    cfg = tabular.get_config("tiny").rl
-    cfg.method = method
-    cfg.update(kw)
-    return cfg
+def _rl_settings(method, **kw):
+    config = tabular.get_config("tiny")
+    config.rl.method = method
+    config.rl.update(kw)
+    return settings.resolve(config, TOK).rl
 
 
 def _state(params, tx, mesh):
     fresh = jax.tree.map(jnp.copy, params)  # the step donates its input state
-    return parallel.replicate(train.TrainState(jnp.zeros((), jnp.int32), fresh, tx.init(fresh)), mesh)
+    return parallel.replicate(loop.TrainState(jnp.zeros((), jnp.int32), fresh, tx.init(fresh)), mesh)
 
 
 def test_remax_step_loss_matches_an_independent_reconstruction():
     params = init_params(MODEL, 3, TOK.length, jax.random.key(0))
     batch, mesh = _batch(), parallel.data_mesh()
-    cfg = _rl_config("remax", num_rollouts=6)
     tx = optax.sgd(0.0)
-    step, _ = rl.make_rl_steps(train.Task(MODEL, TOK, {}), tx, cfg, mesh)
+    step, _ = rl.make_rl_steps(MODEL, TOK, _rl_settings("remax", num_rollouts=6), tx, mesh)
     base_key = jax.random.key(7)
     _, stats = step(_state(params, tx, mesh), params, parallel.shard_batch(batch, mesh), base_key)
     stats = np.asarray(stats)
     # The step's first rollout key is fold_in(base_key, step=0); redo everything outside the step.
-    tokens, _, greedy = sampling.sample_and_greedy(MODEL, params, batch["x"], jax.random.fold_in(base_key, 0), TOK, 6)
+    tokens, _, greedy = sampling.sample(MODEL, params, batch["x"], jax.random.fold_in(base_key, 0), TOK, 6,
+                                        greedy=True)
     reward = -(np.asarray(TOK.decode(tokens)) - batch["z"][:, None]) ** 2
     greedy_reward = -(np.asarray(TOK.decode(greedy)) - batch["z"]) ** 2
     adv = reward - greedy_reward[:, None]
@@ -67,11 +67,11 @@ def test_remax_step_loss_matches_an_independent_reconstruction():
 def test_rl_step_on_8_devices_equals_1_device(method):
     params = init_params(MODEL, 3, TOK.length, jax.random.key(1))
     batch = _batch()
-    cfg = _rl_config(method, num_rollouts=4, ppo_epochs=2 if method == "grpo" else 1, kl_weight=0.1)
+    rl_settings = _rl_settings(method, num_rollouts=4, ppo_epochs=2 if method == "grpo" else 1, kl_weight=0.1)
     tx = optax.sgd(0.05)  # see test_parallel: Adam would amplify float noise in zero gradients
     out = []
     for mesh in (parallel.data_mesh(jax.devices()[:1]), parallel.data_mesh()):
-        step, _ = rl.make_rl_steps(train.Task(MODEL, TOK, {}), tx, cfg, mesh)
+        step, _ = rl.make_rl_steps(MODEL, TOK, rl_settings, tx, mesh)
         state = _state(params, tx, mesh)
         for _ in range(2):
             state, stats = step(state, parallel.replicate(params, mesh), parallel.shard_batch(batch, mesh),
@@ -79,18 +79,6 @@ def test_rl_step_on_8_devices_equals_1_device(method):
         out.append((jax.device_get(state.params), np.asarray(stats)))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), out[0][0], out[1][0])
     np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-4, atol=1e-6)
-
-
-def test_bad_rl_settings_are_one_line_errors():
-    with pytest.raises(GenreError, match="config.rl.method"):
-        rl.resolve(_rl_config("ppo"), TOK)
-    with pytest.raises(GenreError, match="config.rl.reward"):
-        rl.resolve(_rl_config("remax", reward="mse"), TOK)
-    with pytest.raises(GenreError, match="at least 2"):
-        rl.resolve(_rl_config("grpo", num_rollouts=1), TOK)
-    method, weights = rl.resolve(_rl_config("genre2"), TOK)
-    assert method.expert and weights["expert"] == 0.05
-    assert rl.resolve(_rl_config("remax"), TOK)[1]["expert"] == 0.0
 
 
 def test_interrupted_rl_resumes_to_the_same_parameters(tmp_path, toy_data_dir, monkeypatch):
@@ -113,8 +101,8 @@ def test_interrupted_rl_resumes_to_the_same_parameters(tmp_path, toy_data_dir, m
     monkeypatch.setattr(checkpoint.PhaseCheckpoints, "save", original_save)
     launch.run(config, str(tmp_path / "resumed"))
 
-    ckpt_a = checkpoint.PhaseCheckpoints(str(tmp_path / "straight"), rl.phase_dir("genre2"))
-    ckpt_b = checkpoint.PhaseCheckpoints(str(tmp_path / "resumed"), rl.phase_dir("genre2"))
+    ckpt_a = checkpoint.PhaseCheckpoints(str(tmp_path / "straight"), methods.METHODS["genre2"].folder)
+    ckpt_b = checkpoint.PhaseCheckpoints(str(tmp_path / "resumed"), methods.METHODS["genre2"].folder)
     meta_a, meta_b = ckpt_a.meta("last"), ckpt_b.meta("last")
     assert meta_a["epoch"] == meta_b["epoch"] == 3
     a = ckpt_a.restore("best", _like_params())[0]

@@ -20,18 +20,18 @@ def setup(request):
     # Scale the head up so the policy is far from uniform and the mask / argmax checks bite.
     params["decoder"]["head"]["kernel"] = params["decoder"]["head"]["kernel"] * 5
     x = jax.random.normal(jax.random.key(1), (5, 6))
-    sample = jax.jit(lambda p, x, k: sampling.sample(model, p, x, k, tok, 7))
+    sample = jax.jit(lambda p, x, k: sampling.sample(model, p, x, k, tok, 7, greedy=True))
     return tok, model, params, x, sample
 
 
 def test_shapes_mask_and_determinism(setup):
     tok, model, params, x, sample = setup
-    tokens_BGL, logp_BGL = sample(params, x, jax.random.key(3))
+    tokens_BGL, logp_BGL, _ = sample(params, x, jax.random.key(3))
     assert tokens_BGL.shape == (5, 7, tok.length) and logp_BGL.shape == (5, 7, tok.length)
     assert np.asarray(tok.allowed)[np.arange(tok.length), np.asarray(tokens_BGL)].all()
-    again, _ = sample(params, x, jax.random.key(3))
+    again = sample(params, x, jax.random.key(3)).tokens_BGL
     np.testing.assert_array_equal(tokens_BGL, again)
-    other, _ = sample(params, x, jax.random.key(4))
+    other = sample(params, x, jax.random.key(4)).tokens_BGL
     assert not np.array_equal(tokens_BGL, other)
     assert np.all(np.asarray(logp_BGL) <= 0)
     # rollouts of one input differ from each other (keys are really split over G)
@@ -40,31 +40,31 @@ def test_shapes_mask_and_determinism(setup):
 
 def test_kv_cache_sampler_equals_full_recompute(setup):
     tok, model, params, x, sample = setup
-    cached, _ = sample(params, x, jax.random.key(5))
+    cached = sample(params, x, jax.random.key(5)).tokens_BGL
     full = jax.jit(lambda p, x, k: sampling.full_recompute_sample(model, p, x, k, tok, 7))(params, x, jax.random.key(5))
     np.testing.assert_array_equal(cached, full)
 
 
 def test_sampler_logprobs_equal_teacher_forced(setup):
     tok, model, params, x, sample = setup
-    tokens_BGL, logp_BGL = sample(params, x, jax.random.key(6))
+    tokens_BGL, logp_BGL, _ = sample(params, x, jax.random.key(6))
     teacher = sampling.sequence_logprobs(model, params, x, tokens_BGL, tok)
     np.testing.assert_allclose(logp_BGL, teacher, atol=1e-4)
 
 
 def test_greedy_is_argmax_of_teacher_forced_logits(setup):
-    tok, model, params, x, _ = setup
-    greedy_BL, _ = sampling.greedy(model, params, x, tok)
+    tok, model, params, x, sample = setup
+    greedy_BL = sample(params, x, jax.random.key(0)).greedy_BL
     logits_BLV = sampling.teacher_forced_logits(model, params, x, greedy_BL, tok)
     np.testing.assert_array_equal(jnp.argmax(logits_BLV, -1), greedy_BL)
     assert np.asarray(tok.allowed)[np.arange(tok.length), np.asarray(greedy_BL)].all()
 
 
 def test_predict_decodes_samples_and_greedy(setup):
-    tok, model, params, x, _ = setup
-    samples_BS, greedy_B = sampling.predict(model, params, x, jax.random.key(7), tok, 4)
-    assert samples_BS.shape == (5, 4) and greedy_B.shape == (5,)
-    greedy_BL, _ = sampling.greedy(model, params, x, tok)
+    tok, model, params, x, sample = setup
+    samples_BG, greedy_B = sampling.predict(model, params, x, jax.random.key(7), tok, 4)
+    assert samples_BG.shape == (5, 4) and greedy_B.shape == (5,)
+    greedy_BL = sample(params, x, jax.random.key(0)).greedy_BL
     np.testing.assert_allclose(greedy_B, tok.decode(greedy_BL))
 
 

@@ -7,9 +7,12 @@ import time
 
 import pytest
 
-from conftest import write_talent_dataset
 from experiments import suite
 from experiments.configs import suite_protocols as sp
+from experiments.rows import row_key
+from fakes import write_talent_dataset
+from genre_jax import methods
+from genre_jax.errors import GenreError
 
 METRICS = {"rmse": 0.5, "mae": 0.4, "r2": 0.7, "spearman": 0.8, "rmse_original": 1.0}
 
@@ -70,11 +73,12 @@ def test_job_listing_orders_ce_first_and_adds_it_when_needed():
     assert len(jobs) == 2 * 2 * 4
     assert [j.method for j in jobs[:4]] == ["ce", "genre2", "riemann", "lightgbm"]
     assert [(j.dataset, j.seed) for j in jobs[::4]] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
-    assert suite.order_methods(["riemann", "lightgbm"]) == ["riemann", "lightgbm"]  # no CE needed
-    assert suite.order_methods(["dist2"]) == ["ce", "dist2"]
-    assert suite.order_methods(list(sp.METHODS)) == list(sp.METHODS)
-    with pytest.raises(ValueError, match="unknown method"):
-        suite.order_methods(["xgboost"])
+    assert [j.method for j in suite.list_jobs(["a"], [0], ["riemann", "lightgbm"], "cpu")] == ["riemann", "lightgbm"]
+    assert [j.method for j in suite.list_jobs(["a"], [0], ["dist2"], "cpu")] == ["ce", "dist2"]  # CE added
+    paper = suite.split_list(sp.get_config().methods)
+    assert methods.with_dependencies(paper) == paper and len(paper) == 10  # the protocol's list is in order
+    with pytest.raises(GenreError, match="unknown method"):
+        suite.list_jobs(["a"], [0], ["xgboost"], "cpu")
 
 
 def test_launch_commands(data_dir, tmp_path):
@@ -84,6 +88,8 @@ def test_launch_commands(data_dir, tmp_path):
     job = suite.Job("toy", 0, "genre2", "cpu")
     cmd = suite.launch_command(job, config, str(data_dir), "/w", python="py")
     assert cmd[:2] == ["py", suite.LAUNCH] and cmd[2].endswith("experiments/configs/tabular.py:quick")
+    assert cmd[3:9] == ["--workdir=/w", f"--config.data_dir={data_dir}", "--config.dataset=toy", "--config.seed=0",
+                        "--config.phases=rl,eval", "--config.rl.method=genre2"]
     for flag in ("--workdir=/w", "--config.dataset=toy", "--config.seed=0", "--config.phases=rl,eval",
                  "--config.rl.method=genre2", "--config.eval.num_samples=32", "--config.rl.max_epochs=60"):
         assert flag in cmd
@@ -128,7 +134,7 @@ def test_protocol_overrides_name_real_config_fields(protocol, data_dir):
         "toy,1e-4,2,8,256,4,3,1024,256\n")
     config = sp.get_config(protocol)
     base = tabular.get_config(config.config.partition(":")[2])
-    flags = {f for m in sp.METHODS for f in sp.launch_overrides(config, "toy", m, str(data_dir))}
+    flags = {f for m in methods.NAMES for f in sp.launch_overrides(config, "toy", m, str(data_dir))}
     assert flags
     for flag in flags:
         section, _, rest = flag[len("--config."):].partition(".")
@@ -162,7 +168,7 @@ def test_killed_suite_resumes_without_redoing_or_duplicating(data_dir, tmp_path,
     assert suite.main(_args(data_dir, tmp_path), launcher=fake) == 0
     assert fake.calls == [("toy", "lightgbm")] + [(("toy2"), m) for m in ("ce", "genre2", "riemann", "lightgbm")]
     rows = _rows(tmp_path)  # every line parses: the partial one was cut off
-    keys = [suite.row_key(r) for r in rows]
+    keys = [row_key(r) for r in rows]
     assert len(keys) == len(set(keys)) == 8
 
     again = FakeLauncher()
@@ -193,19 +199,7 @@ def test_failures_are_rows_and_dependents_of_a_failed_ce_are_not_launched(data_d
         suite.list_jobs(["toy", "toy2"], [0], ["ce", "genre2", "riemann", "lightgbm"], "cpu"), rows, True) == []
 
 
-def test_read_rows_and_helpers(tmp_path):
-    path = str(tmp_path / "r.jsonl")
-    assert suite.read_rows(path) == []
-    suite.append_row(path, {"dataset": "a", "method": "ce", "seed": 0, "protocol": "cpu", "status": "ok"})
-    with open(path, "a") as f:
-        f.write('{"dataset": "a"')
-    assert len(suite.read_rows(path)) == 1 and os.path.getsize(path) > 0
-    suite.read_rows(path, repair=True)
-    assert open(path).read().endswith("}\n")
-    with open(path, "a") as f:
-        f.write("not json\n")
-    with pytest.raises(ValueError, match=":2:"):
-        suite.read_rows(path)
+def test_last_error_line():
     assert suite.last_error_line("a\nTraceback\nValueError: x\n") == "ValueError: x"
     assert suite.last_error_line("error: first\nmore\nerror: second\n100%|###|\r") == "error: second"
     assert suite.last_error_line("") == ""
@@ -217,13 +211,16 @@ def test_dry_run_and_bad_dataset(data_dir, tmp_path, capsys):
     assert len(out) == 8 and "--config.phases=ce,eval" in out[0]
     assert not os.path.exists(tmp_path / "out.jsonl")
     assert suite.main(_args(data_dir, tmp_path, extra=["--datasets=missing"]), launcher=FakeLauncher()) == 2
+    capsys.readouterr()
+    assert suite.main(_args(data_dir, tmp_path, methods="ce,xgboost"), launcher=FakeLauncher()) == 2
+    assert capsys.readouterr().err.startswith("error: method: unknown method 'xgboost'")
 
 
 def test_parallel_workers_keep_each_workdir_in_order_and_resume(data_dir, tmp_path):
     fake = FakeLauncher()
     assert suite.main(_args(data_dir, tmp_path, extra=["--workers=2"]), launcher=fake) == 0
     rows = _rows(tmp_path)
-    assert sorted(suite.row_key(r) for r in rows) == sorted(
+    assert sorted(row_key(r) for r in rows) == sorted(
         (d, m, 0, "cpu") for d in ("toy", "toy2") for m in ("ce", "genre2", "riemann", "lightgbm"))
     for dataset in ("toy", "toy2"):  # within a workdir: the serial order, CE first
         assert [m for d, m in fake.calls if d == dataset] == ["ce", "genre2", "riemann", "lightgbm"]
@@ -234,7 +231,7 @@ def test_parallel_workers_keep_each_workdir_in_order_and_resume(data_dir, tmp_pa
     assert suite.main(_args(data_dir, tmp_path, extra=["--workers=2"]), launcher=FakeLauncher(kill_after=3)) == 130
     assert len(_rows(tmp_path)) <= 3
     assert suite.main(_args(data_dir, tmp_path, extra=["--workers=2"]), launcher=FakeLauncher()) == 0
-    keys = [suite.row_key(r) for r in _rows(tmp_path)]
+    keys = [row_key(r) for r in _rows(tmp_path)]
     assert len(keys) == len(set(keys)) == 8
 
 

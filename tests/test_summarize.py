@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import summarize
+from experiments.rows import latest_rows, read_rows
 
 # Test RMSE per (dataset, method); None = the run failed. Ranks by hand:
 #   d1: genre2 1, ce 2, lightgbm 3     d2: lightgbm 1, ce and genre2 tie at 2.5
@@ -44,7 +45,7 @@ def jsonl(tmp_path):
 
 
 def test_ranks_wins_and_means(jsonl):
-    latest = summarize.latest_rows(summarize.read_rows(str(jsonl)), "cpu")
+    latest = latest_rows(read_rows(str(jsonl)), "cpu")
     records = summarize.collect(latest, "mean")
     s = summarize.summarize(records, ["ce", "genre2", "lightgbm"], "ce", 1e-4)
     assert s["complete"] == ["d1", "d2", "d3"] and s["excluded"] == {"d4": ["genre2"]}
@@ -76,7 +77,7 @@ def test_ranks_wins_and_means(jsonl):
 def test_seeds_are_averaged_and_a_failed_seed_makes_the_dataset_incomplete():
     rows = [_row("a", "ce", 0.2, seed=0), _row("a", "ce", 0.4, seed=1), _row("a", "genre2", 0.1, seed=0),
             _row("a", "genre2", None, seed=1), _row("b", "ce", 0.5, seed=0), _row("b", "genre2", 0.5, seed=0)]
-    records = summarize.collect(summarize.latest_rows(rows), "mean")
+    records = summarize.collect(latest_rows(rows), "mean")
     assert records[("a", "ce")]["rmse"] == pytest.approx(0.3) and records[("a", "ce")]["seeds"] == 2
     assert records[("a", "ce")]["rmse_sd"] == pytest.approx(np.sqrt(0.02))  # sd of (0.2, 0.4), ddof 1
     assert np.isnan(records[("b", "ce")]["rmse_sd"])  # one seed: no spread
@@ -118,7 +119,7 @@ def test_cli_writes_table_csv_and_plots(jsonl, tmp_path, capsys):
     for name in ("r2_by_method.png", "genre2_vs_ce_rmse.png", "error_vs_samples.png", "distribution_by_method.png"):
         assert (out / name).stat().st_size > 1000, name
 
-    latest = summarize.latest_rows(summarize.read_rows(str(jsonl)))
+    latest = latest_rows(read_rows(str(jsonl)))
     curves = summarize.error_vs_samples(latest, ["d1", "d2", "d3"], ["ce", "genre2"], str(tmp_path / "runs"))
     assert curves["counts"] == [1, 2, 4, 8] and curves["runs"] == 3
     assert curves["curves"]["ce"][0] > curves["curves"]["ce"][-1]  # averaging samples reduces the noise
@@ -162,3 +163,13 @@ def test_seed_spread_column_and_dataset_filter(tmp_path, capsys):
     capsys.readouterr()
     assert summarize.main([str(path), f"--out={out}", "--datasets=b,zz"]) == 2
     assert "--datasets: ['zz']" in capsys.readouterr().err
+
+
+def test_methods_default_to_the_registry_order_then_unknown_names(tmp_path):
+    found = ["zz_new", "lightgbm", "genre2", "remax", "ce", "rloo"]
+    path = tmp_path / "order.jsonl"
+    path.write_text("".join(json.dumps(_row("a", m, 0.5)) + "\n" for m in found))
+    out = tmp_path / "o"
+    assert summarize.main([str(path), f"--out={out}"]) == 0
+    listed = [line.split(" | ")[0][2:] for line in (out / "table.md").read_text().splitlines()[-len(found):]]
+    assert listed == ["ce", "remax", "genre2", "rloo", "lightgbm", "zz_new"]

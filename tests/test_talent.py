@@ -14,11 +14,10 @@ from genre_jax.data import (
     RawSplit,
     load_tabular,
     read_talent,
-    talent_archive_path_help,
 )
 from genre_jax.errors import GenreError
 
-SHARED_DIR = pathlib.Path("/work/shared/datasets/talent")
+SHARED_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets" / "talent"  # <repo>/../shared
 
 
 def _write(folder: pathlib.Path, arrays: dict, info: dict | None = None) -> pathlib.Path:
@@ -263,7 +262,7 @@ def test_bundled_cpu_act():
     assert load_tabular("", "cpu_act").preprocessor == data.preprocessor
 
 
-@pytest.mark.skipif(not SHARED_DIR.is_dir(), reason="shared TALENT datasets not present")
+@pytest.mark.skipif(not SHARED_DIR.is_dir(), reason=f"no shared TALENT datasets at {SHARED_DIR}")
 def test_all_shared_datasets_load():
     names = sorted(p.name for p in SHARED_DIR.iterdir() if (p / "y_train.npy").is_file())
     assert names
@@ -277,13 +276,8 @@ def test_all_shared_datasets_load():
             assert np.isfinite(split.x).all() and np.isfinite(split.z).all(), name
 
 
-def test_archive_help_mentions_flags():
-    text = talent_archive_path_help()
-    assert "\n" not in text and "--config.data_dir" in text and "LAMDA-TALENT" in text
-
-
 def test_empty_val_split_is_a_one_line_error(tmp_path):
-    from conftest import write_talent_dataset
+    from fakes import write_talent_dataset
     folder = write_talent_dataset(tmp_path, "emptyval")
     np.save(folder / "N_val.npy", np.zeros((0, 4)))
     np.save(folder / "C_val.npy", np.zeros((0, 1), dtype=object), allow_pickle=True)

@@ -1,31 +1,65 @@
+"""Supervised phases: the head phase trained and evaluated end to end on synthetic arrays."""
+import json
+
+import jax
 import numpy as np
-from ml_collections import ConfigDict
+import pytest
 
 from experiments.configs import tabular
-from genre_jax import train
-from genre_jax.data import load_tabular
-from genre_jax.tokenizers import NormalizedTokenizer
+from genre_jax import evaluate, metrics, train
 
 
-def test_schedule_warms_up_then_decays_to_the_floor():
-    cfg = ConfigDict(dict(learning_rate=1e-3, warmup_steps=10, lr_floor=0.1, weight_decay=0.0, grad_clip=0.0))
-    tx = train.make_optimizer(cfg, 100)
-    params = {"w": np.ones(())}
-    state = tx.init(params)
-    lrs = []
-    for _ in range(100):
-        updates, state = tx.update({"w": np.ones(())}, state, params)
-        lrs.append(-float(updates["w"]))  # Adam's first step direction is ~1, so the update is ~lr
-    assert lrs[0] < lrs[9] and abs(lrs[10] - 1e-3) < 1e-4
-    assert abs(lrs[-1] - 1e-4) < 2e-5 and np.all(np.diff(lrs[11:]) <= 1e-9)
-
-
-def test_encode_splits_counts_clipped_targets_outside_train_range(toy_data_dir):
-    data = load_tabular(str(toy_data_dir), "toy")
-    tok = NormalizedTokenizer.fit(data.splits["train"].z)
-    arrays, clipped = train.encode_splits(data, tok)
-    assert clipped["train"] == 0
-    z_test = data.splits["test"].z
-    assert clipped["test"] == int(np.sum((z_test < tok.low) | (z_test > tok.high)))
-    assert arrays["val"]["tokens"].shape == (len(data.splits["val"].z), tok.length)
+def test_config_variants():
     assert set(tabular.VARIANTS) == {"quick", "paper", "tiny"}
+
+
+def synthetic_arrays(seed=0, num_features=4):
+    rng = np.random.default_rng(seed)
+    w_F = rng.normal(size=num_features)
+    arrays = {}
+    for split, n in (("train", 256), ("val", 60), ("test", 50)):  # val/test need padding rows
+        x_NF = rng.normal(size=(n, num_features)).astype(np.float32)
+        z_N = (x_NF @ w_F / np.linalg.norm(w_F) + 0.05 * rng.normal(size=n)).astype(np.float32)
+        arrays[split] = {"x": x_NF, "z": z_N, "tokens": np.zeros((n, 2), np.int32)}
+    return arrays
+
+
+def head_config(method):
+    config = tabular.get_config("tiny")
+    config.model.update(d_model=16, mlp_hidden=32, mlp_layers=1, dropout=0.0)
+    config.head.update(method=method, num_bins=32, low=-3.0, high=3.0, smoothing=1.0, learning_rate=1e-2,
+                       weight_decay=0.0, batch_size=30, max_epochs=3, patience=3, warmup_steps=2, lr_floor=0.1,
+                       grad_clip=1.0, num_samples=16)
+    config.eval.update(batch_size=40, splits="val,test")
+    return config
+
+
+@pytest.mark.parametrize("method", ["pointwise", "riemann"])
+def test_head_phase_trains_and_evaluates_in_evaluate_schema(method, tmp_path, make_context):
+    arrays = synthetic_arrays()
+    ctx = make_context(arrays, head_config(method), y_std=2.0)
+    params = train.run_head_phase(ctx)
+    restored = train.run_head_phase(ctx)  # done: restores best
+    jax.tree.map(np.testing.assert_array_equal, restored, params)
+
+    with open(tmp_path / "head" / method / "log.jsonl") as f:
+        log = [json.loads(line) for line in f]
+    assert len(log) == 3
+    assert log[-1]["train_loss"] < log[0]["train_loss"] and log[-1]["val_loss"] < log[0]["val_loss"]
+
+    result = evaluate.evaluate_head(ctx, params, train.head_model(ctx), str(tmp_path / "eval"))
+    num_samples = 16 if method == "riemann" else 1
+    assert set(result) == {"method", "num_samples", "temperature", "splits", "wall_time_s"}
+    assert (result["method"], result["num_samples"]) == (method, num_samples)
+    for split, n in (("val", 60), ("test", 50)):
+        scores = result["splits"][split]
+        assert set(scores) == {*metrics.AGGREGATIONS, "distribution"}
+        assert set(scores["distribution"]) == {"crps", "coverage_90"}
+        assert set(scores["greedy"]) == {"rmse", "mae", "r2", "spearman", "kendall", "rmse_original"}
+        assert np.isclose(scores["greedy"]["rmse_original"], 2.0 * scores["greedy"]["rmse"])
+        saved = np.load(tmp_path / "eval" / f"predictions_{split}.npz")
+        assert saved["samples_z"].shape == (n, num_samples) and saved["greedy_z"].shape == (n,)
+        np.testing.assert_array_equal(saved["target_z"], arrays[split]["z"])
+        if method == "pointwise":  # one sample equal to the prediction: CRPS is its MAE
+            assert np.isclose(scores["distribution"]["crps"], scores["greedy"]["mae"])
+            assert scores["mean"] == scores["greedy"]

@@ -4,7 +4,7 @@ encoder, IEEE-like number tokens, CE pretraining and RL fine-tuning (GenRe² by 
 Argument: ``<target>[-<variant>]``; target memory (peak_memory_bytes, default) or latency
 (wall_time_s); variant quick (default, sized for 2 CPU cores) or tiny (tests).
 Data: ``datasets/code_metrics/cpython_tests.jsonl.gz`` (bundled; measured by
-``genre_jax.data.code_measure``), or any file in that layout or the public hub's JSONL layout via
+``tools/code_measure.py``), or any file in that layout or the public hub's JSONL layout via
 ``--config.data_dir=<folder> --config.dataset=<file stem>``. Targets are log-scaled, then
 quantile-normalized on train (``genre_jax.data.code_metrics.QuantileNormal``); metrics are in those
 normalized units. Reward -min((y_hat - y)^2, 50) (the paper's); expert weight 0.1 (IEEE tokens);

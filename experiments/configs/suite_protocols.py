@@ -59,16 +59,12 @@ import os
 import ml_collections
 import numpy as np
 
+from genre_jax import methods
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_DATA_DIR = os.path.normpath(os.path.join(REPO, "..", "shared", "datasets", "talent"))
 
 PROTOCOLS = ("cpu", "paper")
-METHODS = ("ce", "remax", "grpo", "genre2", "ntl_mse", "ntl_was", "dist2", "pointwise", "riemann", "lightgbm")
-# launch.py phase of each method; "gbdt" runs through genre_jax.gbdt instead of launch.py.
-METHOD_PHASE = {"ce": "ce", "remax": "rl", "grpo": "rl", "genre2": "rl", "ntl_mse": "token", "ntl_was": "token",
-                "dist2": "token", "pointwise": "head", "riemann": "head", "lightgbm": "gbdt"}
-# Phases that start from the CE checkpoint of the same workdir.
-NEEDS_CE = ("rl", "token")
 
 # authors_hparams.csv column -> (config field, type)
 AUTHORS_COLUMNS = {
@@ -92,7 +88,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
     c.protocol = protocol
     c.data_dir = DEFAULT_DATA_DIR
     c.datasets = ""
-    c.methods = ",".join(METHODS)
+    c.methods = "ce,remax,grpo,genre2,ntl_mse,ntl_was,dist2,pointwise,riemann,lightgbm"  # the paper's ten (no rloo)
     c.seeds = "0"
     c.batch_size = 128
     c.authors_hparams = ""
@@ -179,8 +175,8 @@ def launch_overrides(config, dataset: str, method: str, data_dir: str, authors: 
     of one workdir describe the same model; budgets only to the method's own phase.
     ``authors`` (from read_authors_hparams) avoids re-reading the CSV per call.
     """
-    phase = METHOD_PHASE[method]
-    if phase == "gbdt":
+    phase = methods.get(method).kind
+    if phase == "gbdt":  # genre_jax.gbdt takes none of launch.py's flags
         return []
     if authors is None:
         authors = read_authors_hparams(authors_hparams_path(config, data_dir))

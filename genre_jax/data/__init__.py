@@ -11,7 +11,6 @@ from genre_jax.data.talent import (
     TabularData,
     load_tabular,
     read_talent,
-    talent_archive_path_help,
 )
 
 __all__ = [
@@ -24,7 +23,6 @@ __all__ = [
     "TabularData",
     "load_tabular",
     "read_talent",
-    "talent_archive_path_help",
 ]
 
 DATA_FORMATS = ("talent", "code_metrics")

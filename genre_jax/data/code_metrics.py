@@ -1,7 +1,7 @@
 """Code-metric regression data: program source text -> a measured metric (peak memory or wall time).
 
 Two row layouts are read, both as JSONL (optionally gzipped):
-  * ours (``genre_jax.data.code_measure``): {"id", "source", "file", "wall_time_s",
+  * ours (``tools/code_measure.py``): {"id", "source", "file", "wall_time_s",
     "peak_memory_bytes", ...}; the group of a row (what never straddles splits) is its source file;
   * the public hub layout (Code-Regression: APPS / KBSS (KernelBook) / CDSS (CodeNet)):
     {"identifier", "space", "input", "val_accuracy", "metric_type", "metadata"}, where

@@ -23,8 +23,11 @@ Preprocessing (every statistic is fitted on the train split only, so val/test ne
 A std that is zero, non-finite, or comes from a constant train column is replaced by 1 so a
 constant feature maps to 0 instead of dividing by (almost) zero; a constant target is an error.
 
-Getting the full TALENT archive: see :func:`talent_archive_path_help`. This module never
-touches the network.
+Getting the full 100-dataset TALENT regression benchmark: the repository bundles only ``cpu_act``.
+The archive is published by the LAMDA-TALENT project (https://github.com/qile2000/LAMDA-TALENT),
+whose README links the download; unzip it and pass the folder holding one sub-folder per dataset as
+``--config.data_dir=/path/to/data --config.dataset=NAME``. Only datasets whose info.json says
+``"task_type": "regression"`` are accepted. This module never touches the network.
 """
 
 from __future__ import annotations
@@ -46,21 +49,6 @@ MISSING_CATEGORY = "__missing__"
 
 _MISSING_SPELLINGS = frozenset({"", "nan", "none"})
 _MAX_LISTED = 8
-
-
-def talent_archive_path_help() -> str:
-    """How to use the full 100-dataset TALENT regression benchmark instead of the bundled one.
-
-    The repository bundles only ``cpu_act``. The full archive is published by the LAMDA-TALENT
-    project (https://github.com/qile2000/LAMDA-TALENT); its README links the dataset download. With
-    internet access: download the dataset zip from there, unzip it, and point the trainer at the
-    folder that holds one sub-folder per dataset:
-
-        --config.data_dir=/path/to/data --config.dataset=NAME
-
-    Only datasets whose info.json says ``"task_type": "regression"`` are accepted.
-    """
-    return " ".join(talent_archive_path_help.__doc__.split())
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Measures real programs for code-metric regression: CPython's own test suite, one test method per row.
 
 Build (resumable; one shard per test module under ``<build_dir>/shards``):
-  python -m genre_jax.data.code_measure --build_dir=runs/code_build --workers=2
-  python -m genre_jax.data.code_measure --build_dir=runs/code_build --finalize \
+  python tools/code_measure.py --build_dir=runs/code_build --workers=2
+  python tools/code_measure.py --build_dir=runs/code_build --finalize \
       --out=datasets/code_metrics/cpython_tests.jsonl.gz
 
 Protocol (recorded with the data, see ``protocol()``):
@@ -36,6 +36,12 @@ import sys
 import textwrap
 import time
 import traceback
+
+SCRIPT = os.path.abspath(__file__)  # module workers run this file again, from whatever working directory
+REPO = os.path.dirname(os.path.dirname(SCRIPT))
+if REPO not in sys.path:
+    # finalize imports genre_jax; appended, so the measured tests still find the standard library first
+    sys.path.append(REPO)
 
 PROTOCOL_VERSION = 1
 MAX_MODULE_TIMEOUTS = 3
@@ -286,7 +292,11 @@ def build(build_dir: str, workers: int, repeats: int, timeout_s: float, module_t
     todo = [m for m in (modules or discover_modules()) if not os.path.exists(_shard_path(build_dir, m))]
     # Every invocation of a resumed build is recorded: how many modules it measured, with what load.
     path = os.path.join(build_dir, "protocol.json")
-    record = json.load(open(path)) if os.path.exists(path) else {**protocol(repeats, timeout_s), "invocations": []}
+    if os.path.exists(path):
+        with open(path) as f:
+            record = json.load(f)
+    else:
+        record = {**protocol(repeats, timeout_s), "invocations": []}
     record["invocations"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "workers": workers,
                                   "repeats": repeats, "timeout_s": timeout_s, "modules": len(todo),
                                   "loadavg_start": os.getloadavg()})
@@ -294,7 +304,7 @@ def build(build_dir: str, workers: int, repeats: int, timeout_s: float, module_t
         json.dump(record, f, indent=1)
 
     def run_module(module: str) -> None:
-        cmd = [sys.executable, "-m", "genre_jax.data.code_measure", "--module", module, "--repeats", str(repeats),
+        cmd = [sys.executable, SCRIPT, "--module", module, "--repeats", str(repeats),
                "--timeout_s", str(timeout_s), "--max_tests", str(max_tests),
                "--shard", _shard_path(build_dir, module)]
         # Own session: a test that signals its process group cannot reach the builder.

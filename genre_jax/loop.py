@@ -1,0 +1,167 @@
+"""The one training loop behind every trained phase: CE, token-level fine-tuning, heads and RL.
+
+A phase brings a ``Phase``: a step factory (given the optimizer, it returns the jitted update for one
+batch), a validation function and a few switches. The loop owns everything else: the optimizer and
+its schedule, the train state, resume from ``<workdir>/<folder>/last``, the epochs and their
+shuffling, the progress bar, ``log.jsonl``, selection of the best epoch by the first validation value,
+early stopping, the non-finite stop and the ``best`` / ``last`` checkpoints.
+
+Shuffling and dropout keys derive from (seed, epoch, step), and the state is checkpointed after every
+epoch, so a resumed phase reproduces an uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+from typing import Any, Callable, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from genre_jax import parallel
+from genre_jax.checkpoint import PhaseCheckpoints
+from genre_jax.errors import GenreError
+from genre_jax.settings import Loop, Optim
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+class LossSums(NamedTuple):
+    """A supervised batch's loss sum and the count it is a sum over (examples or tokens)."""
+    loss: jax.Array
+    count: jax.Array
+
+
+def make_optimizer(optim: Optim, total_steps: int) -> optax.GradientTransformation:
+    """AdamW with linear warmup and cosine decay to ``learning_rate * lr_floor``, after global-norm clipping."""
+    warmup = min(optim.warmup_steps, max(total_steps - 1, 0))
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=optim.learning_rate, warmup_steps=warmup,
+        decay_steps=max(total_steps, warmup + 1), end_value=optim.learning_rate * optim.lr_floor)
+    chain = [optax.clip_by_global_norm(optim.grad_clip)] if optim.grad_clip > 0 else []
+    return optax.chain(*chain, optax.adamw(schedule, weight_decay=optim.weight_decay))
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """What one phase brings to the loop."""
+    folder: str  # checkpoints and log under <workdir>/<folder>; also the progress bar's label
+    settings: Loop
+    make_step: Callable  # tx -> step(state, sharded batch) -> (state, stats NamedTuple of sums, "count" last)
+    validate: Callable  # params -> {name: value}; the first entry picks the best epoch
+    fields: tuple[str, ...]  # the arrays a train batch carries
+    maximize: bool = False
+    shuffle_offset: int = 0  # epoch e is shuffled by rng([seed, shuffle_offset + e])
+    updates_per_step: int = 1  # optimizer updates per batch (GRPO's ppo_epochs), for the schedule's length
+    meta: dict = dataclasses.field(default_factory=dict)  # into every best checkpoint's meta
+    # RL: the starting params compete as epoch -1 (saved as best step 0), a resumed run must share
+    # ``fingerprint``, and a finished phase continues when max_epochs is raised.
+    start_competes: bool = False
+    fingerprint: dict | None = None
+
+
+def steps_per_epoch(num_rows: int, batch_size: int, cap: int = 0) -> int:
+    steps = -(-num_rows // batch_size)
+    return min(steps, cap) if cap > 0 else steps
+
+
+def mean_stats(sums: list) -> dict[str, float]:
+    """Exact means of a list of per-batch stats NamedTuples (sums, with ``count`` last)."""
+    names = type(sums[0])._fields
+    totals = np.sum(np.asarray([list(s) for s in jax.device_get(sums)]), axis=0)
+    return dict(zip(names[:-1], (totals[:-1] / totals[-1]).tolist()))
+
+
+def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
+    """Trains ``phase`` from ``params_init`` (or resumes it); returns (best params, progress)."""
+    cfg, mesh = phase.settings, ctx.mesh
+    train = {k: ctx.arrays["train"][k] for k in phase.fields}
+    batch_size = parallel.round_up(cfg.batch_size, mesh.size)
+    steps = steps_per_epoch(len(train["x"]), batch_size, cfg.steps_per_epoch)
+    tx = make_optimizer(cfg.optim, cfg.max_epochs * steps * phase.updates_per_step)
+    step = phase.make_step(tx)
+    ckpt = PhaseCheckpoints(ctx.workdir, phase.folder)
+    params = jax.tree.map(jnp.copy, params_init)  # the step donates its state; the caller keeps its params
+    state = parallel.replicate(TrainState(jnp.zeros((), jnp.int32), params, tx.init(params)), mesh)
+
+    # ----- resume, or start
+    if ckpt.has("last"):
+        state, progress = ckpt.restore("last", state)
+        if phase.fingerprint is not None and progress.get("settings") != phase.fingerprint:
+            raise GenreError(f"{ckpt.root}: holds a run with other settings ({progress.get('settings')}); "
+                             f"use a fresh --workdir or the same config.{cfg.section}")
+    else:
+        progress = {"epoch": 0, "best_val": -np.inf if phase.maximize else np.inf, "best_epoch": -1,
+                    "bad_epochs": 0, "done": cfg.max_epochs == 0}
+        if phase.start_competes:
+            name, value = next(iter(phase.validate(state.params).items()))
+            progress.update(best_val=value, start_val=value, settings=phase.fingerprint)
+            ckpt.save("best", 0, state.params, {**phase.meta, "epoch": -1, name: value})
+    if progress["done"] and (not phase.start_competes or progress["epoch"] >= cfg.max_epochs):
+        return ckpt.restore("best", state.params)[0], progress
+
+    # ----- epochs
+    base_seed = ctx.settings.seed
+    log_path = os.path.join(ckpt.root, "log.jsonl")
+    truncate_log(log_path, progress["epoch"])
+    bar = tqdm(range(progress["epoch"], cfg.max_epochs), desc=phase.folder, unit="epoch",
+               initial=progress["epoch"], total=cfg.max_epochs, dynamic_ncols=True)
+    for epoch in bar:
+        order = np.random.default_rng([base_seed, phase.shuffle_offset + epoch]).permutation(len(train["x"]))
+        sums = []
+        for batch in itertools.islice(parallel.padded_batches(train, batch_size, order), steps):
+            state, stats = step(state, parallel.shard_batch(batch, mesh))
+            sums.append(stats)
+        train_stats = mean_stats(sums)
+        val = phase.validate(state.params)
+        for name, value in [*((f"train_{k}", v) for k, v in train_stats.items()), *val.items()]:
+            if not np.isfinite(value):
+                raise GenreError(f"{phase.folder} phase: {name} became {value} at epoch {epoch}; "
+                                 f"lower config.{cfg.section}.learning_rate")
+        select_name, select = next(iter(val.items()))
+        improved = select > progress["best_val"] if phase.maximize else select < progress["best_val"]
+        bad_epochs = 0 if improved else progress.get("bad_epochs", 0) + 1
+        progress = {**progress, "epoch": epoch + 1, "best_val": select if improved else progress["best_val"],
+                    "best_epoch": epoch if improved else progress["best_epoch"], "bad_epochs": bad_epochs,
+                    "done": bad_epochs >= cfg.patience or epoch + 1 >= cfg.max_epochs}
+        append_log(log_path, {"epoch": epoch, **{f"train_{k}": v for k, v in train_stats.items()}, **val,
+                              f"best_{select_name}": progress["best_val"]})
+        if improved:
+            best_step = epoch + 1 if phase.start_competes else epoch
+            ckpt.save("best", best_step, state.params, {**phase.meta, "epoch": epoch, select_name: select})
+        ckpt.save("last", epoch, state, progress)
+        first = next(iter(train_stats))
+        bar.set_postfix({first: f"{train_stats[first]:.4f}", "val": f"{select:.4f}",
+                         "best": f"{progress['best_val']:.4f}"})
+        if progress["done"]:
+            break
+    bar.close()
+    return ckpt.restore("best", state.params)[0], progress
+
+
+def truncate_log(path: str, num_epochs: int) -> None:
+    """Drops log lines of epochs after the resumed checkpoint (a crash may have logged them first)."""
+    if not os.path.exists(path) or not parallel.is_main_process():
+        return
+    with open(path) as f:
+        kept = [line for line in f if line.strip() and json.loads(line)["epoch"] < num_epochs]
+    with open(path, "w") as f:
+        f.writelines(kept)
+
+
+def append_log(path: str, record: dict) -> None:
+    if not parallel.is_main_process():
+        return
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")

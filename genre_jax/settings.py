@@ -1,0 +1,211 @@
+"""Every config section validated once, into typed frozen records the phases read.
+
+``resolve(config, tokenizer)`` runs before the workdir is touched, so a bad value costs no training
+time and leaves nothing behind; it also builds what the phases use (the selected method records,
+the reward function, the token objective), so no phase re-reads or re-casts a config field.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Callable
+
+from genre_jax import methods, objectives
+from genre_jax.errors import GenreError
+
+PHASES = (*methods.KINDS, "eval")  # always run in this order
+SPLITS = ("train", "val", "test")
+# The paper's expert weights: 0.05 for normalized (tabular) tokens, 0.1 for IEEE tokens.
+DEFAULT_EXPERT_WEIGHT = {"normalized": 0.05, "ieee": 0.1}
+_MODEL_SIZES = ("d_model", "num_heads", "num_layers", "d_ff", "mlp_hidden", "enc_layers", "memory_slots",
+                "patch_size")
+
+
+@dataclasses.dataclass(frozen=True)
+class Optim:
+    learning_rate: float
+    weight_decay: float
+    warmup_steps: int
+    lr_floor: float  # the cosine schedule ends at learning_rate * lr_floor; 1.0 = constant after warmup
+    grad_clip: float  # 0 = no clipping
+
+
+@dataclasses.dataclass(frozen=True)
+class Loop:
+    """What the training loop needs of a phase's section."""
+    section: str  # config section, named in messages
+    batch_size: int
+    max_epochs: int
+    patience: float  # epochs without improvement before stopping; inf = never
+    steps_per_epoch: int  # 0 = a full pass over the train split
+    optim: Optim
+
+
+@dataclasses.dataclass(frozen=True)
+class RL:
+    method: methods.Method
+    reward: Callable  # (pred_BG, target_B) -> reward_BG
+    num_rollouts: int
+    temperature: float
+    clip_eps: float
+    ppo_epochs: int  # gradient passes over one batch of rollouts
+    expert_weight: float  # 0 unless the method adds the expert term
+    kl_weight: float
+    entropy_weight: float
+    loop: Loop
+    fingerprint: dict  # the section minus max_epochs: a resumed RL phase must match it
+
+
+@dataclasses.dataclass(frozen=True)
+class Token:
+    method: methods.Method
+    objective: Callable  # (logits_BLV, tokens_BL, weight_B) -> (sum, count)
+    weight: float
+    tau: float
+    loop: Loop
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+    method: methods.Method
+    num_bins: int
+    low: float
+    high: float
+    smoothing: float
+    num_samples: int
+    loop: Loop
+
+
+@dataclasses.dataclass(frozen=True)
+class Eval:
+    num_samples: int
+    temperature: float
+    batch_size: int
+    splits: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    seed: int
+    phases: tuple[str, ...]
+    ce: Loop
+    rl: RL
+    token: Token
+    head: Head
+    eval: Eval
+
+    def trains(self) -> bool:
+        return any(p in self.phases for p in methods.KINDS)
+
+    def method(self, kind: str) -> methods.Method:
+        """The method this run trains (or evaluates) for a phase kind."""
+        return getattr(self, kind).method if kind in methods.SELECTED_KINDS else methods.only(kind)
+
+
+def parse_phases(text: str) -> tuple[str, ...]:
+    phases = [p.strip() for p in str(text).split(",") if p.strip()]
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown or not phases:
+        raise GenreError(f"config.phases: unknown phase(s) {unknown or phases}; expected a comma-separated "
+                         f"subset of {list(PHASES)}")
+    return tuple(phases)
+
+
+class _Reader:
+    """One config section's fields, read with typed one-line errors that name the field."""
+
+    def __init__(self, config, name: str):
+        self.cfg, self.name = config[name], name
+
+    def __getattr__(self, field: str):
+        return self.cfg[field]
+
+    def int(self, field: str, low: int = 1) -> int:
+        value = self.cfg[field]
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise GenreError(f"config.{self.name}.{field}: expected an integer >= {low}, got {value!r}")
+        return int(value)
+
+    def float(self, field: str, low: float = 0.0, strict: bool = False) -> float:
+        value = self.cfg[field]
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or value < low or (strict and value == low):
+            raise GenreError(f"config.{self.name}.{field}: expected a finite number {'>' if strict else '>='} "
+                             f"{low}, got {value!r}")
+        return float(value)
+
+    def optim(self, learning_rate: float | None = None, lr_floor: float | None = None) -> Optim:
+        lr = self.float("learning_rate", strict=True) if learning_rate is None else learning_rate
+        floor = self.float("lr_floor") if lr_floor is None else lr_floor
+        return Optim(lr, self.float("weight_decay"), self.int("warmup_steps", 0), floor, self.float("grad_clip"))
+
+    def loop(self, optim: Optim | None = None, patience: float | None = None, steps_per_epoch: int = 0) -> Loop:
+        patience = float(self.int("patience")) if patience is None else patience
+        return Loop(self.name, self.int("batch_size"), self.int("max_epochs", 0), patience, steps_per_epoch,
+                    optim or self.optim())
+
+
+def _rl(config, tokenizer, ce_lr: float) -> RL:
+    s = _Reader(config, "rl")
+    method = methods.get(s.method, "rl", "config.rl.method")
+    if s.reward not in objectives.REWARDS:
+        raise GenreError(f"config.rl.reward: unknown reward {s.reward!r}; expected one of {sorted(objectives.REWARDS)}")
+    rollouts = s.int("num_rollouts")
+    if rollouts < method.spec.min_rollouts:
+        raise GenreError(f"config.rl.num_rollouts: {method.name} needs at least {method.spec.min_rollouts} "
+                         f"rollouts per input")
+    # RL keeps the CE rate unless told otherwise, and a constant rate after its warmup.
+    lr = ce_lr if s.learning_rate is None else s.float("learning_rate", strict=True)
+    expert = DEFAULT_EXPERT_WEIGHT[tokenizer.name] if s.expert_weight is None else s.float("expert_weight")
+    loop = s.loop(s.optim(learning_rate=lr, lr_floor=1.0), patience=math.inf,
+                  steps_per_epoch=s.int("steps_per_epoch", 0))
+    return RL(method, objectives.REWARDS[s.reward], rollouts, s.float("temperature", strict=True),
+              s.float("clip_eps"), s.int("ppo_epochs"), expert if method.spec.expert else 0.0,
+              s.float("kl_weight"), s.float("entropy_weight"), loop,
+              {k: v for k, v in s.cfg.to_dict().items() if k != "max_epochs"})
+
+
+def _token(config, tokenizer) -> Token:
+    s = _Reader(config, "token")
+    method = methods.get(s.method, "token", "config.token.method")
+    weight = method.spec.default_weight if s.weight is None else s.float("weight")
+    tau = s.float("tau", strict=True) if method.spec.uses_tau else float(s.tau)
+    objective = objectives.make_token_objective(method.spec, tokenizer, weight, tau)
+    return Token(method, objective, weight, tau, s.loop())
+
+
+def _head(config) -> Head:
+    s = _Reader(config, "head")
+    method = methods.get(s.method, "head", "config.head.method")
+    low, high = s.float("low", -math.inf), s.float("high", -math.inf)
+    if not low < high:
+        raise GenreError(f"config.head.low/high: expected low < high, got low={low}, high={high}")
+    return Head(method, s.int("num_bins"), low, high, s.float("smoothing"),
+                s.int("num_samples") if method.spec.binned else 1, s.loop())
+
+
+def _eval(config) -> Eval:
+    s = _Reader(config, "eval")
+    splits = tuple(p.strip() for p in str(s.splits).split(",") if p.strip())
+    if not splits or any(p not in SPLITS for p in splits):
+        raise GenreError(f"config.eval.splits: expected a comma-separated subset of {list(SPLITS)}, got {s.splits!r}")
+    return Eval(s.int("num_samples"), s.float("temperature", strict=True), s.int("batch_size"), splits)
+
+
+def resolve(config, tokenizer) -> Settings:
+    """Validates every section the run can read; returns them typed, with the methods resolved."""
+    phases = parse_phases(config.phases)
+    model = _Reader(config, "model")
+    for field in _MODEL_SIZES:
+        if field in model.cfg:
+            model.int(field)
+    if "gbdt" in phases and config.get("data_format", "talent") != "talent":
+        raise GenreError("config.phases: 'gbdt' needs tabular features; it does not apply to "
+                         f"data_format={config.data_format!r}")
+    seed = config.seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise GenreError(f"config.seed: expected an integer >= 0, got {seed!r}")
+    ce = _Reader(config, "ce").loop()
+    return Settings(int(seed), phases, ce, _rl(config, tokenizer, ce.optim.learning_rate), _token(config, tokenizer),
+                    _head(config), _eval(config))

@@ -1,0 +1,46 @@
+"""Synthetic inputs the tests write to disk: a TALENT-format dataset folder and measured-program rows."""
+import gzip
+import json
+import pathlib
+
+import numpy as np
+
+
+def write_talent_dataset(root: pathlib.Path, name: str = "toy", n: int = 300, seed: int = 0) -> pathlib.Path:
+    """A small TALENT-format folder: 4 numeric features (one with NaNs), 1 categorical, smooth target."""
+    rng = np.random.default_rng(seed)
+    num = rng.normal(size=(n, 4))
+    cat = rng.choice(["a", "b", "c"], size=(n, 1)).astype(object)
+    y = num[:, 0] * 2 + np.sin(num[:, 1]) + (cat[:, 0] == "b") + 0.1 * rng.normal(size=n)
+    num[rng.random(n) < 0.05, 3] = np.nan
+    folder = root / name
+    folder.mkdir(parents=True)
+    cuts = {"train": slice(0, int(0.64 * n)), "val": slice(int(0.64 * n), int(0.8 * n)), "test": slice(int(0.8 * n), n)}
+    for split, sl in cuts.items():
+        np.save(folder / f"N_{split}.npy", num[sl])
+        np.save(folder / f"C_{split}.npy", cat[sl], allow_pickle=True)
+        np.save(folder / f"y_{split}.npy", y[sl])
+    (folder / "info.json").write_text(json.dumps({"name": name, "task_type": "regression"}))
+    return folder
+
+
+def write_code_rows(path, n=120, seed=0, hub=False):
+    """Synthetic measured programs: memory grows with the loop size written in the source."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        size = int(rng.integers(1, 1000))
+        source = f"def test_{i}(self):\n    data = [0] * {size}\n    self.assertTrue(data)\n"
+        memory, time_s = 100.0 + 8 * size * rng.uniform(0.9, 1.1), 1e-4 * rng.uniform(1, 3)
+        if hub:
+            rows.append({"identifier": f"APPS_{i}", "space": "APPS", "input": source, "target_metric": "val_accuracy",
+                         "val_accuracy": memory, "metric_type": "memory_bytes",
+                         "metadata": str({"problem_id": i // 3, "language": "python"})})
+        else:
+            rows.append({"id": f"test.mod.Case.test_{i}", "source": source, "file": f"test/file_{i // 4}.py",
+                         "wall_time_s": time_s, "peak_memory_bytes": memory, "status": "ok"})
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wt") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return rows

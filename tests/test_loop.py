@@ -1,0 +1,155 @@
+"""The one training loop, driven by a linear model (cheap to compile): schedule, selection, early
+stopping, logs, the non-finite stop, RL-style starts and resume."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs import tabular
+from genre_jax import checkpoint, loop, train
+from genre_jax.errors import GenreError
+from genre_jax.settings import Optim
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    tx = loop.make_optimizer(Optim(learning_rate=1e-3, weight_decay=0.0, warmup_steps=10, lr_floor=0.1,
+                                   grad_clip=0.0), 100)
+    params = {"w": np.ones(())}
+    state = tx.init(params)
+    lrs = []
+    for _ in range(100):
+        updates, state = tx.update({"w": np.ones(())}, state, params)
+        lrs.append(-float(updates["w"]))  # Adam's first step direction is ~1, so the update is ~lr
+    assert lrs[0] < lrs[9] and abs(lrs[10] - 1e-3) < 1e-4
+    assert abs(lrs[-1] - 1e-4) < 2e-5 and np.all(np.diff(lrs[11:]) <= 1e-9)
+
+
+def linear_arrays(seed=0):
+    rng = np.random.default_rng(seed)
+    w_F = np.array([1.0, -2.0, 0.5], np.float32)
+    arrays = {}
+    for split, n in (("train", 100), ("val", 30)):
+        x_NF = rng.normal(size=(n, 3)).astype(np.float32)
+        arrays[split] = {"x": x_NF, "z": x_NF @ w_F + 0.1 * rng.normal(size=n).astype(np.float32)}
+    return arrays
+
+
+def squared_error(params, batch, key, train):
+    pred_B = batch["x"] @ params["w"]
+    return jnp.sum(batch["weight"] * jnp.square(pred_B - batch["z"])), jnp.sum(batch["weight"])
+
+
+def linear_phase(ctx, validate=None, **overrides):
+    train_step = None
+
+    def make_step(tx):
+        nonlocal train_step
+        train_step, eval_step = train.supervised_steps(squared_error, tx, ctx.mesh, ctx.seed)
+        return train_step
+
+    val = ctx.arrays["val"]
+    validate = validate or (lambda params: {"val_loss": float(np.mean((val["x"] @ np.asarray(params["w"])
+                                                                         - val["z"]) ** 2))})
+    return loop.Phase("lin", ctx.settings.ce, make_step, validate, ("x", "z"), **overrides)
+
+
+def config(**ce):
+    c = tabular.get_config("tiny")
+    c.ce.update(dict(learning_rate=0.05, batch_size=16, max_epochs=6, patience=6, warmup_steps=0, lr_floor=1.0,
+                     weight_decay=0.0), **ce)
+    return c
+
+
+def read_log(ctx):
+    with open(f"{ctx.workdir}/lin/log.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_loop_learns_keeps_the_best_epoch_and_logs_every_epoch(make_context):
+    ctx = make_context(linear_arrays(), config())
+    best, progress = loop.run(ctx, linear_phase(ctx), {"w": np.zeros(3, np.float32)})
+    log = read_log(ctx)
+    assert [r["epoch"] for r in log] == list(range(6)) and progress["done"]
+    assert set(log[0]) == {"epoch", "train_loss", "val_loss", "best_val_loss"}
+    assert log[-1]["val_loss"] < 0.1 * log[0]["val_loss"]
+    assert progress["best_val"] == min(r["val_loss"] for r in log)
+    best_epoch = int(np.argmin([r["val_loss"] for r in log]))
+    assert progress["best_epoch"] == best_epoch
+    meta = checkpoint.PhaseCheckpoints(ctx.workdir, "lin").meta("best")
+    assert meta["epoch"] == best_epoch and meta["val_loss"] == progress["best_val"]
+    # done: a second call restores the best params without training
+    again, _ = loop.run(ctx, linear_phase(ctx), {"w": np.zeros(3, np.float32)})
+    np.testing.assert_array_equal(again["w"], best["w"])
+    assert len(read_log(ctx)) == 6
+
+
+def test_patience_stops_early(make_context):
+    ctx = make_context(linear_arrays(), config(max_epochs=20, patience=2))
+    worse = iter(range(100))  # validation gets worse every epoch after the first
+    _, progress = loop.run(ctx, linear_phase(ctx, validate=lambda p: {"val_loss": float(next(worse))}),
+                           {"w": np.zeros(3, np.float32)})
+    assert progress["epoch"] == 3 and progress["best_epoch"] == 0 and progress["bad_epochs"] == 2
+
+
+def test_non_finite_values_stop_with_one_line(make_context):
+    ctx = make_context(linear_arrays(), config())
+    message = r"^lin phase: val_loss became nan at epoch 0; lower config\.ce\.learning_rate$"
+    with pytest.raises(GenreError, match=message):
+        loop.run(ctx, linear_phase(ctx, validate=lambda p: {"val_loss": float("nan")}), {"w": np.zeros(3, np.float32)})
+
+
+def test_competing_start_fingerprint_and_extension(make_context):
+    """RL's switches: the start is epoch -1 (best step 0), other settings are refused, and a finished
+    phase continues when max_epochs is raised."""
+    ctx = make_context(linear_arrays(), config(max_epochs=2))
+    rewards = {}
+
+    def reward(params):  # maximized; the zero start is already the best it will ever be here
+        value = -float(np.sum(np.square(params["w"] - np.zeros(3))))
+        rewards.setdefault(len(rewards), value)
+        return {"val_reward": value}
+
+    phase = linear_phase(ctx, validate=reward, maximize=True, start_competes=True, fingerprint={"a": 1})
+    best, progress = loop.run(ctx, phase, {"w": np.zeros(3, np.float32)})
+    np.testing.assert_array_equal(best["w"], 0.0)
+    assert progress["best_epoch"] == -1 and progress["start_val"] == 0.0
+    ckpt = checkpoint.PhaseCheckpoints(ctx.workdir, "lin")
+    assert ckpt.best_step() == 0 and ckpt.meta("best")["epoch"] == -1
+    with pytest.raises(GenreError, match="other settings"):
+        loop.run(ctx, linear_phase(ctx, validate=reward, maximize=True, start_competes=True, fingerprint={"a": 2}),
+                 {"w": np.zeros(3, np.float32)})
+    longer = make_context(linear_arrays(), config(max_epochs=3))
+    _, progress = loop.run(longer, linear_phase(longer, validate=reward, maximize=True, start_competes=True,
+                                                fingerprint={"a": 1}), {"w": np.zeros(3, np.float32)})
+    assert progress["epoch"] == 3 and [r["epoch"] for r in read_log(ctx)] == [0, 1, 2]
+
+
+def test_killed_loop_resumes_to_the_same_result(make_context, tmp_path, monkeypatch):
+    init = {"w": np.zeros(3, np.float32)}
+    straight = make_context(linear_arrays(), config(), workdir=tmp_path / "a")
+    best_a, _ = loop.run(straight, linear_phase(straight), init)
+
+    original_save = checkpoint.PhaseCheckpoints.save
+
+    def save_then_die(self, which, step, tree, meta):
+        original_save(self, which, step, tree, meta)
+        if which == "last" and step == 2:
+            raise KeyboardInterrupt
+
+    resumed = make_context(linear_arrays(), config(), workdir=tmp_path / "b")
+    monkeypatch.setattr(checkpoint.PhaseCheckpoints, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(resumed, linear_phase(resumed), init)
+    monkeypatch.setattr(checkpoint.PhaseCheckpoints, "save", original_save)
+    best_b, _ = loop.run(resumed, linear_phase(resumed), init)
+    np.testing.assert_array_equal(best_a["w"], best_b["w"])
+    assert read_log(straight) == read_log(resumed)
+
+
+def test_mean_stats_are_exact_over_uneven_batches():
+    sums = [loop.LossSums(jnp.float32(3.0), jnp.float32(2.0)), loop.LossSums(jnp.float32(1.0), jnp.float32(6.0))]
+    assert loop.mean_stats(sums) == {"loss": 0.5}
+    assert loop.steps_per_epoch(100, 16) == 7 and loop.steps_per_epoch(100, 16, cap=3) == 3
+    assert jax.tree.leaves(sums[0])  # stats are pytrees the jitted step can return

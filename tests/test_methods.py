@@ -1,0 +1,68 @@
+"""The method registry: every name, its kind, folder and parts; the one place method names live."""
+import pytest
+
+from genre_jax import heads, methods, objectives
+from genre_jax.errors import GenreError
+
+
+def test_every_method_has_one_record_with_its_kind_and_folder():
+    assert methods.NAMES == ("ce", "remax", "grpo", "genre2", "rloo", "ntl_mse", "ntl_was", "dist2", "pointwise",
+                             "riemann", "lightgbm")
+    kinds = {n: methods.METHODS[n].kind for n in methods.NAMES}
+    assert kinds == {"ce": "ce", "remax": "rl", "grpo": "rl", "genre2": "rl", "rloo": "rl", "ntl_mse": "token",
+                     "ntl_was": "token", "dist2": "token", "pointwise": "head", "riemann": "head",
+                     "lightgbm": "gbdt"}
+    # folders as every earlier workdir has them, so old checkpoints restore
+    assert methods.METHODS["ce"].folder == "ce" and methods.METHODS["remax"].folder == "rl/remax"
+    assert methods.METHODS["dist2"].folder == "token/dist2" and methods.METHODS["riemann"].folder == "head/riemann"
+    assert methods.METHODS["lightgbm"].folder is None
+    assert [n for n in methods.NAMES if methods.METHODS[n].from_ce] == [
+        "remax", "grpo", "genre2", "rloo", "ntl_mse", "ntl_was", "dist2"]
+    assert [n for n in methods.NAMES if methods.METHODS[n].point_predictor] == ["pointwise", "lightgbm"]
+    assert methods.only("ce").name == methods.BASELINE and methods.METHODS[methods.FLAGSHIP].spec.expert
+
+
+def test_rl_entries_pair_the_paper_components():
+    remax, genre2, grpo, rloo = (methods.METHODS[n].spec for n in ("remax", "genre2", "grpo", "rloo"))
+    assert remax.advantage is genre2.advantage is objectives.remax_advantage
+    assert (remax.expert, genre2.expert) == (False, True)
+    assert grpo.policy_loss is objectives.ppo_clip_loss and grpo.min_rollouts == 2
+    assert rloo.advantage is objectives.rloo_advantage and rloo.policy_loss is objectives.reinforce_loss
+    assert methods.METHODS["riemann"].spec is heads.RIEMANN and not heads.POINTWISE.binned
+    assert {n: methods.METHODS[n].spec.default_weight for n in methods.names("token")} == {
+        "ntl_mse": 0.3, "ntl_was": 0.3, "dist2": 0.1}
+
+
+def test_lookup_errors_name_the_field():
+    with pytest.raises(GenreError, match=r"^config\.head\.method: unknown head method 'histogram'; expected one of "
+                                         r"\['pointwise', 'riemann'\]$"):
+        methods.get("histogram", "head", "config.head.method")
+    with pytest.raises(GenreError, match="config.rl.method"):
+        methods.get("remax", "token", "config.rl.method")  # a real method of another kind is refused too
+
+
+def test_launch_flags_and_dependencies():
+    assert methods.METHODS["grpo"].launch_flags() == ["--config.phases=rl,eval", "--config.rl.method=grpo"]
+    assert methods.METHODS["genre2"].launch_flags(with_ce=True) == ["--config.phases=ce,rl,eval",
+                                                                    "--config.rl.method=genre2"]
+    assert methods.METHODS["ce"].launch_flags(with_ce=True) == ["--config.phases=ce,eval"]
+    assert methods.with_dependencies(["lightgbm", "genre2", "genre2"]) == ["ce", "genre2", "lightgbm"]
+    assert methods.with_dependencies(["riemann"]) == ["riemann"]
+    with pytest.raises(GenreError, match="nope"):
+        methods.with_dependencies(["nope"])
+
+
+def test_one_new_entry_is_a_usable_method(monkeypatch):
+    from experiments.configs import tabular
+    from genre_jax import settings
+    from genre_jax.tokenizers import NormalizedTokenizer
+
+    entry = methods.Method("meanbase", "rl", methods.RLSpec(objectives.rloo_advantage, objectives.reinforce_loss,
+                                                           min_rollouts=2))
+    monkeypatch.setitem(methods.METHODS, "meanbase", entry)
+    config = tabular.get_config("tiny")
+    config.rl.method = "meanbase"
+    resolved = settings.resolve(config, NormalizedTokenizer())
+    assert resolved.method("rl") is entry and resolved.rl.method.folder == "rl/meanbase"
+    assert entry.launch_flags() == ["--config.phases=rl,eval", "--config.rl.method=meanbase"]
+    assert methods.with_dependencies(["meanbase"]) == ["ce", "meanbase"]

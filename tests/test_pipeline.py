@@ -1,0 +1,109 @@
+"""The pipeline: phases in order, resume, settings checked before any work, nothing left behind."""
+import json
+import os
+import shutil
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+import launch
+from genre_jax import checkpoint, loop, models, settings
+from genre_jax.errors import GenreError
+from genre_jax.tokenizers import tokenizer_from_spec
+
+
+def _final_params(workdir):
+    ckpt = checkpoint.PhaseCheckpoints(workdir, "ce")
+    return ckpt.restore("last", _like(workdir))[0].params
+
+
+def _like(workdir):
+    meta = checkpoint.PhaseCheckpoints(workdir, "ce").meta("best")
+    tok = tokenizer_from_spec(meta["tokenizer"])
+    model = models.make_model(ml_collections.ConfigDict(meta["config"]["model"]), tok)
+    params = models.init_params(model, 5, tok.length, jax.random.key(0))
+    tx = loop.make_optimizer(settings.resolve(ml_collections.ConfigDict(meta["config"]), tok).ce.optim, 10)
+    return loop.TrainState(jax.numpy.zeros((), jax.numpy.int32), params, tx.init(params))
+
+
+def test_interrupted_ce_resumes_to_the_same_parameters(tmp_path, toy_data_dir, monkeypatch,
+                                                      tiny_config):
+    config = tiny_config(data_dir=str(toy_data_dir), dataset="toy", phases="ce", **{"ce.max_epochs": 3,
+                                                                                   "ce.patience": 5})
+    launch.run(config, str(tmp_path / "straight"))
+
+    original_save = checkpoint.PhaseCheckpoints.save
+
+    def save_then_die(self, which, step, tree, meta):
+        original_save(self, which, step, tree, meta)
+        if which == "last" and step == 1:
+            raise KeyboardInterrupt  # as if the job were killed after epoch 2's checkpoint
+
+    monkeypatch.setattr(checkpoint.PhaseCheckpoints, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        launch.run(config, str(tmp_path / "resumed"))
+    monkeypatch.setattr(checkpoint.PhaseCheckpoints, "save", original_save)
+    assert checkpoint.PhaseCheckpoints(str(tmp_path / "resumed"), "ce").meta("last")["epoch"] == 2
+    launch.run(config, str(tmp_path / "resumed"))
+
+    a = _final_params(str(tmp_path / "straight"))
+    b = _final_params(str(tmp_path / "resumed"))
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), a, b)
+    log = [json.loads(l) for l in open(tmp_path / "resumed" / "ce" / "log.jsonl")]
+    assert [r["epoch"] for r in log] == [0, 1, 2]
+
+
+def test_bad_inputs_raise_one_line_errors_and_leave_nothing(tmp_path, toy_data_dir, tiny_config):
+    cases = [
+        (dict(data_dir=str(toy_data_dir), dataset="nope"), "nope"),
+        (dict(data_dir=str(toy_data_dir), dataset="toy", **{"tokenizer.name": "bogus"}), "config.tokenizer.name"),
+        (dict(data_dir=str(toy_data_dir), dataset="toy", phases="ce,train"), "config.phases"),
+        (dict(data_dir=str(toy_data_dir), dataset="toy", **{"model.name": "resnet"}), "config.model.name"),
+    ]
+    for i, (overrides, needle) in enumerate(cases):
+        workdir = tmp_path / f"w{i}"
+        with pytest.raises(GenreError, match=needle) as err:
+            launch.run(tiny_config(**overrides), str(workdir))
+        assert "\n" not in str(err.value)
+        assert not workdir.exists()
+
+
+def test_workdir_of_a_different_model_is_refused(tmp_path, toy_data_dir, tiny_config):
+    workdir = str(tmp_path / "w")
+    launch.run(tiny_config(data_dir=str(toy_data_dir), dataset="toy", phases="ce", **{"ce.max_epochs": 1}), workdir)
+    with pytest.raises(GenreError, match="different model"):
+        launch.run(tiny_config(data_dir=str(toy_data_dir), dataset="toy", **{"model.d_model": 32}), workdir)
+
+
+def test_settings_are_checked_before_training(tmp_path, toy_data_dir, tiny_config):
+    cases = [({"eval.splits": "val,tst"}, "config.eval.splits"), ({"ce.batch_size": 0}, "config.ce.batch_size"),
+             ({"model.num_heads": 0}, "config.model.num_heads"),
+             ({"phases": "ce,token,eval", "token.method": "ce"}, "config.token.method")]
+    for i, (overrides, needle) in enumerate(cases):
+        with pytest.raises(GenreError, match=needle):
+            launch.run(tiny_config(data_dir=str(toy_data_dir), dataset="toy", **overrides), str(tmp_path / f"w{i}"))
+        assert not (tmp_path / f"w{i}").exists()
+
+
+def test_eval_alone_restores_every_checkpoint_and_reuses_unchanged_results(tiny_run, tmp_path,
+                                                                           tiny_config):
+    source, summary = tiny_run
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(source, workdir)
+    again = launch.run(tiny_config(phases="eval"), workdir)
+    assert again["phases"] == json.loads(json.dumps(summary["phases"]))  # same checkpoints: nothing recomputed
+    # a changed evaluation setting is recomputed for every method found, RL selection included
+    changed = launch.run(tiny_config(phases="eval", **{"eval.num_samples": 3, "eval.splits": "test"}), workdir)
+    assert set(changed["phases"]) == {"ce", "genre2"}
+    assert changed["phases"]["genre2"]["num_samples"] == 3 and set(changed["phases"]["ce"]["splits"]) == {"test"}
+    assert changed["phases"]["genre2"]["selection"] == summary["phases"]["genre2"]["selection"]
+    saved = np.load(os.path.join(workdir, "eval", "genre2", "predictions_test.npz"))
+    assert saved["samples_z"].shape[1] == 3
+
+
+def test_methods_from_ce_need_its_checkpoint(tmp_path, toy_data_dir, tiny_config):
+    with pytest.raises(GenreError, match="no ce checkpoint to start from; add 'ce' to --config.phases"):
+        launch.run(tiny_config(data_dir=str(toy_data_dir), dataset="toy", phases="rl,eval"), str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
