@@ -373,10 +373,17 @@ def main(argv=None, launcher: Launcher | None = None) -> int:
             raise ValueError(f"dataset folder(s) {missing} not in {data_dir}")
         seeds = [int(s) for s in split_list(args.seeds if args.seeds is not None else config.seeds)]
         jobs = list_jobs(datasets, seeds, split_list(args.methods or config.methods), args.protocol)
+        authors_path = sp.authors_hparams_path(config, data_dir)
+        authors = sp.read_authors_hparams(authors_path)
     except (GenreError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    authors = sp.read_authors_hparams(sp.authors_hparams_path(config, data_dir))
+    without_row = [d for d in datasets if d not in authors]
+    if authors_path and not os.path.exists(authors_path):
+        print(f"note: no {authors_path}; every dataset uses the {config.config} defaults", file=sys.stderr)
+    elif authors_path and without_row:
+        print(f"note: {authors_path} has no row for {', '.join(without_row)}; those use the {config.config} "
+              f"defaults", file=sys.stderr)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     rows = read_rows(out, repair=not args.dry_run)
     todo = pending_jobs(jobs, rows, args.retry_failed)

@@ -188,6 +188,7 @@ class NumberDecoder(nn.Module):
     d_ff: int
     dropout: float
     pos_embedding: str = "learned"
+    final_norm: bool = True  # False: no LayerNorm before the head, as the release's nn.TransformerDecoder
 
     def setup(self):
         if self.d_model % self.num_heads:
@@ -200,7 +201,8 @@ class NumberDecoder(nn.Module):
         else:
             raise GenreError(f"config.model.pos_embedding: expected 'learned' or 'sinusoidal', got {self.pos_embedding!r}")
         self.blocks = [DecoderBlock(self.d_model, self.num_heads, self.d_ff, self.dropout) for _ in range(self.num_layers)]
-        self.ln_final = nn.LayerNorm()
+        if self.final_norm:
+            self.ln_final = nn.LayerNorm()
         self.head = nn.Dense(self.vocab_size)
         self.drop = nn.Dropout(self.dropout)
 
@@ -209,7 +211,7 @@ class NumberDecoder(nn.Module):
         h = self.drop(self.embed(tokens_in_BL) + self.pos_table[:length], deterministic=not train)
         for block in self.blocks:
             h = block(h, *block.memory_kv(memory_BMD), train=train)
-        return self.head(self.ln_final(h))  # logits_BLV
+        return self.head(self._final(h))  # logits_BLV
 
     def init_cache(self, memory_BMD, length: int) -> Cache:
         batch = memory_BMD.shape[0]
@@ -227,7 +229,10 @@ class NumberDecoder(nn.Module):
         for block, layer_cache in zip(self.blocks, cache["layers"]):
             h, layer_cache = block.step(h, pos, layer_cache)
             layers.append(layer_cache)
-        return self.head(self.ln_final(h)), {"layers": layers}  # logits_BV
+        return self.head(self._final(h)), {"layers": layers}  # logits_BV
+
+    def _final(self, h):
+        return self.ln_final(h) if self.final_norm else h
 
 
 class _EncoderDecoder(nn.Module):
@@ -244,10 +249,11 @@ class _EncoderDecoder(nn.Module):
     d_ff: int = 1024
     dropout: float = 0.1
     pos_embedding: str = "learned"
+    final_norm: bool = True
 
     def _number_decoder(self) -> NumberDecoder:
         return NumberDecoder(self.vocab_size, self.max_length, self.d_model, self.num_layers, self.num_heads,
-                             self.d_ff, self.dropout, self.pos_embedding)
+                             self.d_ff, self.dropout, self.pos_embedding, self.final_norm)
 
     def __call__(self, x, tokens_in_BL, train: bool = False):
         return self.decoder(self.encoder(x, train), tokens_in_BL, train)
@@ -303,7 +309,7 @@ def make_encoder(model_name: str, **fields) -> nn.Module:
 
 MODELS = {"tabular_decoder": TabularRegressor, "code_decoder": CodeRegressor}
 _MODEL_FIELDS = ("d_model", "num_layers", "num_heads", "d_ff", "dropout", "mlp_hidden", "mlp_layers", "pos_embedding",
-                 "enc_layers", "memory_slots", "patch_size")
+                 "final_norm", "enc_layers", "memory_slots", "patch_size")
 
 
 def make_model(config, tokenizer) -> nn.Module:

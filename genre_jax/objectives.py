@@ -182,25 +182,38 @@ def mean_entropy(logits_BGLV, weights_B):
 # GenRe² dense expert term.
 
 def expert_tokens(tokenizer, rollout_BGL, target_BL):
-    """The expert's next token at every position of every rollout.
+    """The expert's next token at every position of every rollout, chosen by value.
 
-    While the rollout's prefix equals the target's, the expert emits the target token. Once the
-    prefix is already above the target value it emits the token that makes the rest as small as
-    possible; once below, as large as possible. "Above" is judged in value order at the first
-    differing position, using the tokenizer's per-position direction (for IEEE tokens a larger
-    exponent digit makes a negative number smaller, etc.).
+    While the rollout's prefix equals the target's, the expert emits the target token. Off that
+    path it emits the allowed token whose completions come closest to the target value: every
+    completion of ``prefix + t`` lies in [lo, hi], the least and greatest value over the
+    tokenizer's corner completions, and the expert picks the t with the smallest distance from the
+    target to [lo, hi] (lowest token id on ties). For normalized tokens (value order = token order)
+    this is the release's rule: the smallest digit once the prefix is above the target, the largest
+    once below. For IEEE tokens it stays right where token order and value order part: zero and
+    clamped small values carry leading-zero mantissas, and an exponent digit's direction depends
+    on both signs, so "above" is never judged from the tokens alone.
     """
+    length, vocab = tokenizer.allowed.shape
+    corners_KL = jnp.asarray(tokenizer.corner_completions)
+    pos_L = np.arange(length)
+    before_IL = jnp.asarray(pos_L[None, :] < pos_L[:, None])  # j < i: the rollout's own prefix
+    at_IL = jnp.asarray(pos_L[None, :] == pos_L[:, None])  # j == i: the candidate token
+    # candidates_BGIVKL: the rollout's first i tokens, then t at position i, then corner k
+    candidates = jnp.where(
+        before_IL[None, None, :, None, None, :], rollout_BGL[:, :, None, None, None, :],
+        jnp.where(at_IL[None, None, :, None, None, :], jnp.arange(vocab)[None, None, None, :, None, None],
+                  corners_KL[None, None, None, None, :, :]))
+    values_BGIVK = tokenizer.decode(candidates)
+    target_B = tokenizer.decode(target_BL)[:, None, None, None]
+    gap_BGIV = jnp.maximum(jnp.maximum(values_BGIVK.min(-1) - target_B, target_B - values_BGIVK.max(-1)), 0.0)
+    gap_BGIV = jnp.where(jnp.asarray(tokenizer.allowed)[None, None], gap_BGIV, jnp.inf)
+    nearest_BGI = jnp.argmin(gap_BGIV, axis=-1)
     target_BGL = jnp.broadcast_to(target_BL[:, None, :], rollout_BGL.shape)
-    direction_BGL = tokenizer.value_direction(rollout_BGL)  # +1: larger token -> larger value
-    diff_BGL = jnp.sign(rollout_BGL - target_BGL) * direction_BGL
-    first_BGL = (diff_BGL != 0) & (jnp.cumsum(diff_BGL != 0, axis=-1) == 1)
-    # status[i] = sign of the first difference strictly before position i (0 while on track)
-    status_BGL = jnp.cumsum(jnp.where(first_BGL, diff_BGL, 0), axis=-1)
-    status_BGL = jnp.concatenate([jnp.zeros_like(status_BGL[..., :1]), status_BGL[..., :-1]], axis=-1)
-    lowest_L, highest_L = tokenizer.token_range
-    make_small = jnp.where(direction_BGL > 0, lowest_L, highest_L)
-    make_large = jnp.where(direction_BGL > 0, highest_L, lowest_L)
-    return jnp.where(status_BGL > 0, make_small, jnp.where(status_BGL < 0, make_large, target_BGL)).astype(jnp.int32)
+    # on track at i: the first i tokens equal the target's (the empty prefix always does)
+    differs_BGL = (rollout_BGL != target_BGL).astype(jnp.int32)
+    off_BGL = jnp.cumsum(differs_BGL, axis=-1) - differs_BGL > 0
+    return jnp.where(off_BGL, nearest_BGI, target_BGL).astype(jnp.int32)
 
 
 def expert_cross_entropy(logits_BGLV, expert_BGL, weights_B):

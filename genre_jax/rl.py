@@ -52,26 +52,33 @@ def make_rl_steps(model, tokenizer, rl: RL, tx, mesh):
     """Jitted (train_step(state, ref_params, batch, key), val_step(params, batch, key))."""
     spec, G, tok = rl.method.spec, rl.num_rollouts, tokenizer
 
-    def rollout(params, batch, key) -> Rollout:
+    def rollout(params, batch, key, target_B) -> Rollout:
         drawn = sampling.sample(model, params, batch["x"], key, tok, G, rl.temperature, greedy=True)
-        reward_BG = rl.reward(tok.decode(drawn.tokens_BGL), batch["z"])
-        greedy_reward_B = rl.reward(tok.decode(drawn.greedy_BL)[:, None], batch["z"])[:, 0]
+        reward_BG = rl.reward(tok.decode(drawn.tokens_BGL), target_B)
+        greedy_reward_B = rl.reward(tok.decode(drawn.greedy_BL)[:, None], target_B)[:, 0]
         return Rollout(drawn.tokens_BGL, drawn.logp_BGL, reward_BG, greedy_reward_B)
 
     def loss_fn(params, batch, ro: Rollout, advantage_BG, ref_logits_BGLV):
         w = batch["weight"]
         logits_BGLV = sampling.rollout_logits(model, params, batch["x"], ro.tokens_BGL, tok)
-        logp_BGL = sampling.token_logprobs(logits_BGLV, ro.tokens_BGL)
+        # The policy is the tempered distribution the rollouts were drawn from (sampling._rollout);
+        # the expert term is a cross-entropy on the model itself, like CE pretraining.
+        policy_BGLV = logits_BGLV / rl.temperature
+        logp_BGL = sampling.token_logprobs(policy_BGLV, ro.tokens_BGL)
         policy = spec.policy_loss(logp_BGL, ro.logp_BGL, advantage_BG, w, rl.clip_eps)
         expert_ce = objectives.expert_cross_entropy(
             logits_BGLV, objectives.expert_tokens(tok, ro.tokens_BGL, batch["tokens"]), w)
-        kl = objectives.exact_kl(logits_BGLV, ref_logits_BGLV, w) if rl.kl_weight else jnp.zeros(())
-        entropy = objectives.mean_entropy(logits_BGLV, w)
+        kl = (objectives.exact_kl(policy_BGLV, ref_logits_BGLV / rl.temperature, w) if rl.kl_weight
+              else jnp.zeros(()))
+        entropy = objectives.mean_entropy(policy_BGLV, w)
         loss = policy + rl.expert_weight * expert_ce + rl.kl_weight * kl - rl.entropy_weight * entropy
         return loss, (expert_ce, kl, entropy)
 
     def train_step(state: TrainState, ref_params, batch, base_key):
-        ro = rollout(state.params, batch, jax.random.fold_in(base_key, state.step))
+        # As released, training may reward against the target as the tokenizer writes it
+        # (y <- detok(tok(y))); validation always scores the real target.
+        target_B = tok.decode(batch["tokens"]) if rl.requantize_targets else batch["z"]
+        ro = rollout(state.params, batch, jax.random.fold_in(base_key, state.step), target_B)
         advantage_BG = spec.advantage(ro.reward_BG, ro.greedy_reward_B)
         ref_logits = (sampling.rollout_logits(model, ref_params, batch["x"], ro.tokens_BGL, tok)
                       if rl.kl_weight else None)
@@ -87,7 +94,7 @@ def make_rl_steps(model, tokenizer, rl: RL, tx, mesh):
                               entropy * n, n)
 
     def val_step(params, batch, key):
-        ro = rollout(params, batch, key)
+        ro = rollout(params, batch, key, batch["z"])
         w = batch["weight"]
         return ValSums(jnp.sum(w * ro.reward_BG.mean(1)), jnp.sum(w * ro.greedy_reward_B), w.sum())
 

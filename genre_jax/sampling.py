@@ -67,7 +67,8 @@ class Decoded(NamedTuple):
 
 
 def _rollout(model, params, cache, key, tokenizer, temperature: float, greedy: bool):
-    """Decodes one sequence per input with the KV cache; returns tokens_BL and their log-probs."""
+    """Decodes one sequence per input with the KV cache; returns tokens_BL and their log-probs under
+    softmax(masked logits / temperature), the distribution they were drawn from."""
     allowed_LV = jnp.asarray(tokenizer.allowed)
     batch = cache["layers"][0]["mem_k"].shape[0]
 
@@ -75,11 +76,13 @@ def _rollout(model, params, cache, key, tokenizer, temperature: float, greedy: b
         token_B, cache = carry
         pos, step_key = inputs
         logits_BV, cache = model.apply({"params": params}, token_B, pos, cache, method=model.step)
-        logp_BV = jax.nn.log_softmax(mask_logits(logits_BV, allowed_LV[pos]), axis=-1)
+        # One tempered distribution for the draw and its log-probs, so RL at T != 1 stays on-policy.
+        tempered_BV = mask_logits(logits_BV / temperature, allowed_LV[pos])
+        logp_BV = jax.nn.log_softmax(tempered_BV, axis=-1)
         if greedy:
             next_B = jnp.argmax(logp_BV, axis=-1)
         else:
-            next_B = jax.random.categorical(step_key, mask_logits(logits_BV / temperature, allowed_LV[pos]))
+            next_B = jax.random.categorical(step_key, tempered_BV)
         next_B = next_B.astype(jnp.int32)
         return (next_B, cache), (next_B, jnp.take_along_axis(logp_BV, next_B[:, None], axis=-1)[:, 0])
 

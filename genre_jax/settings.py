@@ -50,6 +50,7 @@ class RL:
     temperature: float
     clip_eps: float
     ppo_epochs: int  # gradient passes over one batch of rollouts
+    requantize_targets: bool  # train reward against detok(tok(y)), as released
     expert_weight: float  # 0 unless the method adds the expert term
     kl_weight: float
     entropy_weight: float
@@ -135,6 +136,12 @@ class _Reader:
                              f"{low}, got {value!r}")
         return float(value)
 
+    def bool(self, field: str) -> bool:
+        value = self.cfg[field]
+        if not isinstance(value, bool):
+            raise GenreError(f"config.{self.name}.{field}: expected True or False, got {value!r}")
+        return value
+
     def optim(self, learning_rate: float | None = None, lr_floor: float | None = None) -> Optim:
         lr = self.float("learning_rate", strict=True) if learning_rate is None else learning_rate
         floor = self.float("lr_floor") if lr_floor is None else lr_floor
@@ -155,15 +162,26 @@ def _rl(config, tokenizer, ce_lr: float) -> RL:
     if rollouts < method.spec.min_rollouts:
         raise GenreError(f"config.rl.num_rollouts: {method.name} needs at least {method.spec.min_rollouts} "
                          f"rollouts per input")
-    # RL keeps the CE rate unless told otherwise, and a constant rate after its warmup.
+    # RL keeps the CE rate unless told otherwise.
     lr = ce_lr if s.learning_rate is None else s.float("learning_rate", strict=True)
     expert = DEFAULT_EXPERT_WEIGHT[tokenizer.name] if s.expert_weight is None else s.float("expert_weight")
-    loop = s.loop(s.optim(learning_rate=lr, lr_floor=1.0), patience=math.inf,
-                  steps_per_epoch=s.int("steps_per_epoch", 0))
+    loop = s.loop(s.optim(learning_rate=lr), patience=math.inf, steps_per_epoch=s.int("steps_per_epoch", 0))
     return RL(method, objectives.REWARDS[s.reward], rollouts, s.float("temperature", strict=True),
-              s.float("clip_eps"), s.int("ppo_epochs"), expert if method.spec.expert else 0.0,
+              s.float("clip_eps"), s.int("ppo_epochs"), s.bool("requantize_targets"),
+              expert if method.spec.expert else 0.0,
               s.float("kl_weight"), s.float("entropy_weight"), loop,
-              {k: v for k, v in s.cfg.to_dict().items() if k != "max_epochs"})
+              _fingerprint(s.cfg.to_dict()))
+
+
+# RL fields added after workdirs already existed, with the value that reproduces those runs: left out
+# of the fingerprint while they keep it, so an older RL phase still resumes.
+_LATER_RL_FIELDS = {"lr_floor": 1.0, "requantize_targets": False}
+
+
+def _fingerprint(rl_section: dict) -> dict:
+    """What a resumed RL phase must share with the run that wrote it (max_epochs may be raised)."""
+    return {k: v for k, v in rl_section.items()
+            if k != "max_epochs" and not (k in _LATER_RL_FIELDS and v == _LATER_RL_FIELDS[k])}
 
 
 def _token(config, tokenizer) -> Token:

@@ -94,9 +94,11 @@ class NormalizedTokenizer:
         """[V] float32: the digit value of each token id; 0 for BOS, which is never a target."""
         return _digit_values(self.base, self.vocab_size)
 
-    def value_direction(self, tokens: jnp.ndarray) -> jnp.ndarray:
-        """+1 where a larger token id at a position means a larger value (always, for plain digits)."""
-        return jnp.ones(tokens.shape, jnp.int32)
+    @property
+    def corner_completions(self) -> np.ndarray:
+        """[K, L] token sequences whose suffixes bound every completion's value: value order is token
+        order here, so all-lowest and all-highest digits."""
+        return np.stack(self.token_range).astype(np.int32)
 
     def encode(self, values: np.ndarray) -> tuple[np.ndarray, int]:
         v = np.asarray(values, np.float64).ravel()
@@ -191,18 +193,18 @@ class IEEETokenizer:
         """[V] float32: the digit value of each token id; 0 for '+', '-' and BOS."""
         return _digit_values(self.base, self.vocab_size)
 
-    def value_direction(self, tokens: jnp.ndarray) -> jnp.ndarray:
-        """Per position, +1 if a larger token id makes the value larger given the sequence's signs.
+    @property
+    def corner_completions(self) -> np.ndarray:
+        """[K, L] token sequences whose suffixes bound every completion's value.
 
-        Sign and exponent-sign tokens are ordered (+, -), so a larger id shrinks the value (sign) or
-        the magnitude (exponent sign); exponent digits grow the magnitude when the exponent is
-        positive; mantissa digits always grow the magnitude; a negative sign flips magnitude order.
+        Given both signs the value is monotone in the exponent and in the mantissa, each monotone
+        in every digit, so its extremes over any free suffix lie where the signs take either value
+        and the exponent and mantissa digits are all 0 or all b - 1: 16 corners.
         """
-        sign = jnp.where(tokens[..., :1] == self.minus_id, -1, 1)
-        exp_sign = jnp.where(tokens[..., 1:2] == self.minus_id, -1, 1)
-        E, M = self.exponent_digits, self.mantissa_digits
-        parts = [-jnp.ones_like(sign), -sign, jnp.repeat(sign * exp_sign, E, -1), jnp.repeat(sign, M, -1)]
-        return jnp.concatenate(parts, axis=-1).astype(jnp.int32)
+        b, E, M = self.base, self.exponent_digits, self.mantissa_digits
+        corners = [[sign, exp_sign, *[e] * E, *[m] * M] for sign in (self.plus_id, self.minus_id)
+                   for exp_sign in (self.plus_id, self.minus_id) for e in (0, b - 1) for m in (0, b - 1)]
+        return np.asarray(corners, np.int32)
 
     def encode(self, values: np.ndarray) -> tuple[np.ndarray, int]:
         v = np.asarray(values, np.float64).ravel()

@@ -28,6 +28,15 @@ def test_workdir_identity_check(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"identity": checkpoint.model_identity(config)}))
     config.eval.num_samples = 3  # not part of the identity
     checkpoint.check_workdir_matches(str(tmp_path), config)
+    # a workdir written before model.final_norm existed still matches while the field keeps its old value
+    old = checkpoint.model_identity(config)
+    del old["model"]["final_norm"]
+    (tmp_path / "config.json").write_text(json.dumps({"identity": old}))
+    checkpoint.check_workdir_matches(str(tmp_path), config)
+    config.model.final_norm = False
+    with pytest.raises(GenreError, match="different model \\(model"):
+        checkpoint.check_workdir_matches(str(tmp_path), config)
+    config.model.final_norm = True
     config.dataset = "houses"
     with pytest.raises(GenreError, match="different model \\(dataset"):
         checkpoint.check_workdir_matches(str(tmp_path), config)

@@ -11,10 +11,11 @@ TOK = NormalizedTokenizer(4, 5, -2.0, 2.0)
 
 
 def test_cached_steps_reproduce_teacher_forced_logits():
+    # the released decoder: sinusoidal positions, no final LayerNorm
     model = TabularRegressor(TOK.vocab_size, TOK.length, d_model=16, num_layers=2, num_heads=4, d_ff=32,
-                             mlp_hidden=16, pos_embedding="sinusoidal")
+                             mlp_hidden=16, pos_embedding="sinusoidal", final_norm=False)
     params = init_params(model, 3, TOK.length, jax.random.key(0))
-    assert "pos_table" not in params["decoder"]
+    assert "pos_table" not in params["decoder"] and "ln_final" not in params["decoder"]
     x = jax.random.normal(jax.random.key(1), (4, 3))
     tokens = jax.random.randint(jax.random.key(2), (4, TOK.length), 0, TOK.base)
     inputs = sampling.decoder_inputs(tokens, TOK.bos_id)

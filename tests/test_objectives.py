@@ -1,3 +1,5 @@
+import itertools
+
 import jax
 import numpy as np
 import pytest
@@ -120,21 +122,87 @@ def test_expert_tokens_normalized_hand_made():
     np.testing.assert_array_equal(objectives.expert_tokens(tok, rollouts, target)[0], expected)
 
 
-def test_expert_tokens_ieee_follow_value_order():
+def test_expert_tokens_ieee_point_toward_the_target_by_value():
     tok = IEEETokenizer(10, 1, 2)
     P, M = tok.plus_id, tok.minus_id
-    target = jnp.array([[P, P, 1, 2, 3]])  # +1.23e+1
+    target = jnp.array([[P, P, 1, 2, 3]])  # +2.3e+1 = 23
     rollouts = jnp.array([[
         [P, P, 1, 2, 3],  # on track throughout
-        [M, P, 1, 2, 3],  # negative: below, so the rest should be as large as possible: -0.00e-9 ~ 0
-        [P, M, 1, 2, 3],  # +1.23e-1: below; with a negative exponent the largest value wants small digits
-        [P, P, 2, 0, 0],  # +e2: above; mantissa as small as possible
-        [P, P, 1, 1, 9],  # 1.1 < 1.2: below from position 3 on
-        [M, M, 1, 2, 3],  # negative with negative exponent: exp digit 9 makes it closest to 0
+        [M, P, 1, 2, 3],  # -23: below; the largest reachable value is 0 (zero mantissa)
+        [P, M, 1, 2, 3],  # +0.23: below; with a negative exponent the largest value wants small digits
+        [P, P, 2, 0, 0],  # +0.0e2 = 0, a leading-zero mantissa: below, though its exponent digit is larger
+        [P, P, 1, 1, 9],  # 11.9 < 23: below from position 4 on
+        [M, M, 1, 2, 3],  # -0.023: the closest it can get is 0
     ]])
-    expected = [[P, P, 1, 2, 3], [P, M, 0, 0, 0], [P, P, 0, 9, 9], [P, P, 1, 0, 0], [P, P, 1, 2, 9],
-                [P, M, 9, 0, 0]]
+    expected = [[P, P, 1, 2, 3], [P, P, 0, 0, 0], [P, P, 0, 9, 9], [P, P, 1, 0, 2], [P, P, 1, 2, 9],
+                [P, P, 0, 0, 0]]
     np.testing.assert_array_equal(objectives.expert_tokens(tok, rollouts, target)[0], expected)
+    # the two cases the token-order rule got backwards
+    zero, one_two = tok.encode(np.array([0.0, 1.2]))[0]
+    rollout = tok.encode(np.array([0.1]))[0]  # [+, -, 1, 1, 0]
+    np.testing.assert_array_equal(objectives.expert_tokens(tok, rollout[None], zero[None])[0, 0], [P, P, 0, 0, 0])
+    rollout = jnp.array([[[P, P, 1, 0, 1]]])  # 0.1e1 = 1.0 < 1.2: the expert completes to 1.0, not 0.0
+    np.testing.assert_array_equal(objectives.expert_tokens(tok, rollout, one_two[None])[0, 0], [P, P, 0, 0, 1])
+
+
+def _brute_force_expert(tok, rollout_L, target_L):
+    """Every completion enumerated: off the target's path, the token whose completions come nearest."""
+    allowed = np.asarray(tok.allowed)
+    y = float(tok.decode(jnp.asarray(target_L)))
+    out = []
+    for i in range(tok.length):
+        if np.array_equal(rollout_L[:i], target_L[:i]):
+            out.append(int(target_L[i]))
+            continue
+        gaps = {}
+        for t in np.flatnonzero(allowed[i]):
+            suffixes = itertools.product(*[np.flatnonzero(allowed[j]) for j in range(i + 1, tok.length)])
+            seqs = np.array([[*rollout_L[:i], t, *rest] for rest in suffixes], np.int32)
+            values = np.asarray(tok.decode(jnp.asarray(seqs)))
+            gaps[t] = max(values.min() - y, y - values.max(), 0.0)
+        best = min(gaps.values())
+        out.append(int(min(t for t, g in gaps.items() if g == best)))
+    return out
+
+
+@pytest.mark.parametrize("tok", [IEEETokenizer(3, 1, 2), IEEETokenizer(4, 2, 1), NormalizedTokenizer(3, 3, -1.0, 2.0)],
+                         ids=lambda t: f"{t.name}{t.base}")
+def test_expert_tokens_match_an_enumeration_of_all_completions(tok):
+    rng = np.random.default_rng(tok.base)
+    allowed = np.asarray(tok.allowed)
+    choices = [np.flatnonzero(allowed[j]) for j in range(tok.length)]
+    target = np.array([[rng.choice(c) for c in choices] for _ in range(6)], np.int32)
+    rollouts = np.array([[[rng.choice(c) for c in choices] for _ in range(4)] for _ in range(6)], np.int32)
+    rollouts[:, 0, :2] = target[:, :2]  # some rollouts leave the path late
+    got = np.asarray(objectives.expert_tokens(tok, jnp.asarray(rollouts), jnp.asarray(target)))
+    for b in range(6):
+        for g in range(4):
+            assert list(got[b, g]) == _brute_force_expert(tok, rollouts[b, g], target[b]), (b, g)
+
+
+def _release_expert(target_L, rollout_L, base):
+    """A direct port of the release's per-sequence loop for normalized digits."""
+    out, state = [], 0  # 0: on the target's path, +1: already above, -1: already below
+    for pos in range(len(target_L)):
+        out.append(target_L[pos] if state == 0 else (0 if state > 0 else base - 1))
+        if state == 0 and rollout_L[pos] != target_L[pos]:
+            state = 1 if rollout_L[pos] > target_L[pos] else -1
+    return out
+
+
+@pytest.mark.parametrize("base, digits", [(2, 8), (4, 6), (8, 4)])
+def test_expert_tokens_normalized_equal_the_release_loop(base, digits):
+    tok = NormalizedTokenizer(base, digits, -2.0, 3.0)
+    rng = np.random.default_rng(base)
+    target = rng.integers(0, base, size=(16, digits)).astype(np.int32)
+    rollouts = rng.integers(0, base, size=(16, 8, digits)).astype(np.int32)
+    keep = rng.integers(0, digits + 1, size=(16, 8))  # share a random-length prefix with the target
+    for b in range(16):
+        for g in range(8):
+            rollouts[b, g, :keep[b, g]] = target[b, :keep[b, g]]
+    got = np.asarray(objectives.expert_tokens(tok, jnp.asarray(rollouts), jnp.asarray(target)))
+    expected = [[_release_expert(target[b], rollouts[b, g], base) for g in range(8)] for b in range(16)]
+    np.testing.assert_array_equal(got, expected)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 
 import launch
 from experiments.configs import tabular
-from genre_jax import checkpoint, loop, methods, parallel, rl, sampling, settings
+from genre_jax import checkpoint, loop, methods, objectives, parallel, rl, sampling, settings
 from genre_jax.errors import GenreError
 from genre_jax.models import TabularRegressor, init_params
 from genre_jax.tokenizers import NormalizedTokenizer
@@ -38,29 +38,48 @@ def _state(params, tx, mesh):
     return parallel.replicate(loop.TrainState(jnp.zeros((), jnp.int32), fresh, tx.init(fresh)), mesh)
 
 
-def test_remax_step_loss_matches_an_independent_reconstruction():
+@pytest.mark.parametrize("method, temperature, requantize", [("remax", 1.0, False), ("remax", 0.5, False),
+                                                             ("genre2", 1.0, True)])
+def test_step_loss_matches_an_independent_reconstruction(method, temperature, requantize):
     params = init_params(MODEL, 3, TOK.length, jax.random.key(0))
     batch, mesh = _batch(), parallel.data_mesh()
     tx = optax.sgd(0.0)
-    step, _ = rl.make_rl_steps(MODEL, TOK, _rl_settings("remax", num_rollouts=6), tx, mesh)
+    rl_settings = _rl_settings(method, num_rollouts=6, temperature=temperature, requantize_targets=requantize)
+    step, _ = rl.make_rl_steps(MODEL, TOK, rl_settings, tx, mesh)
     base_key = jax.random.key(7)
     _, stats = step(_state(params, tx, mesh), params, parallel.shard_batch(batch, mesh), base_key)
     stats = np.asarray(stats)
     # The step's first rollout key is fold_in(base_key, step=0); redo everything outside the step.
     tokens, _, greedy = sampling.sample(MODEL, params, batch["x"], jax.random.fold_in(base_key, 0), TOK, 6,
-                                        greedy=True)
-    reward = -(np.asarray(TOK.decode(tokens)) - batch["z"][:, None]) ** 2
-    greedy_reward = -(np.asarray(TOK.decode(greedy)) - batch["z"]) ** 2
+                                        temperature, greedy=True)
+    # the training target: y, or as released the tokenizer's own rendering of it, detok(tok(y))
+    target = np.asarray(TOK.decode(jnp.asarray(batch["tokens"]))) if requantize else batch["z"]
+    assert not requantize or np.abs(target - batch["z"]).max() > 1e-2  # the check bites
+    reward = -(np.asarray(TOK.decode(tokens)) - target[:, None]) ** 2
+    greedy_reward = -(np.asarray(TOK.decode(greedy)) - target) ** 2
     adv = reward - greedy_reward[:, None]
-    logp = np.asarray(sampling.sequence_logprobs(MODEL, params, batch["x"], tokens, TOK)).sum(-1)
+    # log-probs under the distribution the rollouts came from: softmax(masked logits / T), in NumPy
+    logits = np.asarray(sampling.rollout_logits(MODEL, params, batch["x"], tokens, TOK), np.float64)
+    logp = np.take_along_axis(_log_softmax(logits / temperature), np.asarray(tokens)[..., None], -1)[..., 0].sum(-1)
     w = batch["weight"] > 0
     count = stats[-1]
     assert count == w.sum()
     np.testing.assert_allclose(stats[0] / count, reward[w].mean(), rtol=1e-4)
     np.testing.assert_allclose(stats[1] / count, greedy_reward[w].mean(), rtol=1e-4)
     np.testing.assert_allclose(stats[2] / count, np.abs(adv[w]).mean(), rtol=1e-4)
-    np.testing.assert_allclose(stats[3] / count, -(adv * logp)[w].mean(), rtol=1e-3, atol=1e-6)
+    # GenRe²: + lambda * CE of the model (untempered) toward the expert token at every position
+    expert = np.asarray(objectives.expert_tokens(TOK, tokens, jnp.asarray(batch["tokens"])))
+    expert_ce = -np.take_along_axis(_log_softmax(logits), expert[..., None], -1)[..., 0].mean(-1)
+    assert rl_settings.expert_weight == (0.05 if method == "genre2" else 0.0)
+    loss = -(adv * logp)[w].mean() + rl_settings.expert_weight * expert_ce[w].mean()
+    np.testing.assert_allclose(stats[3] / count, loss, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(stats[4] / count, expert_ce[w].mean(), rtol=1e-4)
     assert not np.isclose(stats[3] / count, -(reward * logp)[w].mean())  # baseline really subtracted
+
+
+def _log_softmax(logits):
+    shifted = logits - logits.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
 @pytest.mark.parametrize("method", ["genre2", "grpo"])

@@ -52,6 +52,16 @@ def test_sampler_logprobs_equal_teacher_forced(setup):
     np.testing.assert_allclose(logp_BGL, teacher, atol=1e-4)
 
 
+def test_tempered_logprobs_are_those_of_the_tempered_distribution(setup):
+    tok, model, params, x, _ = setup
+    drawn = jax.jit(lambda p, x, k: sampling.sample(model, p, x, k, tok, 5, temperature=0.5))(
+        params, x, jax.random.key(8))
+    logits_BGLV = sampling.rollout_logits(model, params, x, drawn.tokens_BGL, tok)
+    tempered = sampling.token_logprobs(logits_BGLV / 0.5, drawn.tokens_BGL)
+    np.testing.assert_allclose(drawn.logp_BGL, tempered, atol=1e-4)
+    assert not np.allclose(drawn.logp_BGL, sampling.token_logprobs(logits_BGLV, drawn.tokens_BGL), atol=1e-2)
+
+
 def test_greedy_is_argmax_of_teacher_forced_logits(setup):
     tok, model, params, x, sample = setup
     greedy_BL = sample(params, x, jax.random.key(0)).greedy_BL

@@ -55,3 +55,16 @@ def test_bad_values_are_one_line_errors(overrides, needle, tiny_config):
     with pytest.raises(GenreError, match=needle) as err:
         settings.resolve(tiny_config(**overrides), TOK)
     assert "\n" not in str(err.value)
+
+
+def test_rl_optimizer_as_released_in_paper_and_constant_in_quick():
+    paper = settings.resolve(tabular.get_config("paper"), TOK).rl
+    assert (paper.loop.batch_size, paper.loop.optim.warmup_steps, paper.loop.optim.lr_floor,
+            paper.loop.optim.weight_decay, paper.loop.optim.grad_clip) == (512, 100, 0.1, 0.01, 0.0)
+    assert paper.loop.optim.learning_rate == 1e-4 and paper.requantize_targets  # the CE rate; as released
+    quick = settings.resolve(tabular.get_config("quick"), TOK).rl
+    assert (quick.loop.batch_size, quick.loop.optim.warmup_steps, quick.loop.optim.lr_floor,
+            quick.loop.optim.weight_decay, quick.loop.optim.grad_clip) == (128, 10, 1.0, 0.0, 1.0)
+    # RL folders written before rl.lr_floor existed resume: the field is left out while it is 1.0
+    assert "lr_floor" not in quick.fingerprint and paper.fingerprint["lr_floor"] == 0.1
+    assert not quick.requantize_targets and "requantize_targets" not in quick.fingerprint

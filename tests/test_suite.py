@@ -115,8 +115,8 @@ def test_paper_protocol_uses_authors_hparams_where_a_row_exists(data_dir):
     cmd = suite.launch_command(suite.Job("toy", 0, "genre2", "paper"), config, str(data_dir), "/w")
     for flag in ("--config.eval.num_samples=128", "--config.rl.max_epochs=100", "--config.ce.learning_rate=4.9e-05",
                  "--config.tokenizer.base=8", "--config.tokenizer.digits=4", "--config.model.d_model=512",
-                 "--config.model.num_heads=8", "--config.model.num_layers=5", "--config.model.d_ff=2048",
-                 "--config.model.mlp_hidden=128"):
+                 "--config.model.num_heads=8", "--config.model.num_layers=5", "--config.model.mlp_layers=5",
+                 "--config.model.d_ff=2048", "--config.model.mlp_hidden=128"):
         assert flag in cmd
     assert not any("max_epochs" in f for f in suite.launch_command(
         suite.Job("toy", 0, "ce", "paper"), config, str(data_dir), "/w"))  # paper keeps the variant's budget
@@ -262,3 +262,19 @@ def test_subprocess_launcher_logs_and_stop_all_ends_running_launches(tmp_path):
     launcher.stop_all()
     worker.join(timeout=20)
     assert not worker.is_alive() and codes and codes[0] != 0 and time.monotonic() - start < 20
+
+
+def test_paper_protocol_names_missing_rows_and_refuses_malformed_values(data_dir, tmp_path, capsys):
+    header = "dataset,learning_rate,base,digits,d_model,nhead,num_decoder_layers,dim_feedforward,mlp_hidden\n"
+    (data_dir / "authors_hparams.csv").write_text(header + "toy,1e-4,8,4,256,4,3,1024,256\n")
+    args = ["--protocol=paper", *_args(data_dir, tmp_path, extra=["--dry_run"])[1:]]
+    assert suite.main(args, launcher=FakeLauncher()) == 0
+    err = capsys.readouterr().err
+    assert "has no row for toy2; those use the experiments/configs/tabular.py:paper defaults" in err
+    (data_dir / "authors_hparams.csv").write_text(header + "toy,1e-4,eight,4,256,4,3,1024,256\n")
+    assert suite.main(args, launcher=FakeLauncher()) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error: ") and "dataset toy, column base" in err[0]
+    (data_dir / "authors_hparams.csv").write_text(header + "toy,1e-4,8,4.5,256,4,3,1024,256\n")
+    assert suite.main(args, launcher=FakeLauncher()) == 2
+    assert "dataset toy, column digits: expected a positive integer, got '4.5'" in capsys.readouterr().err

@@ -15,7 +15,8 @@ Protocols (``get_config(arg)``, arg in {"cpu", "paper"}):
          learning_rate -> ce.learning_rate (RL inherits it) and token.learning_rate (the token
          losses fine-tune the CE decoder too; heads keep their own rate), base -> tokenizer.base,
          digits -> tokenizer.digits, d_model -> model.d_model, nhead -> model.num_heads,
-         num_decoder_layers -> model.num_layers, dim_feedforward -> model.d_ff,
+         num_decoder_layers -> model.num_layers and model.mlp_layers (the release's MLP encoder has
+         that many hidden layers), dim_feedforward -> model.d_ff,
          mlp_hidden -> model.mlp_hidden. Model and tokenizer overrides go to every launch of a
          workdir (launch refuses a workdir of another model), so heads share the encoder sizes.
 
@@ -65,6 +66,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DEFAULT_DATA_DIR = os.path.normpath(os.path.join(REPO, "..", "shared", "datasets", "talent"))
 
 PROTOCOLS = ("cpu", "paper")
+DATASET = "dataset"  # authors_hparams.csv: the column naming the row's dataset
 
 # authors_hparams.csv column -> (config field, type)
 AUTHORS_COLUMNS = {
@@ -75,6 +77,7 @@ AUTHORS_COLUMNS = {
     "d_model": ("model.d_model", int),
     "nhead": ("model.num_heads", int),
     "num_decoder_layers": ("model.num_layers", int),
+    "encoder_layers": ("model.mlp_layers", int),  # derived from num_decoder_layers, see below
     "dim_feedforward": ("model.d_ff", int),
     "mlp_hidden": ("model.mlp_hidden", int),
 }
@@ -141,11 +144,30 @@ def budget_overrides(config, phase: str, n_train: int) -> list[str]:
 
 
 def read_authors_hparams(path: str) -> dict[str, dict[str, str]]:
-    """{dataset: row} from authors_hparams.csv; {} when the file does not exist."""
+    """{dataset: row} from authors_hparams.csv; {} when the file does not exist.
+
+    Every mapped value is checked here, so a malformed one is a ValueError naming the file, the
+    dataset and the column before any launch."""
     if not path or not os.path.exists(path):
         return {}
     with open(path, newline="") as f:
-        return {row["dataset"]: row for row in csv.DictReader(f)}
+        rows = {row[DATASET]: row for row in csv.DictReader(f)}
+    for dataset, row in rows.items():
+        for column, (_, kind) in AUTHORS_COLUMNS.items():
+            value = (row.get(column) or "").strip()
+            if value:
+                _parse(value, kind, f"{path}: dataset {dataset}, column {column}")
+    return rows
+
+
+def _parse(value: str, kind, where: str):
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{where}: expected a number, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0 or (kind is int and number != int(number)):
+        raise ValueError(f"{where}: expected a positive {'integer' if kind is int else 'number'}, got {value!r}")
+    return kind(number) if kind is int else kind(value)
 
 
 def authors_overrides(row: dict | None) -> list[str]:
@@ -153,12 +175,13 @@ def authors_overrides(row: dict | None) -> list[str]:
         return []
     # Token-level losses fine-tune the CE decoder like RL does, so they get the CE rate too (RL
     # inherits it by itself); the paper variant's token rate equals its default CE rate.
-    row = {**row, "token_learning_rate": row.get("learning_rate")}
+    # The release's MLP encoder has num_decoder_layers hidden layers of mlp_hidden units.
+    row = {**row, "token_learning_rate": row.get("learning_rate"), "encoder_layers": row.get("num_decoder_layers")}
     out = []
     for column, (field, kind) in AUTHORS_COLUMNS.items():
         value = (row.get(column) or "").strip()
         if value:
-            out.append(f"--config.{field}={kind(float(value)) if kind is int else kind(value)}")
+            out.append(f"--config.{field}={_parse(value, kind, f'dataset {row.get(DATASET)}, column {column}')}")
     return out
 
 

@@ -3,10 +3,14 @@
 
 Variants (the part after the colon):
   quick  (default) a model and budget for 2 CPU cores: d_model 128, 2 decoder layers, CE lr 1e-3
-         for at most 40 epochs (patience 8), then 3 RL epochs at lr 1e-4 with G = 16 rollouts.
-  paper  the paper's defaults: d_model 256, 3 layers, 4 heads, FFN 1024, CE lr 1e-4, batch 128,
-         up to 200 epochs with patience 20, warmup 100 steps, cosine floor 0.1x; RL 100 epochs,
-         G = 16, the CE learning rate, expert weight 0.05 (0.1 with IEEE tokens).
+         for at most 40 epochs (patience 8), then 3 RL epochs at a constant lr 1e-4 (after 10
+         warmup steps, no weight decay, 128 inputs per update) with G = 16 rollouts.
+  paper  the paper's defaults: d_model 256, 3 layers, 4 heads, FFN 1024, the released decoder
+         (sinusoidal positions, no final LayerNorm) and encoder (3 hidden layers of 1024), CE lr
+         1e-4, batch 128, up to 200 epochs with patience 20, warmup 100 steps, cosine floor 0.1x; RL 100 epochs,
+         G = 16, the CE learning rate, expert weight 0.05 (0.1 with IEEE tokens), the released RL
+         optimizer (AdamW wd 0.01, warmup 100, cosine to 0.1x, 512 inputs per update, no clipping)
+         and training reward against the re-quantized target.
   tiny   a toy model for tests and smoke runs (seconds).
 
 Launch:
@@ -41,17 +45,21 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         name="normalized", base=2, digits=8, exponent_digits=1, mantissa_digits=4))
     c.model = ml_collections.ConfigDict(dict(
         name="tabular_decoder", d_model=256, num_layers=3, num_heads=4, d_ff=1024, dropout=0.1,
-        mlp_hidden=256, mlp_layers=2, pos_embedding="learned"))
+        mlp_hidden=1024, mlp_layers=3, pos_embedding="sinusoidal", final_norm=False))  # as released
     c.ce = ml_collections.ConfigDict(dict(
         learning_rate=1e-4, weight_decay=0.01, batch_size=128, max_epochs=200, patience=20,
         warmup_steps=100, lr_floor=0.1, grad_clip=1.0))
     # RL fine-tuning from the best CE checkpoint. method: genre2 (ReMax + dense expert CE), remax,
     # grpo (group-normalized, clipped ratio, ppo_epochs passes), rloo. None = inherit / method default.
+    # Optimizer as released: AdamW (wd 0.01), 100 warmup steps, cosine to 0.1x over the RL budget,
+    # 512 inputs per update (128 per process x 4 processes in the release).
     c.rl = ml_collections.ConfigDict(dict(
-        method="genre2", reward="neg_mse", num_rollouts=16, temperature=1.0, batch_size=128, max_epochs=100,
+        method="genre2", reward="neg_mse", num_rollouts=16, temperature=1.0, batch_size=512, max_epochs=100,
         steps_per_epoch=0,  # 0 = a full pass over the train split; > 0 caps the steps of each RL epoch
         learning_rate=placeholder(float), expert_weight=placeholder(float), kl_weight=0.0, entropy_weight=0.0,
-        clip_eps=0.2, ppo_epochs=1, warmup_steps=10, weight_decay=0.0, grad_clip=1.0))
+        clip_eps=0.2, ppo_epochs=1, warmup_steps=100, weight_decay=0.01, grad_clip=0.0,  # none in the release
+        lr_floor=0.1,  # cosine decay to learning_rate * lr_floor over the RL budget; 1.0 = constant
+        requantize_targets=True))  # train reward against detok(tok(y)) as released; validation uses y
     # Token-level baselines fine-tuned from the CE checkpoint: ntl_mse, ntl_was, dist2 (or ce).
     # weight None = the method's default (0.3, 0.3, 0.1); tau: DIST2's smoothing temperature.
     c.token = ml_collections.ConfigDict(dict(
@@ -66,15 +74,21 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         num_samples=128, temperature=1.0, batch_size=256, splits="val,test"))
 
     if variant == "quick":
-        c.model.update(d_model=128, num_layers=2, num_heads=4, d_ff=512, mlp_hidden=256)
+        c.model.update(d_model=128, num_layers=2, num_heads=4, d_ff=512, mlp_hidden=256, mlp_layers=2,
+                       pos_embedding="learned", final_norm=True)
         c.ce.update(learning_rate=1e-3, max_epochs=40, patience=8)
-        c.rl.update(max_epochs=QUICK_RL_EPOCHS, learning_rate=1e-4)
+        # RL at a constant rate after a short warmup, no weight decay, clipping at norm 1, 128 inputs
+        # per update: the budgets measured and tabulated with this variant (README, results/).
+        c.rl.update(max_epochs=QUICK_RL_EPOCHS, learning_rate=1e-4, batch_size=128, warmup_steps=10,
+                    weight_decay=0.0, lr_floor=1.0, grad_clip=1.0, requantize_targets=False)
         c.token.update(max_epochs=10, patience=3)
         c.head.update(learning_rate=1e-3, max_epochs=40, patience=8)
     elif variant == "tiny":
-        c.model.update(d_model=16, num_layers=1, num_heads=2, d_ff=32, mlp_hidden=16, mlp_layers=1)
+        c.model.update(d_model=16, num_layers=1, num_heads=2, d_ff=32, mlp_hidden=16, mlp_layers=1,
+                       pos_embedding="learned", final_norm=True)
         c.ce.update(learning_rate=3e-3, batch_size=64, max_epochs=2, patience=2, warmup_steps=5)
-        c.rl.update(num_rollouts=4, batch_size=64, max_epochs=1)
+        c.rl.update(num_rollouts=4, batch_size=64, max_epochs=1, warmup_steps=10, weight_decay=0.0, lr_floor=1.0,
+                    grad_clip=1.0, requantize_targets=False)
         c.token.update(batch_size=64, max_epochs=1)
         c.head.update(learning_rate=3e-3, batch_size=64, max_epochs=2, num_bins=32, num_samples=8)
         c.eval.update(num_samples=8, batch_size=128)
