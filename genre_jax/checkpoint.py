@@ -13,6 +13,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from genre_jax.errors import GenreError
+from genre_jax.settings import without_later_fields
 
 # Sections of the config that define the model a checkpoint belongs to.
 IDENTITY_KEYS = ("dataset", "seed", "model", "tokenizer", "code")  # "code": code-metric configs only
@@ -69,17 +70,6 @@ def model_identity(config) -> dict:
                                   for k in IDENTITY_KEYS if k in config}))
 
 
-# Model fields added after workdirs already existed, with the value those workdirs were trained with.
-LATER_MODEL_FIELDS = {"final_norm": True}
-
-
-def _without_later_fields(section):
-    """Drops later fields that hold their old value, so an older workdir still matches its config."""
-    if not isinstance(section, dict):
-        return section
-    return {k: v for k, v in section.items() if not (k in LATER_MODEL_FIELDS and v == LATER_MODEL_FIELDS[k])}
-
-
 def check_workdir_matches(workdir: str, config) -> None:
     """Refuses to resume or overwrite a workdir that was written for another model or dataset."""
     path = os.path.join(workdir, "config.json")
@@ -94,6 +84,6 @@ def check_workdir_matches(workdir: str, config) -> None:
         return
     current = model_identity(config)
     for key in IDENTITY_KEYS:
-        if key in stored and _without_later_fields(stored[key]) != _without_later_fields(current.get(key)):
+        if key in stored and without_later_fields(key, stored[key]) != without_later_fields(key, current.get(key)):
             raise GenreError(f"workdir {workdir} holds a checkpoint of a different model ({key}: "
                              f"{stored.get(key)} != {current.get(key)}); use a fresh --workdir")

@@ -72,13 +72,10 @@ def evaluate_head(ctx, params, model, out_dir: str) -> dict:
     """A regression head in the same schema: greedy = its point prediction, mean/median over its samples."""
     head = ctx.settings.head
     spec = head.method.spec
-    bin_values_K, edges_E = None, None
-    if spec.binned:
-        edges_E = heads.riemann_edges(head.num_bins, head.low, head.high)
-        bin_values_K = heads.riemann_bin_values(edges_E, ctx.arrays["train"]["z"])
+    edges_E, values_C = heads.bin_layout(head, ctx.arrays["train"]["z"])
 
     def predict(params, x_BF, key):
-        return heads.head_predict(spec, model, params, x_BF, key, head.num_samples, bin_values_K, edges_E)
+        return heads.head_predict(spec, model, params, x_BF, key, head.num_samples, values_C, edges_E)
 
     predict_fn = parallel.data_parallel(predict, ctx.mesh, batch_out=True)
     header = {"method": head.method.name, "num_samples": head.num_samples, "temperature": 1.0}

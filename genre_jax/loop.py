@@ -6,8 +6,11 @@ its schedule, the train state, resume from ``<workdir>/<folder>/last``, the epoc
 shuffling, the progress bar, ``log.jsonl``, selection of the best epoch by the first validation value,
 early stopping, the non-finite stop and the ``best`` / ``last`` checkpoints.
 
-Shuffling and dropout keys derive from (seed, epoch, step), and the state is checkpointed after every
-epoch, so a resumed phase reproduces an uninterrupted one.
+Shuffling and dropout keys derive from (seed, phase, epoch, step), and the state is checkpointed after
+every epoch, so a resumed phase reproduces an uninterrupted one. With ``rng_streams = per_phase`` each
+phase draws from its own stream (keyed by its folder); ``shared`` is the older layout, kept so runs
+made with it reproduce: every supervised phase replays CE's dropout keys and batch orders, and RL's
+keys equal CE's step-2/3 dropout keys.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import dataclasses
 import itertools
 import json
 import os
+import zlib
 from typing import Any, Callable, NamedTuple
 
 import flax
@@ -62,13 +66,41 @@ class Phase:
     validate: Callable  # params -> {name: value}; the first entry picks the best epoch
     fields: tuple[str, ...]  # the arrays a train batch carries
     maximize: bool = False
-    shuffle_offset: int = 0  # epoch e is shuffled by rng([seed, shuffle_offset + e])
+    shuffle_offset: int = 0  # shared streams: epoch e is shuffled by rng([seed, shuffle_offset + e])
     updates_per_step: int = 1  # optimizer updates per batch (GRPO's ppo_epochs), for the schedule's length
     meta: dict = dataclasses.field(default_factory=dict)  # into every best checkpoint's meta
     # RL: the starting params compete as epoch -1 (saved as best step 0), a resumed run must share
     # ``fingerprint``, and a finished phase continues when max_epochs is raised.
     start_competes: bool = False
     fingerprint: dict | None = None
+
+
+def stream_id(folder: str) -> int:
+    return zlib.crc32(folder.encode()) & 0x7FFFFFFF
+
+
+def phase_key(seed: int, settings: Loop, folder: str) -> jax.Array:
+    """The base PRNG key of the phase training under ``folder`` (see the module docstring)."""
+    key = jax.random.key(seed)
+    return jax.random.fold_in(key, stream_id(folder)) if settings.rng_streams == "per_phase" else key
+
+
+def epoch_order(seed: int, phase: "Phase", epoch: int, num_rows: int) -> np.ndarray:
+    """The order the train rows are visited in during ``epoch``."""
+    if phase.settings.rng_streams == "per_phase":
+        entropy = [seed, stream_id(phase.folder), epoch]
+    else:
+        entropy = [seed, phase.shuffle_offset + epoch]
+    return np.random.default_rng(entropy).permutation(num_rows)
+
+
+def split_sums(step, params, arrays: dict, batch_size: int, mesh, key=None) -> dict[str, float]:
+    """Exact means over a whole split of ``step(params, batch[, key_i])``'s stats NamedTuple."""
+    sums = []
+    for i, batch in enumerate(parallel.padded_batches(arrays, batch_size)):
+        args = (params, parallel.shard_batch(batch, mesh)) + (() if key is None else (jax.random.fold_in(key, i),))
+        sums.append(step(*args))
+    return mean_stats(sums)
 
 
 def steps_per_epoch(num_rows: int, batch_size: int, cap: int = 0) -> int:
@@ -118,7 +150,7 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
     bar = tqdm(range(progress["epoch"], cfg.max_epochs), desc=phase.folder, unit="epoch",
                initial=progress["epoch"], total=cfg.max_epochs, dynamic_ncols=True)
     for epoch in bar:
-        order = np.random.default_rng([base_seed, phase.shuffle_offset + epoch]).permutation(len(train["x"]))
+        order = epoch_order(base_seed, phase, epoch, len(train["x"]))
         sums = []
         for batch in itertools.islice(parallel.padded_batches(train, batch_size, order), steps):
             state, stats = step(state, parallel.shard_batch(batch, mesh))

@@ -16,8 +16,9 @@ from genre_jax.tokenizers import NEG_INF
 def token_cross_entropy(logits_BLV: jax.Array, tokens_BL: jax.Array, weights_B: jax.Array):
     """Teacher-forced CE summed over the L positions of each weighted example: (sum, token count).
 
-    ``logits_BLV`` must already be masked by the tokenizer's allowed table, so the softmax runs over
-    the tokens the sampler can emit at each position. ``weights_B`` zeroes padding rows.
+    ``logits_BLV`` are masked by the tokenizer's allowed table (the softmax runs over the tokens the
+    sampler can emit at each position) or raw, as the release trains them (``ce.masked_loss``).
+    ``weights_B`` zeroes padding rows.
     """
     chex.assert_rank([logits_BLV, tokens_BL, weights_B], [3, 2, 1])
     chex.assert_equal_shape_prefix([logits_BLV, tokens_BL], 2)

@@ -141,7 +141,7 @@ def _evaluate(ctx, trained: dict[str, Trained], earlier: dict) -> dict:
         ckpt = PhaseCheckpoints(ctx.workdir, method.folder)
         stamp = {"best_step": ckpt.best_step(), "eval": config["eval"]}
         if method.kind == "head":  # heads sample with their own settings
-            stamp["head"] = config["head"]
+            stamp["head"] = settings.without_later_fields("head", config["head"])
         if earlier.get(name, {}).get("stamp") == stamp:
             results[name] = earlier[name]  # same checkpoint, same evaluation: nothing to recompute
             continue

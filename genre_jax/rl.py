@@ -13,7 +13,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from genre_jax import loop, objectives, parallel, sampling
@@ -60,14 +59,17 @@ def make_rl_steps(model, tokenizer, rl: RL, tx, mesh):
 
     def loss_fn(params, batch, ro: Rollout, advantage_BG, ref_logits_BGLV):
         w = batch["weight"]
-        logits_BGLV = sampling.rollout_logits(model, params, batch["x"], ro.tokens_BGL, tok)
+        raw_BGLV = sampling.rollout_logits(model, params, batch["x"], ro.tokens_BGL, tok, masked=False)
+        logits_BGLV = sampling.mask_logits(raw_BGLV, tok.allowed)
         # The policy is the tempered distribution the rollouts were drawn from (sampling._rollout);
-        # the expert term is a cross-entropy on the model itself, like CE pretraining.
+        # the expert term is a cross-entropy on the model itself, like CE pretraining, over the
+        # masked logits or (as released) the raw ones.
         policy_BGLV = logits_BGLV / rl.temperature
         logp_BGL = sampling.token_logprobs(policy_BGLV, ro.tokens_BGL)
         policy = spec.policy_loss(logp_BGL, ro.logp_BGL, advantage_BG, w, rl.clip_eps)
         expert_ce = objectives.expert_cross_entropy(
-            logits_BGLV, objectives.expert_tokens(tok, ro.tokens_BGL, batch["tokens"]), w)
+            logits_BGLV if rl.masked_expert else raw_BGLV,
+            objectives.expert_tokens(tok, ro.tokens_BGL, batch["tokens"]), w)
         kl = (objectives.exact_kl(policy_BGLV, ref_logits_BGLV / rl.temperature, w) if rl.kl_weight
               else jnp.zeros(()))
         entropy = objectives.mean_entropy(policy_BGLV, w)
@@ -104,16 +106,14 @@ def make_rl_steps(model, tokenizer, rl: RL, tx, mesh):
 
 def validation_reward(val_step, params, arrays, batch_size: int, mesh, key) -> dict[str, float]:
     """Mean sampled reward and mean greedy reward over a split, aggregated exactly."""
-    sums = [val_step(params, parallel.shard_batch(b, mesh), jax.random.fold_in(key, i))
-            for i, b in enumerate(parallel.padded_batches({k: arrays[k] for k in FIELDS}, batch_size))]
-    reward, greedy, count = np.sum(np.asarray([list(s) for s in jax.device_get(sums)]), axis=0)
-    return {"val_reward": float(reward / count), "val_greedy_reward": float(greedy / count)}
+    means = loop.split_sums(val_step, params, {k: arrays[k] for k in FIELDS}, batch_size, mesh, key)
+    return {"val_reward": means["reward"], "val_greedy_reward": means["greedy_reward"]}
 
 
 def run_rl_phase(ctx, ce_params):
     """RL fine-tuning from ``ce_params``; returns (best-validation params, progress), resuming if possible."""
     rl, mesh = ctx.settings.rl, ctx.mesh
-    seed_key = jax.random.key(ctx.seed)
+    seed_key = loop.phase_key(ctx.seed, rl.loop, rl.method.folder)
     base_key, val_key = jax.random.fold_in(seed_key, 2), jax.random.fold_in(seed_key, 3)  # same val samples each epoch
     ref_params = parallel.replicate(ce_params, mesh)
     batch_size = parallel.round_up(rl.loop.batch_size, mesh.size)

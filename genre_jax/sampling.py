@@ -29,21 +29,22 @@ def decoder_inputs(tokens_BL: jax.Array, bos_id: int) -> jax.Array:
     return jnp.concatenate([bos, tokens_BL[..., :-1]], axis=-1)
 
 
-def teacher_forced_logits(model, params, x_BF, tokens_BL, tokenizer, train=False, rngs=None):
-    """Masked logits_BLV of the whole target sequence in one forward pass."""
+def teacher_forced_logits(model, params, x_BF, tokens_BL, tokenizer, train=False, rngs=None, masked=True):
+    """Logits_BLV of the whole target sequence in one forward pass, masked unless ``masked`` is False."""
     logits = model.apply({"params": params}, x_BF, decoder_inputs(tokens_BL, tokenizer.bos_id), train,
                          rngs=rngs)
-    return mask_logits(logits, tokenizer.allowed)
+    return mask_logits(logits, tokenizer.allowed) if masked else logits
 
 
-def rollout_logits(model, params, x_BF, tokens_BGL, tokenizer) -> jax.Array:
-    """Masked teacher-forced logits_BGLV of G given sequences per input; the input is encoded once."""
+def rollout_logits(model, params, x_BF, tokens_BGL, tokenizer, masked=True) -> jax.Array:
+    """Teacher-forced logits_BGLV of G given sequences per input (masked unless ``masked`` is False);
+    the input is encoded once."""
     memory_BMD = model.apply({"params": params}, x_BF, method=model.encode)
 
     def one_rollout(tokens_BL):
         logits = model.apply({"params": params}, memory_BMD, decoder_inputs(tokens_BL, tokenizer.bos_id),
                              method=model.decode)
-        return mask_logits(logits, tokenizer.allowed)
+        return mask_logits(logits, tokenizer.allowed) if masked else logits
 
     return jax.vmap(one_rollout, in_axes=1, out_axes=1)(tokens_BGL)
 

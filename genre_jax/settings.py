@@ -11,13 +11,27 @@ import math
 import numbers
 from typing import Callable
 
-from genre_jax import methods, objectives
+from genre_jax import heads, methods, objectives
 from genre_jax.errors import GenreError
 
 PHASES = (*methods.KINDS, "eval")  # always run in this order
 SPLITS = ("train", "val", "test")
 # The paper's expert weights: 0.05 for normalized (tabular) tokens, 0.1 for IEEE tokens.
 DEFAULT_EXPERT_WEIGHT = {"normalized": 0.05, "ieee": 0.1}
+RNG_STREAMS = ("per_phase", "shared")
+HEAD_SELECT = ("mse", "loss")
+
+# Fields added after workdirs and config files already existed, with the value that reproduces
+# those runs. A config without the field reads that value; a resumed phase or a workdir's model
+# identity leaves the field out while it holds that value, so older workdirs still match.
+LATER_FIELDS = {
+    "": {"rng_streams": "shared"},
+    "model": {"final_norm": True},
+    "ce": {"masked_loss": True},
+    "rl": {"lr_floor": 1.0, "requantize_targets": False, "masked_expert": True},
+    "token": {"masked_loss": True},
+    "head": {"mlp_hidden": 0, "mlp_layers": 0, "targets": "integrated", "tails": "train_mean", "select": "loss"},
+}
 _MODEL_SIZES = ("d_model", "num_heads", "num_layers", "d_ff", "mlp_hidden", "enc_layers", "memory_slots",
                 "patch_size")
 
@@ -35,6 +49,7 @@ class Optim:
 class Loop:
     """What the training loop needs of a phase's section."""
     section: str  # config section, named in messages
+    rng_streams: str  # per_phase: the phase's own dropout/rollout keys and batch orders; shared: legacy
     batch_size: int
     max_epochs: int
     patience: float  # epochs without improvement before stopping; inf = never
@@ -46,6 +61,7 @@ class Loop:
 class RL:
     method: methods.Method
     reward: Callable  # (pred_BG, target_B) -> reward_BG
+    masked_expert: bool  # the expert CE over masked logits; False = raw logits, as released
     num_rollouts: int
     temperature: float
     clip_eps: float
@@ -62,6 +78,7 @@ class RL:
 class Token:
     method: methods.Method
     objective: Callable  # (logits_BLV, tokens_BL, weight_B) -> (sum, count)
+    masked_loss: bool  # the loss over masked logits; False = raw logits, as released
     weight: float
     tau: float
     loop: Loop
@@ -74,6 +91,11 @@ class Head:
     low: float
     high: float
     smoothing: float
+    targets: str  # heads.TARGETS
+    tails: str  # heads.TAILS
+    mlp_hidden: int  # 0 = the decoder model's encoder
+    mlp_layers: int
+    select: str  # the validation value that picks the best epoch: point-prediction MSE or the loss
     num_samples: int
     loop: Loop
 
@@ -91,6 +113,7 @@ class Settings:
     seed: int
     phases: tuple[str, ...]
     ce: Loop
+    ce_masked_loss: bool  # CE over masked logits; False = raw logits, as released
     rl: RL
     token: Token
     head: Head
@@ -118,18 +141,30 @@ class _Reader:
 
     def __init__(self, config, name: str):
         self.cfg, self.name = config[name], name
+        self.rng_streams = config.get("rng_streams", LATER_FIELDS[""]["rng_streams"])
 
     def __getattr__(self, field: str):
+        return self.get(field)
+
+    def get(self, field: str):
+        if field not in self.cfg and field in LATER_FIELDS.get(self.name, {}):
+            return LATER_FIELDS[self.name][field]
         return self.cfg[field]
 
+    def choice(self, field: str, choices: tuple[str, ...]) -> str:
+        value = self.get(field)
+        if value not in choices:
+            raise GenreError(f"config.{self.name}.{field}: expected one of {list(choices)}, got {value!r}")
+        return value
+
     def int(self, field: str, low: int = 1) -> int:
-        value = self.cfg[field]
+        value = self.get(field)
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
             raise GenreError(f"config.{self.name}.{field}: expected an integer >= {low}, got {value!r}")
         return int(value)
 
     def float(self, field: str, low: float = 0.0, strict: bool = False) -> float:
-        value = self.cfg[field]
+        value = self.get(field)
         ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
         if not ok or value < low or (strict and value == low):
             raise GenreError(f"config.{self.name}.{field}: expected a finite number {'>' if strict else '>='} "
@@ -137,7 +172,7 @@ class _Reader:
         return float(value)
 
     def bool(self, field: str) -> bool:
-        value = self.cfg[field]
+        value = self.get(field)
         if not isinstance(value, bool):
             raise GenreError(f"config.{self.name}.{field}: expected True or False, got {value!r}")
         return value
@@ -149,7 +184,7 @@ class _Reader:
 
     def loop(self, optim: Optim | None = None, patience: float | None = None, steps_per_epoch: int = 0) -> Loop:
         patience = float(self.int("patience")) if patience is None else patience
-        return Loop(self.name, self.int("batch_size"), self.int("max_epochs", 0), patience, steps_per_epoch,
+        return Loop(self.name, self.rng_streams, self.int("batch_size"), self.int("max_epochs", 0), patience, steps_per_epoch,
                     optim or self.optim())
 
 
@@ -166,22 +201,24 @@ def _rl(config, tokenizer, ce_lr: float) -> RL:
     lr = ce_lr if s.learning_rate is None else s.float("learning_rate", strict=True)
     expert = DEFAULT_EXPERT_WEIGHT[tokenizer.name] if s.expert_weight is None else s.float("expert_weight")
     loop = s.loop(s.optim(learning_rate=lr), patience=math.inf, steps_per_epoch=s.int("steps_per_epoch", 0))
-    return RL(method, objectives.REWARDS[s.reward], rollouts, s.float("temperature", strict=True),
+    return RL(method, objectives.REWARDS[s.reward], s.bool("masked_expert"), rollouts, s.float("temperature", strict=True),
               s.float("clip_eps"), s.int("ppo_epochs"), s.bool("requantize_targets"),
               expert if method.spec.expert else 0.0,
               s.float("kl_weight"), s.float("entropy_weight"), loop,
               _fingerprint(s.cfg.to_dict()))
 
 
-# RL fields added after workdirs already existed, with the value that reproduces those runs: left out
-# of the fingerprint while they keep it, so an older RL phase still resumes.
-_LATER_RL_FIELDS = {"lr_floor": 1.0, "requantize_targets": False}
+def without_later_fields(section: str, values):
+    """``values`` (a config section as a dict) minus the later fields that hold their old value."""
+    if not isinstance(values, dict):
+        return values
+    later = LATER_FIELDS.get(section, {})
+    return {k: v for k, v in values.items() if not (k in later and v == later[k])}
 
 
 def _fingerprint(rl_section: dict) -> dict:
     """What a resumed RL phase must share with the run that wrote it (max_epochs may be raised)."""
-    return {k: v for k, v in rl_section.items()
-            if k != "max_epochs" and not (k in _LATER_RL_FIELDS and v == _LATER_RL_FIELDS[k])}
+    return {k: v for k, v in without_later_fields("rl", rl_section).items() if k != "max_epochs"}
 
 
 def _token(config, tokenizer) -> Token:
@@ -190,7 +227,7 @@ def _token(config, tokenizer) -> Token:
     weight = method.spec.default_weight if s.weight is None else s.float("weight")
     tau = s.float("tau", strict=True) if method.spec.uses_tau else float(s.tau)
     objective = objectives.make_token_objective(method.spec, tokenizer, weight, tau)
-    return Token(method, objective, weight, tau, s.loop())
+    return Token(method, objective, s.bool("masked_loss"), weight, tau, s.loop())
 
 
 def _head(config) -> Head:
@@ -199,8 +236,10 @@ def _head(config) -> Head:
     low, high = s.float("low", -math.inf), s.float("high", -math.inf)
     if not low < high:
         raise GenreError(f"config.head.low/high: expected low < high, got low={low}, high={high}")
-    return Head(method, s.int("num_bins"), low, high, s.float("smoothing"),
-                s.int("num_samples") if method.spec.binned else 1, s.loop())
+    mlp_hidden = s.int("mlp_hidden", 0)
+    return Head(method, s.int("num_bins"), low, high, s.float("smoothing"), s.choice("targets", heads.TARGETS),
+                s.choice("tails", heads.TAILS), mlp_hidden, s.int("mlp_layers", 1 if mlp_hidden else 0),
+                s.choice("select", HEAD_SELECT), s.int("num_samples") if method.spec.binned else 1, s.loop())
 
 
 def _eval(config) -> Eval:
@@ -221,9 +260,12 @@ def resolve(config, tokenizer) -> Settings:
     if "gbdt" in phases and config.get("data_format", "talent") != "talent":
         raise GenreError("config.phases: 'gbdt' needs tabular features; it does not apply to "
                          f"data_format={config.data_format!r}")
+    if config.get("rng_streams", LATER_FIELDS[""]["rng_streams"]) not in RNG_STREAMS:
+        raise GenreError(f"config.rng_streams: expected one of {list(RNG_STREAMS)}, got {config.rng_streams!r}")
     seed = config.seed
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise GenreError(f"config.seed: expected an integer >= 0, got {seed!r}")
-    ce = _Reader(config, "ce").loop()
-    return Settings(int(seed), phases, ce, _rl(config, tokenizer, ce.optim.learning_rate), _token(config, tokenizer),
+    ce_section = _Reader(config, "ce")
+    ce = ce_section.loop()
+    return Settings(int(seed), phases, ce, ce_section.bool("masked_loss"), _rl(config, tokenizer, ce.optim.learning_rate), _token(config, tokenizer),
                     _head(config), _eval(config))

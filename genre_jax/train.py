@@ -10,7 +10,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from genre_jax import heads, loop, objectives, parallel, sampling
@@ -18,20 +17,21 @@ from genre_jax.loop import LossSums, TrainState
 from genre_jax.settings import Loop
 
 
-def decoder_loss_fn(model, tokenizer, objective: Callable = objectives.token_cross_entropy):
-    """Teacher-forced token loss over the decoder's masked logits: (params, batch, key, train) -> (sum, count)."""
+def decoder_loss_fn(model, tokenizer, objective: Callable = objectives.token_cross_entropy, masked: bool = True):
+    """Teacher-forced token loss over the decoder's logits, masked by the tokenizer's table or raw (as
+    released): (params, batch, key, train) -> (sum, count)."""
 
     def loss_fn(params, batch, key, train):
         logits = sampling.teacher_forced_logits(model, params, batch["x"], batch["tokens"], tokenizer, train,
-                                                rngs={"dropout": key} if train else None)
+                                                rngs={"dropout": key} if train else None, masked=masked)
         return objective(logits, batch["tokens"], batch["weight"])
 
     return loss_fn
 
 
-def supervised_steps(loss_fn, tx: optax.GradientTransformation, mesh, seed: int):
-    """Jitted (train_step(state, batch), eval_step(params, batch)) for a loss returning (sum, count)."""
-    base_key = jax.random.key(seed)
+def supervised_steps(loss_fn, tx: optax.GradientTransformation, mesh, base_key: jax.Array):
+    """Jitted (train_step(state, batch), eval_step(params, batch)) for a loss returning (sum, count);
+    step s trains with dropout key fold_in(base_key, s)."""
 
     def mean_loss(params, batch, key, train):
         total, count = loss_fn(params, batch, key, train)
@@ -50,27 +50,26 @@ def supervised_steps(loss_fn, tx: optax.GradientTransformation, mesh, seed: int)
     return (lambda state, batch: train_step(state, batch, base_key)), parallel.data_parallel(eval_step, mesh)
 
 
-def mean_loss(eval_step, params, arrays, batch_size: int, mesh) -> float:
-    """The loss over a whole split, aggregated exactly over batches and devices."""
-    sums = [eval_step(params, parallel.shard_batch(b, mesh)) for b in parallel.padded_batches(arrays, batch_size)]
-    total, count = np.sum(np.asarray([list(s) for s in jax.device_get(sums)]), axis=0)
-    return float(total / count)
-
-
 def run_supervised(ctx, folder: str, settings: Loop, loss_fn, fields: tuple[str, ...], params_init,
-                   meta: dict) -> Any:
-    """Minimizes ``loss_fn`` with early stopping on its validation value; returns the best params."""
+                   meta: dict, select_fn=None) -> Any:
+    """Minimizes ``loss_fn`` with early stopping on its validation value, or on ``select_fn``'s (a
+    second (sum, count) function, reported as val_mse); returns the best params."""
     val = {k: ctx.arrays["val"][k] for k in fields}
     batch_size = parallel.round_up(settings.batch_size, ctx.mesh.size)
     eval_step = None
+    select_step = parallel.data_parallel(lambda p, b: LossSums(*select_fn(p, b, None, False)), ctx.mesh) \
+        if select_fn else None
 
     def make_step(tx):
         nonlocal eval_step
-        train_step, eval_step = supervised_steps(loss_fn, tx, ctx.mesh, ctx.seed)
+        train_step, eval_step = supervised_steps(loss_fn, tx, ctx.mesh, loop.phase_key(ctx.seed, settings, folder))
         return train_step
 
     def validate(params):
-        return {"val_loss": mean_loss(eval_step, params, val, batch_size, ctx.mesh)}
+        out = {"val_loss": loop.split_sums(eval_step, params, val, batch_size, ctx.mesh)["loss"]}
+        if select_step is not None:
+            out = {"val_mse": loop.split_sums(select_step, params, val, batch_size, ctx.mesh)["loss"], **out}
+        return out
 
     phase = loop.Phase(folder, settings, make_step, validate, fields, meta={**ctx.meta, **meta})
     return loop.run(ctx, phase, params_init)[0]
@@ -78,7 +77,7 @@ def run_supervised(ctx, folder: str, settings: Loop, loss_fn, fields: tuple[str,
 
 def run_ce_phase(ctx, params_init) -> Any:
     """CE pretraining with early stopping; returns the best-validation params (resuming if possible)."""
-    loss_fn = decoder_loss_fn(ctx.model, ctx.tokenizer)
+    loss_fn = decoder_loss_fn(ctx.model, ctx.tokenizer, masked=ctx.settings.ce_masked_loss)
     return run_supervised(ctx, ctx.settings.method("ce").folder, ctx.settings.ce, loss_fn, ("x", "tokens"),
                           params_init, {})
 
@@ -88,14 +87,14 @@ def run_token_phase(ctx, ce_params) -> Any:
     on its own validation loss."""
     token = ctx.settings.token
     meta = {"token": {"method": token.method.name, "weight": token.weight, "tau": token.tau}}
-    loss_fn = decoder_loss_fn(ctx.model, ctx.tokenizer, token.objective)
+    loss_fn = decoder_loss_fn(ctx.model, ctx.tokenizer, token.objective, token.masked_loss)
     return run_supervised(ctx, token.method.folder, token.loop, loss_fn, ("x", "tokens"), ce_params, meta)
 
 
 def head_model(ctx):
-    """The configured head on the decoder model's encoder sizes."""
+    """The configured head: its own MLP, or the decoder model's encoder sizes."""
     head = ctx.settings.head
-    return heads.make_head_model(ctx.model_config, head.method.spec, head.num_bins)
+    return heads.make_head_model(ctx.model_config, head.method.spec, head.num_bins, head.mlp_hidden, head.mlp_layers)
 
 
 def init_head_params(ctx):
@@ -105,8 +104,11 @@ def init_head_params(ctx):
 
 
 def run_head_phase(ctx) -> Any:
-    """Trains the configured head from scratch with early stopping; returns the best-validation params."""
-    head = ctx.settings.head
-    loss_fn = head.method.spec.make_loss(head_model(ctx), head)
+    """Trains the configured head from scratch with early stopping; returns the params of the best
+    epoch by validation MSE of the point prediction (as released) or by validation loss."""
+    head, model = ctx.settings.head, head_model(ctx)
+    values_C = heads.bin_layout(head, ctx.arrays["train"]["z"])[1]
+    loss_fn = head.method.spec.make_loss(model, head, values_C)
+    select_fn = heads.point_error_fn(head.method.spec, model, values_C) if head.select == "mse" else None
     return run_supervised(ctx, head.method.folder, head.loop, loss_fn, ("x", "z"), init_head_params(ctx),
-                          {"head": ctx.meta["config"]["head"]})
+                          {"head": ctx.meta["config"]["head"]}, select_fn)

@@ -22,7 +22,8 @@ def reference_targets(z_B, edges_E, smoothing):
 
 
 def head_cfg(**overrides):
-    return ConfigDict(dict(dict(method="riemann", num_bins=16, low=-3.0, high=3.0, smoothing=1.0), **overrides))
+    return ConfigDict(dict(dict(method="riemann", num_bins=16, low=-3.0, high=3.0, smoothing=1.0, targets="integrated",
+                                tails="train_mean"), **overrides))
 
 
 def test_riemann_targets_sum_to_one_and_match_the_normal_cdf():
@@ -56,6 +57,39 @@ def test_bin_values_use_train_tail_means_with_a_fallback():
         heads.riemann_edges(8, 1.0, 1.0)
 
 
+def test_released_layout_centres_targets_and_half_normal_tails():
+    edges_E = heads.riemann_edges(12, -3.0, 3.0)  # width 0.5
+    values_C = heads.riemann_bin_values(edges_E, np.array([-9.0, 9.0]), "half_normal")  # train z ignored
+    tail = 0.5 * np.sqrt(2 / np.pi)
+    np.testing.assert_allclose(values_C[[0, 1, -2, -1]], [-3 - tail, -2.75, 2.75, 3 + tail], rtol=1e-6)
+    z_B = np.array([-5.0, -3.0, 0.1, 2.9, 4.0], np.float32)
+    targets_BC = np.asarray(heads.riemann_targets(z_B, edges_E, 0.75, "centres", values_C))
+    density_BC = np.exp(-0.5 * ((values_C[None, :].astype(np.float64) - z_B[:, None]) / (0.75 * 0.5)) ** 2)
+    np.testing.assert_allclose(targets_BC, density_BC / density_BC.sum(1, keepdims=True), atol=1e-6)
+    assert targets_BC[0].argmax() == 0 and targets_BC[-1].argmax() == 13  # beyond the edges: the tails
+    with pytest.raises(GenreError, match="config.head.tails"):
+        heads.riemann_bin_values(edges_E, None, "edges")
+
+
+def test_own_mlp_is_the_released_stack_and_its_error_selects_epochs():
+    model = heads.make_head_model(MODEL_CFG, heads.RIEMANN, 16, mlp_hidden=8, mlp_layers=3)
+    params, batch = init(model), tiny_batch()
+    assert [params[f"hidden_{i}"]["kernel"].shape for i in range(3)] == [(3, 8), (8, 8), (8, 8)]
+    assert params["head"]["kernel"].shape == (8, 18) and "encoder" not in params
+    h = batch["x"].astype(np.float64)
+    for i in range(3):
+        h = np.maximum(h @ np.asarray(params[f"hidden_{i}"]["kernel"]) + np.asarray(params[f"hidden_{i}"]["bias"]), 0)
+    logits_BC = h @ np.asarray(params["head"]["kernel"]) + np.asarray(params["head"]["bias"])
+    np.testing.assert_allclose(model.apply({"params": params}, batch["x"]), logits_BC, rtol=1e-4, atol=1e-5)
+
+    values_C = heads.riemann_bin_values(heads.riemann_edges(16), None, "half_normal")
+    total, count = heads.point_error_fn(heads.RIEMANN, model, values_C)(params, batch, None, False)
+    point_B = scipy.special.softmax(logits_BC, axis=1) @ values_C
+    real = batch["weight"] > 0
+    assert float(count) == 4.0
+    np.testing.assert_allclose(float(total), np.sum((point_B - batch["z"])[real] ** 2), rtol=1e-4)
+
+
 def tiny_batch(num_features=3, seed=0):
     rng = np.random.default_rng(seed)
     z_B = np.array([-4.0, -0.3, 1.1, 2.0, 100.0, 100.0], np.float32)  # last two rows are padding
@@ -75,7 +109,7 @@ def test_losses_match_numpy_and_ignore_padding_rows():
     model = heads.make_head_model(MODEL_CFG, heads.RIEMANN, cfg.num_bins)
     params = init(model)
     logits_BC = np.asarray(model.apply({"params": params}, batch["x"]), np.float64)
-    total, count = heads.RIEMANN.make_loss(model, cfg)(params, batch, None, False)
+    total, count = heads.RIEMANN.make_loss(model, cfg, None)(params, batch, None, False)
     targets_BC = reference_targets(batch["z"], heads.riemann_edges(16), 1.5)
     ce_B = -np.sum(targets_BC * scipy.special.log_softmax(logits_BC, axis=1), axis=1)
     assert float(count) == 4.0
@@ -84,7 +118,7 @@ def test_losses_match_numpy_and_ignore_padding_rows():
     model = heads.make_head_model(MODEL_CFG, heads.POINTWISE, cfg.num_bins)
     params = init(model)
     pred_B = np.asarray(model.apply({"params": params}, batch["x"]), np.float64)[:, 0]
-    total, count = heads.POINTWISE.make_loss(model, cfg)(params, batch, None, False)
+    total, count = heads.POINTWISE.make_loss(model, cfg, None)(params, batch, None, False)
     assert float(count) == 4.0
     np.testing.assert_allclose(float(total), np.sum((pred_B - batch["z"])[real] ** 2), rtol=1e-5)
 
@@ -92,7 +126,7 @@ def test_losses_match_numpy_and_ignore_padding_rows():
 def test_dropout_only_in_training_mode():
     model = heads.make_head_model(ConfigDict(dict(MODEL_CFG, dropout=0.5)), heads.POINTWISE, 16)
     params, batch = init(model), tiny_batch()
-    loss_fn = heads.POINTWISE.make_loss(model, head_cfg())
+    loss_fn = heads.POINTWISE.make_loss(model, head_cfg(), None)
     eval_loss = loss_fn(params, batch, None, False)[0]
     assert float(eval_loss) == float(loss_fn(params, batch, None, False)[0])
     train_losses = {float(loss_fn(params, batch, jax.random.key(k), True)[0]) for k in range(3)}

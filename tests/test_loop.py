@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 
 from experiments.configs import tabular
-from genre_jax import checkpoint, loop, train
+from genre_jax import checkpoint, loop, settings, train
 from genre_jax.errors import GenreError
 from genre_jax.settings import Optim
+from genre_jax.tokenizers import NormalizedTokenizer
+
+TOK = NormalizedTokenizer()
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():
@@ -46,7 +49,7 @@ def linear_phase(ctx, validate=None, **overrides):
 
     def make_step(tx):
         nonlocal train_step
-        train_step, eval_step = train.supervised_steps(squared_error, tx, ctx.mesh, ctx.seed)
+        train_step, eval_step = train.supervised_steps(squared_error, tx, ctx.mesh, jax.random.key(ctx.seed))
         return train_step
 
     val = ctx.arrays["val"]
@@ -153,3 +156,19 @@ def test_mean_stats_are_exact_over_uneven_batches():
     assert loop.mean_stats(sums) == {"loss": 0.5}
     assert loop.steps_per_epoch(100, 16) == 7 and loop.steps_per_epoch(100, 16, cap=3) == 3
     assert jax.tree.leaves(sums[0])  # stats are pytrees the jitted step can return
+
+
+def test_phases_draw_distinct_streams_unless_shared(tiny_config):
+    per_phase = settings.resolve(tiny_config(rng_streams="per_phase"), TOK)
+    shared = settings.resolve(tiny_config(), TOK)
+    assert shared.ce.rng_streams == "shared" and per_phase.rl.loop.rng_streams == "per_phase"
+    folders = ("ce", "token/ntl_was", "head/riemann", "rl/genre2")
+    keys = [jax.random.key_data(loop.phase_key(0, per_phase.ce, f)).tolist() for f in folders]
+    assert len({str(k) for k in keys}) == len(folders)
+    seed_key = jax.random.key_data(jax.random.key(0)).tolist()
+    assert all(jax.random.key_data(loop.phase_key(0, shared.ce, f)).tolist() == seed_key for f in folders)
+    # shared: the older layout, orders by (seed, offset + epoch); per_phase: by phase too
+    orders = {f: loop.epoch_order(0, loop.Phase(f, per_phase.ce, None, None, ()), 1, 50).tolist() for f in folders}
+    assert len({str(o) for o in orders.values()}) == len(folders)
+    legacy = loop.Phase("token/ntl_was", shared.ce, None, None, ())
+    np.testing.assert_array_equal(loop.epoch_order(0, legacy, 1, 50), np.random.default_rng([0, 1]).permutation(50))

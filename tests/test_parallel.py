@@ -38,7 +38,7 @@ def test_ce_step_on_8_devices_equals_1_device():
     params = init_params(model, 3, tok.length, jax.random.key(0))
     results = []
     for mesh in (parallel.data_mesh(jax.devices()[:1]), parallel.data_mesh()):
-        step, _ = train.supervised_steps(train.decoder_loss_fn(model, tok), tx, mesh, seed=1)
+        step, _ = train.supervised_steps(train.decoder_loss_fn(model, tok), tx, mesh, jax.random.key(1))
         fresh = jax.tree.map(jnp.copy, params)  # the step donates its input state
         state = parallel.replicate(loop.TrainState(jnp.zeros((), jnp.int32), fresh, tx.init(fresh)), mesh)
         for _ in range(3):

@@ -38,13 +38,15 @@ def _state(params, tx, mesh):
     return parallel.replicate(loop.TrainState(jnp.zeros((), jnp.int32), fresh, tx.init(fresh)), mesh)
 
 
-@pytest.mark.parametrize("method, temperature, requantize", [("remax", 1.0, False), ("remax", 0.5, False),
-                                                             ("genre2", 1.0, True)])
-def test_step_loss_matches_an_independent_reconstruction(method, temperature, requantize):
+@pytest.mark.parametrize("method, temperature, requantize, masked_expert", [
+    ("remax", 1.0, False, True), ("remax", 0.5, False, True), ("genre2", 1.0, False, True),
+    ("genre2", 1.0, True, False)])  # the last: the release's re-quantized target and raw-logit expert CE
+def test_step_loss_matches_an_independent_reconstruction(method, temperature, requantize, masked_expert):
     params = init_params(MODEL, 3, TOK.length, jax.random.key(0))
     batch, mesh = _batch(), parallel.data_mesh()
     tx = optax.sgd(0.0)
-    rl_settings = _rl_settings(method, num_rollouts=6, temperature=temperature, requantize_targets=requantize)
+    rl_settings = _rl_settings(method, num_rollouts=6, temperature=temperature, requantize_targets=requantize,
+                               masked_expert=masked_expert)
     step, _ = rl.make_rl_steps(MODEL, TOK, rl_settings, tx, mesh)
     base_key = jax.random.key(7)
     _, stats = step(_state(params, tx, mesh), params, parallel.shard_batch(batch, mesh), base_key)
@@ -67,9 +69,13 @@ def test_step_loss_matches_an_independent_reconstruction(method, temperature, re
     np.testing.assert_allclose(stats[0] / count, reward[w].mean(), rtol=1e-4)
     np.testing.assert_allclose(stats[1] / count, greedy_reward[w].mean(), rtol=1e-4)
     np.testing.assert_allclose(stats[2] / count, np.abs(adv[w]).mean(), rtol=1e-4)
-    # GenRe²: + lambda * CE of the model (untempered) toward the expert token at every position
+    # GenRe²: + lambda * CE of the model (untempered) toward the expert token at every position, over
+    # the masked logits or, as released, the raw ones (the softmax then includes the BOS/pad token)
+    raw = np.asarray(sampling.rollout_logits(MODEL, params, batch["x"], tokens, TOK, masked=False), np.float64)
+    assert np.abs(raw - logits).max() > 1e6  # the mask really differs from raw logits
     expert = np.asarray(objectives.expert_tokens(TOK, tokens, jnp.asarray(batch["tokens"])))
-    expert_ce = -np.take_along_axis(_log_softmax(logits), expert[..., None], -1)[..., 0].mean(-1)
+    expert_ce = -np.take_along_axis(_log_softmax(logits if masked_expert else raw), expert[..., None], -1)[..., 0]
+    expert_ce = expert_ce.mean(-1)
     assert rl_settings.expert_weight == (0.05 if method == "genre2" else 0.0)
     loss = -(adv * logp)[w].mean() + rl_settings.expert_weight * expert_ce[w].mean()
     np.testing.assert_allclose(stats[3] / count, loss, rtol=1e-3, atol=1e-6)

@@ -50,6 +50,12 @@ def test_resolved_values_are_typed_and_defaulted(tiny_config):
     ({"rl.temperature": 0.0}, r"config\.rl\.temperature"),
     ({"model.num_heads": 0}, r"config\.model\.num_heads"),
     ({"seed": -1}, r"config\.seed"),
+    ({"rng_streams": "own"}, r"config\.rng_streams"),
+    ({"head.targets": "edges"}, r"config\.head\.targets"),
+    ({"head.tails": "zero"}, r"config\.head\.tails"),
+    ({"head.select": "r2"}, r"config\.head\.select"),
+    ({"head.mlp_hidden": -1}, r"config\.head\.mlp_hidden"),
+    ({"head.mlp_hidden": 8, "head.mlp_layers": 0}, r"config\.head\.mlp_layers"),
 ])
 def test_bad_values_are_one_line_errors(overrides, needle, tiny_config):
     with pytest.raises(GenreError, match=needle) as err:
@@ -68,3 +74,32 @@ def test_rl_optimizer_as_released_in_paper_and_constant_in_quick():
     # RL folders written before rl.lr_floor existed resume: the field is left out while it is 1.0
     assert "lr_floor" not in quick.fingerprint and paper.fingerprint["lr_floor"] == 0.1
     assert not quick.requantize_targets and "requantize_targets" not in quick.fingerprint
+
+
+def test_paper_baselines_as_released_and_quick_as_before():
+    paper = settings.resolve(tabular.get_config("paper"), TOK)
+    head = paper.head
+    assert (head.mlp_hidden, head.mlp_layers, head.targets, head.tails, head.smoothing, head.select) == (
+        2048, 3, "centres", "half_normal", 0.75, "mse")
+    assert (head.loop.max_epochs, head.loop.patience, head.loop.optim) == (100, 100, settings.Optim(1e-5, 0.0, 100, 0.1, 0.0))
+    assert (paper.token.loop.max_epochs, paper.token.loop.optim.warmup_steps) == (100, 100)
+    assert not paper.ce_masked_loss and not paper.token.masked_loss and not paper.rl.masked_expert
+    assert paper.ce.rng_streams == paper.rl.loop.rng_streams == "per_phase"
+    quick = settings.resolve(tabular.get_config("quick"), TOK)
+    assert quick.ce_masked_loss and quick.rl.masked_expert and quick.ce.rng_streams == "shared"
+    assert (quick.head.mlp_hidden, quick.head.targets, quick.head.tails, quick.head.select) == (
+        0, "integrated", "train_mean", "loss")
+
+
+def test_a_config_written_before_later_fields_reads_their_old_values():
+    config = tabular.get_config("paper")
+    del config["rng_streams"]
+    for section, fields in settings.LATER_FIELDS.items():
+        for field in fields:
+            if section and field in config[section]:
+                del config[section][field]
+    old = settings.resolve(config, TOK)
+    assert old.ce.rng_streams == "shared" and old.ce_masked_loss and old.rl.masked_expert
+    assert (old.head.mlp_hidden, old.head.targets, old.head.tails, old.head.select) == (0, "integrated", "train_mean",
+                                                                                        "loss")
+    assert (old.rl.loop.optim.lr_floor, old.rl.requantize_targets) == (1.0, False)

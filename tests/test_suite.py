@@ -126,6 +126,19 @@ def test_paper_protocol_uses_authors_hparams_where_a_row_exists(data_dir):
         sp.get_config("gpu")
 
 
+def test_cpu_protocol_takes_only_the_authors_tokenizer(data_dir):
+    (data_dir / "authors_hparams.csv").write_text(
+        "dataset,learning_rate,base,digits,d_model,nhead,num_decoder_layers,dim_feedforward,mlp_hidden\n"
+        "toy,4.9e-05,8,6,512,8,5,2048,128\n")
+    config = sp.get_config("cpu")
+    cmd = suite.launch_command(suite.Job("toy", 0, "genre2", "cpu"), config, str(data_dir), "/w")
+    assert "--config.tokenizer.base=8" in cmd and "--config.tokenizer.digits=6" in cmd
+    assert not any(f.startswith(("--config.model.", "--config.ce.learning_rate", "--config.token.learning_rate"))
+                   for f in cmd)
+    other = suite.launch_command(suite.Job("toy2", 0, "genre2", "cpu"), config, str(data_dir), "/w")
+    assert not any("tokenizer" in f for f in other)  # no row: the quick variant's (2, 8)
+
+
 @pytest.mark.parametrize("protocol", sp.PROTOCOLS)
 def test_protocol_overrides_name_real_config_fields(protocol, data_dir):
     from experiments.configs import tabular

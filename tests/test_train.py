@@ -24,20 +24,26 @@ def synthetic_arrays(seed=0, num_features=4):
     return arrays
 
 
-def head_config(method):
+# The release's head: its own MLP, soft labels at the bin centres, half-normal tails, best epoch by val MSE.
+RELEASED = dict(mlp_hidden=24, mlp_layers=3, targets="centres", tails="half_normal", smoothing=0.75, select="mse")
+
+
+def head_config(method, **overrides):
     config = tabular.get_config("tiny")
     config.model.update(d_model=16, mlp_hidden=32, mlp_layers=1, dropout=0.0)
     config.head.update(method=method, num_bins=32, low=-3.0, high=3.0, smoothing=1.0, learning_rate=1e-2,
                        weight_decay=0.0, batch_size=30, max_epochs=3, patience=3, warmup_steps=2, lr_floor=0.1,
                        grad_clip=1.0, num_samples=16)
+    config.head.update(**overrides)
     config.eval.update(batch_size=40, splits="val,test")
     return config
 
 
-@pytest.mark.parametrize("method", ["pointwise", "riemann"])
-def test_head_phase_trains_and_evaluates_in_evaluate_schema(method, tmp_path, make_context):
+@pytest.mark.parametrize("method,overrides", [("pointwise", {}), ("riemann", {}), ("riemann", RELEASED)],
+                         ids=["pointwise", "riemann", "riemann-released"])
+def test_head_phase_trains_and_evaluates_in_evaluate_schema(method, overrides, tmp_path, make_context):
     arrays = synthetic_arrays()
-    ctx = make_context(arrays, head_config(method), y_std=2.0)
+    ctx = make_context(arrays, head_config(method, **overrides), y_std=2.0)
     params = train.run_head_phase(ctx)
     restored = train.run_head_phase(ctx)  # done: restores best
     jax.tree.map(np.testing.assert_array_equal, restored, params)
@@ -46,6 +52,17 @@ def test_head_phase_trains_and_evaluates_in_evaluate_schema(method, tmp_path, ma
         log = [json.loads(line) for line in f]
     assert len(log) == 3
     assert log[-1]["train_loss"] < log[0]["train_loss"] and log[-1]["val_loss"] < log[0]["val_loss"]
+    select = "val_mse" if overrides else "val_loss"
+    assert [k for k in log[0] if k.startswith("val_")][0] == select
+    best = min(log, key=lambda r: r[select])
+    assert log[-1][f"best_{select}"] == best[select]
+    if overrides:
+        assert "hidden_2" in params and "encoder" not in params
+        point_N = evaluate.heads.head_predict(ctx.settings.head.method.spec, train.head_model(ctx), params,
+                                              arrays["val"]["x"], None, 0,
+                                              *reversed(evaluate.heads.bin_layout(ctx.settings.head,
+                                                                                  arrays["train"]["z"])))[1]
+        np.testing.assert_allclose(np.mean((np.asarray(point_N) - arrays["val"]["z"]) ** 2), best[select], rtol=1e-4)
 
     result = evaluate.evaluate_head(ctx, params, train.head_model(ctx), str(tmp_path / "eval"))
     num_samples = 16 if method == "riemann" else 1

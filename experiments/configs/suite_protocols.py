@@ -20,7 +20,10 @@ Protocols (``get_config(arg)``, arg in {"cpu", "paper"}):
          mlp_hidden -> model.mlp_hidden. Model and tokenizer overrides go to every launch of a
          workdir (launch refuses a workdir of another model), so heads share the encoder sizes.
 
-  cpu    experiments/configs/tabular.py:quick (d_model 128, 2 layers, FFN 512) with budgets set in
+  cpu    experiments/configs/tabular.py:quick (d_model 128, 2 layers, FFN 512), with the authors'
+         tokenizer (base, digits from authors_hparams.csv, where a row exists; (2, 8) otherwise): the
+         resolution costs nothing here, and on nearly noise-free data (mv, steel, mauna-loa) a
+         (2, 8) quantization step alone is an RMSE floor. Budgets are set in
          optimizer steps at batch 128 (steps per epoch = ceil(n_train / 128)), turned into
          per-dataset epoch counts, so a 300-row and a 30k-row dataset get comparable training:
            CE     ~1200 steps: max_epochs = clamp(ceil(1200 / steps_per_epoch), 5, 200),
@@ -46,7 +49,8 @@ Protocols (``get_config(arg)``, arg in {"cpu", "paper"}):
 Fields: protocol, config (tabular.py path[:variant], relative to the repository), data_dir,
 datasets ("" = every dataset folder in data_dir), methods, seeds (comma lists), batch_size (the
 one budgets are expressed in), budget (steps per phase; None = the variant's own epochs),
-authors_hparams ("" = <data_dir>/authors_hparams.csv if present; "none" = never), and
+authors_hparams ("" = <data_dir>/authors_hparams.csv if present; "none" = never), authors_columns
+(the CSV columns a protocol takes, comma list; "" = all of AUTHORS_COLUMNS' sources), and
 overrides: lists of "--config.x=value" strings per phase group ("all" goes to every launch.py
 call, "ce"/"rl"/"token"/"head" only to that phase's launch). ``launch_overrides`` adds the
 per-dataset part.
@@ -95,6 +99,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
     c.seeds = "0"
     c.batch_size = 128
     c.authors_hparams = ""
+    c.authors_columns = ""
     if protocol == "paper":
         c.config = "experiments/configs/tabular.py:paper"
         c.budget = ml_collections.ConfigDict(dict(ce_steps=None, rl_steps=None, token_steps=None, head_steps=None))
@@ -102,7 +107,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
             all=["--config.eval.num_samples=128"], ce=[], rl=["--config.rl.max_epochs=100"], token=[], head=[]))
     else:
         c.config = "experiments/configs/tabular.py:quick"
-        c.authors_hparams = "none"  # the quick model is the same everywhere on CPU
+        c.authors_columns = "base,digits"  # the quick model and rates are the same everywhere on CPU
         c.budget = ml_collections.ConfigDict(dict(ce_steps=1200, rl_steps=60, token_steps=200, head_steps=1200))
         c.overrides = ml_collections.ConfigDict(dict(
             all=["--config.eval.num_samples=32", "--config.eval.splits=val,test"], ce=[], rl=[], token=[],
@@ -170,9 +175,13 @@ def _parse(value: str, kind, where: str):
     return kind(number) if kind is int else kind(value)
 
 
-def authors_overrides(row: dict | None) -> list[str]:
+def authors_overrides(row: dict | None, columns: str = "") -> list[str]:
+    """launch.py flags from one authors_hparams.csv row, limited to the CSV ``columns`` ("" = all)."""
     if not row:
         return []
+    if columns:
+        wanted = {c.strip() for c in columns.split(",")}
+        row = {k: v for k, v in row.items() if k in wanted or k == DATASET}
     # Token-level losses fine-tune the CE decoder like RL does, so they get the CE rate too (RL
     # inherits it by itself); the paper variant's token rate equals its default CE rate.
     # The release's MLP encoder has num_decoder_layers hidden layers of mlp_hidden units.
@@ -203,7 +212,7 @@ def launch_overrides(config, dataset: str, method: str, data_dir: str, authors: 
         return []
     if authors is None:
         authors = read_authors_hparams(authors_hparams_path(config, data_dir))
-    out = list(config.overrides.all) + authors_overrides(authors.get(dataset))
+    out = list(config.overrides.all) + authors_overrides(authors.get(dataset), config.get("authors_columns", ""))
     out += list(config.overrides.get(phase, []))
     if any(config.budget.values()):
         out += budget_overrides(config, phase, train_size(data_dir, dataset))

@@ -4,13 +4,19 @@
 Variants (the part after the colon):
   quick  (default) a model and budget for 2 CPU cores: d_model 128, 2 decoder layers, CE lr 1e-3
          for at most 40 epochs (patience 8), then 3 RL epochs at a constant lr 1e-4 (after 10
-         warmup steps, no weight decay, 128 inputs per update) with G = 16 rollouts.
+         warmup steps, no weight decay, 128 inputs per update) with G = 16 rollouts. Heads on the
+         decoder model's encoder (Riemann: integrated soft labels, train-mean tails, selected by
+         validation loss); losses over masked logits; shared PRNG streams (as its tables were made).
   paper  the paper's defaults: d_model 256, 3 layers, 4 heads, FFN 1024, the released decoder
          (sinusoidal positions, no final LayerNorm) and encoder (3 hidden layers of 1024), CE lr
          1e-4, batch 128, up to 200 epochs with patience 20, warmup 100 steps, cosine floor 0.1x; RL 100 epochs,
          G = 16, the CE learning rate, expert weight 0.05 (0.1 with IEEE tokens), the released RL
          optimizer (AdamW wd 0.01, warmup 100, cosine to 0.1x, 512 inputs per update, no clipping)
-         and training reward against the re-quantized target.
+         and training reward against the re-quantized target; CE and expert CE over raw logits.
+         Baselines as released: token-level losses 100 epochs (warmup 100); heads on their own MLP
+         (3 x 2048, AdamW lr 1e-5, wd 0, 100 epochs, warmup 100, cosine to 0.1x, best epoch by
+         validation MSE), Riemann soft labels of sigma 0.75 bin width at the bin centres, tails at
+         ∓0.5·√(2/π) beyond the edges. Every phase draws its own PRNG stream.
   tiny   a toy model for tests and smoke runs (seconds).
 
 Launch:
@@ -39,6 +45,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.data_dir = ""  # "" = the repository's bundled datasets/ folder
     c.dataset = "cpu_act"
     c.phases = "ce,rl,eval"  # comma-separated subset; always run in the order ce, rl, token, head, gbdt, eval
+    # per_phase: each phase its own dropout/rollout keys and batch orders; shared: the older layout
+    # (later phases replay CE's), which the quick variant's committed tables were made with.
+    c.rng_streams = "per_phase"
 
     # normalized uses base/digits; ieee uses base/exponent_digits/mantissa_digits.
     c.tokenizer = ml_collections.ConfigDict(dict(
@@ -48,7 +57,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         mlp_hidden=1024, mlp_layers=3, pos_embedding="sinusoidal", final_norm=False))  # as released
     c.ce = ml_collections.ConfigDict(dict(
         learning_rate=1e-4, weight_decay=0.01, batch_size=128, max_epochs=200, patience=20,
-        warmup_steps=100, lr_floor=0.1, grad_clip=1.0))
+        warmup_steps=100, lr_floor=0.1, grad_clip=1.0,
+        masked_loss=False))  # as released: CE over the raw logits; True: over the tokenizer's allowed tokens
     # RL fine-tuning from the best CE checkpoint. method: genre2 (ReMax + dense expert CE), remax,
     # grpo (group-normalized, clipped ratio, ppo_epochs passes), rloo. None = inherit / method default.
     # Optimizer as released: AdamW (wd 0.01), 100 warmup steps, cosine to 0.1x over the RL budget,
@@ -59,20 +69,35 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         learning_rate=placeholder(float), expert_weight=placeholder(float), kl_weight=0.0, entropy_weight=0.0,
         clip_eps=0.2, ppo_epochs=1, warmup_steps=100, weight_decay=0.01, grad_clip=0.0,  # none in the release
         lr_floor=0.1,  # cosine decay to learning_rate * lr_floor over the RL budget; 1.0 = constant
-        requantize_targets=True))  # train reward against detok(tok(y)) as released; validation uses y
+        requantize_targets=True,  # train reward against detok(tok(y)) as released; validation uses y
+        masked_expert=False))  # the expert CE over raw logits, as released
     # Token-level baselines fine-tuned from the CE checkpoint: ntl_mse, ntl_was, dist2 (or ce).
     # weight None = the method's default (0.3, 0.3, 0.1); tau: DIST2's smoothing temperature.
+    # As released: 100 epochs, warmup 100 then cosine; the best validation-loss epoch is kept.
     c.token = ml_collections.ConfigDict(dict(
         method="ntl_was", weight=placeholder(float), tau=1.0, learning_rate=1e-4, weight_decay=0.01,
-        batch_size=128, max_epochs=50, patience=10, warmup_steps=10, lr_floor=0.1, grad_clip=1.0))
-    # Traditional heads on the same MLP encoder, trained from scratch: riemann (histogram) or pointwise.
+        batch_size=128, max_epochs=100, patience=100, warmup_steps=100, lr_floor=0.1, grad_clip=1.0,
+        masked_loss=False))
+    # Traditional heads, trained from scratch: riemann (histogram) or pointwise. As released: their
+    # own MLP (mlp_layers x mlp_hidden; mlp_hidden 0 = the decoder model's encoder), AdamW lr 1e-5,
+    # wd 0, 100 epochs, the best epoch by validation MSE (select: mse | loss); Riemann soft labels of
+    # sigma = smoothing bin widths at the bin centres (targets: centres | integrated) and tail bins
+    # at ∓0.5·√(2/π) beyond the edges (tails: half_normal | train_mean). See genre_jax/heads.py.
     c.head = ml_collections.ConfigDict(dict(
-        method="riemann", num_bins=256, low=-3.0, high=3.0, smoothing=1.0, learning_rate=1e-4,
-        weight_decay=0.01, batch_size=128, max_epochs=200, patience=20, warmup_steps=100, lr_floor=0.1,
-        grad_clip=1.0, num_samples=128))
+        method="riemann", num_bins=256, low=-3.0, high=3.0, smoothing=0.75, targets="centres",
+        tails="half_normal", mlp_hidden=2048, mlp_layers=3, select="mse", learning_rate=1e-5,
+        weight_decay=0.0, batch_size=128, max_epochs=100, patience=100, warmup_steps=100, lr_floor=0.1,
+        grad_clip=0.0, num_samples=128))
     c.eval = ml_collections.ConfigDict(dict(
         num_samples=128, temperature=1.0, batch_size=256, splits="val,test"))
 
+    if variant in ("quick", "tiny"):  # our choices where the release's are not needed (see the docstring)
+        c.rng_streams = "shared"
+        c.ce.masked_loss = c.token.masked_loss = c.rl.masked_expert = True
+        c.token.update(max_epochs=50, patience=10, warmup_steps=10)
+        c.head.update(smoothing=1.0, targets="integrated", tails="train_mean", mlp_hidden=0, mlp_layers=0,
+                      select="loss", learning_rate=1e-4, weight_decay=0.01, max_epochs=200, patience=20,
+                      grad_clip=1.0)
     if variant == "quick":
         c.model.update(d_model=128, num_layers=2, num_heads=4, d_ff=512, mlp_hidden=256, mlp_layers=2,
                        pos_embedding="learned", final_norm=True)
