@@ -3,6 +3,7 @@
   python launch.py                                       # default job: CE -> GenRe² -> eval on bundled cpu_act
   python launch.py --config=experiments/configs/tabular.py:paper --workdir=runs/x --config.dataset=NAME \
       --config.data_dir=/path/to/talent --config.phases=ce,rl,eval --config.rl.method=remax
+  python launch.py --workdir=runs/prof --config.phases=rl --profile=5   # trace 5 RL steps (runs/prof/profile)
 
 Every run writes <workdir>/config.json (resolved config, seed, versions, devices) and
 <workdir>/results.json (metrics per evaluated phase, split and aggregation). Re-running with the
@@ -26,15 +27,18 @@ def _define_flags() -> None:
     config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Config file (path[:variant]).", lock_config=True)
     flags.DEFINE_string("workdir", "runs/default", "Output folder; re-using one resumes its run.")
     flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (TPU pod slices, multi-node GPU).")
+    flags.DEFINE_integer("profile", 0, "Trace this many training steps of the first phase this launch trains "
+                         "(after its compiling first step) with jax.profiler.", lower_bound=0)
+    flags.DEFINE_string("profile_dir", "", "Where the trace goes (default <workdir>/profile).")
 
 
 FLAGS = flags.FLAGS
 
 
-def run(config, workdir: str) -> dict:
+def run(config, workdir: str, profile_steps: int = 0, profile_dir: str = "") -> dict:
     """Runs the configured phases (see genre_jax/pipeline.py); returns this run's results."""
     from genre_jax import pipeline
-    return pipeline.run(config, workdir)
+    return pipeline.run(config, workdir, profile_steps, profile_dir)
 
 
 def _enable_compilation_cache() -> None:
@@ -62,7 +66,7 @@ def main(argv) -> int:
     except (OSError, KeyError, AttributeError, ValueError) as e:  # a config file that failed to load
         _config_error(e)
     try:
-        summary = run(config, FLAGS.workdir)
+        summary = run(config, FLAGS.workdir, FLAGS.profile, FLAGS.profile_dir)
     except GenreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

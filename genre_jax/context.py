@@ -21,6 +21,7 @@ class RunContext:
     workdir: str
     meta: dict  # every best checkpoint carries it: model config, tokenizer spec, preprocessing
     data: Any = None  # the loaded dataset (splits + fitted preprocessing); LightGBM reads its raw splits
+    profiler: Any = None  # loop.StepProfiler when launch.py --profile asks for a trace
 
     @property
     def seed(self) -> int:

@@ -16,7 +16,7 @@ Schema notes (a point predictor has no samples):
     a target only by exact equality. Compare the distribution columns across samplers only.
   * ``num_samples`` is 1.
 
-  python -m genre_jax.gbdt --data_dir=../shared/datasets/talent --dataset=cpu_act --workdir=runs/x --seed=0
+  python -m genre_jax.gbdt --data_dir=/path/to/talent --dataset=cpu_act --workdir=runs/x --seed=0
 """
 from __future__ import annotations
 

@@ -1,7 +1,10 @@
 """The one training loop behind every trained phase: CE, token-level fine-tuning, heads and RL.
 
-A phase brings a ``Phase``: a step factory (given the optimizer, it returns the jitted update for one
-batch), a validation function and a few switches. The loop owns everything else: the optimizer and
+A phase brings a ``Phase``: an update factory (given the optimizer, it returns the pure update of one
+batch and the replicated values it reads), a validation function and a few switches. The loop runs a
+whole epoch's updates as one compiled ``lax.scan`` over the stacked batches (one Python round trip
+per epoch: on small models dispatch, not arithmetic, dominates a step), or one call per batch when a
+profiler traces single steps. The loop owns everything else: the optimizer and
 its schedule, the train state, resume from ``<workdir>/<folder>/last``, the epochs and their
 shuffling, the progress bar, ``log.jsonl``, selection of the best epoch by the first validation value,
 early stopping, the non-finite stop and the ``best`` / ``last`` checkpoints.
@@ -62,7 +65,9 @@ class Phase:
     """What one phase brings to the loop."""
     folder: str  # checkpoints and log under <workdir>/<folder>; also the progress bar's label
     settings: Loop
-    make_step: Callable  # tx -> step(state, sharded batch) -> (state, stats NamedTuple of sums, "count" last)
+    # tx -> (update, extras): update(state, batch, extras) -> (state, stats NamedTuple of sums, "count"
+    # last), pure; extras: what it reads besides the batch (keys, reference params), replicated
+    make_step: Callable
     validate: Callable  # params -> {name: value}; the first entry picks the best epoch
     fields: tuple[str, ...]  # the arrays a train batch carries
     maximize: bool = False
@@ -73,6 +78,35 @@ class Phase:
     # ``fingerprint``, and a finished phase continues when max_epochs is raised.
     start_competes: bool = False
     fingerprint: dict | None = None
+
+
+class StepProfiler:
+    """``launch.py --profile=N``: a ``jax.profiler`` trace (TensorBoard/XProf and Perfetto readable) of
+    N training steps of the first phase this launch trains, after its first step (which compiles).
+    Each traced step is annotated with its phase and number and waited for, so steps do not overlap."""
+
+    def __init__(self, steps: int, out_dir: str):
+        self.steps, self.out_dir = int(steps), os.path.abspath(out_dir)
+        self.calls, self.traced, self.active = 0, 0, False
+
+    def call(self, name: str, step, *args):
+        self.calls += 1
+        if self.calls == 1 or self.traced >= self.steps:
+            return step(*args)
+        if not self.active:
+            jax.profiler.start_trace(self.out_dir, create_perfetto_trace=True)
+            self.active = True
+        with jax.profiler.StepTraceAnnotation(name, step_num=self.traced):
+            out = jax.block_until_ready(step(*args))
+        self.traced += 1
+        if self.traced >= self.steps:
+            self.close()
+        return out
+
+    def close(self) -> None:
+        if self.active:
+            jax.profiler.stop_trace()
+            self.active = False
 
 
 def stream_id(folder: str) -> int:
@@ -109,10 +143,26 @@ def steps_per_epoch(num_rows: int, batch_size: int, cap: int = 0) -> int:
 
 
 def mean_stats(sums: list) -> dict[str, float]:
-    """Exact means of a list of per-batch stats NamedTuples (sums, with ``count`` last)."""
+    """Exact means of a list of stats NamedTuples (sums, with ``count`` last), each of one batch or
+    of a scanned epoch's batches stacked."""
     names = type(sums[0])._fields
-    totals = np.sum(np.asarray([list(s) for s in jax.device_get(sums)]), axis=0)
+    totals = np.sum(np.asarray([[np.sum(f) for f in s] for s in jax.device_get(sums)]), axis=0)
     return dict(zip(names[:-1], (totals[:-1] / totals[-1]).tolist()))
+
+
+def jit_update(update, mesh):
+    """``update(state, batch, extras)`` jitted for one batch: the batch split over the devices, the rest
+    replicated, the state donated."""
+    return parallel.data_parallel(update, mesh, batch_args=(1,), donate_argnums=0)
+
+
+def jit_epoch(update, mesh):
+    """``update`` scanned over stacked batches [S, B, ...] in one compiled call; stats come back stacked."""
+
+    def epoch(state, batches, extras):
+        return jax.lax.scan(lambda carry, batch: update(carry, batch, extras), state, batches)
+
+    return parallel.data_parallel(epoch, mesh, batch_args=(1,), donate_argnums=0, batch_axis=1)
 
 
 def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
@@ -122,7 +172,9 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
     batch_size = parallel.round_up(cfg.batch_size, mesh.size)
     steps = steps_per_epoch(len(train["x"]), batch_size, cfg.steps_per_epoch)
     tx = make_optimizer(cfg.optim, cfg.max_epochs * steps * phase.updates_per_step)
-    step = phase.make_step(tx)
+    update, extras = phase.make_step(tx)
+    per_step = ctx.profiler is not None
+    step = jit_update(update, mesh) if per_step else jit_epoch(update, mesh)
     ckpt = PhaseCheckpoints(ctx.workdir, phase.folder)
     params = jax.tree.map(jnp.copy, params_init)  # the step donates its state; the caller keeps its params
     state = parallel.replicate(TrainState(jnp.zeros((), jnp.int32), params, tx.init(params)), mesh)
@@ -151,10 +203,16 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
                initial=progress["epoch"], total=cfg.max_epochs, dynamic_ncols=True)
     for epoch in bar:
         order = epoch_order(base_seed, phase, epoch, len(train["x"]))
-        sums = []
-        for batch in itertools.islice(parallel.padded_batches(train, batch_size, order), steps):
-            state, stats = step(state, parallel.shard_batch(batch, mesh))
-            sums.append(stats)
+        batches = list(itertools.islice(parallel.padded_batches(train, batch_size, order), steps))
+        if per_step:
+            sums = []
+            for batch in batches:
+                state, stats = ctx.profiler.call(phase.folder, step, state, parallel.shard_batch(batch, mesh), extras)
+                sums.append(stats)
+        else:
+            stacked = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+            state, stats = step(state, parallel.shard_batch(stacked, mesh, axis=1), extras)
+            sums = [stats]
         train_stats = mean_stats(sums)
         val = phase.validate(state.params)
         for name, value in [*((f"train_{k}", v) for k, v in train_stats.items()), *val.items()]:

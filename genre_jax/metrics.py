@@ -233,3 +233,57 @@ def error_vs_num_samples(
         if k <= samples.shape[1]:
             result[k] = rmse(aggregate_samples(samples[:, :k], how), target)
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact discrete distributions: every value a decoder can emit (values_S) with its probability per
+# input (probs_NS), as ``exact.predict`` returns them. No Monte-Carlo noise.
+
+
+class Discrete:
+    """Row-wise discrete distributions over shared support values, sorted once."""
+
+    def __init__(self, values_S, probs_NS):
+        values = np.asarray(values_S, np.float64)
+        probs = np.asarray(probs_NS, np.float64)
+        if values.ndim != 1 or probs.ndim != 2 or probs.shape[1] != values.shape[0]:
+            raise ValueError(f"probs_NS must have shape (N, {values.shape}), got {probs.shape}")
+        order = np.argsort(values, kind="stable")
+        self.values_S = values[order]
+        probs = probs[:, order]
+        self.probs_NS = probs / probs.sum(axis=1, keepdims=True)  # float32 probabilities sum to 1 +- 1e-6
+        self.cdf_NS = np.cumsum(self.probs_NS, axis=1)
+
+    def mean(self) -> np.ndarray:
+        return self.probs_NS @ self.values_S
+
+    def quantile(self, q: float) -> np.ndarray:
+        """The inverse CDF: the smallest support value whose CDF reaches q."""
+        index_N = np.sum(self.cdf_NS < q - 1e-12, axis=1)
+        return self.values_S[np.minimum(index_N, self.values_S.shape[0] - 1)]
+
+    def crps(self, target_N) -> float:
+        """Mean CRPS, E|X - y| - E|X - X'| / 2, with E|X - X'| = 2 * integral of F (1 - F)."""
+        target = np.asarray(target_N, np.float64)
+        abs_err = np.sum(self.probs_NS * np.abs(self.values_S[None, :] - target[:, None]), axis=1)
+        cdf = self.cdf_NS[:, :-1]
+        spread = 2.0 * np.sum(cdf * (1.0 - cdf) * np.diff(self.values_S)[None, :], axis=1)
+        return float(np.mean(abs_err - 0.5 * spread))
+
+    def coverage(self, target_N, level: float = 0.9) -> float:
+        """Fraction of targets inside [Q((1 - level) / 2), Q((1 + level) / 2)], both ends included."""
+        target = np.asarray(target_N, np.float64)
+        lo, hi = self.quantile((1.0 - level) / 2.0), self.quantile((1.0 + level) / 2.0)
+        return float(np.mean((lo <= target) & (target <= hi)))
+
+    def sample(self, rng: np.random.Generator, num_samples: int) -> np.ndarray:
+        """samples_NG by inverse-CDF sampling (kept beside exact scores for sample-based analyses)."""
+        u_NG = rng.random((self.cdf_NS.shape[0], num_samples))
+        index = np.stack([np.searchsorted(c, u, side="right") for c, u in zip(self.cdf_NS, u_NG)])
+        return self.values_S[np.minimum(index, self.values_S.shape[0] - 1)]
+
+
+def exact_prediction_metrics(dist: Discrete, greedy_N, target_z_N, y_std) -> dict[str, dict[str, float]]:
+    """``prediction_metrics``' schema from an exact distribution: its mean, its median, the greedy decode."""
+    point = {"mean": dist.mean(), "median": dist.quantile(0.5), "greedy": np.asarray(greedy_N, np.float64)}
+    return {how: regression_metrics(point[how], target_z_N, y_std) for how in AGGREGATIONS}

@@ -152,9 +152,18 @@ class DecoderBlock(nn.Module):
         kv = self.cross_kv(memory_BMD)  # [B, M, 2, H, K]
         return kv[:, :, 0], kv[:, :, 1]
 
-    def _cross_and_ff(self, h_BQD, mem_k, mem_v, train):
+    def _cross(self, h_BQD, mem_k_BMHK, mem_v_BMHK):
+        """Cross-attention's output. Over one memory slot (the tabular encoder) the softmax is over a
+        single key, so the output is cross_out(v) whatever the query: computed once per input (and
+        shared by every position and rollout) instead of per query. The query layers still get
+        created at init, so both paths share one parameter tree; their gradient is zero either way."""
+        if mem_k_BMHK.shape[1] == 1 and not self.is_initializing():
+            return jnp.broadcast_to(self.cross_out(mem_v_BMHK[:, 0])[:, None], h_BQD.shape)
         q = self.cross_q(self.ln_cross(h_BQD))
-        h_BQD = h_BQD + self.drop(self.cross_out(_attend(q, mem_k, mem_v)), deterministic=not train)
+        return self.cross_out(_attend(q, mem_k_BMHK, mem_v_BMHK))
+
+    def _cross_and_ff(self, h_BQD, mem_k, mem_v, train):
+        h_BQD = h_BQD + self.drop(self._cross(h_BQD, mem_k, mem_v), deterministic=not train)
         ff = self.ff_out(nn.relu(self.ff_in(self.ln_ff(h_BQD))))
         return h_BQD + self.drop(ff, deterministic=not train)
 

@@ -23,29 +23,31 @@ def data_mesh(devices=None) -> Mesh:
     return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices)
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P(DATA_AXIS))
+def batch_sharding(mesh: Mesh, axis: int = 0) -> NamedSharding:
+    """Splits ``axis`` (the batch axis: 0, or 1 for an epoch of stacked batches) over the mesh."""
+    return NamedSharding(mesh, P(*([None] * axis), DATA_AXIS))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def shard_batch(batch, mesh: Mesh):
-    """Places a global host batch with its leading axis split over the mesh.
+def shard_batch(batch, mesh: Mesh, axis: int = 0):
+    """Places a global host batch with its batch ``axis`` (0; 1 for stacked batches) split over the mesh.
 
     Every host builds the same global batch (same seed, same order) and contributes only the rows
     its own devices hold, so the same call works on one host and on a multi-host slice.
     """
-    sharding = batch_sharding(mesh)
+    sharding = batch_sharding(mesh, axis)
     num, index = jax.process_count(), jax.process_index()
 
     def put(a):
         a = np.asarray(a)
         if num == 1:
             return jax.device_put(a, sharding)
-        rows = a.shape[0] // num
-        return jax.make_array_from_process_local_data(sharding, a[index * rows:(index + 1) * rows], a.shape)
+        rows = a.shape[axis] // num
+        local = np.take(a, np.arange(index * rows, (index + 1) * rows), axis=axis)
+        return jax.make_array_from_process_local_data(sharding, local, a.shape)
 
     return jax.tree.map(put, batch)
 
@@ -76,12 +78,13 @@ def initialize_multihost() -> None:
 
 
 def data_parallel(fn, mesh: Mesh, batch_args: tuple[int, ...] = (1,), batch_out: bool = False,
-                  donate_argnums=()):
+                  donate_argnums=(), batch_axis: int = 0):
     """``fn`` jitted to run data-parallel: the positional arguments in ``batch_args`` (batches) are split
-    over the ``data`` axis, all others (params, train state, keys) replicated; the outputs are replicated
-    (reductions, the new state) or, with ``batch_out``, split like the batch (per-row predictions)."""
+    over the ``data`` axis along ``batch_axis``, all others (params, train state, keys) replicated; the
+    outputs are replicated (reductions, the new state) or, with ``batch_out``, split like the batch
+    (per-row predictions)."""
     num_args = len(inspect.signature(fn).parameters)
-    rep, data = replicated(mesh), batch_sharding(mesh)
+    rep, data = replicated(mesh), batch_sharding(mesh, batch_axis)
     return jax.jit(fn, in_shardings=tuple(data if i in batch_args else rep for i in range(num_args)),
                    out_shardings=data if batch_out else rep, donate_argnums=donate_argnums)
 

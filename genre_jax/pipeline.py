@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from genre_jax import checkpoint, evaluate, gbdt, methods, models, parallel, rl, settings, train
+from genre_jax import checkpoint, evaluate, gbdt, loop, methods, models, parallel, rl, settings, train
 from genre_jax.checkpoint import PhaseCheckpoints
 from genre_jax.context import RunContext, encode_splits
 from genre_jax.data import load_for_config
@@ -52,8 +52,9 @@ def versions() -> dict:
     return out
 
 
-def run(config, workdir: str) -> dict:
-    """Runs the configured phases; returns the results of this run (also merged into results.json)."""
+def run(config, workdir: str, profile_steps: int = 0, profile_dir: str = "") -> dict:
+    """Runs the configured phases; returns the results of this run (also merged into results.json).
+    ``profile_steps`` > 0 traces that many training steps into ``profile_dir`` (<workdir>/profile)."""
     # Everything that can reject the input runs before the workdir is touched.
     settings.parse_phases(config.phases)
     data = load_for_config(config)
@@ -66,8 +67,10 @@ def run(config, workdir: str) -> dict:
                                 jax.random.key(run_settings.seed))
     arrays, clipped = encode_splits(data, tokenizer)
     meta = {"config": config.to_dict(), "tokenizer": tokenizer.spec(), "preprocessor": data.preprocessor.to_dict()}
+    profiler = loop.StepProfiler(profile_steps, profile_dir or os.path.join(workdir, "profile")) \
+        if profile_steps > 0 else None
     ctx = RunContext(run_settings, arrays, float(data.preprocessor.y_std), model, tokenizer, config.model.to_dict(),
-                     parallel.data_mesh(), workdir, meta, data)
+                     parallel.data_mesh(), workdir, meta, data, profiler)
 
     created = not os.path.exists(workdir)
     os.makedirs(workdir, exist_ok=True)
@@ -86,6 +89,9 @@ def run(config, workdir: str) -> dict:
         if created and not PhaseCheckpoints(workdir, methods.only("ce").folder).has("best"):
             shutil.rmtree(workdir, ignore_errors=True)  # nothing worth resuming: leave no half-written folder
         raise
+    finally:
+        if profiler is not None:
+            profiler.close()
     summary = {"dataset": config.dataset, "seed": ctx.seed, "phases": results}
     if results:
         merge_into_results(workdir, config.dataset, ctx.seed, results)
@@ -139,7 +145,7 @@ def _evaluate(ctx, trained: dict[str, Trained], earlier: dict) -> dict:
     config = ctx.meta["config"]
     for name, (method, params, progress) in trained.items():
         ckpt = PhaseCheckpoints(ctx.workdir, method.folder)
-        stamp = {"best_step": ckpt.best_step(), "eval": config["eval"]}
+        stamp = {"best_step": ckpt.best_step(), "eval": settings.without_later_fields("eval", config["eval"])}
         if method.kind == "head":  # heads sample with their own settings
             stamp["head"] = settings.without_later_fields("head", config["head"])
         if earlier.get(name, {}).get("stamp") == stamp:

@@ -47,8 +47,8 @@ class ValSums(NamedTuple):
     count: jax.Array
 
 
-def make_rl_steps(model, tokenizer, rl: RL, tx, mesh):
-    """Jitted (train_step(state, ref_params, batch, key), val_step(params, batch, key))."""
+def make_rl_update(model, tokenizer, rl: RL, tx):
+    """Pure (update(state, batch, (ref_params, base_key)), val_step(params, batch, key))."""
     spec, G, tok = rl.method.spec, rl.num_rollouts, tokenizer
 
     def rollout(params, batch, key, target_B) -> Rollout:
@@ -76,7 +76,8 @@ def make_rl_steps(model, tokenizer, rl: RL, tx, mesh):
         loss = policy + rl.expert_weight * expert_ce + rl.kl_weight * kl - rl.entropy_weight * entropy
         return loss, (expert_ce, kl, entropy)
 
-    def train_step(state: TrainState, ref_params, batch, base_key):
+    def update(state: TrainState, batch, extras):
+        ref_params, base_key = extras
         # As released, training may reward against the target as the tokenizer writes it
         # (y <- detok(tok(y))); validation always scores the real target.
         target_B = tok.decode(batch["tokens"]) if rl.requantize_targets else batch["z"]
@@ -100,7 +101,14 @@ def make_rl_steps(model, tokenizer, rl: RL, tx, mesh):
         w = batch["weight"]
         return ValSums(jnp.sum(w * ro.reward_BG.mean(1)), jnp.sum(w * ro.greedy_reward_B), w.sum())
 
-    return (parallel.data_parallel(train_step, mesh, batch_args=(2,), donate_argnums=0),
+    return update, val_step
+
+
+def make_rl_steps(model, tokenizer, rl: RL, tx, mesh):
+    """Jitted (train_step(state, ref_params, batch, key), val_step(params, batch, key)), one batch per call."""
+    update, val_step = make_rl_update(model, tokenizer, rl, tx)
+    train_step = loop.jit_update(update, mesh)
+    return ((lambda state, ref_params, batch, key: train_step(state, batch, (ref_params, key))),
             parallel.data_parallel(val_step, mesh))
 
 
@@ -121,8 +129,9 @@ def run_rl_phase(ctx, ce_params):
 
     def make_step(tx):
         nonlocal val_step
-        train_step, val_step = make_rl_steps(ctx.model, ctx.tokenizer, rl, tx, mesh)
-        return lambda state, batch: train_step(state, ref_params, batch, base_key)
+        update, val_fn = make_rl_update(ctx.model, ctx.tokenizer, rl, tx)
+        val_step = parallel.data_parallel(val_fn, mesh)
+        return update, (ref_params, base_key)
 
     def validate(params):
         return validation_reward(val_step, params, ctx.arrays["val"], batch_size, mesh, val_key)

@@ -67,44 +67,51 @@ class Decoded(NamedTuple):
     greedy_BL: jax.Array | None
 
 
-def _rollout(model, params, cache, key, tokenizer, temperature: float, greedy: bool):
-    """Decodes one sequence per input with the KV cache; returns tokens_BL and their log-probs under
-    softmax(masked logits / temperature), the distribution they were drawn from."""
+def _draw(logits_BV, pos, key, allowed_LV, temperature: float, greedy: bool):
+    """The token at ``pos`` and its log-prob under softmax(masked logits / temperature), the
+    distribution it is drawn from (one tempered distribution, so RL at T != 1 stays on-policy)."""
+    tempered_BV = mask_logits(logits_BV / temperature, allowed_LV[pos])
+    logp_BV = jax.nn.log_softmax(tempered_BV, axis=-1)
+    next_B = (jnp.argmax(logp_BV, axis=-1) if greedy else jax.random.categorical(key, tempered_BV)).astype(jnp.int32)
+    return next_B, jnp.take_along_axis(logp_BV, next_B[:, None], axis=-1)[:, 0]
+
+
+def _rollout(model, params, first, key, tokenizer, temperature: float, greedy: bool):
+    """Decodes one sequence per input with the KV cache from ``first`` = (logits at position 0,
+    the cache after it), which every rollout shares; returns tokens_BL and their log-probs."""
     allowed_LV = jnp.asarray(tokenizer.allowed)
-    batch = cache["layers"][0]["mem_k"].shape[0]
+    logits0_BV, cache = first
+    keys = jax.random.split(key, tokenizer.length)
+    token0_B, logp0_B = _draw(logits0_BV, 0, keys[0], allowed_LV, temperature, greedy)
 
     def step(carry, inputs):
         token_B, cache = carry
         pos, step_key = inputs
         logits_BV, cache = model.apply({"params": params}, token_B, pos, cache, method=model.step)
-        # One tempered distribution for the draw and its log-probs, so RL at T != 1 stays on-policy.
-        tempered_BV = mask_logits(logits_BV / temperature, allowed_LV[pos])
-        logp_BV = jax.nn.log_softmax(tempered_BV, axis=-1)
-        if greedy:
-            next_B = jnp.argmax(logp_BV, axis=-1)
-        else:
-            next_B = jax.random.categorical(step_key, tempered_BV)
-        next_B = next_B.astype(jnp.int32)
-        return (next_B, cache), (next_B, jnp.take_along_axis(logp_BV, next_B[:, None], axis=-1)[:, 0])
+        next_B, logp_B = _draw(logits_BV, pos, step_key, allowed_LV, temperature, greedy)
+        return (next_B, cache), (next_B, logp_B)
 
-    length = tokenizer.length
-    bos_B = jnp.full((batch,), tokenizer.bos_id, jnp.int32)
-    _, (tokens_LB, logp_LB) = jax.lax.scan(step, (bos_B, cache), (jnp.arange(length), jax.random.split(key, length)))
-    return tokens_LB.T, logp_LB.T
+    _, (tokens_LB, logp_LB) = jax.lax.scan(step, (token0_B, cache), (jnp.arange(1, tokenizer.length), keys[1:]))
+    return (jnp.concatenate([token0_B[:, None], tokens_LB.T], axis=1),
+            jnp.concatenate([logp0_B[:, None], logp_LB.T], axis=1))
 
 
 def sample(model, params, x_BF, key, tokenizer, num_samples: int, temperature: float = 1.0,
            greedy: bool = False) -> Decoded:
     """G = num_samples constrained samples per input, and with ``greedy`` the argmax decode too.
 
-    The input is encoded once; the G rollouts and the greedy decode share its cross-attention cache.
+    The input is encoded once, and position 0 (BOS attending to that encoding) is decoded once: the
+    G rollouts and the greedy decode share its logits and cache, then continue on their own.
     """
     chex.assert_rank(x_BF, 2)
     memory_BMD = model.apply({"params": params}, x_BF, method=model.encode)
     cache = model.apply({"params": params}, memory_BMD, tokenizer.length, method=model.init_cache)
-    rollout = functools.partial(_rollout, model, params, tokenizer=tokenizer, temperature=temperature, greedy=False)
-    tokens_BGL, logp_BGL = jax.vmap(lambda k: rollout(cache, k), out_axes=1)(jax.random.split(key, num_samples))
-    greedy_BL = _rollout(model, params, cache, key, tokenizer, 1.0, greedy=True)[0] if greedy else None
+    bos_B = jnp.full((x_BF.shape[0],), tokenizer.bos_id, jnp.int32)
+    first = model.apply({"params": params}, bos_B, 0, cache, method=model.step)
+    rollout = functools.partial(_rollout, model, params, first, tokenizer=tokenizer, temperature=temperature,
+                                greedy=False)
+    tokens_BGL, logp_BGL = jax.vmap(rollout, out_axes=1)(jax.random.split(key, num_samples))
+    greedy_BL = _rollout(model, params, first, key, tokenizer, 1.0, greedy=True)[0] if greedy else None
     return Decoded(tokens_BGL, logp_BGL, greedy_BL)
 
 

@@ -11,7 +11,7 @@ import math
 import numbers
 from typing import Callable
 
-from genre_jax import heads, methods, objectives
+from genre_jax import exact, heads, methods, objectives
 from genre_jax.errors import GenreError
 
 PHASES = (*methods.KINDS, "eval")  # always run in this order
@@ -30,6 +30,7 @@ LATER_FIELDS = {
     "ce": {"masked_loss": True},
     "rl": {"lr_floor": 1.0, "requantize_targets": False, "masked_expert": True},
     "token": {"masked_loss": True},
+    "eval": {"decode": "sample", "exact_max_sequences": 4096},
     "head": {"mlp_hidden": 0, "mlp_layers": 0, "targets": "integrated", "tails": "train_mean", "select": "loss"},
 }
 _MODEL_SIZES = ("d_model", "num_heads", "num_layers", "d_ff", "mlp_hidden", "enc_layers", "memory_slots",
@@ -106,6 +107,8 @@ class Eval:
     temperature: float
     batch_size: int
     splits: tuple[str, ...]
+    decode: str  # exact.DECODES
+    exact_max_sequences: int  # auto decodes exactly up to this many sequences
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,7 +250,8 @@ def _eval(config) -> Eval:
     splits = tuple(p.strip() for p in str(s.splits).split(",") if p.strip())
     if not splits or any(p not in SPLITS for p in splits):
         raise GenreError(f"config.eval.splits: expected a comma-separated subset of {list(SPLITS)}, got {s.splits!r}")
-    return Eval(s.int("num_samples"), s.float("temperature", strict=True), s.int("batch_size"), splits)
+    return Eval(s.int("num_samples"), s.float("temperature", strict=True), s.int("batch_size"), splits,
+                s.choice("decode", exact.DECODES), s.int("exact_max_sequences"))
 
 
 def resolve(config, tokenizer) -> Settings:

@@ -29,15 +29,15 @@ def decoder_loss_fn(model, tokenizer, objective: Callable = objectives.token_cro
     return loss_fn
 
 
-def supervised_steps(loss_fn, tx: optax.GradientTransformation, mesh, base_key: jax.Array):
-    """Jitted (train_step(state, batch), eval_step(params, batch)) for a loss returning (sum, count);
+def supervised_update(loss_fn, tx: optax.GradientTransformation):
+    """Pure (update(state, batch, base_key), eval_step(params, batch)) for a loss returning (sum, count);
     step s trains with dropout key fold_in(base_key, s)."""
 
     def mean_loss(params, batch, key, train):
         total, count = loss_fn(params, batch, key, train)
         return total / jnp.maximum(count, 1.0), LossSums(total, count)
 
-    def train_step(state: TrainState, batch, base_key):
+    def update(state: TrainState, batch, base_key):
         key = jax.random.fold_in(base_key, state.step)
         grads, sums = jax.grad(mean_loss, has_aux=True)(state.params, batch, key, True)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -46,7 +46,13 @@ def supervised_steps(loss_fn, tx: optax.GradientTransformation, mesh, base_key: 
     def eval_step(params, batch):
         return mean_loss(params, batch, None, False)[1]
 
-    train_step = parallel.data_parallel(train_step, mesh, donate_argnums=0)
+    return update, eval_step
+
+
+def supervised_steps(loss_fn, tx: optax.GradientTransformation, mesh, base_key: jax.Array):
+    """Jitted (train_step(state, batch), eval_step(params, batch)), one batch per call."""
+    update, eval_step = supervised_update(loss_fn, tx)
+    train_step = loop.jit_update(update, mesh)
     return (lambda state, batch: train_step(state, batch, base_key)), parallel.data_parallel(eval_step, mesh)
 
 
@@ -62,8 +68,9 @@ def run_supervised(ctx, folder: str, settings: Loop, loss_fn, fields: tuple[str,
 
     def make_step(tx):
         nonlocal eval_step
-        train_step, eval_step = supervised_steps(loss_fn, tx, ctx.mesh, loop.phase_key(ctx.seed, settings, folder))
-        return train_step
+        update, eval_fn = supervised_update(loss_fn, tx)
+        eval_step = parallel.data_parallel(eval_fn, ctx.mesh)
+        return update, loop.phase_key(ctx.seed, settings, folder)
 
     def validate(params):
         out = {"val_loss": loop.split_sums(eval_step, params, val, batch_size, ctx.mesh)["loss"]}

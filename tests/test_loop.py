@@ -1,5 +1,6 @@
 """The one training loop, driven by a linear model (cheap to compile): schedule, selection, early
 stopping, logs, the non-finite stop, RL-style starts and resume."""
+import dataclasses
 import json
 
 import jax
@@ -45,12 +46,8 @@ def squared_error(params, batch, key, train):
 
 
 def linear_phase(ctx, validate=None, **overrides):
-    train_step = None
-
     def make_step(tx):
-        nonlocal train_step
-        train_step, eval_step = train.supervised_steps(squared_error, tx, ctx.mesh, jax.random.key(ctx.seed))
-        return train_step
+        return train.supervised_update(squared_error, tx)[0], jax.random.key(ctx.seed)
 
     val = ctx.arrays["val"]
     validate = validate or (lambda params: {"val_loss": float(np.mean((val["x"] @ np.asarray(params["w"])
@@ -86,6 +83,19 @@ def test_loop_learns_keeps_the_best_epoch_and_logs_every_epoch(make_context):
     again, _ = loop.run(ctx, linear_phase(ctx), {"w": np.zeros(3, np.float32)})
     np.testing.assert_array_equal(again["w"], best["w"])
     assert len(read_log(ctx)) == 6
+
+
+def test_profiled_steps_write_a_trace_and_change_nothing(make_context, tmp_path):
+    plain = make_context(linear_arrays(), config(max_epochs=2), workdir=tmp_path / "plain")
+    expected, _ = loop.run(plain, linear_phase(plain), {"w": np.zeros(3, np.float32)})
+    profiler = loop.StepProfiler(3, str(tmp_path / "trace"))
+    ctx = dataclasses.replace(make_context(linear_arrays(), config(max_epochs=2), workdir=tmp_path / "prof"),
+                              profiler=profiler)
+    best, _ = loop.run(ctx, linear_phase(ctx), {"w": np.zeros(3, np.float32)})
+    np.testing.assert_allclose(best["w"], expected["w"], rtol=1e-6)  # one call per step vs a scanned epoch
+    assert (profiler.traced, profiler.active) == (3, False) and profiler.calls > 4
+    files = {p.name for p in (tmp_path / "trace").rglob("*") if p.is_file()}
+    assert "perfetto_trace.json.gz" in files and any(f.endswith(".xplane.pb") for f in files)
 
 
 def test_patience_stops_early(make_context):

@@ -260,3 +260,24 @@ def test_error_vs_num_samples_rejects_bad_input():
         metrics.error_vs_num_samples(np.zeros((2, 3)), np.zeros(2), how="greedy")
     with pytest.raises(ValueError, match="target_N"):
         metrics.error_vs_num_samples(np.zeros((2, 3)), np.zeros(3))
+
+
+def test_discrete_distribution_metrics_equal_those_of_its_expanded_samples():
+    """A discrete distribution with probabilities in multiples of 1/20 is exactly the empirical
+    distribution of 20 repeated values: mean, CRPS and quantiles must agree with the sample code."""
+    values_S = np.array([0.5, -1.0, 2.0, 0.0])  # unsorted on purpose
+    counts_NS = np.array([[5, 5, 5, 5], [0, 20, 0, 0], [1, 2, 3, 14]])
+    dist = metrics.Discrete(values_S, counts_NS / 20.0)
+    samples_NG = np.stack([np.repeat(values_S, c) for c in counts_NS])
+    target_N = np.array([0.3, -0.9, 1.7])
+    np.testing.assert_allclose(dist.mean(), samples_NG.mean(1))
+    np.testing.assert_allclose(dist.crps(target_N), metrics.crps(samples_NG, target_N), rtol=1e-12)
+    np.testing.assert_allclose(dist.quantile(0.5), [0.0, -1.0, 0.0])  # inverse CDF: the lower median
+    np.testing.assert_allclose(dist.quantile(1.0), [2.0, -1.0, 2.0])
+    assert dist.coverage(target_N, 0.9) == pytest.approx(2 / 3)  # -0.9 lies outside the point mass at -1
+    lo, hi = dist.quantile(0.05), dist.quantile(0.95)
+    assert dist.coverage(target_N, 0.9) == np.mean((lo <= target_N) & (target_N <= hi))
+    scores = metrics.exact_prediction_metrics(dist, [0.0, -1.0, 2.0], target_N, 2.0)
+    assert scores["mean"]["rmse"] == pytest.approx(metrics.rmse(samples_NG.mean(1), target_N))
+    with pytest.raises(ValueError, match="probs_NS"):
+        metrics.Discrete(values_S, np.ones((2, 3)))

@@ -27,6 +27,27 @@ def test_cached_steps_reproduce_teacher_forced_logits():
         np.testing.assert_allclose(step_BV, full_BLV[:, pos], atol=1e-5)
 
 
+def test_one_memory_slot_shortcut_equals_general_cross_attention():
+    """Cross-attention over one slot takes a shortcut (no query); over two equal slots the general path
+    runs and must give the same output (each slot gets weight 1/2), in training too, with dropout."""
+    model = TabularRegressor(TOK.vocab_size, TOK.length, d_model=16, num_layers=2, num_heads=4, d_ff=32,
+                             mlp_hidden=16, dropout=0.3)
+    params = init_params(model, 3, TOK.length, jax.random.key(0))
+    assert "cross_q" in params["decoder"]["blocks_0"] and "ln_cross" in params["decoder"]["blocks_0"]
+    memory_B1D = model.apply({"params": params}, jax.random.normal(jax.random.key(1), (4, 3)), method=model.encode)
+    memory_B2D = np.concatenate([memory_B1D, memory_B1D], axis=1)
+    inputs = sampling.decoder_inputs(jax.random.randint(jax.random.key(2), (4, TOK.length), 0, TOK.base), TOK.bos_id)
+    for train in (False, True):
+        rngs = {"dropout": jax.random.key(3)} if train else None
+        one, two = (model.apply({"params": params}, m, inputs, train, method=model.decode, rngs=rngs)
+                    for m in (memory_B1D, memory_B2D))
+        np.testing.assert_allclose(one, two, rtol=1e-5, atol=1e-5)
+    step = [model.apply({"params": params}, inputs[:, 0], 0,
+                        model.apply({"params": params}, m, TOK.length, method=model.init_cache), method=model.step)[0]
+            for m in (memory_B1D, memory_B2D)]
+    np.testing.assert_allclose(step[0], step[1], rtol=1e-5, atol=1e-5)
+
+
 def test_sinusoidal_table_and_config_errors():
     table = sinusoidal_table(6, 5)
     assert table.shape == (6, 5) and np.allclose(table[0, 0::2], 0) and np.allclose(table[0, 1::2], 1)

@@ -1,7 +1,7 @@
 """Suite protocols: which datasets, methods and seeds, and the launch.py overrides of each method.
 
-  python experiments/suite.py --protocol=cpu --data_dir=../shared/datasets/talent   # ~33 datasets x 10 methods
-  python experiments/suite.py --protocol=cpu --data_dir=../shared/datasets/talent --datasets=boston,cpu_act \
+  python experiments/suite.py --protocol=cpu --data_dir=/path/to/talent   # ~33 datasets x 10 methods
+  python experiments/suite.py --protocol=cpu --data_dir=/path/to/talent --datasets=boston,cpu_act \
       --methods=ce,genre2,lightgbm --seeds=0,1 --out=results/cpu_suite.jsonl --workroot=runs/suite
   python experiments/suite.py --protocol=paper --data_dir=/path/to/talent --out=results/paper_suite.jsonl
   python experiments/summarize.py results/cpu_suite.jsonl --out=results/cpu_suite --workroot=runs/suite
@@ -41,7 +41,7 @@ Protocols (``get_config(arg)``, arg in {"cpu", "paper"}):
          Measured on cpu_act (5242 train rows; 2 cores shared with another training job): all 10
          methods in 12.3 min (CE 145 s, RL 103-166 s each, token 45-58 s, heads 16-24 s, LightGBM
          2 s; each launch spends ~12 s starting and compiling, and ~20 s evaluating a sampled
-         method). Extrapolated to the 33 datasets of ../shared/datasets/talent x 10 methods x 1
+         method). Extrapolated to our 33 TALENT datasets x 10 methods x 1
          seed: ~9 h on such shared cores (RL ~3.3 h, evaluation ~2.5 h, start-up ~1.1 h, CE ~1 h,
          token ~0.6 h, heads ~0.4 h), roughly half that on 2 idle cores. RL's one-epoch floor on
          the 13 datasets above 7680 train rows is the largest item; --datasets picks a subset.

@@ -23,9 +23,9 @@ Launch:
   python launch.py                                                   # quick, bundled cpu_act
   python launch.py --config=experiments/configs/tabular.py:paper --workdir=runs/cpu_act-paper
   python launch.py --config=experiments/configs/tabular.py \
-      --config.data_dir=../shared/datasets/talent --config.dataset=houses --workdir=runs/houses
+      --config.data_dir=/path/to/talent --config.dataset=houses --workdir=runs/houses
   python launch.py --workdir=runs/houses --config.phases=rl,eval --config.rl.method=remax \
-      --config.data_dir=../shared/datasets/talent --config.dataset=houses   # another method, same CE
+      --config.data_dir=/path/to/talent --config.dataset=houses   # another method, same CE
   python launch.py --config=experiments/configs/tabular.py:tiny --config.tokenizer.name=ieee --workdir=/tmp/t
 """
 import ml_collections
@@ -88,8 +88,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         tails="half_normal", mlp_hidden=2048, mlp_layers=3, select="mse", learning_rate=1e-5,
         weight_decay=0.0, batch_size=128, max_epochs=100, patience=100, warmup_steps=100, lr_floor=0.1,
         grad_clip=0.0, num_samples=128))
+    # decode: sample (num_samples draws per input) | exact (every sequence's probability: exact mean,
+    # median, CRPS, coverage) | auto (exact when the tokenizer allows <= exact_max_sequences sequences).
     c.eval = ml_collections.ConfigDict(dict(
-        num_samples=128, temperature=1.0, batch_size=256, splits="val,test"))
+        num_samples=128, temperature=1.0, batch_size=256, splits="val,test", decode="sample",
+        exact_max_sequences=4096))
 
     if variant in ("quick", "tiny"):  # our choices where the release's are not needed (see the docstring)
         c.rng_streams = "shared"

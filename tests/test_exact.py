@@ -1,0 +1,58 @@
+"""Exact enumeration of the decoder's distribution against teacher forcing and the sampler."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genre_jax import exact, metrics, sampling
+from genre_jax.models import TabularRegressor, init_params
+from genre_jax.tokenizers import IEEETokenizer, NormalizedTokenizer
+
+TOKENIZERS = {"normalized": NormalizedTokenizer(4, 3, -2.0, 2.0), "ieee": IEEETokenizer(2, 1, 2)}
+
+
+@pytest.fixture(scope="module", params=sorted(TOKENIZERS))
+def setup(request):
+    tok = TOKENIZERS[request.param]
+    model = TabularRegressor(tok.vocab_size, tok.length, d_model=16, num_layers=2, num_heads=2, d_ff=32,
+                             mlp_hidden=16, dropout=0.0)
+    params = init_params(model, 3, tok.length, jax.random.key(0))
+    params["decoder"]["head"]["kernel"] = params["decoder"]["head"]["kernel"] * 4  # far from uniform
+    x = jax.random.normal(jax.random.key(1), (3, 3))
+    return tok, model, params, x
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_probabilities_are_the_product_of_teacher_forced_conditionals(setup, temperature):
+    tok, model, params, x = setup
+    seqs_SL = exact.all_sequences(tok)
+    assert len(seqs_SL) == exact.num_sequences(tok) == {"normalized": 64, "ieee": 32}[tok.name]
+    assert len({tuple(s) for s in seqs_SL}) == len(seqs_SL)
+    assert np.asarray(tok.allowed)[np.arange(tok.length), seqs_SL].all()
+    out = jax.jit(exact.enumerate_sequences, static_argnums=(0, 3, 4))(model, params, x, tok, temperature)
+    probs_BS = np.exp(np.asarray(out.logp_BS, np.float64))
+    np.testing.assert_allclose(probs_BS.sum(axis=1), 1.0, atol=1e-5)
+    tokens_BSL = jnp.broadcast_to(jnp.asarray(seqs_SL), (x.shape[0],) + seqs_SL.shape)
+    logits = sampling.rollout_logits(model, params, x, tokens_BSL, tok) / temperature
+    reference_BS = np.asarray(sampling.token_logprobs(logits, tokens_BSL)).sum(-1)
+    np.testing.assert_allclose(np.asarray(out.logp_BS), reference_BS, atol=1e-4)
+    greedy = sampling.sample(model, params, x, jax.random.key(0), tok, 1, greedy=True).greedy_BL
+    np.testing.assert_array_equal(out.greedy_BL, greedy)
+
+
+def test_sample_means_converge_to_the_exact_mean(setup):
+    tok, model, params, x = setup
+    probs_BS, greedy_B = exact.predict(model, params, x, tok)
+    dist = metrics.Discrete(tok.decode(exact.all_sequences(tok)), probs_BS)
+    samples_BG = np.asarray(tok.decode(sampling.sample(model, params, x, jax.random.key(5), tok, 4000).tokens_BGL))
+    sd_B = np.sqrt(dist.probs_NS @ dist.values_S ** 2 - dist.mean() ** 2)
+    assert np.all(np.abs(samples_BG.mean(1) - dist.mean()) < 4 * sd_B / np.sqrt(4000) + 1e-6)
+    drawn = dist.sample(np.random.default_rng(0), 4000)
+    assert np.all(np.abs(drawn.mean(1) - dist.mean()) < 4 * sd_B / np.sqrt(4000) + 1e-6)
+
+
+def test_auto_decodes_exactly_only_small_trees():
+    assert exact.resolve_decode("auto", NormalizedTokenizer(2, 8), 4096) == "exact"
+    assert exact.resolve_decode("auto", NormalizedTokenizer(10, 6), 4096) == "sample"
+    assert exact.resolve_decode("auto", IEEETokenizer(10, 1, 4), 4096) == "sample"
+    assert exact.resolve_decode("sample", NormalizedTokenizer(2, 8), 4096) == "sample"
