@@ -169,7 +169,7 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
     """Trains ``phase`` from ``params_init`` (or resumes it); returns (best params, progress)."""
     cfg, mesh = phase.settings, ctx.mesh
     train = {k: ctx.arrays["train"][k] for k in phase.fields}
-    batch_size = parallel.round_up(cfg.batch_size, mesh.size)
+    batch_size = parallel.batch_size_for(cfg.batch_size, len(train["x"]), mesh)
     steps = steps_per_epoch(len(train["x"]), batch_size, cfg.steps_per_epoch)
     tx = make_optimizer(cfg.optim, cfg.max_epochs * steps * phase.updates_per_step)
     update, extras = phase.make_step(tx)

@@ -97,6 +97,12 @@ def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def batch_size_for(batch_size: int, num_rows: int, mesh: Mesh) -> int:
+    """The batch a split of ``num_rows`` is cut into: ``batch_size``, but no larger than the split (a
+    323-row split in batches of 512 would compute 189 padding rows), rounded up to the device count."""
+    return round_up(min(batch_size, num_rows), mesh.size)
+
+
 def padded_batches(arrays: dict[str, np.ndarray], batch_size: int, order: np.ndarray | None = None):
     """Yields fixed-size batches (one compiled shape) with a ``weight`` of 0 on padding rows."""
     n = len(next(iter(arrays.values())))

@@ -124,7 +124,7 @@ def run_rl_phase(ctx, ce_params):
     seed_key = loop.phase_key(ctx.seed, rl.loop, rl.method.folder)
     base_key, val_key = jax.random.fold_in(seed_key, 2), jax.random.fold_in(seed_key, 3)  # same val samples each epoch
     ref_params = parallel.replicate(ce_params, mesh)
-    batch_size = parallel.round_up(rl.loop.batch_size, mesh.size)
+    batch_size = parallel.batch_size_for(rl.loop.batch_size, len(ctx.arrays["val"]["x"]), mesh)
     val_step = None
 
     def make_step(tx):

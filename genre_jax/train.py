@@ -61,7 +61,7 @@ def run_supervised(ctx, folder: str, settings: Loop, loss_fn, fields: tuple[str,
     """Minimizes ``loss_fn`` with early stopping on its validation value, or on ``select_fn``'s (a
     second (sum, count) function, reported as val_mse); returns the best params."""
     val = {k: ctx.arrays["val"][k] for k in fields}
-    batch_size = parallel.round_up(settings.batch_size, ctx.mesh.size)
+    batch_size = parallel.batch_size_for(settings.batch_size, len(val["x"]), ctx.mesh)
     eval_step = None
     select_step = parallel.data_parallel(lambda p, b: LossSums(*select_fn(p, b, None, False)), ctx.mesh) \
         if select_fn else None

@@ -6,6 +6,18 @@ _flag = "--xla_force_host_platform_device_count=8"
 if _flag not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 
+import tempfile  # noqa: E402
+
+# One persistent XLA compilation cache for the whole session, subprocesses included: many tests
+# compile the same tiny programs (a CE step, a sampler), and a cache hit costs milliseconds instead
+# of seconds. A fresh folder per session (or GENRE_JAX_TEST_CACHE to keep one), so tests never read
+# entries from another version of the code.
+_cache = os.environ.get("GENRE_JAX_TEST_CACHE") or tempfile.mkdtemp(prefix="genre_jax_test_xla_")
+os.environ["GENRE_JAX_CACHE_DIR"] = _cache  # launch.py subprocesses
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
 import pathlib  # noqa: E402
 import sys  # noqa: E402
 
