@@ -21,6 +21,7 @@ import numpy as np
 from genre_jax.sampling import mask_logits
 
 DECODES = ("sample", "exact", "auto")
+MAX_TRAIN_SEQUENCES = 4096  # the exact_reward RL method differentiates through the whole tree
 
 
 class Enumerated(NamedTuple):

@@ -27,11 +27,13 @@ FROM_CE = ("rl", "token")  # kinds that start from the CE checkpoint of the same
 
 @dataclasses.dataclass(frozen=True)
 class RLSpec:
-    """An RL method: its advantage, its policy loss and whether the GenRe² expert term is added."""
-    advantage: Callable  # (reward_BG, greedy_reward_B) -> advantage_BG
-    policy_loss: Callable  # (logp_BGL, old_logp_BGL, advantage_BG, weight_B, clip_eps) -> scalar
+    """An RL method: its advantage, its policy loss and whether the GenRe² expert term is added; or,
+    with ``exact``, the exact expected reward over every sequence instead of sampled rollouts."""
+    advantage: Callable | None  # (reward_BG, greedy_reward_B) -> advantage_BG
+    policy_loss: Callable | None  # (logp_BGL, old_logp_BGL, advantage_BG, weight_B, clip_eps) -> scalar
     expert: bool = False
     min_rollouts: int = 1  # group baselines need >= 2 rollouts per input
+    exact: bool = False  # -sum_seq pi(seq) r(seq) over the whole (small) sequence tree
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +91,8 @@ _ENTRIES = (
            "ReMax plus the dense expert cross-entropy (the paper's method)"),
     Method("rloo", "rl", RLSpec(objectives.rloo_advantage, objectives.reinforce_loss, min_rollouts=2),
            "REINFORCE with the leave-one-out mean reward as baseline"),
+    Method("exact_reward", "rl", RLSpec(None, None, exact=True),
+           "the exact expected reward over every sequence (small tokenizers): a zero-variance gradient"),
     Method("ntl_mse", "token", TokenSpec(objectives.ntl_mse, 0.3), "CE + squared error of the expected digit"),
     Method("ntl_was", "token", TokenSpec(objectives.ntl_was, 0.3), "CE + Wasserstein-1 to the true digit"),
     Method("dist2", "token", TokenSpec(objectives.dist2, 0.1, uses_tau=True), "CE + KL from a smoothed target"),

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from genre_jax import loop, objectives, parallel, sampling
+from genre_jax import exact, loop, objectives, parallel, sampling
 from genre_jax.loop import TrainState
 from genre_jax.settings import RL
 
@@ -47,15 +47,19 @@ class ValSums(NamedTuple):
     count: jax.Array
 
 
+def draw_rollouts(model, tok, rl: RL, params, x_BF, key, target_B) -> Rollout:
+    """G rollouts and the greedy decode per input, rewarded against ``target_B``."""
+    drawn = sampling.sample(model, params, x_BF, key, tok, rl.num_rollouts, rl.temperature, greedy=True)
+    reward_BG = rl.reward(tok.decode(drawn.tokens_BGL), target_B)
+    greedy_reward_B = rl.reward(tok.decode(drawn.greedy_BL)[:, None], target_B)[:, 0]
+    return Rollout(drawn.tokens_BGL, drawn.logp_BGL, reward_BG, greedy_reward_B)
+
+
 def make_rl_update(model, tokenizer, rl: RL, tx):
     """Pure (update(state, batch, (ref_params, base_key)), val_step(params, batch, key))."""
-    spec, G, tok = rl.method.spec, rl.num_rollouts, tokenizer
-
-    def rollout(params, batch, key, target_B) -> Rollout:
-        drawn = sampling.sample(model, params, batch["x"], key, tok, G, rl.temperature, greedy=True)
-        reward_BG = rl.reward(tok.decode(drawn.tokens_BGL), target_B)
-        greedy_reward_B = rl.reward(tok.decode(drawn.greedy_BL)[:, None], target_B)[:, 0]
-        return Rollout(drawn.tokens_BGL, drawn.logp_BGL, reward_BG, greedy_reward_B)
+    spec, tok = rl.method.spec, tokenizer
+    if spec.exact:
+        return _exact_reward_update(model, tokenizer, rl, tx), _val_step(model, tokenizer, rl)
 
     def loss_fn(params, batch, ro: Rollout, advantage_BG, ref_logits_BGLV):
         w = batch["weight"]
@@ -81,7 +85,7 @@ def make_rl_update(model, tokenizer, rl: RL, tx):
         # As released, training may reward against the target as the tokenizer writes it
         # (y <- detok(tok(y))); validation always scores the real target.
         target_B = tok.decode(batch["tokens"]) if rl.requantize_targets else batch["z"]
-        ro = rollout(state.params, batch, jax.random.fold_in(base_key, state.step), target_B)
+        ro = draw_rollouts(model, tok, rl, state.params, batch["x"], jax.random.fold_in(base_key, state.step), target_B)
         advantage_BG = spec.advantage(ro.reward_BG, ro.greedy_reward_B)
         ref_logits = (sampling.rollout_logits(model, ref_params, batch["x"], ro.tokens_BGL, tok)
                       if rl.kl_weight else None)
@@ -96,12 +100,46 @@ def make_rl_update(model, tokenizer, rl: RL, tx):
                               jnp.sum(w * jnp.abs(advantage_BG).mean(1)), loss * n, expert_ce * n, kl * n,
                               entropy * n, n)
 
+    return update, _val_step(model, tokenizer, rl)
+
+
+def _val_step(model, tok, rl: RL):
+    """Validation for every method alike: mean reward of G sampled rollouts and of the greedy decode."""
+
     def val_step(params, batch, key):
-        ro = rollout(params, batch, key, batch["z"])
+        ro = draw_rollouts(model, tok, rl, params, batch["x"], key, batch["z"])
         w = batch["weight"]
         return ValSums(jnp.sum(w * ro.reward_BG.mean(1)), jnp.sum(w * ro.greedy_reward_B), w.sum())
 
-    return update, val_step
+    return val_step
+
+
+def _exact_reward_update(model, tok, rl: RL, tx):
+    """``exact_reward``: minimize -sum_seq pi(seq | x) r(seq) over every sequence the tokenizer allows
+    (``exact.enumerate_sequences``), so the gradient has no sampling variance at all."""
+    values_S = jnp.asarray(tok.decode(exact.all_sequences(tok)))
+
+    def loss_fn(params, batch, target_B):
+        out = exact.enumerate_sequences(model, params, batch["x"], tok, rl.temperature)
+        reward_BS = rl.reward(jnp.broadcast_to(values_S, out.logp_BS.shape), target_B)
+        expected_B = jnp.sum(jnp.exp(out.logp_BS) * reward_BS, axis=-1)
+        w = batch["weight"]
+        return -jnp.sum(w * expected_B) / jnp.maximum(w.sum(), 1.0), (expected_B, out.greedy_BL)
+
+    def update(state: TrainState, batch, extras):
+        target_B = tok.decode(batch["tokens"]) if rl.requantize_targets else batch["z"]
+        (loss, (expected_B, greedy_BL)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, batch, target_B)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        state = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
+        w = batch["weight"]
+        n = w.sum()
+        greedy_reward_B = rl.reward(tok.decode(greedy_BL)[:, None], target_B)[:, 0]
+        zero = jnp.zeros(())
+        return state, RLStats(jnp.sum(w * expected_B), jnp.sum(w * greedy_reward_B), zero, loss * n, zero, zero,
+                              zero, n)
+
+    return update
 
 
 def make_rl_steps(model, tokenizer, rl: RL, tx, mesh):

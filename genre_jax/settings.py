@@ -196,6 +196,10 @@ def _rl(config, tokenizer, ce_lr: float) -> RL:
     method = methods.get(s.method, "rl", "config.rl.method")
     if s.reward not in objectives.REWARDS:
         raise GenreError(f"config.rl.reward: unknown reward {s.reward!r}; expected one of {sorted(objectives.REWARDS)}")
+    if method.spec.exact and exact.num_sequences(tokenizer) > exact.MAX_TRAIN_SEQUENCES:
+        raise GenreError(f"config.rl.method: {method.name} enumerates every sequence, and this tokenizer allows "
+                         f"{exact.num_sequences(tokenizer)} (at most {exact.MAX_TRAIN_SEQUENCES}); use a smaller "
+                         f"base/digits or a sampled method")
     rollouts = s.int("num_rollouts")
     if rollouts < method.spec.min_rollouts:
         raise GenreError(f"config.rl.num_rollouts: {method.name} needs at least {method.spec.min_rollouts} "

@@ -47,3 +47,10 @@ def test_ce_step_on_8_devices_equals_1_device():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), results[0][0], results[1][0])
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5)
     assert results[0][1][1] == 13 * tok.length  # padding rows carry no weight
+
+
+def test_batches_are_no_larger_than_their_split():
+    mesh8 = parallel.data_mesh()
+    assert parallel.batch_size_for(512, 323, mesh8) == 328  # rounded up to the 8 devices
+    assert parallel.batch_size_for(128, 5242, mesh8) == 128
+    assert parallel.batch_size_for(512, 81, parallel.data_mesh(jax.devices()[:1])) == 81

@@ -147,3 +147,37 @@ def _like_params():
     from genre_jax import models
     tok = NormalizedTokenizer(2, 8, 0.0, 1.0)
     return models.init_params(models.make_model(cfg, tok), 5, tok.length, jax.random.key(0))
+
+
+def test_exact_reward_step_and_gradient_equal_a_teacher_forced_enumeration():
+    from genre_jax import exact
+
+    params = init_params(MODEL, 3, TOK.length, jax.random.key(0))
+    batch, mesh = _batch(), parallel.data_mesh()
+    rl_settings = _rl_settings("exact_reward")
+    seqs_SL = jnp.asarray(exact.all_sequences(TOK))
+    values_S = TOK.decode(seqs_SL)
+    w = jnp.asarray(batch["weight"])
+
+    def reference_loss(p):  # every sequence teacher-forced: an independent path to sum_s pi(s) r(s)
+        tokens_BSL = jnp.broadcast_to(seqs_SL, (len(w),) + seqs_SL.shape)
+        logp_BS = sampling.sequence_logprobs(MODEL, p, jnp.asarray(batch["x"]), tokens_BSL, TOK).sum(-1)
+        reward_BS = -(values_S[None, :] - jnp.asarray(batch["z"])[:, None]) ** 2
+        return -jnp.sum(w * jnp.sum(jnp.exp(logp_BS) * reward_BS, -1)) / w.sum()
+
+    step, _ = rl.make_rl_steps(MODEL, TOK, rl_settings, optax.sgd(0.0), mesh)
+    _, stats = step(_state(params, optax.sgd(0.0), mesh), params, parallel.shard_batch(batch, mesh), jax.random.key(0))
+    stats = np.asarray(stats)
+    np.testing.assert_allclose(stats[3] / stats[-1], reference_loss(params), rtol=1e-4)
+    np.testing.assert_allclose(stats[0] / stats[-1], -reference_loss(params), rtol=1e-4)  # exact expected reward
+    # one SGD step moves the params by -lr * the reference gradient
+    tx = optax.sgd(0.1)
+    step, _ = rl.make_rl_steps(MODEL, TOK, rl_settings, tx, mesh)
+    new_state, _ = step(_state(params, tx, mesh), params, parallel.shard_batch(batch, mesh), jax.random.key(0))
+    expected = jax.tree.map(lambda p, g: p - 0.1 * g, params, jax.grad(reference_loss)(params))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 jax.device_get(new_state.params), expected)
+    config = tabular.get_config("tiny")
+    config.rl.method = "exact_reward"
+    with pytest.raises(GenreError, match="exact_reward enumerates every sequence"):
+        settings.resolve(config, NormalizedTokenizer(10, 6))
