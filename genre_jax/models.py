@@ -42,10 +42,20 @@ def sinusoidal_table(length: int, width: int) -> np.ndarray:
 
 
 def _attend(q_BQHK, k_BTHK, v_BTHK, mask_BQT=None):
-    scores_BHQT = jnp.einsum("bqhk,bthk->bhqt", q_BQHK, k_BTHK) / np.sqrt(q_BQHK.shape[-1])
+    # Scores and softmax in float32 whatever the compute dtype (bfloat16 would round the weights).
+    scores_BHQT = jnp.einsum("bqhk,bthk->bhqt", q_BQHK, k_BTHK, preferred_element_type=jnp.float32)
+    scores_BHQT = scores_BHQT / np.sqrt(q_BQHK.shape[-1])
     if mask_BQT is not None:
         scores_BHQT = jnp.where(mask_BQT[:, None], scores_BHQT, jnp.finfo(scores_BHQT.dtype).min)
-    return jnp.einsum("bhqt,bthk->bqhk", jax.nn.softmax(scores_BHQT, axis=-1), v_BTHK)
+    weights_BHQT = jax.nn.softmax(scores_BHQT, axis=-1).astype(v_BTHK.dtype)
+    return jnp.einsum("bhqt,bthk->bqhk", weights_BHQT, v_BTHK)
+
+
+def compute_dtype(name: str):
+    """``config.model.dtype``: float32, or bfloat16 compute with float32 parameters and optimizer state."""
+    if name not in ("float32", "bfloat16"):
+        raise GenreError(f"config.model.dtype: expected 'float32' or 'bfloat16', got {name!r}")
+    return jnp.dtype(name)
 
 
 class MLPEncoder(nn.Module):
@@ -55,13 +65,14 @@ class MLPEncoder(nn.Module):
     num_layers: int
     d_model: int
     dropout: float
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x_BF, train: bool):
-        h = x_BF
+        h = x_BF.astype(self.dtype)
         for _ in range(self.num_layers):
-            h = nn.Dropout(self.dropout, deterministic=not train)(nn.relu(nn.Dense(self.hidden)(h)))
-        return nn.Dense(self.d_model)(h)[:, None, :]  # memory_BMD with M = 1
+            h = nn.Dropout(self.dropout, deterministic=not train)(nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(h)))
+        return nn.Dense(self.d_model, dtype=self.dtype)(h)[:, None, :]  # memory_BMD with M = 1
 
 
 class EncoderBlock(nn.Module):
@@ -71,16 +82,18 @@ class EncoderBlock(nn.Module):
     num_heads: int
     d_ff: int
     dropout: float
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, h_BTD, mask_BT, train: bool):
         head_dim = self.d_model // self.num_heads
-        qkv = nn.DenseGeneral((3, self.num_heads, head_dim))(nn.LayerNorm()(h_BTD))
+        dt = self.dtype
+        qkv = nn.DenseGeneral((3, self.num_heads, head_dim), dtype=dt)(nn.LayerNorm(dtype=dt)(h_BTD))
         mask_BTT = jnp.broadcast_to(mask_BT[:, None, :], (h_BTD.shape[0], h_BTD.shape[1], h_BTD.shape[1]))
         att = _attend(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask_BTT)
         h_BTD = h_BTD + nn.Dropout(self.dropout, deterministic=not train)(
-            nn.DenseGeneral(self.d_model, axis=(-2, -1))(att))
-        ff = nn.Dense(self.d_model)(nn.relu(nn.Dense(self.d_ff)(nn.LayerNorm()(h_BTD))))
+            nn.DenseGeneral(self.d_model, axis=(-2, -1), dtype=dt)(att))
+        ff = nn.Dense(self.d_model, dtype=dt)(nn.relu(nn.Dense(self.d_ff, dtype=dt)(nn.LayerNorm(dtype=dt)(h_BTD))))
         return h_BTD + nn.Dropout(self.dropout, deterministic=not train)(ff)
 
 
@@ -100,9 +113,11 @@ class ByteEncoder(nn.Module):
     dropout: float
     memory_slots: int = 4
     patch_size: int = 1
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x_BT, train: bool):
+        dt = self.dtype
         if self.d_model % self.num_heads:
             raise GenreError(f"config.model: d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
         tokens_BT = x_BT.astype(jnp.int32)
@@ -111,22 +126,22 @@ class ByteEncoder(nn.Module):
             raise GenreError(f"config.code.max_bytes={length} is not a multiple of config.model.patch_size={p}")
         # Patches of p bytes (their embeddings concatenated, then projected) make attention p^2 cheaper;
         # a patch is padding only if all its bytes are.
-        h = nn.Embed(BYTE_VOCAB, self.d_model)(tokens_BT).reshape(batch, length // p, p * self.d_model)
+        h = nn.Embed(BYTE_VOCAB, self.d_model, dtype=dt)(tokens_BT).reshape(batch, length // p, p * self.d_model)
         if p > 1:
-            h = nn.Dense(self.d_model)(h)
+            h = nn.Dense(self.d_model, dtype=dt)(h)
         mask_BT = (tokens_BT > 0).reshape(batch, length // p, p).any(-1)
-        h = h + sinusoidal_table(length // p, self.d_model)
+        h = h + sinusoidal_table(length // p, self.d_model).astype(dt)
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
         for _ in range(self.num_layers):
-            h = EncoderBlock(self.d_model, self.num_heads, self.d_ff, self.dropout)(h, mask_BT, train)
-        h = nn.LayerNorm()(h)
+            h = EncoderBlock(self.d_model, self.num_heads, self.d_ff, self.dropout, dt)(h, mask_BT, train)
+        h = nn.LayerNorm(dtype=dt)(h)
         head_dim = self.d_model // self.num_heads
-        kv = nn.DenseGeneral((2, self.num_heads, head_dim))(h)
+        kv = nn.DenseGeneral((2, self.num_heads, head_dim), dtype=dt)(h)
         queries = self.param("pool_queries", nn.initializers.normal(1.0), (self.memory_slots, self.num_heads, head_dim))
-        q_BMHK = jnp.broadcast_to(queries, (h.shape[0], *queries.shape))
+        q_BMHK = jnp.broadcast_to(queries.astype(dt), (h.shape[0], *queries.shape))
         mask_BMT = jnp.broadcast_to(mask_BT[:, None, :], (h.shape[0], self.memory_slots, h.shape[1]))
         pooled = _attend(q_BMHK, kv[:, :, 0], kv[:, :, 1], mask_BMT)
-        return nn.DenseGeneral(self.d_model, axis=(-2, -1))(pooled)  # memory_BMD with M = memory_slots
+        return nn.DenseGeneral(self.d_model, axis=(-2, -1), dtype=dt)(pooled)  # memory_BMD with M = memory_slots
 
 
 class DecoderBlock(nn.Module):
@@ -136,16 +151,17 @@ class DecoderBlock(nn.Module):
     num_heads: int
     d_ff: int
     dropout: float
+    dtype: Any = jnp.float32
 
     def setup(self):
-        head_dim = self.d_model // self.num_heads
-        self.ln_self, self.ln_cross, self.ln_ff = nn.LayerNorm(), nn.LayerNorm(), nn.LayerNorm()
-        self.qkv = nn.DenseGeneral((3, self.num_heads, head_dim))
-        self.self_out = nn.DenseGeneral(self.d_model, axis=(-2, -1))
-        self.cross_q = nn.DenseGeneral((self.num_heads, head_dim))
-        self.cross_kv = nn.DenseGeneral((2, self.num_heads, head_dim))
-        self.cross_out = nn.DenseGeneral(self.d_model, axis=(-2, -1))
-        self.ff_in, self.ff_out = nn.Dense(self.d_ff), nn.Dense(self.d_model)
+        head_dim, dt = self.d_model // self.num_heads, self.dtype
+        self.ln_self, self.ln_cross, self.ln_ff = nn.LayerNorm(dtype=dt), nn.LayerNorm(dtype=dt), nn.LayerNorm(dtype=dt)
+        self.qkv = nn.DenseGeneral((3, self.num_heads, head_dim), dtype=dt)
+        self.self_out = nn.DenseGeneral(self.d_model, axis=(-2, -1), dtype=dt)
+        self.cross_q = nn.DenseGeneral((self.num_heads, head_dim), dtype=dt)
+        self.cross_kv = nn.DenseGeneral((2, self.num_heads, head_dim), dtype=dt)
+        self.cross_out = nn.DenseGeneral(self.d_model, axis=(-2, -1), dtype=dt)
+        self.ff_in, self.ff_out = nn.Dense(self.d_ff, dtype=dt), nn.Dense(self.d_model, dtype=dt)
         self.drop = nn.Dropout(self.dropout)
 
     def memory_kv(self, memory_BMD):
@@ -198,29 +214,32 @@ class NumberDecoder(nn.Module):
     dropout: float
     pos_embedding: str = "learned"
     final_norm: bool = True  # False: no LayerNorm before the head, as the release's nn.TransformerDecoder
+    dtype: Any = jnp.float32
 
     def setup(self):
+        dt = self.dtype
         if self.d_model % self.num_heads:
             raise GenreError(f"config.model: d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
-        self.embed = nn.Embed(self.vocab_size, self.d_model)
+        self.embed = nn.Embed(self.vocab_size, self.d_model, dtype=dt)
         if self.pos_embedding == "learned":
             self.pos_table = self.param("pos_table", nn.initializers.normal(0.02), (self.max_length, self.d_model))
         elif self.pos_embedding == "sinusoidal":
             self.pos_table = jnp.asarray(sinusoidal_table(self.max_length, self.d_model))
         else:
             raise GenreError(f"config.model.pos_embedding: expected 'learned' or 'sinusoidal', got {self.pos_embedding!r}")
-        self.blocks = [DecoderBlock(self.d_model, self.num_heads, self.d_ff, self.dropout) for _ in range(self.num_layers)]
+        self.blocks = [DecoderBlock(self.d_model, self.num_heads, self.d_ff, self.dropout, dt)
+                       for _ in range(self.num_layers)]
         if self.final_norm:
-            self.ln_final = nn.LayerNorm()
-        self.head = nn.Dense(self.vocab_size)
+            self.ln_final = nn.LayerNorm(dtype=dt)
+        self.head = nn.Dense(self.vocab_size, dtype=dt)
         self.drop = nn.Dropout(self.dropout)
 
     def __call__(self, memory_BMD, tokens_in_BL, train: bool = False):
         length = tokens_in_BL.shape[1]
-        h = self.drop(self.embed(tokens_in_BL) + self.pos_table[:length], deterministic=not train)
+        h = self.drop(self.embed(tokens_in_BL) + self.pos_table[:length].astype(self.dtype), deterministic=not train)
         for block in self.blocks:
             h = block(h, *block.memory_kv(memory_BMD), train=train)
-        return self.head(self._final(h))  # logits_BLV
+        return self.head(self._final(h)).astype(jnp.float32)  # logits_BLV, float32 for every softmax
 
     def init_cache(self, memory_BMD, length: int) -> Cache:
         batch = memory_BMD.shape[0]
@@ -233,12 +252,12 @@ class NumberDecoder(nn.Module):
         return {"layers": layers}
 
     def step(self, token_B, pos, cache: Cache):
-        h = self.embed(token_B) + self.pos_table[pos]
+        h = self.embed(token_B) + self.pos_table[pos].astype(self.dtype)
         layers = []
         for block, layer_cache in zip(self.blocks, cache["layers"]):
             h, layer_cache = block.step(h, pos, layer_cache)
             layers.append(layer_cache)
-        return self.head(self._final(h)), {"layers": layers}  # logits_BV
+        return self.head(self._final(h)).astype(jnp.float32), {"layers": layers}  # logits_BV
 
     def _final(self, h):
         return self.ln_final(h) if self.final_norm else h
@@ -259,10 +278,11 @@ class _EncoderDecoder(nn.Module):
     dropout: float = 0.1
     pos_embedding: str = "learned"
     final_norm: bool = True
+    dtype: str = "float32"  # compute dtype; parameters stay float32
 
     def _number_decoder(self) -> NumberDecoder:
         return NumberDecoder(self.vocab_size, self.max_length, self.d_model, self.num_layers, self.num_heads,
-                             self.d_ff, self.dropout, self.pos_embedding, self.final_norm)
+                             self.d_ff, self.dropout, self.pos_embedding, self.final_norm, compute_dtype(self.dtype))
 
     def __call__(self, x, tokens_in_BL, train: bool = False):
         return self.decoder(self.encoder(x, train), tokens_in_BL, train)
@@ -288,7 +308,7 @@ class TabularRegressor(_EncoderDecoder):
 
     def setup(self):
         self.encoder = make_encoder("tabular_decoder", mlp_hidden=self.mlp_hidden, mlp_layers=self.mlp_layers,
-                                    d_model=self.d_model, dropout=self.dropout)
+                                    d_model=self.d_model, dropout=self.dropout, dtype=self.dtype)
         self.decoder = self._number_decoder()
 
 
@@ -302,23 +322,24 @@ class CodeRegressor(_EncoderDecoder):
     def setup(self):
         self.encoder = make_encoder("code_decoder", d_model=self.d_model, num_heads=self.num_heads, d_ff=self.d_ff,
                                     dropout=self.dropout, enc_layers=self.enc_layers, memory_slots=self.memory_slots,
-                                    patch_size=self.patch_size)
+                                    patch_size=self.patch_size, dtype=self.dtype)
         self.decoder = self._number_decoder()
 
 
 def make_encoder(model_name: str, **fields) -> nn.Module:
     """The encoder of a model family, from ``config.model`` fields (shared with the regression heads)."""
+    dtype = compute_dtype(fields.get("dtype", "float32"))
     if model_name == "code_decoder":
         return ByteEncoder(int(fields["d_model"]), int(fields.get("enc_layers", 2)), int(fields["num_heads"]),
                            int(fields["d_ff"]), float(fields["dropout"]), int(fields.get("memory_slots", 4)),
-                           int(fields.get("patch_size", 1)))
+                           int(fields.get("patch_size", 1)), dtype)
     return MLPEncoder(int(fields["mlp_hidden"]), int(fields["mlp_layers"]), int(fields["d_model"]),
-                      float(fields["dropout"]))
+                      float(fields["dropout"]), dtype)
 
 
 MODELS = {"tabular_decoder": TabularRegressor, "code_decoder": CodeRegressor}
 _MODEL_FIELDS = ("d_model", "num_layers", "num_heads", "d_ff", "dropout", "mlp_hidden", "mlp_layers", "pos_embedding",
-                 "final_norm", "enc_layers", "memory_slots", "patch_size")
+                 "final_norm", "dtype", "enc_layers", "memory_slots", "patch_size")
 
 
 def make_model(config, tokenizer) -> nn.Module:

@@ -26,7 +26,7 @@ HEAD_SELECT = ("mse", "loss")
 # identity leaves the field out while it holds that value, so older workdirs still match.
 LATER_FIELDS = {
     "": {"rng_streams": "shared"},
-    "model": {"final_norm": True},
+    "model": {"final_norm": True, "dtype": "float32"},
     "ce": {"masked_loss": True},
     "rl": {"lr_floor": 1.0, "requantize_targets": False, "masked_expert": True},
     "token": {"masked_loss": True},

@@ -79,3 +79,20 @@ def test_code_model_ignores_padding_and_caches_like_teacher_forcing():
     for pos in range(TOK.length):
         step_BV, cache = model.apply({"params": params}, inputs[:, pos], pos, cache, method=model.step)
         np.testing.assert_allclose(step_BV, full_BLV[:, pos], atol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_close_logits():
+    kwargs = dict(d_model=16, num_layers=2, num_heads=4, d_ff=32, mlp_hidden=16)
+    f32 = TabularRegressor(TOK.vocab_size, TOK.length, **kwargs)
+    bf16 = TabularRegressor(TOK.vocab_size, TOK.length, dtype="bfloat16", **kwargs)
+    params = init_params(f32, 3, TOK.length, jax.random.key(0))
+    assert all(p.dtype == np.float32 for p in jax.tree.leaves(init_params(bf16, 3, TOK.length, jax.random.key(0))))
+    x = jax.random.normal(jax.random.key(1), (4, 3))
+    inputs = sampling.decoder_inputs(jax.random.randint(jax.random.key(2), (4, TOK.length), 0, TOK.base), TOK.bos_id)
+    ref, low = (m.apply({"params": params}, x, inputs) for m in (f32, bf16))
+    assert low.dtype == np.float32  # logits come back in float32 for every softmax
+    np.testing.assert_allclose(low, ref, atol=0.05 * float(np.abs(ref).max()))
+    assert not np.array_equal(low, ref)  # really computed in bfloat16
+    with pytest.raises(GenreError, match="config.model.dtype"):
+        init_params(TabularRegressor(TOK.vocab_size, TOK.length, dtype="float16", **kwargs), 3, TOK.length,
+                    jax.random.key(0))

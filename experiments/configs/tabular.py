@@ -54,7 +54,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         name="normalized", base=2, digits=8, exponent_digits=1, mantissa_digits=4))
     c.model = ml_collections.ConfigDict(dict(
         name="tabular_decoder", d_model=256, num_layers=3, num_heads=4, d_ff=1024, dropout=0.1,
-        mlp_hidden=1024, mlp_layers=3, pos_embedding="sinusoidal", final_norm=False))  # as released
+        mlp_hidden=1024, mlp_layers=3, pos_embedding="sinusoidal", final_norm=False,  # as released
+        dtype="float32"))  # or bfloat16: compute in bfloat16, parameters and optimizer state in float32
     c.ce = ml_collections.ConfigDict(dict(
         learning_rate=1e-4, weight_decay=0.01, batch_size=128, max_epochs=200, patience=20,
         warmup_steps=100, lr_floor=0.1, grad_clip=1.0,
