@@ -44,9 +44,9 @@ def test_sample_means_converge_to_the_exact_mean(setup):
     tok, model, params, x = setup
     probs_BS, greedy_B = exact.predict(model, params, x, tok)
     dist = metrics.Discrete(tok.decode(exact.all_sequences(tok)), probs_BS)
-    samples_BG = np.asarray(tok.decode(sampling.sample(model, params, x, jax.random.key(5), tok, 4000).tokens_BGL))
+    samples_BG = np.asarray(tok.decode(sampling.sample(model, params, x, jax.random.key(5), tok, 1000).tokens_BGL))
     sd_B = np.sqrt(dist.probs_NS @ dist.values_S ** 2 - dist.mean() ** 2)
-    assert np.all(np.abs(samples_BG.mean(1) - dist.mean()) < 4 * sd_B / np.sqrt(4000) + 1e-6)
+    assert np.all(np.abs(samples_BG.mean(1) - dist.mean()) < 4 * sd_B / np.sqrt(1000) + 1e-6)
     drawn = dist.sample(np.random.default_rng(0), 4000)
     assert np.all(np.abs(drawn.mean(1) - dist.mean()) < 4 * sd_B / np.sqrt(4000) + 1e-6)
 

@@ -165,15 +165,13 @@ def test_exact_reward_step_and_gradient_equal_a_teacher_forced_enumeration():
         reward_BS = -(values_S[None, :] - jnp.asarray(batch["z"])[:, None]) ** 2
         return -jnp.sum(w * jnp.sum(jnp.exp(logp_BS) * reward_BS, -1)) / w.sum()
 
-    step, _ = rl.make_rl_steps(MODEL, TOK, rl_settings, optax.sgd(0.0), mesh)
-    _, stats = step(_state(params, optax.sgd(0.0), mesh), params, parallel.shard_batch(batch, mesh), jax.random.key(0))
+    # one SGD step: its stats are taken before the update, which moves the params by -lr * the gradient
+    tx = optax.sgd(0.1)
+    step, _ = rl.make_rl_steps(MODEL, TOK, rl_settings, tx, mesh)
+    new_state, stats = step(_state(params, tx, mesh), params, parallel.shard_batch(batch, mesh), jax.random.key(0))
     stats = np.asarray(stats)
     np.testing.assert_allclose(stats[3] / stats[-1], reference_loss(params), rtol=1e-4)
     np.testing.assert_allclose(stats[0] / stats[-1], -reference_loss(params), rtol=1e-4)  # exact expected reward
-    # one SGD step moves the params by -lr * the reference gradient
-    tx = optax.sgd(0.1)
-    step, _ = rl.make_rl_steps(MODEL, TOK, rl_settings, tx, mesh)
-    new_state, _ = step(_state(params, tx, mesh), params, parallel.shard_batch(batch, mesh), jax.random.key(0))
     expected = jax.tree.map(lambda p, g: p - 0.1 * g, params, jax.grad(reference_loss)(params))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  jax.device_get(new_state.params), expected)
