@@ -48,11 +48,12 @@ OPS = ("sample", "rl_step", "ce_step")
 FEATURES = 21
 
 
-def genre_jax_ops(size: str, seed: int = 0):
-    """{op: (jitted fn, args builder)} at ``size``, as released (the paper variant's RL section)."""
+def genre_jax_ops(size: str, seed: int = 0, dtype: str = "float32"):
+    """{op: timed callable} at ``size``, as released (the paper variant's RL section)."""
     s = SIZES[size]
     config = tabular.get_config("paper")
     config.model.update({k: v for k, v in s.items() if k in config.model})
+    config.model.dtype = dtype
     config.rl.update(num_rollouts=s["G"], batch_size=s["batch"], learning_rate=1e-5)
     tok = NormalizedTokenizer(2, 8, -2.5, 3.5)
     model = models.make_model(config.model, tok)
@@ -114,7 +115,8 @@ def run_peer(python: str, size: str, repeats: int, threads: int) -> dict[str, li
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--peer_python", default="/tmp/torchpeer-venv/bin/python")
+    ap.add_argument("--peer_python", default="/tmp/torchpeer-venv/bin/python", help='"" = genre_jax only')
+    ap.add_argument("--dtype", default="float32", help="genre_jax's config.model.dtype (float32 | bfloat16)")
     ap.add_argument("--sizes", default="paper,tiny")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5, help="timed calls per side, op and round")
@@ -122,7 +124,7 @@ def main() -> int:
     ap.add_argument("--out", default="benchmarks/results/vs_peer_cpu.json")
     args = ap.parse_args()
     sizes = [s for s in args.sizes.split(",") if s]
-    ours = {s: genre_jax_ops(s) for s in sizes}
+    ours = {s: genre_jax_ops(s, dtype=args.dtype) for s in sizes}
     compile_s = {}
     for s in sizes:  # compile outside the timed rounds
         for op, fn in ours[s].items():
@@ -133,16 +135,18 @@ def main() -> int:
     started = time.time()
     for _ in range(args.rounds):
         for s in sizes:
-            for op, (median, low, high) in run_peer(args.peer_python, s, args.repeats, args.threads).items():
+            peer = run_peer(args.peer_python, s, args.repeats, args.threads) if args.peer_python else {}
+            for op, (median, low, high) in peer.items():
                 timings[("peer", s, op)].append(median)
             for op, fn in ours[s].items():
                 timings[("genre_jax", s, op)].extend(time_calls(fn, args.repeats))
     rows = []
     for s in sizes:
         for op in OPS:
-            peer, mine = (statistics.median(timings[(side, s, op)]) for side in ("peer", "genre_jax"))
+            mine = statistics.median(timings[("genre_jax", s, op)])
+            peer = statistics.median(timings[("peer", s, op)]) if timings[("peer", s, op)] else float("nan")
             rows.append({"size": s, "op": op, "peer_median_s": peer, "genre_jax_median_s": mine,
-                         "speedup": peer / mine, "genre_jax_compile_s": compile_s[(s, op)],
+                         "speedup": peer / mine, "genre_jax_compile_s": compile_s[(s, op)], "dtype": args.dtype,
                          "peer_round_medians_s": timings[("peer", s, op)],
                          "genre_jax_calls_s": timings[("genre_jax", s, op)], **SIZES[s]})
     record = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": time.time() - started,
