@@ -12,6 +12,7 @@ each allowed token. The encoding and cross-attention cache are shared by all pre
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -90,7 +91,10 @@ def enumerate_sequences(model, params, x_BF, tokenizer, temperature: float = 1.0
     return Enumerated(logp_BN, jnp.stack(greedy, axis=1).astype(jnp.int32))
 
 
+@functools.partial(jax.jit, static_argnames=("model", "tokenizer", "temperature"))
 def predict(model, params, x_BF, tokenizer, temperature: float = 1.0):
-    """(probs_BS, greedy_B): the exact distribution over ``all_sequences`` and the greedy value (z units)."""
+    """(probs_BS, greedy_B): the exact distribution over ``all_sequences`` and the greedy value (z units).
+    Compiled as one program, also when called outside a jitted function (eagerly, each of its few
+    hundred ops would compile on its own)."""
     out = enumerate_sequences(model, params, x_BF, tokenizer, temperature)
     return jnp.exp(out.logp_BS), tokenizer.decode(out.greedy_BL)

@@ -1,18 +1,29 @@
-"""Runs every test on CPU with 8 fake host devices, so sharded code is really exercised."""
+"""Runs every test on CPU with 8 fake host devices, so sharded code is really exercised.
+
+Tests check numbers, not speed, and most of their time is XLA compiling small programs: LLVM's
+backend optimizations are turned off here (a third less compile time; every comparison a test
+makes is between two programs compiled alike). ``scripts/test.sh`` runs the files on several
+worker processes (pytest-xdist), which share one compilation cache and one tiny trained run.
+"""
 import os
 
 os.environ["JAX_PLATFORMS"] = "cpu"
-_flag = "--xla_force_host_platform_device_count=8"
-if _flag not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
+for _flag in ("--xla_force_host_platform_device_count=8", "--xla_backend_optimization_level=0"):
+    if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 
+import fcntl  # noqa: E402
 import tempfile  # noqa: E402
 
 # One persistent XLA compilation cache for the whole session, subprocesses included: many tests
 # compile the same tiny programs (a CE step, a sampler), and a cache hit costs milliseconds instead
-# of seconds. A fresh folder per session (or GENRE_JAX_TEST_CACHE to keep one), so tests never read
-# entries from another version of the code.
-_cache = os.environ.get("GENRE_JAX_TEST_CACHE") or tempfile.mkdtemp(prefix="genre_jax_test_xla_")
+# of seconds. A fresh folder per session, shared by its xdist workers (or GENRE_JAX_TEST_CACHE to
+# keep one), so tests never read entries from another version of the code.
+_run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+_cache = os.environ.get("GENRE_JAX_TEST_CACHE") or (
+    os.path.join(tempfile.gettempdir(), f"genre_jax_test_xla_{_run}") if _run
+    else tempfile.mkdtemp(prefix="genre_jax_test_xla_"))
+os.makedirs(_cache, exist_ok=True)
 os.environ["GENRE_JAX_CACHE_DIR"] = _cache  # launch.py subprocesses
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
@@ -58,12 +69,20 @@ def make_context(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """One default-phases run (CE -> GenRe² -> eval) of the tiny config on the bundled dataset, shared
-    read-only by the tests that need a trained workdir: (workdir, the run's summary)."""
+    read-only by the tests that need a trained workdir: (workdir, the run's summary).
+
+    Under xdist the first worker to get here trains it (the others wait on a lock), then every
+    worker's call finds it finished and returns the stored summary without training."""
     import launch
     from experiments.configs import tabular
 
-    workdir = str(tmp_path_factory.mktemp("tiny_run") / "run")
-    return workdir, launch.run(tabular.get_config("tiny"), workdir)
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder all workers' temp folders share
+    workdir = str(root / "tiny_run")
+    with open(str(root / "tiny_run.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return workdir, launch.run(tabular.get_config("tiny"), workdir)
 
 
 @pytest.fixture

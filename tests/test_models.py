@@ -10,6 +10,23 @@ from genre_jax.tokenizers import NormalizedTokenizer
 TOK = NormalizedTokenizer(4, 5, -2.0, 2.0)
 
 
+def _full_and_cached_logits(model, params, x, inputs):
+    """(teacher-forced logits_BLV, the same from L cached steps), compiled as one program."""
+
+    @jax.jit
+    def run(params, x, inputs):
+        full_BLV = model.apply({"params": params}, x, inputs)
+        memory = model.apply({"params": params}, x, method=model.encode)
+        cache = model.apply({"params": params}, memory, TOK.length, method=model.init_cache)
+        steps = []
+        for pos in range(TOK.length):
+            step_BV, cache = model.apply({"params": params}, inputs[:, pos], pos, cache, method=model.step)
+            steps.append(step_BV)
+        return full_BLV, jax.numpy.stack(steps, axis=1)
+
+    return run(params, x, inputs)
+
+
 def test_cached_steps_reproduce_teacher_forced_logits():
     # the released decoder: sinusoidal positions, no final LayerNorm
     model = TabularRegressor(TOK.vocab_size, TOK.length, d_model=16, num_layers=2, num_heads=4, d_ff=32,
@@ -19,12 +36,8 @@ def test_cached_steps_reproduce_teacher_forced_logits():
     x = jax.random.normal(jax.random.key(1), (4, 3))
     tokens = jax.random.randint(jax.random.key(2), (4, TOK.length), 0, TOK.base)
     inputs = sampling.decoder_inputs(tokens, TOK.bos_id)
-    full_BLV = model.apply({"params": params}, x, inputs)
-    memory = model.apply({"params": params}, x, method=model.encode)
-    cache = model.apply({"params": params}, memory, TOK.length, method=model.init_cache)
-    for pos in range(TOK.length):
-        step_BV, cache = model.apply({"params": params}, inputs[:, pos], pos, cache, method=model.step)
-        np.testing.assert_allclose(step_BV, full_BLV[:, pos], atol=1e-5)
+    full_BLV, steps_BLV = _full_and_cached_logits(model, params, x, inputs)
+    np.testing.assert_allclose(steps_BLV, full_BLV, atol=1e-5)
 
 
 def test_one_memory_slot_shortcut_equals_general_cross_attention():
@@ -64,21 +77,19 @@ def test_code_model_ignores_padding_and_caches_like_teacher_forcing():
                           memory_slots=3, patch_size=2, dropout=0.0)
     params = init_params(model, 12, TOK.length, jax.random.key(0))
     programs = jax.random.randint(jax.random.key(1), (3, 12), 1, BYTE_VOCAB)
-    memory = model.apply({"params": params}, programs, method=model.encode)
+    encode = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.encode))
+    memory = encode(params, programs)
     assert memory.shape == (3, 3, 16)
     # Padding a program with more zero bytes leaves its memory unchanged; changing a byte does not.
     padded = np.concatenate([np.asarray(programs), np.zeros((3, 20), np.int32)], axis=1)
-    np.testing.assert_allclose(model.apply({"params": params}, padded, method=model.encode), memory, atol=1e-5)
+    np.testing.assert_allclose(encode(params, padded), memory, atol=1e-5)
     changed = np.asarray(programs).copy()
     changed[:, 0] = changed[:, 0] % 200 + 1
-    assert not np.allclose(model.apply({"params": params}, changed, method=model.encode), memory, atol=1e-3)
+    assert not np.allclose(encode(params, changed), memory, atol=1e-3)
     tokens = jax.random.randint(jax.random.key(2), (3, TOK.length), 0, TOK.base)
     inputs = sampling.decoder_inputs(tokens, TOK.bos_id)
-    full_BLV = model.apply({"params": params}, programs, inputs)
-    cache = model.apply({"params": params}, memory, TOK.length, method=model.init_cache)
-    for pos in range(TOK.length):
-        step_BV, cache = model.apply({"params": params}, inputs[:, pos], pos, cache, method=model.step)
-        np.testing.assert_allclose(step_BV, full_BLV[:, pos], atol=1e-5)
+    full_BLV, steps_BLV = _full_and_cached_logits(model, params, programs, inputs)
+    np.testing.assert_allclose(steps_BLV, full_BLV, atol=1e-5)
 
 
 def test_bfloat16_compute_keeps_float32_params_and_close_logits():

@@ -20,18 +20,23 @@ def test_two_process_run_matches_single_process(tmp_path, toy_data_dir):
               f"--config.data_dir={toy_data_dir}", "--config.dataset=toy", "--config.ce.max_epochs=2",
               "--config.rl.max_epochs=1"]
     base_env = {**os.environ, "JAX_PLATFORMS": "cpu", "GENRE_JAX_CACHE_DIR": str(tmp_path / "cache")}
+    fast_compile = "--xla_backend_optimization_level=0"  # as conftest sets for this process
     port = _free_port()
     procs = []
     for pid in range(2):
-        env = {**base_env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        env = {**base_env, "XLA_FLAGS": f"--xla_force_host_platform_device_count=2 {fast_compile}",
                "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(pid)}
         procs.append(subprocess.Popen([*common, "--multihost", f"--workdir={tmp_path / 'multi'}"], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    # the single-process reference runs at the same time (its own workdir and compilation cache)
+    single = subprocess.Popen([*common, f"--workdir={tmp_path / 'single'}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True,
+                              env={**base_env, "GENRE_JAX_CACHE_DIR": str(tmp_path / "cache1"),
+                                   "XLA_FLAGS": f"--xla_force_host_platform_device_count=4 {fast_compile}"})
     outputs = [p.communicate(timeout=400)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
-    single = subprocess.run([*common, f"--workdir={tmp_path / 'single'}"], capture_output=True, text=True,
-                            env={**base_env, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}, timeout=400)
-    assert single.returncode == 0, single.stderr[-3000:]
+    single_out = single.communicate(timeout=400)[0]
+    assert single.returncode == 0, single_out[-3000:]
     multi = json.load(open(tmp_path / "multi" / "results.json"))["phases"]
     ref = json.load(open(tmp_path / "single" / "results.json"))["phases"]
     assert set(multi) == set(ref) == {"ce", "genre2"}

@@ -15,6 +15,7 @@ from genre_jax.models import TabularRegressor, init_params
 from genre_jax.tokenizers import NormalizedTokenizer
 
 TOK = NormalizedTokenizer(4, 4, -2.0, 2.0)
+rollout_logits = jax.jit(sampling.rollout_logits, static_argnums=(0, 4), static_argnames="masked")
 MODEL = TabularRegressor(TOK.vocab_size, TOK.length, d_model=16, num_layers=1, num_heads=2, d_ff=32,
                          mlp_hidden=16, dropout=0.0)
 
@@ -52,8 +53,8 @@ def test_step_loss_matches_an_independent_reconstruction(method, temperature, re
     _, stats = step(_state(params, tx, mesh), params, parallel.shard_batch(batch, mesh), base_key)
     stats = np.asarray(stats)
     # The step's first rollout key is fold_in(base_key, step=0); redo everything outside the step.
-    tokens, _, greedy = sampling.sample(MODEL, params, batch["x"], jax.random.fold_in(base_key, 0), TOK, 6,
-                                        temperature, greedy=True)
+    tokens, _, greedy = jax.jit(sampling.sample, static_argnums=(0, 4, 5, 6), static_argnames="greedy")(
+        MODEL, params, batch["x"], jax.random.fold_in(base_key, 0), TOK, 6, temperature, greedy=True)
     # the training target: y, or as released the tokenizer's own rendering of it, detok(tok(y))
     target = np.asarray(TOK.decode(jnp.asarray(batch["tokens"]))) if requantize else batch["z"]
     assert not requantize or np.abs(target - batch["z"]).max() > 1e-2  # the check bites
@@ -61,7 +62,7 @@ def test_step_loss_matches_an_independent_reconstruction(method, temperature, re
     greedy_reward = -(np.asarray(TOK.decode(greedy)) - target) ** 2
     adv = reward - greedy_reward[:, None]
     # log-probs under the distribution the rollouts came from: softmax(masked logits / T), in NumPy
-    logits = np.asarray(sampling.rollout_logits(MODEL, params, batch["x"], tokens, TOK), np.float64)
+    logits = np.asarray(rollout_logits(MODEL, params, batch["x"], tokens, TOK), np.float64)
     logp = np.take_along_axis(_log_softmax(logits / temperature), np.asarray(tokens)[..., None], -1)[..., 0].sum(-1)
     w = batch["weight"] > 0
     count = stats[-1]
@@ -71,7 +72,7 @@ def test_step_loss_matches_an_independent_reconstruction(method, temperature, re
     np.testing.assert_allclose(stats[2] / count, np.abs(adv[w]).mean(), rtol=1e-4)
     # GenRe²: + lambda * CE of the model (untempered) toward the expert token at every position, over
     # the masked logits or, as released, the raw ones (the softmax then includes the BOS/pad token)
-    raw = np.asarray(sampling.rollout_logits(MODEL, params, batch["x"], tokens, TOK, masked=False), np.float64)
+    raw = np.asarray(rollout_logits(MODEL, params, batch["x"], tokens, TOK, masked=False), np.float64)
     assert np.abs(raw - logits).max() > 1e6  # the mask really differs from raw logits
     expert = np.asarray(objectives.expert_tokens(TOK, tokens, jnp.asarray(batch["tokens"])))
     expert_ce = -np.take_along_axis(_log_softmax(logits if masked_expert else raw), expert[..., None], -1)[..., 0]
@@ -170,9 +171,10 @@ def test_exact_reward_step_and_gradient_equal_a_teacher_forced_enumeration():
     step, _ = rl.make_rl_steps(MODEL, TOK, rl_settings, tx, mesh)
     new_state, stats = step(_state(params, tx, mesh), params, parallel.shard_batch(batch, mesh), jax.random.key(0))
     stats = np.asarray(stats)
-    np.testing.assert_allclose(stats[3] / stats[-1], reference_loss(params), rtol=1e-4)
-    np.testing.assert_allclose(stats[0] / stats[-1], -reference_loss(params), rtol=1e-4)  # exact expected reward
-    expected = jax.tree.map(lambda p, g: p - 0.1 * g, params, jax.grad(reference_loss)(params))
+    ref_loss, ref_grad = jax.jit(jax.value_and_grad(reference_loss))(params)
+    np.testing.assert_allclose(stats[3] / stats[-1], ref_loss, rtol=1e-4)
+    np.testing.assert_allclose(stats[0] / stats[-1], -ref_loss, rtol=1e-4)  # exact expected reward
+    expected = jax.tree.map(lambda p, g: p - 0.1 * g, params, ref_grad)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  jax.device_get(new_state.params), expected)
     config = tabular.get_config("tiny")

@@ -8,6 +8,10 @@ from genre_jax import sampling
 from genre_jax.models import TabularRegressor, init_params
 from genre_jax.tokenizers import IEEETokenizer, NormalizedTokenizer
 
+# The library's functions compiled whole (run eagerly, each op would compile on its own).
+rollout_logits = jax.jit(sampling.rollout_logits, static_argnums=(0, 4), static_argnames="masked")
+teacher_forced_logits = jax.jit(sampling.teacher_forced_logits, static_argnums=(0, 4, 5))
+
 TOKENIZERS = {"normalized": NormalizedTokenizer(4, 5, -2.0, 2.0), "ieee": IEEETokenizer(10, 1, 3)}
 
 
@@ -48,7 +52,7 @@ def test_kv_cache_sampler_equals_full_recompute(setup):
 def test_sampler_logprobs_equal_teacher_forced(setup):
     tok, model, params, x, sample = setup
     tokens_BGL, logp_BGL, _ = sample(params, x, jax.random.key(6))
-    teacher = sampling.sequence_logprobs(model, params, x, tokens_BGL, tok)
+    teacher = jax.jit(sampling.sequence_logprobs, static_argnums=(0, 4))(model, params, x, tokens_BGL, tok)
     np.testing.assert_allclose(logp_BGL, teacher, atol=1e-4)
 
 
@@ -56,7 +60,7 @@ def test_tempered_logprobs_are_those_of_the_tempered_distribution(setup):
     tok, model, params, x, _ = setup
     drawn = jax.jit(lambda p, x, k: sampling.sample(model, p, x, k, tok, 5, temperature=0.5))(
         params, x, jax.random.key(8))
-    logits_BGLV = sampling.rollout_logits(model, params, x, drawn.tokens_BGL, tok)
+    logits_BGLV = rollout_logits(model, params, x, drawn.tokens_BGL, tok)
     tempered = sampling.token_logprobs(logits_BGLV / 0.5, drawn.tokens_BGL)
     np.testing.assert_allclose(drawn.logp_BGL, tempered, atol=1e-4)
     assert not np.allclose(drawn.logp_BGL, sampling.token_logprobs(logits_BGLV, drawn.tokens_BGL), atol=1e-2)
@@ -65,14 +69,14 @@ def test_tempered_logprobs_are_those_of_the_tempered_distribution(setup):
 def test_greedy_is_argmax_of_teacher_forced_logits(setup):
     tok, model, params, x, sample = setup
     greedy_BL = sample(params, x, jax.random.key(0)).greedy_BL
-    logits_BLV = sampling.teacher_forced_logits(model, params, x, greedy_BL, tok)
+    logits_BLV = teacher_forced_logits(model, params, x, greedy_BL, tok)
     np.testing.assert_array_equal(jnp.argmax(logits_BLV, -1), greedy_BL)
     assert np.asarray(tok.allowed)[np.arange(tok.length), np.asarray(greedy_BL)].all()
 
 
 def test_predict_decodes_samples_and_greedy(setup):
     tok, model, params, x, sample = setup
-    samples_BG, greedy_B = sampling.predict(model, params, x, jax.random.key(7), tok, 4)
+    samples_BG, greedy_B = jax.jit(sampling.predict, static_argnums=(0, 4, 5))(model, params, x, jax.random.key(7), tok, 4)
     assert samples_BG.shape == (5, 4) and greedy_B.shape == (5,)
     greedy_BL = sample(params, x, jax.random.key(0)).greedy_BL
     np.testing.assert_allclose(greedy_B, tok.decode(greedy_BL))
@@ -81,8 +85,8 @@ def test_predict_decodes_samples_and_greedy(setup):
 def test_dropout_only_in_train_mode(setup):
     tok, model, params, x, _ = setup
     tokens = jnp.zeros((5, tok.length), jnp.int32)
-    a = sampling.teacher_forced_logits(model, params, x, tokens, tok)
-    b = sampling.teacher_forced_logits(model, params, x, tokens, tok)
+    a = teacher_forced_logits(model, params, x, tokens, tok)
+    b = teacher_forced_logits(model, params, x, tokens, tok)
     np.testing.assert_array_equal(a, b)
-    c = sampling.teacher_forced_logits(model, params, x, tokens, tok, train=True, rngs={"dropout": jax.random.key(0)})
+    c = teacher_forced_logits(model, params, x, tokens, tok, True, {"dropout": jax.random.key(0)})
     assert not np.allclose(a, c)
