@@ -24,23 +24,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
-from experiments.configs import tabular  # noqa: E402
-from genre_jax import models, sampling  # noqa: E402
-from genre_jax.tokenizers import NormalizedTokenizer  # noqa: E402
-from vs_peer import FEATURES, SIZES  # noqa: E402
+from genre_jax import sampling  # noqa: E402
+from vs_peer import SIZES, build  # noqa: E402
 
 
 def losses(size: str):
-    s = SIZES[size]
-    config = tabular.get_config("paper")
-    config.model.update({k: v for k, v in s.items() if k in config.model})
-    tok = NormalizedTokenizer(2, 8, -2.5, 3.5)
-    model = models.make_model(config.model, tok)
-    x = jnp.asarray(np.random.default_rng(0).standard_normal((s["batch"], FEATURES)), jnp.float32)
-    params = models.init_params(model, FEATURES, tok.length, jax.random.key(0))
-    key, G = jax.random.key(1), s["G"]
+    _, tok, model, params, batch = build(size)
+    x, key, G = jnp.asarray(batch["x"]), jax.random.key(1), SIZES[size]["G"]
 
     def advantage(tokens_BGL):  # any function of the drawn values; no gradient flows through it
         values_BG = tok.decode(tokens_BGL)

@@ -48,8 +48,9 @@ OPS = ("sample", "rl_step", "ce_step")
 FEATURES = 21
 
 
-def genre_jax_ops(size: str, seed: int = 0, dtype: str = "float32"):
-    """{op: timed callable} at ``size``, as released (the paper variant's RL section)."""
+def build(size: str, seed: int = 0, dtype: str = "float32"):
+    """The peer's model at ``size`` as genre_jax builds it, the paper variant's RL section with its
+    B and G: (config, tokenizer, model, params, a host batch of B random inputs and targets)."""
     s = SIZES[size]
     config = tabular.get_config("paper")
     config.model.update({k: v for k, v in s.items() if k in config.model})
@@ -57,13 +58,20 @@ def genre_jax_ops(size: str, seed: int = 0, dtype: str = "float32"):
     config.rl.update(num_rollouts=s["G"], batch_size=s["batch"], learning_rate=1e-5)
     tok = NormalizedTokenizer(2, 8, -2.5, 3.5)
     model = models.make_model(config.model, tok)
-    resolved = settings.resolve(config, tok)
-    mesh = parallel.data_mesh()
     rng = np.random.default_rng(seed)
     z = rng.uniform(-2.5, 3.5, s["batch"]).astype(np.float32)
     batch = {"x": rng.standard_normal((s["batch"], FEATURES)).astype(np.float32), "tokens": tok.encode(z)[0], "z": z,
              "weight": np.ones(s["batch"], np.float32)}
     params = models.init_params(model, FEATURES, tok.length, jax.random.key(seed))
+    return config, tok, model, params, batch
+
+
+def genre_jax_ops(size: str, seed: int = 0, dtype: str = "float32"):
+    """{op: timed callable} at ``size``, as released (the paper variant's RL section)."""
+    s = SIZES[size]
+    config, tok, model, params, batch = build(size, seed, dtype)
+    resolved = settings.resolve(config, tok)
+    mesh = parallel.data_mesh()
     sharded = parallel.shard_batch(batch, mesh)
     key = jax.random.key(1)
 

@@ -1,9 +1,20 @@
-"""Synthetic inputs the tests write to disk: a TALENT-format dataset folder and measured-program rows."""
+"""Synthetic inputs the tests write to disk (a TALENT-format dataset folder, measured-program rows),
+and the library's samplers compiled whole for tests that call them directly (run eagerly, each of
+their ops would compile on its own: seconds per call)."""
 import gzip
 import json
 import pathlib
 
+import jax
 import numpy as np
+
+from genre_jax import sampling
+
+sample = jax.jit(sampling.sample, static_argnums=(0, 4, 5, 6), static_argnames="greedy")
+predict = jax.jit(sampling.predict, static_argnums=(0, 4, 5, 6))
+rollout_logits = jax.jit(sampling.rollout_logits, static_argnums=(0, 4), static_argnames="masked")
+sequence_logprobs = jax.jit(sampling.sequence_logprobs, static_argnums=(0, 4))
+teacher_forced_logits = jax.jit(sampling.teacher_forced_logits, static_argnums=(0, 4, 5))
 
 
 def write_talent_dataset(root: pathlib.Path, name: str = "toy", n: int = 300, seed: int = 0) -> pathlib.Path:

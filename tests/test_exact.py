@@ -8,6 +8,8 @@ from genre_jax import exact, metrics, sampling
 from genre_jax.models import TabularRegressor, init_params
 from genre_jax.tokenizers import IEEETokenizer, NormalizedTokenizer
 
+from fakes import rollout_logits, sample
+
 TOKENIZERS = {"normalized": NormalizedTokenizer(4, 3, -2.0, 2.0), "ieee": IEEETokenizer(2, 1, 2)}
 
 
@@ -33,11 +35,10 @@ def test_probabilities_are_the_product_of_teacher_forced_conditionals(setup, tem
     probs_BS = np.exp(np.asarray(out.logp_BS, np.float64))
     np.testing.assert_allclose(probs_BS.sum(axis=1), 1.0, atol=1e-5)
     tokens_BSL = jnp.broadcast_to(jnp.asarray(seqs_SL), (x.shape[0],) + seqs_SL.shape)
-    logits = jax.jit(sampling.rollout_logits, static_argnums=(0, 4))(model, params, x, tokens_BSL, tok) / temperature
+    logits = rollout_logits(model, params, x, tokens_BSL, tok) / temperature
     reference_BS = np.asarray(sampling.token_logprobs(logits, tokens_BSL)).sum(-1)
     np.testing.assert_allclose(np.asarray(out.logp_BS), reference_BS, atol=1e-4)
-    greedy = jax.jit(sampling.sample, static_argnums=(0, 4, 5), static_argnames="greedy")(
-        model, params, x, jax.random.key(0), tok, 1, greedy=True).greedy_BL
+    greedy = sample(model, params, x, jax.random.key(0), tok, 1, greedy=True).greedy_BL
     np.testing.assert_array_equal(out.greedy_BL, greedy)
 
 
@@ -45,7 +46,6 @@ def test_sample_means_converge_to_the_exact_mean(setup):
     tok, model, params, x = setup
     probs_BS, greedy_B = exact.predict(model, params, x, tok)
     dist = metrics.Discrete(tok.decode(exact.all_sequences(tok)), probs_BS)
-    sample = jax.jit(sampling.sample, static_argnums=(0, 4, 5))
     samples_BG = np.asarray(tok.decode(sample(model, params, x, jax.random.key(5), tok, 1000).tokens_BGL))
     sd_B = np.sqrt(dist.probs_NS @ dist.values_S ** 2 - dist.mean() ** 2)
     assert np.all(np.abs(samples_BG.mean(1) - dist.mean()) < 4 * sd_B / np.sqrt(1000) + 1e-6)

@@ -20,7 +20,8 @@ def test_two_process_run_matches_single_process(tmp_path, toy_data_dir):
               f"--config.data_dir={toy_data_dir}", "--config.dataset=toy", "--config.ce.max_epochs=2",
               "--config.rl.max_epochs=1"]
     base_env = {**os.environ, "JAX_PLATFORMS": "cpu", "GENRE_JAX_CACHE_DIR": str(tmp_path / "cache")}
-    fast_compile = "--xla_backend_optimization_level=0"  # as conftest sets for this process
+    # conftest's XLA flags (compile settings) for the subprocesses, with their own device counts
+    fast_compile = " ".join(f for f in os.environ["XLA_FLAGS"].split() if "device_count" not in f)
     port = _free_port()
     procs = []
     for pid in range(2):

@@ -14,8 +14,9 @@ from genre_jax.errors import GenreError
 from genre_jax.models import TabularRegressor, init_params
 from genre_jax.tokenizers import NormalizedTokenizer
 
+from fakes import rollout_logits, sample
+
 TOK = NormalizedTokenizer(4, 4, -2.0, 2.0)
-rollout_logits = jax.jit(sampling.rollout_logits, static_argnums=(0, 4), static_argnames="masked")
 MODEL = TabularRegressor(TOK.vocab_size, TOK.length, d_model=16, num_layers=1, num_heads=2, d_ff=32,
                          mlp_hidden=16, dropout=0.0)
 
@@ -53,8 +54,8 @@ def test_step_loss_matches_an_independent_reconstruction(method, temperature, re
     _, stats = step(_state(params, tx, mesh), params, parallel.shard_batch(batch, mesh), base_key)
     stats = np.asarray(stats)
     # The step's first rollout key is fold_in(base_key, step=0); redo everything outside the step.
-    tokens, _, greedy = jax.jit(sampling.sample, static_argnums=(0, 4, 5, 6), static_argnames="greedy")(
-        MODEL, params, batch["x"], jax.random.fold_in(base_key, 0), TOK, 6, temperature, greedy=True)
+    tokens, _, greedy = sample(MODEL, params, batch["x"], jax.random.fold_in(base_key, 0), TOK, 6, temperature,
+                               greedy=True)
     # the training target: y, or as released the tokenizer's own rendering of it, detok(tok(y))
     target = np.asarray(TOK.decode(jnp.asarray(batch["tokens"]))) if requantize else batch["z"]
     assert not requantize or np.abs(target - batch["z"]).max() > 1e-2  # the check bites

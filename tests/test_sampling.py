@@ -8,9 +8,7 @@ from genre_jax import sampling
 from genre_jax.models import TabularRegressor, init_params
 from genre_jax.tokenizers import IEEETokenizer, NormalizedTokenizer
 
-# The library's functions compiled whole (run eagerly, each op would compile on its own).
-rollout_logits = jax.jit(sampling.rollout_logits, static_argnums=(0, 4), static_argnames="masked")
-teacher_forced_logits = jax.jit(sampling.teacher_forced_logits, static_argnums=(0, 4, 5))
+from fakes import predict, rollout_logits, sequence_logprobs, teacher_forced_logits
 
 TOKENIZERS = {"normalized": NormalizedTokenizer(4, 5, -2.0, 2.0), "ieee": IEEETokenizer(10, 1, 3)}
 
@@ -52,7 +50,7 @@ def test_kv_cache_sampler_equals_full_recompute(setup):
 def test_sampler_logprobs_equal_teacher_forced(setup):
     tok, model, params, x, sample = setup
     tokens_BGL, logp_BGL, _ = sample(params, x, jax.random.key(6))
-    teacher = jax.jit(sampling.sequence_logprobs, static_argnums=(0, 4))(model, params, x, tokens_BGL, tok)
+    teacher = sequence_logprobs(model, params, x, tokens_BGL, tok)
     np.testing.assert_allclose(logp_BGL, teacher, atol=1e-4)
 
 
@@ -76,7 +74,7 @@ def test_greedy_is_argmax_of_teacher_forced_logits(setup):
 
 def test_predict_decodes_samples_and_greedy(setup):
     tok, model, params, x, sample = setup
-    samples_BG, greedy_B = jax.jit(sampling.predict, static_argnums=(0, 4, 5))(model, params, x, jax.random.key(7), tok, 4)
+    samples_BG, greedy_B = predict(model, params, x, jax.random.key(7), tok, 4)
     assert samples_BG.shape == (5, 4) and greedy_B.shape == (5,)
     greedy_BL = sample(params, x, jax.random.key(0)).greedy_BL
     np.testing.assert_allclose(greedy_B, tok.decode(greedy_BL))
