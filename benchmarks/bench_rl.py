@@ -3,7 +3,7 @@
 For each model size, on all local devices (1-D ``data`` mesh, batch sharded, params replicated):
   * kv_cache        ``sampling.sample(..., greedy=True)``: G samples + 1 greedy decode per input, KV cache;
   * full_recompute  ``sampling.full_recompute_sample``: G samples, the whole prefix re-run each step;
-  * rl_step         ``rl.make_rl_steps(...)[0]`` with the paper's genre2 RL config (one update).
+  * rl_step         ``rl.make_rl_update`` jitted by ``loop.jit_update`` (what ``rl.make_rl_steps`` calls), with the paper's genre2 RL config (one update).
 Each is compiled ahead of time (``jit(f).lower(...).compile()``, timed), called once to warm up,
 then timed ``--repeats`` times with ``jax.block_until_ready``; the median is reported.
 
@@ -58,21 +58,26 @@ def model_flops(size: dict, batch: int, rollouts: int, length: int, features: in
     d, layers, d_ff = size["d_model"], size["num_layers"], size["d_ff"]
     hidden, mlp_layers = size["mlp_hidden"], size["mlp_layers"]
     encoder = 2 * batch * (features * hidden + (mlp_layers - 1) * hidden * hidden + hidden * d)
-    memory_kv = 2 * batch * layers * d * 2 * d  # cross-attention K/V of the single memory vector
+    # Cross-attention over the one memory vector: its softmax is over a single key, so the output is
+    # cross_out(v) for every query (models.DecoderBlock._cross): the K/V projection (2d²) and the
+    # output projection (d²) run once per input and layer, and no per-token query or attention.
+    memory = 2 * batch * layers * 3 * d * d
 
     def decoder(num_tokens, keys):
-        # qkv 3d², self-out d², cross-q d², cross-out d², FFN 2·d·d_ff; self-attention over `keys`
-        # positions (scores + weighted sum); cross-attention over the one memory slot.
-        per_layer = 2 * (6 * d * d + 2 * d * d_ff) + 4 * keys * d + 4 * d
+        # per token and layer: qkv 3d², self-out d², FFN 2·d·d_ff; self-attention over `keys`
+        # positions (scores + weighted sum); then the output projection d·V.
+        per_layer = 2 * (4 * d * d + 2 * d * d_ff) + 4 * keys * d
         return num_tokens * (layers * per_layer + 2 * d * vocab)
 
-    # The cached step attends over the whole (masked) cache of length L, as models.DecoderBlock.step does.
-    kv_cache = encoder + memory_kv + decoder(batch * (rollouts + 1) * length, length)
-    # Each step re-runs the full L-token decoder (and its memory K/V). Step 0 reads only constants
-    # (BOS then zero padding), so under vmap it stays unbatched: computed once, not once per rollout.
-    full_recompute = (encoder + length * memory_kv + decoder(batch * length, length)
+    # The sampler decodes position 0 (BOS) once per input and shares it with the G rollouts and the
+    # greedy decode; each of those then runs L - 1 cached steps attending over the whole (masked)
+    # cache of length L, as models.DecoderBlock.step does.
+    kv_cache = encoder + memory + decoder(batch * (1 + (rollouts + 1) * (length - 1)), length)
+    # Each step re-runs the full L-token decoder (and its memory projections). Step 0 reads only
+    # constants (BOS then zero padding), so under vmap it stays unbatched: computed once, not once per rollout.
+    full_recompute = (encoder + length * memory + decoder(batch * length, length)
                       + (length - 1) * decoder(batch * rollouts * length, length))
-    teacher_forced = encoder + memory_kv + decoder(batch * rollouts * length, length)
+    teacher_forced = encoder + memory + decoder(batch * rollouts * length, length)
     return {"kv_cache": kv_cache, "full_recompute": full_recompute,
             "rl_step": kv_cache + 3 * teacher_forced}  # forward + backward of the loss ≈ 3x forward
 
@@ -164,7 +169,8 @@ def bench_size(name: str, size: dict, repeats: int, mesh) -> list[dict]:
     rl_settings = settings.resolve(config, tok).rl
     # The optimizer run_rl_phase builds for the paper config (lr 1e-4 as inherited from CE).
     tx = loop.make_optimizer(rl_settings.loop.optim, 1000)
-    train_step, _ = rl.make_rl_steps(model, tok, rl_settings, tx, mesh)
+    # The jitted update itself (make_rl_steps wraps it in a plain function), so it can be lowered AOT.
+    train_step = loop.jit_update(rl.make_rl_update(model, tok, rl_settings, tx)[0], mesh)
     # A separate copy: donating the state must not free the reference params' buffers.
     state = parallel.replicate(loop.TrainState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.copy, params),
                                                 tx.init(params)), mesh)
@@ -172,7 +178,7 @@ def bench_size(name: str, size: dict, repeats: int, mesh) -> list[dict]:
     analytic = model_flops(size, batch_size, rollouts, tok.length, FEATURES, tok.vocab_size)
     runs = [("kv_cache", kv_cache, (params, x, key), False),
             ("full_recompute", full, (params, x, key), False),
-            ("rl_step", train_step, (state, params, parallel.shard_batch(host_batch, mesh), key), True)]
+            ("rl_step", train_step, (state, parallel.shard_batch(host_batch, mesh), (params, key)), True)]
     rows = []
     for fn_name, jitted, args, feeds_state in runs:
         print(f"[{name}] {fn_name}: compiling and timing {repeats} calls ...", flush=True)

@@ -24,7 +24,9 @@ Resuming: a (dataset, method, seed, protocol) already in --out is skipped; a fai
 --retry_failed (the new row then supersedes it). Lines are written with one append-mode write, and
 an incomplete last line (the suite was killed mid-write) is cut off on start, so a killed suite
 restarts without redoing finished runs and without duplicate rows. launch.py itself resumes an
-interrupted phase in the workdir.
+interrupted phase in the workdir. A method that starts from CE in a workdir whose CE checkpoint is
+gone (a cleaned workroot, another machine) while CE's row is kept retrains CE first in the same
+launch (--config.phases=ce,<phase>,eval; same seed, so the same CE), and its wall time includes it.
 
 Parallel: --workers=N runs N workdirs at once (threads that each wait on one launch at a time);
 the jobs of one workdir still run in order, CE first. Rows are appended under a lock, so the file
@@ -125,8 +127,16 @@ def pending_jobs(jobs, rows, retry_failed: bool = False) -> list[Job]:
 # One job
 
 
+def ce_checkpoint_present(workdir: str) -> bool:
+    """Whether the workdir holds a finished CE best checkpoint (an Orbax step folder in ce/best)."""
+    best = os.path.join(workdir, methods.METHODS[methods.BASELINE].folder, "best")
+    return os.path.isdir(best) and any(n.isdigit() for n in os.listdir(best))
+
+
 def launch_command(job: Job, config, data_dir: str, workdir: str, python: str = sys.executable,
-                   authors: dict | None = None) -> list[str]:
+                   authors: dict | None = None, with_ce: bool = False) -> list[str]:
+    """``with_ce``: the job starts from CE but the workdir lost its CE checkpoint (a new machine, a
+    cleaned workroot) while CE's row is kept: the launch retrains CE first (same seed, same numbers)."""
     method = methods.METHODS[job.method]
     if method.kind == "gbdt":
         return [python, "-m", "genre_jax.gbdt", f"--data_dir={data_dir}", f"--dataset={job.dataset}",
@@ -135,7 +145,7 @@ def launch_command(job: Job, config, data_dir: str, workdir: str, python: str = 
     cfg_path = cfg_path if os.path.isabs(cfg_path) else os.path.join(REPO, cfg_path)
     cmd = [python, LAUNCH, f"--config={cfg_path}" + (f":{variant}" if variant else ""), f"--workdir={workdir}",
            f"--config.data_dir={data_dir}", f"--config.dataset={job.dataset}", f"--config.seed={job.seed}",
-           *method.launch_flags()]
+           *method.launch_flags(with_ce)]
     return cmd + sp.launch_overrides(config, job.dataset, job.method, data_dir, authors)
 
 
@@ -229,7 +239,8 @@ def run_job(job: Job, config, data_dir: str, workroot: str, launcher: Launcher, 
     log_dir = os.path.join(workdir, "suite_logs")
     os.makedirs(log_dir, exist_ok=True)
     log_path = os.path.join(log_dir, f"{job.method}.log")
-    cmd = launch_command(job, config, data_dir, workdir, python, authors)
+    with_ce = methods.METHODS[job.method].from_ce and not ce_checkpoint_present(workdir)
+    cmd = launch_command(job, config, data_dir, workdir, python, authors, with_ce)
     start = time.monotonic()
     returncode = launcher(cmd, log_path, REPO)
     wall = time.monotonic() - start
@@ -389,7 +400,10 @@ def main(argv=None, launcher: Launcher | None = None) -> int:
     todo = pending_jobs(jobs, rows, args.retry_failed)
     if args.dry_run:
         for job in todo:
-            print(shlex.join(launch_command(job, config, data_dir, workdir_for(workroot, job), authors=authors)))
+            workdir = workdir_for(workroot, job)
+            with_ce = methods.METHODS[job.method].from_ce and not ce_checkpoint_present(workdir) \
+                and not any(j.workdir_key == job.workdir_key and j.method == methods.BASELINE for j in todo)
+            print(shlex.join(launch_command(job, config, data_dir, workdir, authors=authors, with_ce=with_ce)))
         print(f"{len(todo)} of {len(jobs)} jobs pending", file=sys.stderr)
         return 0
     ce_failed = _ce_failures(rows)

@@ -1,6 +1,7 @@
 """The suite runner with a fake launcher: job listing, commands, resume after a kill, failure rows."""
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -28,6 +29,7 @@ class FakeLauncher:
 
     def __init__(self, fail=(), kill_after=None, no_entry=()):
         self.calls, self.fail, self.kill_after, self.no_entry = [], set(fail), kill_after, set(no_entry)
+        self.commands = []
 
     def __call__(self, cmd, log_path, cwd):
         if self.kill_after is not None and len(self.calls) >= self.kill_after:
@@ -43,6 +45,9 @@ class FakeLauncher:
             return 2
         if (dataset, method) in self.no_entry:
             return 0
+        if any(f.startswith("--config.phases=ce") for f in cmd):  # the CE checkpoint later launches start from
+            os.makedirs(os.path.join(workdir, "ce", "best", "7"), exist_ok=True)
+        self.commands.append(cmd)
         path = os.path.join(workdir, "results.json")
         results = json.load(open(path)) if os.path.exists(path) else {"dataset": dataset, "seed": 0, "phases": {}}
         results["phases"][method] = _entry(method)
@@ -187,6 +192,21 @@ def test_killed_suite_resumes_without_redoing_or_duplicating(data_dir, tmp_path,
     again = FakeLauncher()
     assert suite.main(_args(data_dir, tmp_path), launcher=again) == 0
     assert again.calls == [] and len(_rows(tmp_path)) == 8
+
+
+def test_a_lost_ce_checkpoint_is_retrained_by_the_first_dependent_without_a_new_ce_row(data_dir, tmp_path):
+    args = _args(data_dir, tmp_path, methods="ce,genre2,ntl_mse", extra=["--datasets=toy"])
+    first = FakeLauncher(kill_after=1)  # CE's row lands, then the suite stops
+    assert suite.main(args, launcher=first) == 130
+    assert suite.ce_checkpoint_present(str(tmp_path / "runs" / "cpu" / "toy" / "seed0"))
+    shutil.rmtree(tmp_path / "runs")  # a new machine: the rows are committed, the workroot is not
+
+    fake = FakeLauncher()
+    assert suite.main(args, launcher=fake) == 0
+    assert fake.calls == [("toy", "genre2"), ("toy", "ntl_mse")]  # no second CE job or row
+    assert "--config.phases=ce,rl,eval" in fake.commands[0]  # the first dependent restores CE ...
+    assert "--config.phases=token,eval" in fake.commands[1]  # ... the next one finds it
+    assert [r["method"] for r in _rows(tmp_path)] == ["ce", "genre2", "ntl_mse"]
 
 
 def test_failures_are_rows_and_dependents_of_a_failed_ce_are_not_launched(data_dir, tmp_path):
