@@ -227,7 +227,7 @@ def build_row(job: Job, workdir: str, command: list, wall_time_s: float, results
     splits = entry.get("splits", {})
     row.update(test=splits.get("test"), val=splits.get("val"), num_samples=entry.get("num_samples"),
                versions={**versions, **(entry.get("versions") or {})})
-    for extra in ("selection", "best_iteration"):
+    for extra in ("selection", "calibration", "best_iteration"):
         if extra in entry:
             row[extra] = entry[extra]
     return row

@@ -5,7 +5,9 @@ sequences), the decoder's exact distribution over every sequence (``exact.py``).
 Results per split: mean-, median- and greedy-aggregated metrics (``metrics.prediction_metrics``)
 and the distribution's CRPS and 90% central-interval coverage. Raw predictions are saved as .npz
 so later analyses (error vs number of samples, calibration) need no re-sampling; an exact
-evaluation saves the probabilities too, and samples drawn from them.
+evaluation saves the probabilities too, and samples drawn from them. With ``eval.calibration``,
+post-hoc calibrations fitted on the validation split are scored beside the raw distribution
+(``calibration.py``).
 """
 from __future__ import annotations
 
@@ -15,15 +17,16 @@ import time
 import jax
 import numpy as np
 
-from genre_jax import exact, heads, metrics, parallel, sampling
+from genre_jax import calibration, exact, heads, metrics, parallel, sampling
 
 
-def make_predict_fn(ctx, num_samples: int, temperature: float, decode: str = "sample"):
-    """The decoder's jitted (params, x_BF, key) -> (samples_BG, greedy_B), rows split over devices;
-    with ``decode="exact"``: (probs_BS over ``exact.all_sequences``, greedy_B)."""
+def make_predict_fn(ctx, num_samples: int, decode: str = "sample"):
+    """The decoder's jitted (params, x_BF, key, temperature) -> (samples_BG, greedy_B), rows split over
+    devices; with ``decode="exact"``: (probs_BS over ``exact.all_sequences``, greedy_B). The temperature
+    is an argument, not a constant, so calibration tries several without recompiling."""
     model, tokenizer = ctx.model, ctx.tokenizer
 
-    def predict(params, x_BF, key):
+    def predict(params, x_BF, key, temperature):
         if decode == "exact":
             return exact.predict(model, params, x_BF, tokenizer, temperature)
         return sampling.predict(model, params, x_BF, key, tokenizer, num_samples, temperature)
@@ -31,11 +34,12 @@ def make_predict_fn(ctx, num_samples: int, temperature: float, decode: str = "sa
     return parallel.data_parallel(predict, ctx.mesh, batch_out=True)
 
 
-def predict_split(predict_fn, params, x_NF: np.ndarray, key, batch_size: int, mesh):
+def predict_split(predict_fn, params, x_NF: np.ndarray, key, batch_size: int, mesh, temperature: float = 1.0):
     """(samples_NG, greedy_N) for every row; padding rows are dropped, one compiled shape."""
     samples, greedy = [], []
+    temperature = jax.numpy.float32(temperature)
     for i, batch in enumerate(parallel.padded_batches({"x": x_NF}, batch_size)):
-        s, g = predict_fn(params, parallel.shard_batch(batch["x"], mesh), jax.random.fold_in(key, i))
+        s, g = predict_fn(params, parallel.shard_batch(batch["x"], mesh), jax.random.fold_in(key, i), temperature)
         keep = batch["weight"] > 0
         samples.append(parallel.to_host(s)[keep])
         greedy.append(parallel.to_host(g)[keep])
@@ -46,25 +50,94 @@ def evaluate(ctx, params, out_dir: str, method: str) -> dict:
     """Scores decoder ``params`` on the configured splits; writes predictions under ``out_dir``."""
     cfg = ctx.settings.eval
     decode = exact.resolve_decode(cfg.decode, ctx.tokenizer, cfg.exact_max_sequences)
-    predict_fn = make_predict_fn(ctx, cfg.num_samples, cfg.temperature, decode)
+    predict_fn = make_predict_fn(ctx, cfg.num_samples, decode)
     header = {"method": method, "num_samples": cfg.num_samples, "temperature": cfg.temperature, "decode": decode}
     values_S = np.asarray(ctx.tokenizer.decode(exact.all_sequences(ctx.tokenizer))) if decode == "exact" else None
-    return score_splits(ctx, predict_fn, params, out_dir, header, values_S)
+    start = time.time()
+    result, dists = score_splits(ctx, predict_fn, params, out_dir, header, values_S)
+    if cfg.calibration != "none" and "val" in dists:
+        result["calibration"] = calibrate(ctx, predict_fn, params, dists, values_S, cfg.calibration)
+        calibration.save(out_dir, result["calibration"])
+    result["wall_time_s"] = round(time.time() - start, 2)
+    return result
 
 
-def score_splits(ctx, predict_fn, params, out_dir: str, header: dict, exact_values_S=None) -> dict:
-    """Runs ``predict_fn`` (params, x_BF, key) -> (samples_BG, point_B) over the configured splits and
-    scores it: the one evaluation loop behind every model kind (decoders, regression heads). With
-    ``exact_values_S`` the first output is each row's probability of those values instead."""
+def _split_key(ctx, split: str):
+    """The PRNG key of a split's decode: the same at every temperature (common random numbers)."""
+    key = jax.random.fold_in(jax.random.key(ctx.seed), 1)
+    return jax.random.fold_in(key, ctx.settings.eval.splits.index(split))
+
+
+def _distribution(outputs_NG, exact_values_S):
+    return metrics.Samples(outputs_NG) if exact_values_S is None else metrics.Discrete(exact_values_S, outputs_NG)
+
+
+def calibrate(ctx, predict_fn, params, dists: dict, exact_values_S, how: str) -> dict:
+    """Fits the calibrations ``how`` asks for on the validation split (``calibration.py``) and scores
+    them, and the raw distribution, on every evaluated split."""
+    targets = {split: ctx.arrays[split]["z"] for split in dists}
+    out = {"levels": list(calibration.LEVELS), "fitted_on": "val",
+           "raw": {s: calibration.distribution_report(d, targets[s]) for s, d in dists.items()}}
+    if how in ("conformal", "both"):
+        half = calibration.conformal_half_widths(dists["val"].mean(), targets["val"])
+        out["conformal"] = {"point": "mean", "half_width_z": half,
+                            "splits": {s: calibration.conformal_report(d.mean(), targets[s], half)
+                                       for s, d in dists.items()}}
+    if how in ("temperature", "both"):
+        temperatures = calibration.TEMPERATURES
+        val_by_t = dict(zip(temperatures, _val_distributions(ctx, predict_fn, params, exact_values_S, temperatures)))
+        crps_by_t = {t: d.crps(targets["val"]) for t, d in val_by_t.items()}
+        best = calibration.best_temperature(crps_by_t)
+        at_best = {s: val_by_t[best] if s == "val" else _decode(ctx, predict_fn, params, s, exact_values_S, best)
+                   for s in dists}
+        out["temperature"] = {"value": best, "criterion": "val_crps",
+                              "val_crps_by_temperature": {f"{t:g}": v for t, v in crps_by_t.items()},
+                              "splits": {s: calibration.distribution_report(d, targets[s]) for s, d in at_best.items()}}
+    return out
+
+
+def _decode(ctx, predict_fn, params, split: str, exact_values_S, temperature: float):
+    batch_size = parallel.round_up(ctx.settings.eval.batch_size, ctx.mesh.size)
+    outputs, _ = predict_split(predict_fn, params, ctx.arrays[split]["x"], _split_key(ctx, split), batch_size,
+                               ctx.mesh, temperature)
+    return _distribution(outputs, exact_values_S)
+
+
+def _val_distributions(ctx, predict_fn, params, exact_values_S, temperatures) -> list:
+    """The validation split's predictive distribution at each temperature. Exactly: one decoder pass
+    (the tree's logits do not depend on T; ``exact.probs_at_temperatures``); sampled: one decode per T
+    with the same keys."""
+    if exact_values_S is None:
+        return [_decode(ctx, predict_fn, params, "val", None, t) for t in temperatures]
+
+    def probs(params, x_BF, temperatures_K):
+        probs_KBS = exact.probs_at_temperatures(ctx.model, params, x_BF, ctx.tokenizer, temperatures_K)
+        return jax.numpy.swapaxes(probs_KBS, 0, 1)
+
+    probs_fn = parallel.data_parallel(probs, ctx.mesh, batch_out=True)
+    batch_size = parallel.round_up(ctx.settings.eval.batch_size, ctx.mesh.size)
+    temperatures_K = jax.numpy.asarray(temperatures, jax.numpy.float32)
+    chunks = []
+    for batch in parallel.padded_batches({"x": ctx.arrays["val"]["x"]}, batch_size):
+        p = probs_fn(params, parallel.shard_batch(batch["x"], ctx.mesh), temperatures_K)
+        chunks.append(parallel.to_host(p)[batch["weight"] > 0])
+    probs_NKS = np.concatenate(chunks)
+    return [metrics.Discrete(exact_values_S, probs_NKS[:, k]) for k in range(len(temperatures))]
+
+
+def score_splits(ctx, predict_fn, params, out_dir: str, header: dict, exact_values_S=None):
+    """Runs ``predict_fn`` (params, x_BF, key, temperature) -> (samples_BG, point_B) over the configured
+    splits at the evaluation temperature and scores it: the one evaluation loop behind every model
+    kind (decoders, regression heads). With ``exact_values_S`` the first output is each row's
+    probability of those values instead. Returns (results, {split: predictive distribution})."""
     start = time.time()
     batch_size = parallel.round_up(ctx.settings.eval.batch_size, ctx.mesh.size)
-    key = jax.random.fold_in(jax.random.key(ctx.seed), 1)
-    result = {**header, "splits": {}}
+    result, dists = {**header, "splits": {}}, {}
     os.makedirs(out_dir, exist_ok=True)
-    for i, split in enumerate(ctx.settings.eval.splits):
+    for split in ctx.settings.eval.splits:
         split_arrays = ctx.arrays[split]
-        outputs_NG, greedy_N = predict_split(predict_fn, params, split_arrays["x"], jax.random.fold_in(key, i),
-                                             batch_size, ctx.mesh)
+        outputs_NG, greedy_N = predict_split(predict_fn, params, split_arrays["x"], _split_key(ctx, split),
+                                             batch_size, ctx.mesh, header["temperature"])
         target_N, extra = split_arrays["z"], {}
         if exact_values_S is None:
             samples_NG = outputs_NG
@@ -75,15 +148,17 @@ def score_splits(ctx, predict_fn, params, out_dir: str, header: dict, exact_valu
             dist = metrics.Discrete(exact_values_S, outputs_NG)
             scores = metrics.exact_prediction_metrics(dist, greedy_N, target_N, ctx.y_std)
             scores["distribution"] = {"crps": dist.crps(target_N), "coverage_90": dist.coverage(target_N, 0.9)}
-            samples_NG = dist.sample(np.random.default_rng([ctx.seed, i]), header["num_samples"])
+            samples_NG = dist.sample(np.random.default_rng([ctx.seed, ctx.settings.eval.splits.index(split)]),
+                                     header["num_samples"])
             extra = {"exact_probs": outputs_NG.astype(np.float32), "exact_values_z": exact_values_S}
         result["splits"][split] = scores
+        dists[split] = _distribution(outputs_NG, exact_values_S)
         if parallel.is_main_process():
             np.savez_compressed(os.path.join(out_dir, f"predictions_{split}.npz"),
                                 samples_z=samples_NG.astype(np.float32), greedy_z=greedy_N,
                                 target_z=target_N, **extra)
     result["wall_time_s"] = round(time.time() - start, 2)
-    return result
+    return result, dists
 
 
 def evaluate_head(ctx, params, model, out_dir: str) -> dict:
@@ -92,12 +167,12 @@ def evaluate_head(ctx, params, model, out_dir: str) -> dict:
     spec = head.method.spec
     edges_E, values_C = heads.bin_layout(head, ctx.arrays["train"]["z"])
 
-    def predict(params, x_BF, key):
+    def predict(params, x_BF, key, temperature):  # heads have no temperature
         return heads.head_predict(spec, model, params, x_BF, key, head.num_samples, values_C, edges_E)
 
     predict_fn = parallel.data_parallel(predict, ctx.mesh, batch_out=True)
     header = {"method": head.method.name, "num_samples": head.num_samples, "temperature": 1.0}
-    return score_splits(ctx, predict_fn, params, out_dir, header)
+    return score_splits(ctx, predict_fn, params, out_dir, header)[0]
 
 
 def format_table(results: dict) -> str:

@@ -53,11 +53,11 @@ def resolve_decode(decode: str, tokenizer, max_sequences: int) -> str:
     return decode
 
 
-def enumerate_sequences(model, params, x_BF, tokenizer, temperature: float = 1.0) -> Enumerated:
-    """The log-probability of every allowed sequence for each input under softmax(masked logits / T),
-    the distribution the sampler draws from."""
+def level_logits(model, params, x_BF, tokenizer) -> list[jax.Array]:
+    """The decoder's raw logits_BNV at every level p of the prefix tree (N_p allowed prefixes, in
+    ``all_sequences`` order). They do not depend on the temperature: tempering only changes the
+    softmax, so one pass serves every temperature (``tree_logprobs``)."""
     allowed = allowed_tokens(tokenizer)
-    allowed_LV = np.asarray(tokenizer.allowed, bool)
     batch = x_BF.shape[0]
     memory_BMD = model.apply({"params": params}, x_BF, method=model.encode)
     cache = model.apply({"params": params}, memory_BMD, tokenizer.length, method=model.init_cache)
@@ -72,29 +72,52 @@ def enumerate_sequences(model, params, x_BF, tokenizer, temperature: float = 1.0
     # vmap over the prefix axis N; the shared encoding stays unbatched
     step_N = jax.vmap(step, in_axes=(1, None, 1), out_axes=(1, 1))
     last_BN = jnp.full((batch, 1), tokenizer.bos_id, jnp.int32)  # the token each prefix feeds next
+    levels = []
+    for pos, tokens_A in enumerate(allowed):
+        logits_BNV, per_prefix = step_N(last_BN, pos, per_prefix)
+        levels.append(logits_BNV)
+        num_a = len(tokens_A)
+        if pos + 1 < len(allowed):  # each prefix's cache is shared by its children
+            per_prefix = jax.tree.map(lambda a: jnp.repeat(a, num_a, axis=1), per_prefix)
+            last_BN = jnp.broadcast_to(jnp.asarray(tokens_A, jnp.int32), (batch, logits_BNV.shape[1], num_a))
+            last_BN = last_BN.reshape(batch, -1)
+    return levels
+
+
+def tree_logprobs(levels, tokenizer, temperature=1.0) -> Enumerated:
+    """Every sequence's log-probability under softmax(masked logits / T) from ``level_logits``, and the
+    greedy decode (the most likely token at each level; the same at every T > 0)."""
+    allowed_LV = np.asarray(tokenizer.allowed, bool)
+    batch = levels[0].shape[0]
     logp_BN = jnp.zeros((batch, 1), jnp.float32)
     greedy_index_B = jnp.zeros((batch,), jnp.int32)
     greedy = []
-    for pos, tokens_A in enumerate(allowed):
-        logits_BNV, per_prefix = step_N(last_BN, pos, per_prefix)
+    for pos, (tokens_A, logits_BNV) in enumerate(zip(allowed_tokens(tokenizer), levels)):
         cond_BNV = jax.nn.log_softmax(mask_logits(logits_BNV / temperature, allowed_LV[pos]), axis=-1)
         cond_BNA = cond_BNV[..., tokens_A]
-        num_a = len(tokens_A)
         best_B = jnp.argmax(jnp.take_along_axis(cond_BNA, greedy_index_B[:, None, None], axis=1)[:, 0], axis=-1)
         greedy.append(jnp.asarray(tokens_A)[best_B])
-        greedy_index_B = greedy_index_B * num_a + best_B
+        greedy_index_B = greedy_index_B * len(tokens_A) + best_B
         logp_BN = (logp_BN[:, :, None] + cond_BNA).reshape(batch, -1)
-        if pos + 1 < len(allowed):  # each prefix's cache is shared by its children
-            per_prefix = jax.tree.map(lambda a: jnp.repeat(a, num_a, axis=1), per_prefix)
-            last_BN = jnp.broadcast_to(jnp.asarray(tokens_A, jnp.int32), (batch, logp_BN.shape[1] // num_a, num_a))
-            last_BN = last_BN.reshape(batch, -1)
     return Enumerated(logp_BN, jnp.stack(greedy, axis=1).astype(jnp.int32))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "tokenizer", "temperature"))
-def predict(model, params, x_BF, tokenizer, temperature: float = 1.0):
+def enumerate_sequences(model, params, x_BF, tokenizer, temperature=1.0) -> Enumerated:
+    """The log-probability of every allowed sequence for each input under softmax(masked logits / T),
+    the distribution the sampler draws from."""
+    return tree_logprobs(level_logits(model, params, x_BF, tokenizer), tokenizer, temperature)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "tokenizer"))
+def predict(model, params, x_BF, tokenizer, temperature=1.0):
     """(probs_BS, greedy_B): the exact distribution over ``all_sequences`` and the greedy value (z units).
     Compiled as one program, also when called outside a jitted function (eagerly, each of its few
     hundred ops would compile on its own)."""
     out = enumerate_sequences(model, params, x_BF, tokenizer, temperature)
     return jnp.exp(out.logp_BS), tokenizer.decode(out.greedy_BL)
+
+
+def probs_at_temperatures(model, params, x_BF, tokenizer, temperatures_K):
+    """probs_KBS: the exact distribution at each of K temperatures from one decoder pass."""
+    levels = level_logits(model, params, x_BF, tokenizer)
+    return jax.vmap(lambda t: jnp.exp(tree_logprobs(levels, tokenizer, t).logp_BS))(temperatures_K)

@@ -235,6 +235,27 @@ def error_vs_num_samples(
     return result
 
 
+class Samples:
+    """Row-wise empirical distributions of G samples, with ``Discrete``'s interface (mean, quantile,
+    crps, coverage), so one report serves sampled and exact evaluations."""
+
+    def __init__(self, samples_NG):
+        self.samples_NG = _as_samples(samples_NG)
+
+    def mean(self) -> np.ndarray:
+        return self.samples_NG.mean(axis=1)
+
+    def quantile(self, q: float) -> np.ndarray:
+        """NumPy's linear-interpolation quantile of each row, as ``interval_coverage`` uses."""
+        return np.quantile(self.samples_NG, q, axis=1)
+
+    def crps(self, target_N) -> float:
+        return crps(self.samples_NG, target_N)
+
+    def coverage(self, target_N, level: float = 0.9) -> float:
+        return interval_coverage(self.samples_NG, target_N, level)
+
+
 # ---------------------------------------------------------------------------------------------
 # Exact discrete distributions: every value a decoder can emit (values_S) with its probability per
 # input (probs_NS), as ``exact.predict`` returns them. No Monte-Carlo noise.

@@ -3,9 +3,9 @@
 One jitted step = sample G rollouts + a greedy decode per input (one encoding), decode them to
 values, reward them against the target (z units), form advantages, then ``ppo_epochs`` gradient
 updates of the policy loss (+ the dense expert CE for GenRe², + optional exact KL to the frozen CE
-policy and entropy bonus). Dropout is off. Model selection: best validation mean sampled reward,
-where the CE starting point itself competes as epoch -1, so RL never reports a worse validation
-reward than it started from. The method's parts come from its registry entry (``methods.RLSpec``).
+policy and entropy bonus). Dropout is off. Model selection (``rl.selection``): best validation mean
+sampled reward, or best validation RMSE of the reported mean prediction; the CE starting point itself
+competes as epoch -1, so RL never reports a worse validation value than it started from. The method's parts come from its registry entry (``methods.RLSpec``).
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from genre_jax import exact, loop, objectives, parallel, sampling
@@ -44,6 +45,7 @@ class RLStats(NamedTuple):
 class ValSums(NamedTuple):
     reward: jax.Array
     greedy_reward: jax.Array
+    sq_err: jax.Array  # of the mean prediction (rl.selection = aggregate_rmse; else 0)
     count: jax.Array
 
 
@@ -104,12 +106,26 @@ def make_rl_update(model, tokenizer, rl: RL, tx):
 
 
 def _val_step(model, tok, rl: RL):
-    """Validation for every method alike: mean reward of G sampled rollouts and of the greedy decode."""
+    """Validation for every method alike: mean reward of G sampled rollouts and of the greedy decode;
+    for ``aggregate_rmse`` selection also the squared error of the mean prediction evaluation reports
+    (exact distribution mean, or the mean of G samples at the evaluation temperature)."""
+    values_S = jnp.asarray(tok.decode(exact.all_sequences(tok))) if (
+        rl.selection == "aggregate_rmse" and rl.selection_decode == "exact") else None
 
     def val_step(params, batch, key):
         ro = draw_rollouts(model, tok, rl, params, batch["x"], key, batch["z"])
         w = batch["weight"]
-        return ValSums(jnp.sum(w * ro.reward_BG.mean(1)), jnp.sum(w * ro.greedy_reward_B), w.sum())
+        if rl.selection != "aggregate_rmse":
+            sq_err_B = jnp.zeros_like(w)
+        elif values_S is not None:
+            logp_BS = exact.enumerate_sequences(model, params, batch["x"], tok, rl.selection_temperature).logp_BS
+            sq_err_B = (jnp.exp(logp_BS) @ values_S - batch["z"]) ** 2
+        else:
+            drawn = sampling.sample(model, params, batch["x"], jax.random.fold_in(key, 1), tok, rl.num_rollouts,
+                                    rl.selection_temperature)
+            sq_err_B = (tok.decode(drawn.tokens_BGL).mean(1) - batch["z"]) ** 2
+        return ValSums(jnp.sum(w * ro.reward_BG.mean(1)), jnp.sum(w * ro.greedy_reward_B), jnp.sum(w * sq_err_B),
+                       w.sum())
 
     return val_step
 
@@ -150,10 +166,14 @@ def make_rl_steps(model, tokenizer, rl: RL, tx, mesh):
             parallel.data_parallel(val_step, mesh))
 
 
-def validation_reward(val_step, params, arrays, batch_size: int, mesh, key) -> dict[str, float]:
-    """Mean sampled reward and mean greedy reward over a split, aggregated exactly."""
+def validation_reward(val_step, params, arrays, batch_size: int, mesh, key, selection: str = "reward") -> dict:
+    """Mean sampled reward and mean greedy reward over a split, aggregated exactly; with
+    ``selection = aggregate_rmse`` the mean prediction's RMSE comes first (it picks the checkpoint)."""
     means = loop.split_sums(val_step, params, {k: arrays[k] for k in FIELDS}, batch_size, mesh, key)
-    return {"val_reward": means["reward"], "val_greedy_reward": means["greedy_reward"]}
+    rewards = {"val_reward": means["reward"], "val_greedy_reward": means["greedy_reward"]}
+    if selection == "aggregate_rmse":
+        return {"val_rmse": float(np.sqrt(means["sq_err"])), **rewards}
+    return rewards
 
 
 def run_rl_phase(ctx, ce_params):
@@ -172,9 +192,10 @@ def run_rl_phase(ctx, ce_params):
         return update, (ref_params, base_key)
 
     def validate(params):
-        return validation_reward(val_step, params, ctx.arrays["val"], batch_size, mesh, val_key)
+        return validation_reward(val_step, params, ctx.arrays["val"], batch_size, mesh, val_key, rl.selection)
 
-    phase = loop.Phase(rl.method.folder, rl.loop, make_step, validate, FIELDS, maximize=True, shuffle_offset=1000,
+    phase = loop.Phase(rl.method.folder, rl.loop, make_step, validate, FIELDS, maximize=rl.selection == "reward",
+                       shuffle_offset=1000,
                        updates_per_step=rl.ppo_epochs, meta=ctx.meta, start_competes=True,
                        fingerprint=rl.fingerprint)
     return loop.run(ctx, phase, ce_params)

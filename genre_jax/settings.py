@@ -11,7 +11,7 @@ import math
 import numbers
 from typing import Callable
 
-from genre_jax import exact, heads, methods, objectives
+from genre_jax import calibration, exact, heads, methods, objectives
 from genre_jax.errors import GenreError
 
 PHASES = (*methods.KINDS, "eval")  # always run in this order
@@ -28,9 +28,9 @@ LATER_FIELDS = {
     "": {"rng_streams": "shared"},
     "model": {"final_norm": True, "dtype": "float32"},
     "ce": {"masked_loss": True},
-    "rl": {"lr_floor": 1.0, "requantize_targets": False, "masked_expert": True},
+    "rl": {"lr_floor": 1.0, "requantize_targets": False, "masked_expert": True, "selection": "reward"},
     "token": {"masked_loss": True},
-    "eval": {"decode": "sample", "exact_max_sequences": 4096},
+    "eval": {"decode": "sample", "exact_max_sequences": 4096, "calibration": "none"},
     "head": {"mlp_hidden": 0, "mlp_layers": 0, "targets": "integrated", "tails": "train_mean", "select": "loss"},
 }
 _MODEL_SIZES = ("d_model", "num_heads", "num_layers", "d_ff", "mlp_hidden", "enc_layers", "memory_slots",
@@ -73,6 +73,12 @@ class RL:
     entropy_weight: float
     loop: Loop
     fingerprint: dict  # the section minus max_epochs: a resumed RL phase must match it
+    # The validation value that picks the RL checkpoint: "reward" (mean sampled reward) or
+    # "aggregate_rmse" (RMSE of the reported mean prediction: the exact distribution's mean when
+    # ``selection_decode`` is exact, else the mean of num_rollouts samples, at the eval temperature).
+    selection: str = "reward"
+    selection_decode: str = "sample"
+    selection_temperature: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +115,7 @@ class Eval:
     splits: tuple[str, ...]
     decode: str  # exact.DECODES
     exact_max_sequences: int  # auto decodes exactly up to this many sequences
+    calibration: str = "none"  # calibration.CALIBRATIONS, fitted on the validation split
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,7 +198,10 @@ class _Reader:
                     optim or self.optim())
 
 
-def _rl(config, tokenizer, ce_lr: float) -> RL:
+SELECTIONS = ("reward", "aggregate_rmse")
+
+
+def _rl(config, tokenizer, ce_lr: float, evaluation: Eval) -> RL:
     s = _Reader(config, "rl")
     method = methods.get(s.method, "rl", "config.rl.method")
     if s.reward not in objectives.REWARDS:
@@ -212,7 +222,8 @@ def _rl(config, tokenizer, ce_lr: float) -> RL:
               s.float("clip_eps"), s.int("ppo_epochs"), s.bool("requantize_targets"),
               expert if method.spec.expert else 0.0,
               s.float("kl_weight"), s.float("entropy_weight"), loop,
-              _fingerprint(s.cfg.to_dict()))
+              _fingerprint(s.cfg.to_dict()), s.choice("selection", SELECTIONS),
+              exact.resolve_decode(evaluation.decode, tokenizer, evaluation.exact_max_sequences), evaluation.temperature)
 
 
 def without_later_fields(section: str, values):
@@ -255,7 +266,8 @@ def _eval(config) -> Eval:
     if not splits or any(p not in SPLITS for p in splits):
         raise GenreError(f"config.eval.splits: expected a comma-separated subset of {list(SPLITS)}, got {s.splits!r}")
     return Eval(s.int("num_samples"), s.float("temperature", strict=True), s.int("batch_size"), splits,
-                s.choice("decode", exact.DECODES), s.int("exact_max_sequences"))
+                s.choice("decode", exact.DECODES), s.int("exact_max_sequences"),
+                s.choice("calibration", calibration.CALIBRATIONS))
 
 
 def resolve(config, tokenizer) -> Settings:
@@ -275,5 +287,6 @@ def resolve(config, tokenizer) -> Settings:
         raise GenreError(f"config.seed: expected an integer >= 0, got {seed!r}")
     ce_section = _Reader(config, "ce")
     ce = ce_section.loop()
-    return Settings(int(seed), phases, ce, ce_section.bool("masked_loss"), _rl(config, tokenizer, ce.optim.learning_rate), _token(config, tokenizer),
-                    _head(config), _eval(config))
+    evaluation = _eval(config)
+    return Settings(int(seed), phases, ce, ce_section.bool("masked_loss"), _rl(config, tokenizer, ce.optim.learning_rate, evaluation),
+                    _token(config, tokenizer), _head(config), evaluation)

@@ -39,3 +39,31 @@ def test_exact_evaluation_scores_the_enumerated_distribution(tmp_path, make_cont
     test = result["splits"]["test"]
     assert np.isclose(test["mean"]["rmse"], metrics.rmse(dist.mean(), arrays["test"]["z"]), rtol=1e-5)
     assert np.isclose(test["distribution"]["crps"], dist.crps(arrays["test"]["z"]), rtol=1e-5)
+
+    # calibration (tiny's eval.calibration = both), fitted on val: every temperature's val CRPS is the
+    # CRPS of exact.predict at that temperature, the lowest one is kept, and split-conformal intervals
+    # use the ceil((n + 1) level)-th smallest val residual of the exact mean
+    from genre_jax import calibration
+    cal = result["calibration"]
+    val_z, test_z = arrays["val"]["z"], arrays["test"]["z"]
+    crps = {}
+    for t in (0.5, 1.0, 2.5):
+        probs = np.asarray(exact.predict(model, params, arrays["val"]["x"], tok, t)[0])
+        crps[t] = metrics.Discrete(saved["exact_values_z"], probs).crps(val_z)
+        assert np.isclose(cal["temperature"]["val_crps_by_temperature"][f"{t:g}"], crps[t], rtol=1e-5)
+    by_t = cal["temperature"]["val_crps_by_temperature"]
+    assert cal["temperature"]["value"] == float(min(by_t, key=by_t.get))
+    best = cal["temperature"]["value"]
+    test_at_best = metrics.Discrete(saved["exact_values_z"],
+                                    np.asarray(exact.predict(model, params, arrays["test"]["x"], tok, best)[0]))
+    assert np.isclose(cal["temperature"]["splits"]["test"]["crps"], test_at_best.crps(test_z), rtol=1e-5)
+    val_mean = metrics.Discrete(saved["exact_values_z"],
+                                np.asarray(exact.predict(model, params, arrays["val"]["x"], tok)[0])).mean()
+    residuals = np.sort(np.abs(val_z - val_mean))
+    assert np.isclose(cal["conformal"]["half_width_z"]["0.8"], residuals[int(np.ceil(21 * 0.8)) - 1], rtol=1e-5)
+    assert np.isclose(cal["conformal"]["half_width_z"]["0.95"], residuals[-1], rtol=1e-5)  # ceil(21 * .95) = 20
+    half = cal["conformal"]["half_width_z"]["0.8"]
+    assert np.isclose(cal["conformal"]["splits"]["test"]["coverage"]["0.8"],
+                      np.mean(np.abs(test_z - dist.mean()) <= half))
+    assert cal["raw"]["test"]["crps"] == test["distribution"]["crps"]
+    assert calibration.load(str(tmp_path / "eval")) == cal

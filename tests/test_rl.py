@@ -113,6 +113,7 @@ def test_interrupted_rl_resumes_to_the_same_parameters(tmp_path, toy_data_dir, m
     config.update(dict(data_dir=str(toy_data_dir), dataset="toy", phases="ce,rl"))
     config.ce.max_epochs = 1
     config.rl.max_epochs = 3
+    config.rl.selection = "aggregate_rmse"  # (the default, reward, is what tiny_run trains)
     launch.run(config, str(tmp_path / "straight"))
 
     original_save = checkpoint.PhaseCheckpoints.save
@@ -138,6 +139,10 @@ def test_interrupted_rl_resumes_to_the_same_parameters(tmp_path, toy_data_dir, m
     assert meta_a["best_val"] == meta_b["best_val"]
     log = [json.loads(l) for l in open(tmp_path / "resumed" / "rl" / "genre2" / "log.jsonl")]
     assert [r["epoch"] for r in log] == [0, 1, 2]
+    # aggregate_rmse selection keeps the lowest validation RMSE, the CE start included
+    assert meta_a["best_val"] == min([meta_a["start_val"]] + [r["val_rmse"] for r in log])
+    assert all(r["best_val_rmse"] == min([meta_a["start_val"]] + [q["val_rmse"] for q in log[:i + 1]])
+               for i, r in enumerate(log))
     # a different RL setting in the same workdir is refused rather than silently mixed
     config.rl.kl_weight = 0.5
     with pytest.raises(GenreError, match="other settings"):
@@ -149,6 +154,35 @@ def _like_params():
     from genre_jax import models
     tok = NormalizedTokenizer(2, 8, 0.0, 1.0)
     return models.init_params(models.make_model(cfg, tok), 5, tok.length, jax.random.key(0))
+
+
+def test_aggregate_rmse_selection_scores_the_exact_mean_of_the_evaluated_distribution():
+    from genre_jax import exact
+
+    params = init_params(MODEL, 3, TOK.length, jax.random.key(0))
+    batch, mesh = _batch(), parallel.data_mesh()
+    config = tabular.get_config("tiny")
+    config.rl.selection = "aggregate_rmse"
+    config.eval.update(decode="exact", temperature=0.7)
+    rl_settings = settings.resolve(config, TOK).rl
+    assert (rl_settings.selection_decode, rl_settings.selection_temperature) == ("exact", 0.7)
+    val_step = rl.make_rl_steps(MODEL, TOK, rl_settings, optax.sgd(0.1), mesh)[1]
+    real = batch["weight"] > 0
+    arrays = {k: v[real] for k, v in batch.items() if k != "weight"}
+    val = rl.validation_reward(val_step, params, arrays, 8, mesh, jax.random.key(1), "aggregate_rmse")
+    assert list(val) == ["val_rmse", "val_reward", "val_greedy_reward"]  # the first entry selects
+
+    # independently: every sequence teacher-forced at T = 0.7, its probability times its value
+    seqs_SL = jnp.asarray(exact.all_sequences(TOK))
+    tokens_BSL = jnp.broadcast_to(seqs_SL, (real.sum(),) + seqs_SL.shape)
+    logits = rollout_logits(MODEL, params, jnp.asarray(arrays["x"]), tokens_BSL, TOK)
+    logp_BS = sampling.token_logprobs(logits / 0.7, tokens_BSL).sum(-1)
+    mean_B = np.exp(np.asarray(logp_BS)) @ np.asarray(TOK.decode(seqs_SL))
+    np.testing.assert_allclose(val["val_rmse"], np.sqrt(np.mean((mean_B - arrays["z"]) ** 2)), rtol=1e-4)
+
+    config.rl.selection = "median"
+    with pytest.raises(GenreError, match=r"config.rl.selection: expected one of \['reward', 'aggregate_rmse'\]"):
+        settings.resolve(config, TOK)
 
 
 def test_exact_reward_step_and_gradient_equal_a_teacher_forced_enumeration():

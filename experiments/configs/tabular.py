@@ -74,7 +74,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         clip_eps=0.2, ppo_epochs=1, warmup_steps=100, weight_decay=0.01, grad_clip=0.0,  # none in the release
         lr_floor=0.1,  # cosine decay to learning_rate * lr_floor over the RL budget; 1.0 = constant
         requantize_targets=True,  # train reward against detok(tok(y)) as released; validation uses y
-        masked_expert=False))  # the expert CE over raw logits, as released
+        masked_expert=False,  # the expert CE over raw logits, as released
+        # the checkpoint kept: best validation mean sampled reward (as released), or aggregate_rmse:
+        # best validation RMSE of the reported mean prediction (exact mean where eval decodes exactly)
+        selection="reward"))
     # Token-level baselines fine-tuned from the CE checkpoint: ntl_mse, ntl_was, dist2 (or ce).
     # weight None = the method's default (0.3, 0.3, 0.1); tau: DIST2's smoothing temperature.
     # As released: 100 epochs, warmup 100 then cosine; the best validation-loss epoch is kept.
@@ -94,9 +97,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         grad_clip=0.0, num_samples=128))
     # decode: sample (num_samples draws per input) | exact (every sequence's probability: exact mean,
     # median, CRPS, coverage) | auto (exact when the tokenizer allows <= exact_max_sequences sequences).
+    # calibration (fitted on val, reported beside the raw distribution; genre_jax/calibration.py):
+    # none | temperature (the sampling temperature with the best val CRPS) | conformal (split-conformal
+    # intervals around the mean) | both.
     c.eval = ml_collections.ConfigDict(dict(
         num_samples=128, temperature=1.0, batch_size=256, splits="val,test", decode="sample",
-        exact_max_sequences=4096))
+        exact_max_sequences=4096, calibration="both"))
 
     if variant in ("quick", "tiny"):  # our choices where the release's are not needed (see the docstring)
         c.rng_streams = "shared"

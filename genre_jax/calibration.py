@@ -1,0 +1,84 @@
+"""Post-hoc calibration of a decoder's predictive distribution, fitted on the validation split only.
+
+RL sharpens the decoder: its samples cluster and central intervals under-cover (test 90 % coverage
+over the `cpu` table: CE 0.82, ReMax 0.38, GenRe² 0.47). Two remedies that leave training alone:
+
+- **temperature** (``eval.calibration`` temperature | both): the sampling temperature T, applied to
+  every token's logits as the sampler does, chosen from ``TEMPERATURES`` to minimize the validation
+  CRPS (a proper score: it rewards coverage and sharpness together). The tempered distribution is
+  a full predictive distribution: its mean, quantiles, CRPS and coverage are reported at T*.
+- **conformal** (conformal | both): split-conformal intervals around the reported mean prediction,
+  ŷ ± q_level, with q_level the ⌈(n + 1)·level⌉-th smallest absolute validation residual
+  (Vovk et al. 2005; Lei et al. 2018): marginal coverage ≥ level on exchangeable data, whatever the
+  model does.
+
+Both are written to ``<workdir>/eval/<method>/calibration.json`` and into ``results.json``, with the
+raw distribution's numbers beside them at every level of ``LEVELS``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+from genre_jax import metrics
+
+CALIBRATIONS = ("none", "temperature", "conformal", "both")
+LEVELS = (0.5, 0.8, 0.9, 0.95)
+TEMPERATURES = (0.5, 0.7, 0.85, 1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0)
+FILE = "calibration.json"
+
+
+def level_key(level: float) -> str:
+    return f"{level:g}"
+
+
+def conformal_half_widths(point_N, target_N, levels=LEVELS) -> dict[str, float | None]:
+    """Split-conformal half-widths from validation residuals: the ⌈(n + 1)·level⌉-th smallest
+    |y - ŷ|; None (JSON null) when that exceeds n: too few rows to certify the level."""
+    residuals = np.sort(np.abs(np.asarray(target_N, np.float64) - np.asarray(point_N, np.float64)))
+    n = residuals.size
+    out = {}
+    for level in levels:
+        k = math.ceil((n + 1) * level)
+        out[level_key(level)] = float(residuals[k - 1]) if k <= n else None
+    return out
+
+
+def conformal_report(point_N, target_N, half_widths: dict[str, float | None]) -> dict:
+    """Coverage of ŷ ± q per level, and the intervals' width (2q); None where q is."""
+    err = np.abs(np.asarray(target_N, np.float64) - np.asarray(point_N, np.float64))
+    return {"coverage": {k: None if q is None else float(np.mean(err <= q)) for k, q in half_widths.items()},
+            "width": {k: None if q is None else 2.0 * q for k, q in half_widths.items()}}
+
+
+def distribution_report(dist, target_N, levels=LEVELS) -> dict:
+    """What a predictive distribution (``metrics.Discrete`` or ``metrics.Samples``) scores on one split:
+    RMSE of its mean, CRPS, central-interval coverage and mean width per level."""
+    target = np.asarray(target_N, np.float64)
+    out = {"rmse_mean": metrics.rmse(dist.mean(), target), "crps": dist.crps(target), "coverage": {}, "width": {}}
+    for level in levels:
+        lo, hi = dist.quantile((1.0 - level) / 2.0), dist.quantile((1.0 + level) / 2.0)
+        out["coverage"][level_key(level)] = float(np.mean((lo <= target) & (target <= hi)))
+        out["width"][level_key(level)] = float(np.mean(hi - lo))
+    return out
+
+
+def best_temperature(crps_by_temperature: dict[float, float]) -> float:
+    """The temperature with the lowest validation CRPS (the lower one on a tie)."""
+    return min(sorted(crps_by_temperature), key=lambda t: crps_by_temperature[t])
+
+
+def save(out_dir: str, calibration: dict) -> None:
+    with open(os.path.join(out_dir, FILE), "w") as f:
+        json.dump(calibration, f, indent=1)
+
+
+def load(out_dir: str) -> dict | None:
+    path = os.path.join(out_dir, FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,55 @@
+"""Post-hoc calibration: split-conformal half-widths and their coverage, distribution reports."""
+import numpy as np
+
+from genre_jax import calibration, metrics
+
+
+def test_conformal_half_width_is_the_ceil_n_plus_1_level_th_residual():
+    point = np.zeros(9)
+    target = np.array([0.3, -0.1, 0.9, -0.5, 0.2, 0.7, -0.4, 0.05, 1.5])  # |r| sorted: .05 .1 .2 .3 .4 .5 .7 .9 1.5
+    half = calibration.conformal_half_widths(point, target, levels=(0.5, 0.8, 0.9, 0.95))
+    assert half == {"0.5": 0.4, "0.8": 0.9, "0.9": 1.5, "0.95": None}  # ceil(10 l) = 5, 8, 9, 10 > 9
+    report = calibration.conformal_report(point, target, {"0.5": 0.4})
+    assert report == {"coverage": {"0.5": 5 / 9}, "width": {"0.5": 0.8}}
+    assert calibration.conformal_report(point, target, {"0.95": None}) == {"coverage": {"0.95": None},
+                                                                           "width": {"0.95": None}}
+
+
+def test_conformal_intervals_cover_at_least_the_level_on_exchangeable_data():
+    rng = np.random.default_rng(0)
+    covered = {k: [] for k in ("0.5", "0.8", "0.9")}
+    for _ in range(400):  # a badly miscalibrated model: its point ignores half of the signal
+        x = rng.normal(size=60)
+        y = x + rng.standard_t(3, size=60)
+        point = 0.5 * x
+        half = calibration.conformal_half_widths(point[:30], y[:30], levels=(0.5, 0.8, 0.9))
+        for k, q in half.items():
+            covered[k].append(np.mean(np.abs(y[30:] - point[30:]) <= q))
+    for k, cov in covered.items():
+        # guaranteed in expectation: >= level (and < level + 1/(n+1)); 400 repeats give +-0.01
+        assert float(k) - 0.015 <= np.mean(cov) <= float(k) + 1 / 31 + 0.015, (k, np.mean(cov))
+
+
+def test_distribution_report_of_a_discrete_distribution():
+    dist = metrics.Discrete([-1.0, 0.0, 1.0], [[0.25, 0.5, 0.25], [0.0, 0.0, 1.0]])
+    report = calibration.distribution_report(dist, [0.0, 0.0], levels=(0.5,))
+    # means 0 and 1; 50 % intervals [Q(.25), Q(.75)]: [-1, 0] (CDF -1: .25, 0: .75) holds 0, [1, 1] does not
+    assert np.isclose(report["rmse_mean"], np.sqrt(0.5))
+    assert report["coverage"] == {"0.5": 0.5} and report["width"] == {"0.5": 0.5}
+    assert np.isclose(report["crps"], dist.crps([0.0, 0.0]))
+
+
+def test_samples_share_the_discrete_interface():
+    rng = np.random.default_rng(1)
+    samples = rng.normal(size=(50, 64))
+    target = rng.normal(size=50)
+    dist = metrics.Samples(samples)
+    assert np.allclose(dist.mean(), samples.mean(1))
+    assert dist.crps(target) == metrics.crps(samples, target)
+    report = calibration.distribution_report(dist, target, levels=(0.9,))
+    assert report["coverage"]["0.9"] == metrics.interval_coverage(samples, target, 0.9)
+
+
+def test_best_temperature_takes_the_lowest_crps_and_the_lower_temperature_on_ties():
+    assert calibration.best_temperature({0.5: 0.3, 1.0: 0.2, 2.0: 0.25}) == 1.0
+    assert calibration.best_temperature({2.0: 0.2, 1.0: 0.2}) == 1.0

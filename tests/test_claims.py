@@ -1,0 +1,87 @@
+"""The claim-study runner with a fake launcher: budgets, one CE per (dataset, seed, tokenizer), RL
+workdirs started from a copy of it, rows, resume."""
+import json
+import os
+import shutil
+
+import pytest
+
+from experiments import claims
+from experiments.configs import claims as claims_config
+from fakes import write_talent_dataset
+
+
+class FakeLaunch:
+    """Writes what launch.py would: a CE checkpoint folder for a CE launch, a results.json entry."""
+
+    def __init__(self):
+        self.commands = []
+
+    def __call__(self, cmd, log_path, cwd):
+        flags = dict(f[2:].split("=", 1) for f in cmd if f.startswith("--") and "=" in f)
+        workdir, phases = flags["workdir"], flags["config.phases"].split(",")
+        self.commands.append(flags)
+        if "ce" in phases:
+            os.makedirs(os.path.join(workdir, "ce", "best", "3"), exist_ok=True)
+        else:
+            assert os.path.isdir(os.path.join(workdir, "ce", "best", "3"))  # RL starts from the copied CE
+        method = "ce" if "ce" in phases else flags["config.rl.method"]
+        split = {agg: {"rmse": 0.4, "r2": 0.8} for agg in ("mean", "median", "greedy")}
+        entry = {"splits": {"val": split, "test": split}, "num_samples": 128,
+                 "calibration": {"temperature": {"value": 1.5}}}
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump({"phases": {method: entry}}, f)
+        return 0
+
+
+def test_budgets_are_fractions_of_the_papers_rollouts_or_the_cpu_protocols():
+    assert claims.budget_epochs("1", 500) == 100 and claims.budget_epochs("1/8", 500) == 13
+    assert claims.budget_epochs("1/3", 500) == 34
+    assert claims.budget_epochs("cpu", 323) == 24 and claims.budget_epochs("cpu", 9000) == 1
+    with pytest.raises(ValueError, match="--budgets: 'x' is not 'cpu' or a fraction"):
+        claims.budget_epochs("x", 500)
+    flags = claims.rl_flags(claims_config.get_config("budget"), "genre2", "1/8", 1000)  # 8 updates x 13 epochs
+    assert "--config.rl.max_epochs=13" in flags and "--config.rl.warmup_steps=10" in flags
+
+
+def test_one_ce_per_dataset_seed_and_tokenizer_then_resume(tmp_path, capsys):
+    write_talent_dataset(tmp_path / "data", "toy", n=200)
+    args = [f"--data_dir={tmp_path / 'data'}", "--datasets=toy", "--study=tokenizer", "--budgets=1/8,cpu",
+            "--variants=remax@n4x4,grpo_mu4@n4x4,remax@ieee", f"--out={tmp_path / 'rows.jsonl'}",
+            f"--workroot={tmp_path / 'runs'}"]
+    fake = FakeLaunch()
+    assert claims.main(args, launcher=fake) == 0
+    ce_runs = [c["workdir"] for c in fake.commands if c["config.phases"] == "ce,eval"]
+    root = tmp_path / "runs" / "tokenizer" / "toy" / "seed0"
+    assert ce_runs == [str(root / "ce-n4x4"), str(root / "ce-ieee")]
+    rl = [c for c in fake.commands if c["config.phases"] == "rl,eval"]
+    assert [os.path.basename(c["workdir"]) for c in rl] == [
+        "remax@n4x4@1of8", "grpo_mu4@n4x4@1of8", "remax@ieee@1of8", "remax@n4x4@cpu", "grpo_mu4@n4x4@cpu",
+        "remax@ieee@cpu"]
+    assert rl[1]["config.rl.ppo_epochs"] == "4" and rl[1]["config.rl.method"] == "grpo"
+    assert rl[2]["config.tokenizer.name"] == "ieee"
+    rows = [json.loads(line) for line in open(tmp_path / "rows.jsonl")]
+    assert [r["protocol"] for r in rows][:3] == ["claims/tokenizer/ce-n4x4", "claims/tokenizer/remax@n4x4@1of8",
+                                                 "claims/tokenizer/grpo_mu4@n4x4@1of8"]
+    assert len(rows) == 8 and rows[1]["calibration"] == {"temperature": {"value": 1.5}}
+
+    shutil.rmtree(tmp_path / "runs")  # a new machine: nothing to redo but the rows that are missing
+    again = FakeLaunch()
+    assert claims.main(args, launcher=again) == 0 and again.commands == []
+    with open(tmp_path / "rows.jsonl") as f:
+        kept = f.readlines()[:-1]  # the last run's row was lost: CE comes back first, without a new CE row
+    with open(tmp_path / "rows.jsonl", "w") as f:
+        f.writelines(kept)
+    third = FakeLaunch()
+    assert claims.main(args, launcher=third) == 0
+    assert [c["config.phases"] for c in third.commands] == ["ce,eval", "rl,eval"]
+    assert len(open(tmp_path / "rows.jsonl").readlines()) == 8
+    assert capsys.readouterr().out.splitlines()[-1].startswith("2 launch(es) this time, 0 failed")
+
+
+def test_bad_arguments_are_one_line(tmp_path, capsys):
+    write_talent_dataset(tmp_path / "data", "toy", n=200)
+    assert claims.main([f"--data_dir={tmp_path / 'data'}", "--datasets=toy", "--variants=remax@n9"]) == 2
+    assert "error: --variants: ['remax@n9'] not in study budget" in capsys.readouterr().err
+    assert claims.main([f"--data_dir={tmp_path / 'data'}", "--datasets=nope"]) == 2
+    assert "error: dataset folder(s) ['nope'] not in" in capsys.readouterr().err
