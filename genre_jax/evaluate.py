@@ -183,4 +183,17 @@ def format_table(results: dict) -> str:
         for split, scores in res["splits"].items():
             for agg in metrics.AGGREGATIONS:
                 lines.append(f"{phase:<10}{split:<6}{agg:<8}" + "".join(f"{scores[agg][c]:>14.4f}" for c in cols))
+    calibrated = [(phase, res["calibration"]) for phase, res in results.items()
+                  if "test" in res.get("calibration", {}).get("raw", {})]
+    if calibrated:
+        lines.append("test 90% interval coverage / CRPS (z): raw -> calibrated on val")
+    for phase, cal in calibrated:
+        raw = cal["raw"]["test"]
+        parts = [f"raw {raw['coverage']['0.9']:.2f} / {raw['crps']:.4f}"]
+        if "temperature" in cal:
+            t = cal["temperature"]["splits"]["test"]
+            parts.append(f"T={cal['temperature']['value']:g} {t['coverage']['0.9']:.2f} / {t['crps']:.4f}")
+        if "conformal" in cal and cal["conformal"]["splits"]["test"]["coverage"]["0.9"] is not None:
+            parts.append(f"conformal {cal['conformal']['splits']['test']['coverage']['0.9']:.2f}")
+        lines.append(f"{phase:<10}" + "   ".join(parts))
     return "\n".join(lines)

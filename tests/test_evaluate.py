@@ -13,6 +13,14 @@ def test_format_table_lists_every_split_and_aggregation():
     assert lines[-1].split()[:3] == ["ce", "test", "greedy"] and float(lines[-1].split()[5]) == 0.75
     assert np.isclose(float(lines[1].split()[-1]), 5.0)
 
+    report = {"coverage": {"0.9": 0.5}, "crps": 0.11}
+    cal = {"raw": {"test": report}, "temperature": {"value": 2.0, "splits": {"test": {"coverage": {"0.9": 0.88},
+                                                                                          "crps": 0.1}}},
+           "conformal": {"splits": {"test": {"coverage": {"0.9": 0.91}}}}}
+    table = evaluate.format_table({"genre2": {"splits": {"test": scores}, "calibration": cal}})
+    assert table.splitlines()[-1].split() == ["genre2", "raw", "0.50", "/", "0.1100", "T=2", "0.88", "/", "0.1000",
+                                              "conformal", "0.91"]
+
 
 def test_exact_evaluation_scores_the_enumerated_distribution(tmp_path, make_context, tiny_config):
     import jax
