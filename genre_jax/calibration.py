@@ -71,6 +71,13 @@ def best_temperature(crps_by_temperature: dict[float, float]) -> float:
     return min(sorted(crps_by_temperature), key=lambda t: crps_by_temperature[t])
 
 
+def summary(calibration: dict) -> dict:
+    """The calibration without the validation residuals (for results.json and the suite's rows)."""
+    if "conformal" not in calibration:
+        return calibration
+    return {**calibration, "conformal": {k: v for k, v in calibration["conformal"].items() if k != "residuals_z"}}
+
+
 def save(out_dir: str, calibration: dict) -> None:
     with open(os.path.join(out_dir, FILE), "w") as f:
         json.dump(calibration, f, indent=1)

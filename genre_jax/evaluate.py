@@ -56,8 +56,9 @@ def evaluate(ctx, params, out_dir: str, method: str) -> dict:
     start = time.time()
     result, dists = score_splits(ctx, predict_fn, params, out_dir, header, values_S)
     if cfg.calibration != "none" and "val" in dists:
-        result["calibration"] = calibrate(ctx, predict_fn, params, dists, values_S, cfg.calibration)
-        calibration.save(out_dir, result["calibration"])
+        fitted = calibrate(ctx, predict_fn, params, dists, values_S, cfg.calibration)
+        calibration.save(out_dir, fitted)  # with the validation residuals, which results.json leaves out
+        result["calibration"] = calibration.summary(fitted)
     result["wall_time_s"] = round(time.time() - start, 2)
     return result
 
@@ -79,8 +80,11 @@ def calibrate(ctx, predict_fn, params, dists: dict, exact_values_S, how: str) ->
     out = {"levels": list(calibration.LEVELS), "fitted_on": "val",
            "raw": {s: calibration.distribution_report(d, targets[s]) for s, d in dists.items()}}
     if how in ("conformal", "both"):
-        half = calibration.conformal_half_widths(dists["val"].mean(), targets["val"])
+        val_mean = dists["val"].mean()
+        half = calibration.conformal_half_widths(val_mean, targets["val"])
+        residuals = np.sort(np.abs(np.asarray(targets["val"], np.float64) - val_mean))
         out["conformal"] = {"point": "mean", "half_width_z": half,
+                            "residuals_z": [round(float(r), 6) for r in residuals],  # any level, at predict time
                             "splits": {s: calibration.conformal_report(d.mean(), targets[s], half)
                                        for s, d in dists.items()}}
     if how in ("temperature", "both"):

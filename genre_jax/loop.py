@@ -200,7 +200,8 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
     log_path = os.path.join(ckpt.root, "log.jsonl")
     truncate_log(log_path, progress["epoch"])
     bar = tqdm(range(progress["epoch"], cfg.max_epochs), desc=phase.folder, unit="epoch",
-               initial=progress["epoch"], total=cfg.max_epochs, dynamic_ncols=True)
+               initial=progress["epoch"], total=cfg.max_epochs, dynamic_ncols=True,
+               disable=os.environ.get("GENRE_JAX_PROGRESS", "1") == "0")  # 0: no bars (the estimator's default)
     for epoch in bar:
         order = epoch_order(base_seed, phase, epoch, len(train["x"]))
         batches = list(itertools.islice(parallel.padded_batches(train, batch_size, order), steps))

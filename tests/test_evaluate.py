@@ -74,4 +74,6 @@ def test_exact_evaluation_scores_the_enumerated_distribution(tmp_path, make_cont
     assert np.isclose(cal["conformal"]["splits"]["test"]["coverage"]["0.8"],
                       np.mean(np.abs(test_z - dist.mean()) <= half))
     assert cal["raw"]["test"]["crps"] == test["distribution"]["crps"]
-    assert calibration.load(str(tmp_path / "eval")) == cal
+    saved_cal = calibration.load(str(tmp_path / "eval"))
+    assert calibration.summary(saved_cal) == cal and "residuals_z" not in cal["conformal"]
+    np.testing.assert_allclose(saved_cal["conformal"]["residuals_z"], residuals, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,325 @@
+"""``GenReRegressor``: the whole pipeline (CE pretraining -> RL fine-tuning -> calibrated evaluation)
+behind scikit-learn's estimator API, on in-memory arrays or DataFrames.
+
+    from genre_jax.estimator import GenReRegressor
+    model = GenReRegressor(rl_epochs=8).fit(X_train, y_train)
+    model.predict(X_test)                       # mean of the predictive distribution
+    model.predict_interval(X_test, 0.9)         # split-conformal, fitted on the held-out validation rows
+    model.predict_quantiles(X_test, [0.1, 0.9]) # at the validation-calibrated temperature
+
+``fit`` writes the data as a TALENT folder (numeric columns -> N_*.npy, other DataFrame columns ->
+C_*.npy as strings) under a temporary directory, runs ``pipeline.run`` with the config file
+``experiments/configs/tabular.py:<config>`` into ``workdir`` (a temporary one by default) and loads
+the trained method's ``Predictor``: everything launch.py does (preprocessing fitted on train only,
+early stopping and RL selection on the validation rows, checkpoints, calibration) happens the same
+way. A fitted estimator pickles with its checkpoint inside; ``save(path)`` / ``load(path)`` copy the
+workdir, which launch.py and ``Predictor.from_workdir`` also read.
+"""
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import shutil
+import tarfile
+import tempfile
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_is_fitted
+
+from genre_jax import methods
+from genre_jax.errors import GenreError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILE = os.path.join(REPO, "experiments", "configs", "tabular.py")
+DATASET = "fit"
+
+
+def _load_config(variant: str):
+    if not os.path.isfile(CONFIG_FILE):
+        raise GenreError(f"GenReRegressor: {CONFIG_FILE} not found; the estimator reads the repository's config "
+                         f"files (install with pip install -e from a checkout)")
+    spec = importlib.util.spec_from_file_location("_genre_jax_tabular_config", CONFIG_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
+
+
+def _split_columns(X, where: str):
+    """(num [n, Fn] float64, cat [n, Fc] object or None, column names or None) from an array or a
+    DataFrame (numeric dtypes -> numeric, everything else -> categorical strings)."""
+    if hasattr(X, "columns") and hasattr(X, "dtypes"):  # a pandas DataFrame, without importing pandas
+        names = [str(c) for c in X.columns]
+        numeric = [c for c, t in zip(X.columns, X.dtypes) if getattr(t, "kind", "O") in "biuf"
+                   and str(t) != "bool"]
+        other = [c for c in X.columns if c not in numeric]
+        num = X[numeric].to_numpy(dtype=np.float64, na_value=np.nan) if numeric else np.zeros((len(X), 0))
+        cat = X[other].astype(object).to_numpy() if other else None
+        _check_finite_or_nan(num, where)
+        return num, cat, names, (len(numeric), len(other))
+    try:
+        num = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: X has non-numeric values; pass a DataFrame for categorical columns") from None
+    if num.ndim != 2:
+        raise ValueError(f"{where}: X has shape {num.shape}; expected a 2-D array [rows, features]")
+    _check_finite_or_nan(num, where)
+    return num, None, None, (num.shape[1], 0)
+
+
+def _check_finite_or_nan(num: np.ndarray, where: str) -> None:
+    bad = int(np.isinf(num).sum())
+    if bad:
+        raise ValueError(f"{where}: X has {bad} infinite values; expected finite numbers (NaN = missing)")
+
+
+def _check_y(y, n: int, where: str) -> np.ndarray:
+    try:
+        y = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: y has non-numeric values; expected real-valued targets") from None
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"{where}: y has shape {y.shape}; expected a 1-D array of targets")
+    if len(y) != n:
+        raise ValueError(f"{where}: X has {n} rows but y has {len(y)}")
+    bad = int((~np.isfinite(y)).sum())
+    if bad:
+        raise ValueError(f"{where}: y has {bad} NaN or infinite values; expected finite targets")
+    return y
+
+
+class GenReRegressor(RegressorMixin, BaseEstimator):
+    """Decoding-based regression with RL fine-tuning (GenRe² by default) as a scikit-learn regressor.
+
+    Parameters
+    ----------
+    method: "genre2" (default), another RL method ("remax", "grpo", "rloo", "exact_reward"), or "ce"
+        (CE pretraining only).
+    config: the ``experiments/configs/tabular.py`` variant: "quick" (default) | "paper" | "tiny".
+    ce_epochs, rl_epochs, learning_rate, rl_learning_rate: budgets and rates (None = the variant's).
+    tokenizer_base, tokenizer_digits: the normalized tokenizer (base^digits levels over [-3, 3] z).
+    validation_fraction: rows held out (at random) for early stopping, RL selection and calibration,
+        unless ``fit`` gets ``eval_set``.
+    num_samples: samples per row for ``predict``'s mean and for quantiles.
+    calibration: eval.calibration ("both" | "temperature" | "conformal" | "none").
+    overrides: other config fields, e.g. {"model.d_model": 64, "rl.selection": "aggregate_rmse"}.
+    workdir: where the run's checkpoints go (None = a temporary folder kept as ``workdir_``).
+    random_state: the run's seed (and the validation split's).
+    verbose: show the progress bars.
+    """
+
+    def __init__(self, method="genre2", config="quick", ce_epochs=None, rl_epochs=None, learning_rate=None,
+                 rl_learning_rate=None, tokenizer_base=2, tokenizer_digits=8, validation_fraction=0.2,
+                 num_samples=128, calibration="both", overrides=None, workdir=None, random_state=0, verbose=False):
+        self.method = method
+        self.config = config
+        self.ce_epochs = ce_epochs
+        self.rl_epochs = rl_epochs
+        self.learning_rate = learning_rate
+        self.rl_learning_rate = rl_learning_rate
+        self.tokenizer_base = tokenizer_base
+        self.tokenizer_digits = tokenizer_digits
+        self.validation_fraction = validation_fraction
+        self.num_samples = num_samples
+        self.calibration = calibration
+        self.overrides = overrides
+        self.workdir = workdir
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ----- fit
+
+    def _run_config(self, data_dir: str):
+        spec = methods.get(self.method, field="GenReRegressor method")
+        if spec.kind not in ("ce", "rl"):
+            raise ValueError(f"GenReRegressor: method {self.method!r} is a {spec.kind} method; expected 'ce' or an "
+                             f"RL method ({', '.join(n for n in methods.NAMES if methods.METHODS[n].kind == 'rl')})")
+        c = _load_config(self.config)
+        c.data_dir, c.dataset, c.seed = data_dir, DATASET, int(self.random_state)
+        c.phases = "ce,eval" if spec.kind == "ce" else "ce,rl,eval"
+        if spec.kind == "rl":
+            c.rl.method = self.method
+        c.tokenizer.update(name="normalized", base=int(self.tokenizer_base), digits=int(self.tokenizer_digits))
+        c.eval.update(splits="val", calibration=self.calibration)
+        for field, value in (("ce.max_epochs", self.ce_epochs), ("rl.max_epochs", self.rl_epochs),
+                             ("ce.learning_rate", self.learning_rate), ("rl.learning_rate", self.rl_learning_rate),
+                             *dict(self.overrides or {}).items()):
+            if value is None:
+                continue
+            section, _, name = field.rpartition(".")
+            target = c
+            for part in filter(None, section.split(".")):
+                if part not in target:
+                    raise ValueError(f"GenReRegressor overrides: unknown config field {field!r}")
+                target = target[part]
+            if name not in target:
+                raise ValueError(f"GenReRegressor overrides: unknown config field {field!r}")
+            target[name] = value
+        return c
+
+    def fit(self, X, y, eval_set=None):
+        """Trains CE then the RL method on (X, y); ``eval_set`` = (X_val, y_val) replaces the random
+        ``validation_fraction`` hold-out."""
+        from genre_jax import pipeline
+        from genre_jax.predictor import Predictor
+
+        num, cat, names, kinds = _split_columns(X, "GenReRegressor.fit")
+        y = _check_y(y, len(num), "GenReRegressor.fit")
+        if eval_set is not None:
+            X_val, y_val = eval_set
+            v_num, v_cat, v_names, v_kinds = _split_columns(X_val, "GenReRegressor.fit eval_set")
+            y_val = _check_y(y_val, len(v_num), "GenReRegressor.fit eval_set")
+            if v_kinds != kinds or v_names != names:
+                raise ValueError("GenReRegressor.fit: eval_set's columns differ from X's")
+            splits = {"train": (num, cat, y), "val": (v_num, v_cat, y_val)}
+        else:
+            if not 0 < self.validation_fraction < 1:
+                raise ValueError(f"GenReRegressor: validation_fraction must be in (0, 1), got "
+                                 f"{self.validation_fraction}")
+            n_val = int(np.ceil(self.validation_fraction * len(y)))
+            if len(y) - n_val < 2 or n_val < 2:
+                raise ValueError(f"GenReRegressor.fit: {len(y)} rows are too few to hold out validation rows; "
+                                 f"expected at least 4 (or pass eval_set)")
+            order = np.random.default_rng(self.random_state).permutation(len(y))
+            val, train = order[:n_val], order[n_val:]
+            pick = lambda a, rows: None if a is None else a[rows]  # noqa: E731
+            splits = {"train": (num[train], pick(cat, train), y[train]), "val": (num[val], pick(cat, val), y[val])}
+        splits["test"] = splits["val"]  # TALENT folders have three splits; evaluation reads val only
+
+        data_dir = tempfile.mkdtemp(prefix="genre_jax_fit_")
+        try:
+            folder = os.path.join(data_dir, DATASET)
+            os.makedirs(folder)
+            for split, (n_, c_, y_) in splits.items():
+                suffix = {"train": "train", "val": "val", "test": "test"}[split]
+                if n_.shape[1]:
+                    np.save(os.path.join(folder, f"N_{suffix}.npy"), n_)
+                if c_ is not None:
+                    np.save(os.path.join(folder, f"C_{suffix}.npy"), c_.astype(str).astype(object),
+                            allow_pickle=True)
+                np.save(os.path.join(folder, f"y_{suffix}.npy"), y_)
+            with open(os.path.join(folder, "info.json"), "w") as f:
+                f.write('{"task_type": "regression"}')
+            config = self._run_config(data_dir)
+            workdir = os.path.abspath(self.workdir) if self.workdir else tempfile.mkdtemp(prefix="genre_jax_run_")
+            previous = os.environ.get("GENRE_JAX_PROGRESS")
+            os.environ["GENRE_JAX_PROGRESS"] = "1" if self.verbose else "0"
+            try:
+                self.results_ = pipeline.run(config, workdir)["phases"]
+            finally:
+                if previous is None:
+                    os.environ.pop("GENRE_JAX_PROGRESS", None)
+                else:
+                    os.environ["GENRE_JAX_PROGRESS"] = previous
+        finally:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        self.workdir_ = workdir
+        self.predictor_ = Predictor.from_workdir(workdir, self.method)
+        self.n_features_in_ = num.shape[1] + (0 if cat is None else cat.shape[1])
+        self.feature_kinds_ = kinds
+        if names is not None:
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+        return self
+
+    # ----- predict
+
+    def _features(self, X, where: str):
+        check_is_fitted(self, "predictor_")
+        num, cat, names, kinds = _split_columns(X, where)
+        expected = getattr(self, "feature_names_in_", None)
+        if expected is not None and names is not None and list(expected) != names:
+            unseen = sorted(set(names) - set(expected)) or sorted(set(expected) - set(names))
+            raise ValueError(f"{where}: X's columns differ from those seen in fit ({unseen[:5]}); expected "
+                             f"{list(expected)[:8]}")
+        if kinds != self.feature_kinds_:
+            raise ValueError(f"{where}: X has {kinds[0]} numeric and {kinds[1]} other columns; fit saw "
+                             f"{self.feature_kinds_[0]} and {self.feature_kinds_[1]}")
+        return num, cat
+
+    def predict(self, X, aggregate: str = "mean"):
+        """The point prediction: the mean (default) or the median of ``num_samples`` samples, or the
+        greedy decode (``aggregate="greedy"``)."""
+        if aggregate not in ("mean", "median", "greedy"):
+            raise ValueError(f"GenReRegressor.predict: aggregate must be mean, median or greedy, got {aggregate!r}")
+        num, cat = self._features(X, "GenReRegressor.predict")
+        return self.predictor_.predict(num, cat, num_samples=self.num_samples, seed=self.random_state)[aggregate]
+
+    def sample(self, X, n: int = 128):
+        """[N, n] samples of the predictive distribution (temperature 1, original units)."""
+        num, cat = self._features(X, "GenReRegressor.sample")
+        return self.predictor_.predict(num, cat, num_samples=n, seed=self.random_state)["samples"]
+
+    def predict_quantiles(self, X, q=(0.05, 0.5, 0.95), calibrated: bool = True):
+        """[N, len(q)] quantiles, at the temperature calibrated on the validation rows if ``calibrated``."""
+        num, cat = self._features(X, "GenReRegressor.predict_quantiles")
+        return self.predictor_.quantiles(num, cat, q, calibrated, max(self.num_samples, 256), self.random_state)
+
+    def predict_interval(self, X, coverage: float = 0.9, kind: str = "conformal"):
+        """(lower, upper) arrays: split-conformal around the mean (default), or the central interval
+        of the temperature-calibrated (``temperature``) or raw (``raw``) distribution."""
+        num, cat = self._features(X, "GenReRegressor.predict_interval")
+        return self.predictor_.interval(num, cat, coverage, kind, max(self.num_samples, 256), self.random_state)
+
+    # ----- persistence
+
+    def save(self, path: str) -> None:
+        """Copies the fitted run's workdir to ``path`` (readable by ``load``, launch.py and the Predictor)."""
+        check_is_fitted(self, "predictor_")
+        shutil.copytree(self.workdir_, path, dirs_exist_ok=True)
+        with open(os.path.join(path, "estimator.json"), "w") as f:
+            import json
+            json.dump({"params": {k: v for k, v in self.get_params().items() if k != "workdir"},
+                       "n_features_in": self.n_features_in_, "feature_kinds": list(self.feature_kinds_),
+                       "feature_names_in": None if not hasattr(self, "feature_names_in_")
+                       else list(self.feature_names_in_)}, f)
+
+    @classmethod
+    def load(cls, path: str) -> "GenReRegressor":
+        import json
+
+        from genre_jax.predictor import Predictor
+        try:
+            with open(os.path.join(path, "estimator.json")) as f:
+                state = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise GenreError(f"{path}: not a saved GenReRegressor ({e})") from None
+        model = cls(**state["params"])
+        model.workdir_ = os.path.abspath(path)
+        model.predictor_ = Predictor.from_workdir(path, model.method)
+        model.n_features_in_ = state["n_features_in"]
+        model.feature_kinds_ = tuple(state["feature_kinds"])
+        if state["feature_names_in"] is not None:
+            model.feature_names_in_ = np.asarray(state["feature_names_in"], dtype=object)
+        model.results_ = json.load(open(os.path.join(path, "results.json")))["phases"]
+        return model
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if "predictor_" in state:  # the checkpoint travels inside the pickle
+            state.pop("predictor_")
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+                tar.add(self.workdir_, arcname="run")
+            state["_workdir_tar"] = buffer.getvalue()
+        return state
+
+    def __setstate__(self, state):
+        blob = state.pop("_workdir_tar", None)
+        self.__dict__.update(state)
+        if blob is not None:
+            from genre_jax.predictor import Predictor
+            root = tempfile.mkdtemp(prefix="genre_jax_unpickled_")
+            with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+                tar.extractall(root, filter="data")
+            self.workdir_ = os.path.join(root, "run")
+            self.predictor_ = Predictor.from_workdir(self.workdir_, self.method)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # missing numeric features are imputed with the train mean
+        tags.input_tags.categorical = True
+        tags.non_deterministic = False
+        return tags
