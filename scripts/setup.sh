@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
 # Creates .venv (if missing) and installs the pinned requirements plus this package (editable).
+# Accelerator: GENRE_JAX_ACCELERATOR=cpu (default) | cuda12 | tpu, or the first argument; cuda12 and
+# tpu add JAX's accelerator build (same jax version) on top of the CPU requirements.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+accel=${GENRE_JAX_ACCELERATOR:-${1:-cpu}}
+case "$accel" in
+  cpu) extra="" ;;
+  cuda12) extra="jax[cuda12]==0.10.2" ;;
+  tpu) extra="jax[tpu]==0.10.2" ;;
+  *) echo "error: accelerator '$accel': expected cpu, cuda12 or tpu" >&2; exit 2 ;;
+esac
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.genre_jax_installed
-if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ] \
+    || [ "$(cat "$stamp")" != "$accel" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.txt
+  if [ -n "$extra" ]; then
+    .venv/bin/python -m pip install -q "$extra"
+  fi
   .venv/bin/python -m pip install -q --no-deps -e .
-  touch "$stamp"
+  echo "$accel" > "$stamp"
 fi
