@@ -21,6 +21,7 @@ import dataclasses
 import itertools
 import json
 import os
+import time
 import zlib
 from typing import Any, Callable, NamedTuple
 
@@ -50,14 +51,19 @@ class LossSums(NamedTuple):
     count: jax.Array
 
 
-def make_optimizer(optim: Optim, total_steps: int) -> optax.GradientTransformation:
-    """AdamW with linear warmup and cosine decay to ``learning_rate * lr_floor``, after global-norm clipping."""
+def learning_rate_schedule(optim: Optim, total_steps: int) -> optax.Schedule:
+    """Linear warmup, then cosine decay to ``learning_rate * lr_floor`` at ``total_steps``."""
     warmup = min(optim.warmup_steps, max(total_steps - 1, 0))
-    schedule = optax.warmup_cosine_decay_schedule(
+    return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=optim.learning_rate, warmup_steps=warmup,
         decay_steps=max(total_steps, warmup + 1), end_value=optim.learning_rate * optim.lr_floor)
+
+
+def make_optimizer(optim: Optim, total_steps: int) -> optax.GradientTransformation:
+    """AdamW on ``learning_rate_schedule``, after global-norm clipping."""
     chain = [optax.clip_by_global_norm(optim.grad_clip)] if optim.grad_clip > 0 else []
-    return optax.chain(*chain, optax.adamw(schedule, weight_decay=optim.weight_decay))
+    return optax.chain(*chain, optax.adamw(learning_rate_schedule(optim, total_steps),
+                                           weight_decay=optim.weight_decay))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +84,7 @@ class Phase:
     # ``fingerprint``, and a finished phase continues when max_epochs is raised.
     start_competes: bool = False
     fingerprint: dict | None = None
+    rollouts_per_example: int = 0  # RL: G, so TensorBoard gets rollouts/s
 
 
 class StepProfiler:
@@ -171,7 +178,9 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
     train = {k: ctx.arrays["train"][k] for k in phase.fields}
     batch_size = parallel.batch_size_for(cfg.batch_size, len(train["x"]), mesh)
     steps = steps_per_epoch(len(train["x"]), batch_size, cfg.steps_per_epoch)
-    tx = make_optimizer(cfg.optim, cfg.max_epochs * steps * phase.updates_per_step)
+    total_updates = cfg.max_epochs * steps * phase.updates_per_step
+    tx = make_optimizer(cfg.optim, total_updates)
+    schedule = learning_rate_schedule(cfg.optim, total_updates)
     update, extras = phase.make_step(tx)
     per_step = ctx.profiler is not None
     step = jit_update(update, mesh) if per_step else jit_epoch(update, mesh)
@@ -202,7 +211,9 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
     bar = tqdm(range(progress["epoch"], cfg.max_epochs), desc=phase.folder, unit="epoch",
                initial=progress["epoch"], total=cfg.max_epochs, dynamic_ncols=True,
                disable=os.environ.get("GENRE_JAX_PROGRESS", "1") == "0")  # 0: no bars (the estimator's default)
+    board = Board(os.path.join(ctx.workdir, "tensorboard", phase.folder))
     for epoch in bar:
+        started = time.perf_counter()
         order = epoch_order(base_seed, phase, epoch, len(train["x"]))
         batches = list(itertools.islice(parallel.padded_batches(train, batch_size, order), steps))
         if per_step:
@@ -215,6 +226,7 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
             state, stats = step(state, parallel.shard_batch(stacked, mesh, axis=1), extras)
             sums = [stats]
         train_stats = mean_stats(sums)
+        train_s = time.perf_counter() - started
         val = phase.validate(state.params)
         for name, value in [*((f"train_{k}", v) for k, v in train_stats.items()), *val.items()]:
             if not np.isfinite(value):
@@ -226,8 +238,17 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
         progress = {**progress, "epoch": epoch + 1, "best_val": select if improved else progress["best_val"],
                     "best_epoch": epoch if improved else progress["best_epoch"], "bad_epochs": bad_epochs,
                     "done": bad_epochs >= cfg.patience or epoch + 1 >= cfg.max_epochs}
+        lr = float(schedule(int(state.step) - 1))  # the rate of the epoch's last update
         append_log(log_path, {"epoch": epoch, **{f"train_{k}": v for k, v in train_stats.items()}, **val,
-                              f"best_{select_name}": progress["best_val"]})
+                              f"best_{select_name}": progress["best_val"], "lr": lr})
+        # timings only go to TensorBoard, so identical runs keep byte-identical logs
+        timing = {"epoch_s": time.perf_counter() - started, "steps_per_s": len(batches) / train_s,
+                  "examples_per_s": len(batches) * batch_size / train_s}
+        if phase.rollouts_per_example:
+            timing["rollouts_per_s"] = timing["examples_per_s"] * phase.rollouts_per_example
+        board.scalars(epoch, {**{f"train/{k}": v for k, v in train_stats.items()},
+                              **{f"val/{k.removeprefix('val_')}": v for k, v in val.items()},
+                              "lr": lr, **{f"time/{k}": v for k, v in timing.items()}})
         if improved:
             best_step = epoch + 1 if phase.start_competes else epoch
             ckpt.save("best", best_step, state.params, {**phase.meta, "epoch": epoch, select_name: select})
@@ -238,7 +259,30 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
         if progress["done"]:
             break
     bar.close()
+    board.close()
     return ckpt.restore("best", state.params)[0], progress
+
+
+class Board:
+    """TensorBoard scalars of one phase (``tensorboard --logdir <workdir>/tensorboard``), written by
+    the main process with tensorboardX (no TensorFlow); the writer opens at the first epoch."""
+
+    def __init__(self, log_dir: str):
+        self.log_dir, self.writer = log_dir, None
+
+    def scalars(self, step: int, values: dict) -> None:
+        if not parallel.is_main_process():
+            return
+        if self.writer is None:
+            from tensorboardX import SummaryWriter
+            self.writer = SummaryWriter(self.log_dir)
+        for name, value in values.items():
+            self.writer.add_scalar(name, float(value), step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def truncate_log(path: str, num_epochs: int) -> None:

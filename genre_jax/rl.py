@@ -197,5 +197,5 @@ def run_rl_phase(ctx, ce_params):
     phase = loop.Phase(rl.method.folder, rl.loop, make_step, validate, FIELDS, maximize=rl.selection == "reward",
                        shuffle_offset=1000,
                        updates_per_step=rl.ppo_epochs, meta=ctx.meta, start_competes=True,
-                       fingerprint=rl.fingerprint)
+                       fingerprint=rl.fingerprint, rollouts_per_example=rl.num_rollouts)
     return loop.run(ctx, phase, ce_params)

@@ -44,3 +44,4 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, toy_data_dir):
         lines = [l for l in proc.stderr.splitlines() if l.strip() and "Warning" not in l]
         assert len(lines) == 1, proc.stderr
         assert not workdir.exists()
+

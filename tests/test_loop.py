@@ -62,6 +62,25 @@ def config(**ce):
     return c
 
 
+def tensorboard_scalars(log_dir):
+    """{tag: [(step, value)]} from tensorboardX's event files (TFRecord framing: length, crc, data, crc)."""
+    import glob
+    import struct
+
+    from tensorboardX.proto import event_pb2
+    out = {}
+    for path in sorted(glob.glob(f"{log_dir}/events.out.tfevents.*")):
+        data = open(path, "rb").read()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                out.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return out
+
+
 def read_log(ctx):
     with open(f"{ctx.workdir}/lin/log.jsonl") as f:
         return [json.loads(line) for line in f]
@@ -72,7 +91,12 @@ def test_loop_learns_keeps_the_best_epoch_and_logs_every_epoch(make_context):
     best, progress = loop.run(ctx, linear_phase(ctx), {"w": np.zeros(3, np.float32)})
     log = read_log(ctx)
     assert [r["epoch"] for r in log] == list(range(6)) and progress["done"]
-    assert set(log[0]) == {"epoch", "train_loss", "val_loss", "best_val_loss"}
+    assert set(log[0]) == {"epoch", "train_loss", "val_loss", "best_val_loss", "lr"}
+    np.testing.assert_allclose([r["lr"] for r in log], 0.05, rtol=1e-6)  # constant: no warmup, lr_floor 1
+    scalars = tensorboard_scalars(f"{ctx.workdir}/tensorboard/lin")
+    assert [step for step, _ in scalars["val/loss"]] == list(range(6))
+    np.testing.assert_allclose([v for _, v in scalars["val/loss"]], [r["val_loss"] for r in log], rtol=1e-6)
+    assert {"train/loss", "lr", "time/epoch_s", "time/steps_per_s", "time/examples_per_s"} <= set(scalars)
     assert log[-1]["val_loss"] < 0.1 * log[0]["val_loss"]
     assert progress["best_val"] == min(r["val_loss"] for r in log)
     best_epoch = int(np.argmin([r["val_loss"] for r in log]))
