@@ -87,3 +87,46 @@ def check_workdir_matches(workdir: str, config) -> None:
         if key in stored and without_later_fields(key, stored[key]) != without_later_fields(key, current.get(key)):
             raise GenreError(f"workdir {workdir} holds a checkpoint of a different model ({key}: "
                              f"{stored.get(key)} != {current.get(key)}); use a fresh --workdir")
+
+
+class WorkdirLock:
+    """One launch per workdir: an exclusive ``flock`` on ``<workdir>/.lock``, which names its holder
+    (host, pid, start time). The kernel drops the lock when the holder dies (kill -9 included), so a
+    lock is never stale; the file's text only says who holds it. Only the main process of a
+    multi-host run locks (the others write no JSON). flock may not be enforced across hosts on some
+    network file systems."""
+
+    NAME = ".lock"
+
+    def __init__(self, workdir: str):
+        self.path, self.fd = os.path.join(workdir, self.NAME), None
+
+    def __enter__(self) -> "WorkdirLock":
+        import datetime
+        import fcntl
+        import socket
+
+        from genre_jax import parallel
+        if not parallel.is_main_process():
+            return self
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "unknown holder"
+            os.close(fd)
+            raise GenreError(f"workdir {os.path.dirname(self.path)} is in use by another launch ({holder}); wait "
+                             f"for it to finish or use another --workdir") from None
+        os.ftruncate(fd, 0)
+        since = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        os.pwrite(fd, f"host {socket.gethostname()}, pid {os.getpid()}, since {since}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            import fcntl
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None

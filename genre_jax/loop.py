@@ -21,6 +21,7 @@ import dataclasses
 import itertools
 import json
 import os
+import sys
 import time
 import zlib
 from typing import Any, Callable, NamedTuple
@@ -289,14 +290,33 @@ def truncate_log(path: str, num_epochs: int) -> None:
     """Drops log lines of epochs after the resumed checkpoint (a crash may have logged them first)."""
     if not os.path.exists(path) or not parallel.is_main_process():
         return
+    kept = []
     with open(path) as f:
-        kept = [line for line in f if line.strip() and json.loads(line)["epoch"] < num_epochs]
-    with open(path, "w") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a torn line: the process died while appending it
+                print(f"warning: {path}:{number}: dropping a torn log line (the run was killed while writing it)",
+                      file=sys.stderr)
+                continue
+            if isinstance(record, dict) and record.get("epoch", num_epochs) < num_epochs:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
         f.writelines(kept)
+    os.replace(tmp, path)
 
 
 def append_log(path: str, record: dict) -> None:
+    """One ``os.write`` of the whole line in append mode, so a kill leaves the line or nothing
+    (at worst a torn tail, which ``truncate_log`` drops on resume)."""
     if not parallel.is_main_process():
         return
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    data = (json.dumps(record) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)

@@ -56,6 +56,8 @@ def run(config, workdir: str, profile_steps: int = 0, profile_dir: str = "") -> 
     """Runs the configured phases; returns the results of this run (also merged into results.json).
     ``profile_steps`` > 0 traces that many training steps into ``profile_dir`` (<workdir>/profile)."""
     # Everything that can reject the input runs before the workdir is touched.
+    if not str(workdir).strip():
+        raise GenreError("--workdir is empty; expected the run's folder (created if missing)")
     settings.parse_phases(config.phases)
     data = load_for_config(config)
     tokenizer = make_tokenizer(config.tokenizer, data.splits["train"].z)
@@ -73,25 +75,27 @@ def run(config, workdir: str, profile_steps: int = 0, profile_dir: str = "") -> 
                      parallel.data_mesh(), workdir, meta, data, profiler)
 
     created = not os.path.exists(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    write_json_atomic(os.path.join(workdir, "config.json"), {
-        "config": config.to_dict(), "seed": ctx.seed, "identity": checkpoint.model_identity(config),
-        "versions": versions(), "devices": [str(d) for d in jax.devices()], "command": sys.argv,
-        "tokenizer": tokenizer.spec(), "clipped_targets": clipped})
-    earlier = read_phases(workdir, config.dataset, ctx.seed)
-    phases = run_settings.phases
-    try:
-        trained = _train(ctx, params) if run_settings.trains() else _restore_existing(ctx, params)
-        results = _evaluate(ctx, trained, earlier) if "eval" in phases else {}
-        if "gbdt" in phases:
-            results[gbdt.METHOD] = gbdt.evaluate_lightgbm(data, gbdt.fit_lightgbm(data, seed=ctx.seed))
-    except GenreError:
-        if created and not PhaseCheckpoints(workdir, methods.only("ce").folder).has("best"):
-            shutil.rmtree(workdir, ignore_errors=True)  # nothing worth resuming: leave no half-written folder
-        raise
-    finally:
-        if profiler is not None:
-            profiler.close()
+    with checkpoint.WorkdirLock(workdir):  # a second launch on this workdir stops here, with one line
+        write_json_atomic(os.path.join(workdir, "config.json"), {
+            "config": config.to_dict(), "seed": ctx.seed, "identity": checkpoint.model_identity(config),
+            "versions": versions(), "devices": [str(d) for d in jax.devices()], "command": sys.argv,
+            "tokenizer": tokenizer.spec(), "clipped_targets": clipped})
+        earlier = read_phases(workdir, config.dataset, ctx.seed)
+        phases = run_settings.phases
+        try:
+            trained = _train(ctx, params) if run_settings.trains() else _restore_existing(ctx, params)
+            results = _evaluate(ctx, trained, earlier) if "eval" in phases else {}
+            if "gbdt" in phases:
+                results[gbdt.METHOD] = gbdt.evaluate_lightgbm(data, gbdt.fit_lightgbm(data, seed=ctx.seed))
+        except GenreError:
+            if created and not PhaseCheckpoints(workdir, methods.only("ce").folder).has("best"):
+                shutil.rmtree(workdir, ignore_errors=True)  # nothing worth resuming: leave no half-written folder
+            raise
+        finally:
+            if profiler is not None:
+                profiler.close()
+        if results:
+            merge_into_results(workdir, config.dataset, ctx.seed, results)
     summary = {"dataset": config.dataset, "seed": ctx.seed, "phases": results}
     if results:
         merge_into_results(workdir, config.dataset, ctx.seed, results)

@@ -190,6 +190,9 @@ class _Reader:
     def optim(self, learning_rate: float | None = None, lr_floor: float | None = None) -> Optim:
         lr = self.float("learning_rate", strict=True) if learning_rate is None else learning_rate
         floor = self.float("lr_floor") if lr_floor is None else lr_floor
+        if floor > 1.0:
+            raise GenreError(f"config.{self.name}.lr_floor: expected a number in [0, 1] (the final rate as a "
+                             f"fraction of learning_rate), got {floor!r}")
         return Optim(lr, self.float("weight_decay"), self.int("warmup_steps", 0), floor, self.float("grad_clip"))
 
     def loop(self, optim: Optim | None = None, patience: float | None = None, steps_per_epoch: int = 0) -> Loop:
@@ -277,6 +280,11 @@ def resolve(config, tokenizer) -> Settings:
     for field in _MODEL_SIZES:
         if field in model.cfg:
             model.int(field)
+    if "dropout" in model.cfg and model.float("dropout") >= 1.0:
+        raise GenreError(f"config.model.dropout: expected a number in [0, 1), got {model.dropout!r}")
+    for kind in ("ce", "token", "head"):  # a supervised phase that trains needs at least one epoch
+        if kind in phases and kind in config:
+            _Reader(config, kind).int("max_epochs", 1)
     if "gbdt" in phases and config.get("data_format", "talent") != "talent":
         raise GenreError("config.phases: 'gbdt' needs tabular features; it does not apply to "
                          f"data_format={config.data_format!r}")

@@ -46,13 +46,17 @@ def test_interrupted_ce_resumes_to_the_same_parameters(tmp_path, toy_data_dir, m
         launch.run(config, str(tmp_path / "resumed"))
     monkeypatch.setattr(checkpoint.PhaseCheckpoints, "save", original_save)
     assert checkpoint.PhaseCheckpoints(str(tmp_path / "resumed"), "ce").meta("last")["epoch"] == 2
+    with open(tmp_path / "resumed" / "ce" / "log.jsonl", "a") as f:
+        f.write('{"epoch": 2, "train_lo')  # killed while appending epoch 3's line: a torn tail
     launch.run(config, str(tmp_path / "resumed"))
 
     a = _final_params(str(tmp_path / "straight"))
     b = _final_params(str(tmp_path / "resumed"))
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), a, b)
-    log = [json.loads(l) for l in open(tmp_path / "resumed" / "ce" / "log.jsonl")]
+    log = [json.loads(l) for l in open(tmp_path / "resumed" / "ce" / "log.jsonl")]  # the torn line is gone
     assert [r["epoch"] for r in log] == [0, 1, 2]
+    assert open(tmp_path / "resumed" / "ce" / "log.jsonl").read() == open(tmp_path / "straight" / "ce" /
+                                                                           "log.jsonl").read()
 
 
 def test_bad_inputs_raise_one_line_errors_and_leave_nothing(tmp_path, toy_data_dir, tiny_config):
@@ -80,11 +84,29 @@ def test_workdir_of_a_different_model_is_refused(tmp_path, toy_data_dir, tiny_co
 def test_settings_are_checked_before_training(tmp_path, toy_data_dir, tiny_config):
     cases = [({"eval.splits": "val,tst"}, "config.eval.splits"), ({"ce.batch_size": 0}, "config.ce.batch_size"),
              ({"model.num_heads": 0}, "config.model.num_heads"),
-             ({"phases": "ce,token,eval", "token.method": "ce"}, "config.token.method")]
+             ({"phases": "ce,token,eval", "token.method": "ce"}, "config.token.method"),
+             ({"model.dropout": 1.0}, r"config.model.dropout: expected a number in \[0, 1\)"),
+             ({"ce.max_epochs": 0}, "config.ce.max_epochs: expected an integer >= 1"),
+             ({"rl.lr_floor": 2.0}, r"config.rl.lr_floor: expected a number in \[0, 1\]")]
     for i, (overrides, needle) in enumerate(cases):
         with pytest.raises(GenreError, match=needle):
             launch.run(tiny_config(data_dir=str(toy_data_dir), dataset="toy", **overrides), str(tmp_path / f"w{i}"))
         assert not (tmp_path / f"w{i}").exists()
+
+
+def test_a_second_launch_on_a_workdir_in_use_and_an_empty_workdir_are_refused(tmp_path, toy_data_dir,
+                                                                               tiny_config):
+    config = tiny_config(data_dir=str(toy_data_dir), dataset="toy", phases="ce", **{"ce.max_epochs": 1})
+    workdir = str(tmp_path / "busy")
+    with checkpoint.WorkdirLock(workdir):  # another launch holds it (flock: per open file, so this conflicts)
+        with pytest.raises(GenreError, match=rf"workdir {workdir} is in use by another launch \(host .*, pid "
+                                             rf"{os.getpid()}, since ") as err:
+            launch.run(config, workdir)
+        assert "\n" not in str(err.value)
+    assert os.listdir(workdir) == [".lock"]  # nothing else written
+    launch.run(config, workdir)  # released: the next launch runs
+    with pytest.raises(GenreError, match="--workdir is empty"):
+        launch.run(config, " ")
 
 
 def test_eval_alone_restores_every_checkpoint_and_reuses_unchanged_results(tiny_run, tmp_path,
