@@ -23,6 +23,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import weakref
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -106,7 +107,8 @@ class GenReRegressor(RegressorMixin, BaseEstimator):
     num_samples: samples per row for ``predict``'s mean and for quantiles.
     calibration: eval.calibration ("both" | "temperature" | "conformal" | "none").
     overrides: other config fields, e.g. {"model.d_model": 64, "rl.selection": "aggregate_rmse"}.
-    workdir: where the run's checkpoints go (None = a temporary folder kept as ``workdir_``).
+    workdir: where the run's checkpoints go (None = a temporary folder, ``workdir_``, removed with
+        the estimator; ``save`` keeps a copy).
     random_state: the run's seed (and the validation split's).
     verbose: show the progress bars.
     """
@@ -216,6 +218,7 @@ class GenReRegressor(RegressorMixin, BaseEstimator):
                     os.environ["GENRE_JAX_PROGRESS"] = previous
         finally:
             shutil.rmtree(data_dir, ignore_errors=True)
+        self._own_workdir(None if self.workdir else workdir)
         self.workdir_ = workdir
         self.predictor_ = Predictor.from_workdir(workdir, self.method)
         self.n_features_in_ = num.shape[1] + (0 if cat is None else cat.shape[1])
@@ -223,6 +226,15 @@ class GenReRegressor(RegressorMixin, BaseEstimator):
         if names is not None:
             self.feature_names_in_ = np.asarray(names, dtype=object)
         return self
+
+    def _own_workdir(self, path: str | None) -> None:
+        """A temporary workdir (no ``workdir=``) lives as long as the estimator: removed when it is
+        garbage-collected or refitted. One the user named is never removed."""
+        previous = self.__dict__.pop("_cleanup", None)
+        if previous is not None:
+            previous()
+        if path is not None:
+            self._cleanup = weakref.finalize(self, shutil.rmtree, path, True)
 
     # ----- predict
 
@@ -298,6 +310,7 @@ class GenReRegressor(RegressorMixin, BaseEstimator):
 
     def __getstate__(self):
         state = dict(self.__dict__)
+        state.pop("_cleanup", None)
         if "predictor_" in state:  # the checkpoint travels inside the pickle
             state.pop("predictor_")
             buffer = io.BytesIO()
@@ -315,6 +328,7 @@ class GenReRegressor(RegressorMixin, BaseEstimator):
             with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
                 tar.extractall(root, filter="data")
             self.workdir_ = os.path.join(root, "run")
+            self._own_workdir(root)
             self.predictor_ = Predictor.from_workdir(self.workdir_, self.method)
 
     def __sklearn_tags__(self):

@@ -1,5 +1,7 @@
 """GenReRegressor: one tiny fit (inside a scikit-learn Pipeline, on a DataFrame with a categorical
 column) serves every check; bad inputs are one-line ValueErrors before anything trains."""
+import gc
+import os
 import pickle
 
 import numpy as np
@@ -52,7 +54,12 @@ def test_clone_pickle_save_load_and_the_predictor_read_the_same_model(fitted, tm
     fresh = clone(model)
     assert fresh.get_params() == model.get_params() and not hasattr(fresh, "predictor_")
     expected = model.predict(X)
-    np.testing.assert_array_equal(pickle.loads(pickle.dumps(model)).predict(X), expected)
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(restored.predict(X), expected)
+    unpacked = os.path.dirname(restored.workdir_)
+    del restored
+    gc.collect()
+    assert not os.path.exists(unpacked)  # the estimator's own temporary folder goes with it
     model.save(str(tmp_path / "saved"))
     np.testing.assert_array_equal(GenReRegressor.load(str(tmp_path / "saved")).predict(X), expected)
     predictor = Predictor.from_workdir(str(tmp_path / "saved"))  # the method trained last: genre2
