@@ -5,8 +5,10 @@ predictor needs without the config file: model config, tokenizer spec and prepro
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 from typing import Any
 
 import jax
@@ -19,49 +21,116 @@ from genre_jax.settings import without_later_fields
 IDENTITY_KEYS = ("dataset", "seed", "model", "tokenizer", "code")  # "code": code-metric configs only
 
 
-def _manager(path: str) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(os.path.abspath(path), options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+def _manager(path: str, keep: int = 1) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(os.path.abspath(path),
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+
+CHECKSUMS = "checksums.json"  # {step: sha256 of the step folder}, beside the step folders
+
+
+def folder_digest(path: str) -> str:
+    """sha256 over every file of a checkpoint step folder (relative paths and bytes, sorted)."""
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            digest.update(os.path.relpath(full, path).encode() + b"\0")
+            with open(full, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
 
 
 class PhaseCheckpoints:
-    """The two checkpoints of one training phase; ``last`` is rewritten as the phase goes on."""
+    """The two checkpoints of one training phase; ``last`` is rewritten as the phase goes on.
+
+    Integrity: each saved step's folder digest goes to ``checksums.json`` beside it and is checked
+    before the step is read. A ``best`` step that fails is an error (never evaluated or trained
+    from); ``last`` keeps two steps and falls back to the older one, with a warning. Steps written
+    before checksums existed have none and are read as they are."""
 
     def __init__(self, workdir: str, phase: str):
         self.root = os.path.join(os.path.abspath(workdir), phase)
-        self._last = _manager(os.path.join(self.root, "last"))
+        self._last = _manager(os.path.join(self.root, "last"), keep=2)
         self._best = _manager(os.path.join(self.root, "best"))
 
+    def _manager_of(self, which: str):
+        return self._last if which == "last" else self._best
+
+    def _checksums(self, which: str) -> dict:
+        path = os.path.join(self.root, which, CHECKSUMS)
+        try:
+            with open(path) as f:
+                sums = json.load(f)
+        except FileNotFoundError:
+            return {}
+        except (OSError, json.JSONDecodeError) as e:
+            raise GenreError(f"{path}: unreadable ({e}); delete {os.path.join(self.root, which)} to retrain "
+                             f"this phase") from None
+        if not isinstance(sums, dict):
+            raise GenreError(f"{path}: holds a {type(sums).__name__}; expected a JSON object of step digests")
+        return sums
+
     def save(self, which: str, step: int, tree: Any, meta: dict) -> None:
-        manager = self._last if which == "last" else self._best
+        from genre_jax import parallel
+        from genre_jax.results_file import write_json_atomic
+        manager = self._manager_of(which)
         if step in manager.all_steps():  # a crash between two saves left this step; Orbax won't overwrite it
             manager.delete(step)
         manager.save(step, args=ocp.args.Composite(tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
                      force=True)
         manager.wait_until_finished()
+        if parallel.is_main_process():
+            kept = {str(s) for s in manager.all_steps()}
+            sums = {k: v for k, v in self._checksums(which).items() if k in kept}
+            sums[str(step)] = folder_digest(os.path.join(self.root, which, str(step)))
+            write_json_atomic(os.path.join(self.root, which, CHECKSUMS), sums)
+
+    def _verified_step(self, which: str) -> int | None:
+        """The newest step whose folder matches its recorded digest (or has none recorded)."""
+        manager, sums = self._manager_of(which), None
+        steps = sorted(manager.all_steps(), reverse=True)
+        for i, step in enumerate(steps):
+            sums = self._checksums(which) if sums is None else sums
+            expected = sums.get(str(step))
+            if expected is None or folder_digest(os.path.join(self.root, which, str(step))) == expected:
+                return step
+            where = os.path.join(self.root, which, str(step))
+            if which != "last" or i + 1 == len(steps):
+                raise GenreError(f"{where}: checkpoint fails its checksum (corrupted or changed since it was "
+                                 f"written); delete {os.path.join(self.root, which)} to retrain this phase")
+            print(f"warning: {where}: checkpoint fails its checksum; resuming from step {steps[i + 1]}",
+                  file=sys.stderr)
+        return None
+
+    def digest(self, which: str) -> str | None:
+        """The recorded digest of the step ``restore`` would read (None for a step written without one)."""
+        step = self._verified_step(which)
+        return None if step is None else self._checksums(which).get(str(step))
 
     def has(self, which: str) -> bool:
-        return (self._last if which == "last" else self._best).latest_step() is not None
+        return self._manager_of(which).latest_step() is not None
 
     def best_step(self) -> int | None:
         """Identifies the best checkpoint (its epoch step), e.g. to tell whether an evaluation is stale."""
         return self._best.latest_step()
 
     def meta(self, which: str) -> dict | None:
-        manager = self._last if which == "last" else self._best
-        step = manager.latest_step()
+        step = self._verified_step(which)
         if step is None:
             return None
-        return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        return self._manager_of(which).restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
     def restore(self, which: str, like: Any) -> tuple[Any, dict]:
         """Restores the tree with the structure, dtypes and shardings of ``like``."""
-        manager = self._last if which == "last" else self._best
-        step = manager.latest_step()
+        step = self._verified_step(which)
         if step is None:
             raise GenreError(f"{self.root}/{which}: no checkpoint to restore")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        out = manager.restore(step, args=ocp.args.Composite(tree=ocp.args.StandardRestore(abstract),
-                                                            meta=ocp.args.JsonRestore()))
+        out = self._manager_of(which).restore(step, args=ocp.args.Composite(
+            tree=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
         return out.tree, out.meta
 
 

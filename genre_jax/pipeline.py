@@ -149,7 +149,10 @@ def _evaluate(ctx, trained: dict[str, Trained], earlier: dict) -> dict:
     config = ctx.meta["config"]
     for name, (method, params, progress) in trained.items():
         ckpt = PhaseCheckpoints(ctx.workdir, method.folder)
-        stamp = {"best_step": ckpt.best_step(), "eval": settings.without_later_fields("eval", config["eval"])}
+        # the digest check runs before any reuse: a damaged best checkpoint is an error, never evaluated,
+        # and a replaced one (same step, other bytes) is evaluated again
+        stamp = {"best_step": ckpt.best_step(), "checksum": ckpt.digest("best"),
+                 "eval": settings.without_later_fields("eval", config["eval"])}
         if method.kind == "head":  # heads sample with their own settings
             stamp["head"] = settings.without_later_fields("head", config["head"])
         if earlier.get(name, {}).get("stamp") == stamp:

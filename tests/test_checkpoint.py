@@ -9,17 +9,53 @@ from genre_jax import checkpoint
 from genre_jax.errors import GenreError
 
 
-def test_save_restore_round_trip_keeps_only_latest(tmp_path):
+def test_save_restore_round_trip_keeps_the_two_latest(tmp_path):
     ckpt = checkpoint.PhaseCheckpoints(str(tmp_path), "ce")
     assert not ckpt.has("last") and ckpt.meta("best") is None
     tree = {"w": jnp.arange(6.0).reshape(2, 3), "step": jnp.array(3)}
-    ckpt.save("last", 1, tree, {"epoch": 1})
-    ckpt.save("last", 2, {"w": tree["w"] + 1, "step": jnp.array(4)}, {"epoch": 2})
+    for step in (1, 2, 3):
+        ckpt.save("last", step, {"w": tree["w"] + step, "step": jnp.array(step)}, {"epoch": step})
     restored, meta = checkpoint.PhaseCheckpoints(str(tmp_path), "ce").restore("last", tree)
-    np.testing.assert_array_equal(restored["w"], tree["w"] + 1)
-    assert meta == {"epoch": 2} and sorted(p.name for p in (tmp_path / "ce" / "last").iterdir()) == ["2"]
+    np.testing.assert_array_equal(restored["w"], tree["w"] + 3)
+    assert meta == {"epoch": 3}
+    assert sorted(p.name for p in (tmp_path / "ce" / "last").iterdir()) == ["2", "3", "checksums.json"]
+    assert set(json.loads((tmp_path / "ce" / "last" / "checksums.json").read_text())) == {"2", "3"}
     with pytest.raises(GenreError, match="no checkpoint"):
         ckpt.restore("best", tree)
+
+
+def _corrupt(step_dir):
+    """Flips 64 bytes in the middle of the step folder's largest file (an array data file)."""
+    largest = max((p for p in step_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(largest.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    largest.write_bytes(bytes(data))
+
+
+def test_a_corrupted_checkpoint_is_never_read(tmp_path, capsys):
+    ckpt = checkpoint.PhaseCheckpoints(str(tmp_path), "ce")
+    tree = {"w": np.arange(4096, dtype=np.float32)}
+    ckpt.save("best", 5, tree, {"epoch": 5})
+    ckpt.save("last", 4, tree, {"epoch": 4})
+    ckpt.save("last", 5, {"w": tree["w"] + 1}, {"epoch": 5})
+    digest = ckpt.digest("best")
+    _corrupt(tmp_path / "ce" / "best" / "5")
+    for read in (lambda: ckpt.restore("best", tree), lambda: ckpt.meta("best"), lambda: ckpt.digest("best")):
+        with pytest.raises(GenreError, match=r"ce/best/5: checkpoint fails its checksum .*delete .*ce/best") as err:
+            read()
+        assert "\n" not in str(err.value)
+    # last keeps two steps: a damaged newest one falls back to the older, with a warning
+    _corrupt(tmp_path / "ce" / "last" / "5")
+    restored, meta = ckpt.restore("last", tree)
+    assert meta == {"epoch": 4} and np.array_equal(restored["w"], tree["w"])
+    assert "ce/last/5: checkpoint fails its checksum; resuming from step 4" in capsys.readouterr().err
+    _corrupt(tmp_path / "ce" / "last" / "4")
+    with pytest.raises(GenreError, match="ce/last/4: checkpoint fails its checksum"):
+        ckpt.restore("last", tree)
+    # a fresh save replaces the digest: the same step with other bytes is a different checkpoint
+    ckpt.save("best", 5, {"w": tree["w"] * 2}, {"epoch": 5})
+    assert ckpt.digest("best") not in (None, digest)
 
 
 def test_workdir_identity_check(tmp_path):

@@ -1,6 +1,7 @@
 """The pipeline: phases in order, resume, settings checked before any work, nothing left behind."""
 import json
 import os
+import pathlib
 import shutil
 
 import jax
@@ -123,6 +124,17 @@ def test_eval_alone_restores_every_checkpoint_and_reuses_unchanged_results(tiny_
     assert changed["phases"]["genre2"]["selection"] == summary["phases"]["genre2"]["selection"]
     saved = np.load(os.path.join(workdir, "eval", "genre2", "predictions_test.npz"))
     assert saved["samples_z"].shape[1] == 3
+    # a damaged best checkpoint is refused, even where results.json would otherwise be reused
+    best = pathlib.Path(workdir) / "rl" / "genre2" / "best"
+    step = next(p for p in best.iterdir() if p.name.isdigit())
+    largest = max((p for p in step.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(largest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    largest.write_bytes(bytes(data))
+    before = open(os.path.join(workdir, "results.json")).read()
+    with pytest.raises(GenreError, match=r"rl/genre2/best/\d+: checkpoint fails its checksum"):
+        launch.run(tiny_config(phases="eval", **{"eval.num_samples": 3, "eval.splits": "test"}), workdir)
+    assert open(os.path.join(workdir, "results.json")).read() == before
 
 
 def test_methods_from_ce_need_its_checkpoint(tmp_path, toy_data_dir, tiny_config):
