@@ -23,7 +23,7 @@ from genre_jax.checkpoint import PhaseCheckpoints
 from genre_jax.context import RunContext, encode_splits
 from genre_jax.data import load_for_config
 from genre_jax.errors import GenreError
-from genre_jax.results_file import merge_into_results, read_phases, write_json_atomic
+from genre_jax.results_file import merge_into_results, merge_timings, read_phases, write_json_atomic
 from genre_jax.tokenizers import make_tokenizer
 
 
@@ -94,8 +94,13 @@ def run(config, workdir: str, profile_steps: int = 0, profile_dir: str = "") -> 
         finally:
             if profiler is not None:
                 profiler.close()
+        # timings apart, so two runs of one seed write byte-identical results.json files
+        timings = {name: {"wall_time_s": entry.pop("wall_time_s")} for name, entry in results.items()
+                   if "wall_time_s" in entry}
         if results:
             merge_into_results(workdir, config.dataset, ctx.seed, results)
+        if timings:
+            merge_timings(workdir, timings)
     summary = {"dataset": config.dataset, "seed": ctx.seed, "phases": results}
     if results:
         merge_into_results(workdir, config.dataset, ctx.seed, results)

@@ -1,4 +1,5 @@
-"""<workdir>/results.json: one entry per evaluated method under "phases", merged atomically."""
+"""<workdir>/results.json: one entry per evaluated method under "phases", merged atomically; each
+evaluation's wall time goes to <workdir>/timings.json instead, so results compare byte for byte."""
 from __future__ import annotations
 
 import json
@@ -33,14 +34,29 @@ def read_phases(workdir: str, dataset: str, seed: int) -> dict:
     try:
         with open(path) as f:
             stored = json.load(f)
-        earlier = stored.get("phases", {})
-    except (OSError, json.JSONDecodeError, AttributeError) as e:
+    except (OSError, json.JSONDecodeError) as e:
         raise GenreError(f"{path}: unreadable ({e}); use a fresh --workdir") from None
+    earlier = stored.get("phases", {}) if isinstance(stored, dict) else None
+    if not isinstance(earlier, dict) or not all(isinstance(v, dict) for v in earlier.values()):
+        raise GenreError(f"{path}: not a results file (expected an object whose 'phases' maps each method to its "
+                         f"entry); use a fresh --workdir")
     # Mixing datasets or seeds in one results.json would make its rows incomparable.
     for key, value in (("dataset", dataset), ("seed", int(seed))):
         if key in stored and stored[key] != value:
             raise GenreError(f"{path} holds results for {key} {stored[key]!r}, not {value!r}; use a fresh --workdir")
     return earlier
+
+
+def merge_timings(workdir: str, timings: dict) -> None:
+    """Adds {method: {"wall_time_s": ...}} to <workdir>/timings.json (kept out of results.json)."""
+    path = os.path.join(workdir, "timings.json")
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        stored = {}
+    phases = stored.get("phases") if isinstance(stored, dict) and isinstance(stored.get("phases"), dict) else {}
+    write_json_atomic(path, {"phases": {**phases, **timings}})
 
 
 def merge_into_results(workdir: str, dataset: str, seed: int, entries: dict) -> dict:

@@ -25,6 +25,9 @@ def test_end_to_end_on_bundled_dataset(tiny_run):
     assert written["seed"] == 0 and written["versions"]["jax"] == jax.__version__
     assert written["config"]["model"]["d_model"] == 16
     assert set(results["phases"]) == {"ce", "genre2"}
+    assert not any("wall_time_s" in e for e in results["phases"].values())  # timings live apart
+    with open(os.path.join(workdir, "timings.json")) as f:
+        assert set(json.load(f)["phases"]) == {"ce", "genre2"}
     assert results["phases"]["genre2"]["selection"]["best_epoch"] in (-1, 0)
 
 

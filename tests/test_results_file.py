@@ -5,7 +5,7 @@ import os
 import pytest
 
 from genre_jax.errors import GenreError
-from genre_jax.results_file import merge_into_results, read_phases, write_json_atomic
+from genre_jax.results_file import merge_into_results, merge_timings, read_phases, write_json_atomic
 
 
 def test_merge_keeps_other_entries_and_replaces_its_own(tmp_path):
@@ -28,7 +28,18 @@ def test_other_dataset_seed_or_unreadable_file_is_refused(tmp_path):
     (tmp_path / "results.json").write_text("{not json")
     with pytest.raises(GenreError, match="unreadable"):
         read_phases(str(tmp_path), "toy", 0)
+    for wrong_shape in ("[1, 2]", '{"phases": [1]}', '{"phases": {"ce": 3}}'):  # valid JSON, not a results file
+        (tmp_path / "results.json").write_text(wrong_shape)
+        with pytest.raises(GenreError, match="not a results file"):
+            read_phases(str(tmp_path), "toy", 0)
     assert read_phases(str(tmp_path / "absent"), "toy", 0) == {}
+
+
+def test_timings_are_kept_apart_and_merged(tmp_path):
+    merge_timings(str(tmp_path), {"ce": {"wall_time_s": 1.5}})
+    merge_timings(str(tmp_path), {"genre2": {"wall_time_s": 2.0}})
+    assert json.loads((tmp_path / "timings.json").read_text()) == {
+        "phases": {"ce": {"wall_time_s": 1.5}, "genre2": {"wall_time_s": 2.0}}}
 
 
 def test_a_failed_write_keeps_the_old_file(tmp_path):
