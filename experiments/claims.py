@@ -22,7 +22,6 @@ import os
 import shutil
 import signal
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -188,16 +187,7 @@ def sp_budget(config):
 
 def _run(launcher, job, cmd: list, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
-    log_path = os.path.join(workdir, "claims.log")
-    start = time.monotonic()
-    returncode = launcher(cmd, log_path, REPO)
-    wall = time.monotonic() - start
-    results = suite.read_json(os.path.join(workdir, "results.json"))
-    config_json = suite.read_json(os.path.join(workdir, "config.json"))
-    if returncode != 0 or not results or job.method not in results.get("phases", {}):
-        error = suite.last_error_line(suite._read_text(log_path)) or f"exit code {returncode}"
-        return suite.build_row(job, workdir, cmd, wall, config_json=config_json, error=error, returncode=returncode)
-    return suite.build_row(job, workdir, cmd, wall, results, config_json)
+    return suite.launch_row(job, cmd, workdir, os.path.join(workdir, "claims.log"), launcher)
 
 
 if __name__ == "__main__":

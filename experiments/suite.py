@@ -241,6 +241,11 @@ def run_job(job: Job, config, data_dir: str, workroot: str, launcher: Launcher, 
     log_path = os.path.join(log_dir, f"{job.method}.log")
     with_ce = methods.METHODS[job.method].from_ce and not ce_checkpoint_present(workdir)
     cmd = launch_command(job, config, data_dir, workdir, python, authors, with_ce)
+    return launch_row(job, cmd, workdir, log_path, launcher)
+
+
+def launch_row(job: Job, cmd: list, workdir: str, log_path: str, launcher: Launcher) -> dict:
+    """Runs one launch (logging to ``log_path``) and returns its row: metrics, or the failure."""
     start = time.monotonic()
     returncode = launcher(cmd, log_path, REPO)
     wall = time.monotonic() - start

@@ -35,16 +35,23 @@ def level_key(level: float) -> str:
     return f"{level:g}"
 
 
+def sorted_residuals(point_N, target_N) -> np.ndarray:
+    """|y - ŷ| in increasing order: all split-conformal intervals need from the validation split."""
+    return np.sort(np.abs(np.asarray(target_N, np.float64) - np.asarray(point_N, np.float64)))
+
+
+def conformal_half_width(residuals_sorted, level: float) -> float | None:
+    """The ⌈(n + 1)·level⌉-th smallest validation residual; None when that exceeds n (too few rows
+    to certify the level)."""
+    n = len(residuals_sorted)
+    k = math.ceil((n + 1) * level)
+    return float(residuals_sorted[k - 1]) if k <= n else None
+
+
 def conformal_half_widths(point_N, target_N, levels=LEVELS) -> dict[str, float | None]:
-    """Split-conformal half-widths from validation residuals: the ⌈(n + 1)·level⌉-th smallest
-    |y - ŷ|; None (JSON null) when that exceeds n: too few rows to certify the level."""
-    residuals = np.sort(np.abs(np.asarray(target_N, np.float64) - np.asarray(point_N, np.float64)))
-    n = residuals.size
-    out = {}
-    for level in levels:
-        k = math.ceil((n + 1) * level)
-        out[level_key(level)] = float(residuals[k - 1]) if k <= n else None
-    return out
+    """Split-conformal half-widths per level from validation residuals (``conformal_half_width``)."""
+    residuals = sorted_residuals(point_N, target_N)
+    return {level_key(level): conformal_half_width(residuals, level) for level in levels}
 
 
 def conformal_report(point_N, target_N, half_widths: dict[str, float | None]) -> dict:

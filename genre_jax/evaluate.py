@@ -80,9 +80,9 @@ def calibrate(ctx, predict_fn, params, dists: dict, exact_values_S, how: str) ->
     out = {"levels": list(calibration.LEVELS), "fitted_on": "val",
            "raw": {s: calibration.distribution_report(d, targets[s]) for s, d in dists.items()}}
     if how in ("conformal", "both"):
-        val_mean = dists["val"].mean()
-        half = calibration.conformal_half_widths(val_mean, targets["val"])
-        residuals = np.sort(np.abs(np.asarray(targets["val"], np.float64) - val_mean))
+        residuals = calibration.sorted_residuals(dists["val"].mean(), targets["val"])
+        half = {calibration.level_key(level): calibration.conformal_half_width(residuals, level)
+                for level in calibration.LEVELS}
         out["conformal"] = {"point": "mean", "half_width_z": half,
                             "residuals_z": [round(float(r), 6) for r in residuals],  # any level, at predict time
                             "splits": {s: calibration.conformal_report(d.mean(), targets[s], half)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import os
 from typing import Any
 
@@ -184,9 +183,9 @@ class Predictor:
         if not conformal or "residuals_z" not in conformal:
             raise GenreError(f"Predictor.interval: the {self.method} run has no conformal calibration; evaluate "
                              f"with --config.eval.calibration=both (or conformal), or use kind='raw'")
-        residuals = np.asarray(conformal["residuals_z"], np.float64)
-        k = math.ceil((len(residuals) + 1) * coverage)
-        if k > len(residuals):
+        residuals = conformal["residuals_z"]
+        half = calibration.conformal_half_width(residuals, coverage)
+        if half is None:
             raise GenreError(f"Predictor.interval: {len(residuals)} validation rows cannot certify coverage "
                              f"{coverage}; at most {len(residuals) / (len(residuals) + 1):.3f}")
-        return float(residuals[k - 1])
+        return half
