@@ -8,7 +8,9 @@
 Every run writes <workdir>/config.json (resolved config, seed, versions, devices) and
 <workdir>/results.json (metrics per evaluated phase, split and aggregation). Re-running with the
 same workdir resumes: finished phases are restored, an interrupted phase continues.
-Bad input ends with one line on stderr and exit code 2.
+Bad input and file-system errors end with one line on stderr and exit code 2. SIGTERM (preemption)
+finishes the epoch in progress, saves it and exits with code 75 (genre_jax/preemption.py); the same
+command resumes.
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ def main(argv) -> int:
         return 2
     from genre_jax.errors import GenreError
     from genre_jax.evaluate import format_table
+    from genre_jax.paths import resolve
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
     _enable_compilation_cache()
     if FLAGS.multihost:
@@ -65,14 +68,24 @@ def main(argv) -> int:
         config.to_dict()  # a config file that failed to load only raises on first use
     except (OSError, KeyError, AttributeError, ValueError) as e:  # a config file that failed to load
         _config_error(e)
+    from genre_jax import preemption
     try:
-        summary = run(config, FLAGS.workdir, FLAGS.profile, FLAGS.profile_dir)
+        with preemption.graceful_sigterm():
+            summary = run(config, FLAGS.workdir, FLAGS.profile, FLAGS.profile_dir)
     except GenreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the file system refused: read-only, full, not a folder, no permission
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e} (the run's finished work is kept; fix this and run the same "
+              f"command to resume)", file=sys.stderr)
+        return 2
+    except preemption.Stopped as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return preemption.EXIT_CODE
     if summary["phases"]:
         print(format_table(summary["phases"]))
-    print(f"done in {time.time() - start:.1f}s; outputs in {os.path.abspath(FLAGS.workdir)}")
+    print(f"done in {time.time() - start:.1f}s; outputs in {resolve(FLAGS.workdir)}")
     return 0
 
 

@@ -30,8 +30,10 @@ launch (--config.phases=ce,<phase>,eval; same seed, so the same CE), and its wal
 
 Parallel: --workers=N runs N workdirs at once (threads that each wait on one launch at a time);
 the jobs of one workdir still run in order, CE first. Rows are appended under a lock, so the file
-stays one line per run. Each launch uses every core it sees, so workers share cores and wall
-times include the sharing.
+stays one line per run. On CPU each launch uses every core it sees, so workers share cores and
+wall times include the sharing. On a GPU host each worker owns one GPU (its launches run under
+`env CUDA_VISIBLE_DEVICES=<its GPU>`, recorded in the row's command; more workers than visible
+GPUs is refused); on a TPU host every launch needs all the chips, so --workers > 1 is refused.
 
 Stopping: Ctrl-C or SIGTERM stops the running launches (SIGTERM, SIGKILL after 30 s), writes no
 row for them and exits with status 130 and one line; the same command then resumes.
@@ -234,14 +236,55 @@ def build_row(job: Job, workdir: str, command: list, wall_time_s: float, results
 
 
 def run_job(job: Job, config, data_dir: str, workroot: str, launcher: Launcher, authors: dict | None = None,
-            python: str = sys.executable) -> dict:
+            python: str = sys.executable, prefix: tuple[str, ...] = ()) -> dict:
     workdir = workdir_for(workroot, job)
     log_dir = os.path.join(workdir, "suite_logs")
     os.makedirs(log_dir, exist_ok=True)
     log_path = os.path.join(log_dir, f"{job.method}.log")
     with_ce = methods.METHODS[job.method].from_ce and not ce_checkpoint_present(workdir)
-    cmd = launch_command(job, config, data_dir, workdir, python, authors, with_ce)
+    cmd = [*prefix, *launch_command(job, config, data_dir, workdir, python, authors, with_ce)]
     return launch_row(job, cmd, workdir, log_path, launcher)
+
+
+def visible_gpus(environ=os.environ) -> list[str]:
+    """The GPUs a launch would see: CUDA_VISIBLE_DEVICES when set, else those ``nvidia-smi -L`` lists."""
+    if "CUDA_VISIBLE_DEVICES" in environ:
+        return [d.strip() for d in environ["CUDA_VISIBLE_DEVICES"].split(",") if d.strip() not in ("", "-1")]
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, _ in enumerate(line for line in listing.splitlines() if line.startswith("GPU "))]
+
+
+def tpu_present() -> bool:
+    import glob
+    return bool(glob.glob("/dev/accel*")) or os.path.exists("/dev/vfio/0")
+
+
+class DeviceSlots:
+    """One command prefix per worker thread, held for the thread's life: on a GPU host
+    ``env CUDA_VISIBLE_DEVICES=<gpu>``, so no two workers share a GPU (JAX preallocates most of a
+    GPU's memory per process); elsewhere nothing."""
+
+    def __init__(self, workers: int, gpus: list[str] | None = None, tpu: bool | None = None):
+        gpus = visible_gpus() if gpus is None else gpus
+        tpu = (not gpus and tpu_present()) if tpu is None else tpu
+        if workers > 1 and gpus and workers > len(gpus):
+            raise ValueError(f"--workers={workers} but {len(gpus)} GPU(s) are visible ({','.join(gpus)}); each "
+                             f"worker needs its own GPU: use --workers={len(gpus)} or fewer")
+        if workers > 1 and tpu:
+            raise ValueError(f"--workers={workers} on a TPU host: every launch takes all the chips; use --workers=1")
+        prefixes = [("env", f"CUDA_VISIBLE_DEVICES={g}") for g in gpus[:workers]] if workers > 1 and gpus else \
+            [()] * max(1, workers)
+        self._free, self._local = list(prefixes), threading.local()
+        self._lock = threading.Lock()
+
+    def prefix(self) -> tuple[str, ...]:
+        if not hasattr(self._local, "prefix"):
+            with self._lock:
+                self._local.prefix = self._free.pop(0)
+        return self._local.prefix
 
 
 def launch_row(job: Job, cmd: list, workdir: str, log_path: str, launcher: Launcher) -> dict:
@@ -391,6 +434,7 @@ def main(argv=None, launcher: Launcher | None = None) -> int:
         jobs = list_jobs(datasets, seeds, split_list(args.methods or config.methods), args.protocol)
         authors_path = sp.authors_hparams_path(config, data_dir)
         authors = sp.read_authors_hparams(authors_path)
+        slots = DeviceSlots(args.workers)
     except (GenreError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -421,7 +465,7 @@ def main(argv=None, launcher: Launcher | None = None) -> int:
         workdir = workdir_for(workroot, job)
         if methods.METHODS[job.method].from_ce and ce_error is not None:
             return skipped_row(job, workdir, launch_command(job, config, data_dir, workdir, authors=authors), ce_error)
-        return run_job(job, config, data_dir, workroot, launcher, authors)
+        return run_job(job, config, data_dir, workroot, launcher, authors, prefix=slots.prefix())
 
     # A scheduler's SIGTERM takes the same path as Ctrl-C: launches stopped, finished rows kept.
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) \

@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from genre_jax import metrics
+from genre_jax import metrics, paths
 
 CALIBRATIONS = ("none", "temperature", "conformal", "both")
 LEVELS = (0.5, 0.8, 0.9, 0.95)
@@ -86,13 +86,11 @@ def summary(calibration: dict) -> dict:
 
 
 def save(out_dir: str, calibration: dict) -> None:
-    with open(os.path.join(out_dir, FILE), "w") as f:
-        json.dump(calibration, f, indent=1)
+    paths.write(os.path.join(out_dir, FILE), json.dumps(calibration, indent=1))
 
 
 def load(out_dir: str) -> dict | None:
     path = os.path.join(out_dir, FILE)
-    if not os.path.exists(path):
+    if not paths.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(paths.read_text(path))

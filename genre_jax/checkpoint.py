@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from genre_jax import paths
 from genre_jax.errors import GenreError
 from genre_jax.settings import without_later_fields
 
@@ -22,22 +23,26 @@ IDENTITY_KEYS = ("dataset", "seed", "model", "tokenizer", "code")  # "code": cod
 
 
 def _manager(path: str, keep: int = 1) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(os.path.abspath(path),
-                                 options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    # cleanup_tmp_directories: a save killed midway (kill -9, full disk) leaves an Orbax tmp folder
+    # paths.resolve: Orbax wants absolute local paths, and takes a gs:// URI as it is (epath + tensorstore)
+    return ocp.CheckpointManager(paths.resolve(path), options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, cleanup_tmp_directories=True))
 
 
 CHECKSUMS = "checksums.json"  # {step: sha256 of the step folder}, beside the step folders
 
 
 def folder_digest(path: str) -> str:
-    """sha256 over every file of a checkpoint step folder (relative paths and bytes, sorted)."""
+    """sha256 over every file of a checkpoint step folder (relative paths and bytes, sorted); the same
+    digest for the same files in a local folder or under a bucket URI."""
     digest = hashlib.sha256()
-    for root, dirs, files in os.walk(path):
+    for root, dirs, files in paths.walk(path):
         dirs.sort()
         for name in sorted(files):
             full = os.path.join(root, name)
+            # relpath only compares strings, so it also holds for a URI (both sides normalize alike)
             digest.update(os.path.relpath(full, path).encode() + b"\0")
-            with open(full, "rb") as f:
+            with paths.open(full, "rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     digest.update(block)
     return digest.hexdigest()
@@ -52,7 +57,7 @@ class PhaseCheckpoints:
     before checksums existed have none and are read as they are."""
 
     def __init__(self, workdir: str, phase: str):
-        self.root = os.path.join(os.path.abspath(workdir), phase)
+        self.root = os.path.join(paths.resolve(workdir), phase)
         self._last = _manager(os.path.join(self.root, "last"), keep=2)
         self._best = _manager(os.path.join(self.root, "best"))
 
@@ -62,8 +67,7 @@ class PhaseCheckpoints:
     def _checksums(self, which: str) -> dict:
         path = os.path.join(self.root, which, CHECKSUMS)
         try:
-            with open(path) as f:
-                sums = json.load(f)
+            sums = json.loads(paths.read_text(path))
         except FileNotFoundError:
             return {}
         except (OSError, json.JSONDecodeError) as e:
@@ -79,14 +83,31 @@ class PhaseCheckpoints:
         manager = self._manager_of(which)
         if step in manager.all_steps():  # a crash between two saves left this step; Orbax won't overwrite it
             manager.delete(step)
-        manager.save(step, args=ocp.args.Composite(tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
-                     force=True)
-        manager.wait_until_finished()
+        try:
+            manager.save(step, args=ocp.args.Composite(tree=ocp.args.StandardSave(tree),
+                                                       meta=ocp.args.JsonSave(meta)), force=True)
+            manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 -- tensorstore reports a full disk as ValueError(RESOURCE_EXHAUSTED)
+            self._remove_partial(which)
+            first = " ".join(str(e).split())[:200]
+            raise GenreError(f"{os.path.join(self.root, which, str(step))}: could not write the checkpoint "
+                             f"({type(e).__name__}: {first}); free space or fix permissions, then run the same "
+                             f"command to resume") from None
         if parallel.is_main_process():
             kept = {str(s) for s in manager.all_steps()}
             sums = {k: v for k, v in self._checksums(which).items() if k in kept}
             sums[str(step)] = folder_digest(os.path.join(self.root, which, str(step)))
             write_json_atomic(os.path.join(self.root, which, CHECKSUMS), sums)
+
+    def _remove_partial(self, which: str) -> None:
+        """Orbax's temporary folder of a save that failed midway (the next start would remove it too)."""
+        import shutil
+        folder = os.path.join(self.root, which)
+        if paths.is_remote(folder) or not os.path.isdir(folder):
+            return
+        for name in os.listdir(folder):
+            if "orbax-checkpoint-tmp" in name:
+                shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
 
     def _verified_step(self, which: str) -> int | None:
         """The newest step whose folder matches its recorded digest (or has none recorded)."""
@@ -121,7 +142,7 @@ class PhaseCheckpoints:
         step = self._verified_step(which)
         if step is None:
             return None
-        return self._manager_of(which).restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        return self._read(which, step, ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
     def restore(self, which: str, like: Any) -> tuple[Any, dict]:
         """Restores the tree with the structure, dtypes and shardings of ``like``."""
@@ -129,9 +150,20 @@ class PhaseCheckpoints:
         if step is None:
             raise GenreError(f"{self.root}/{which}: no checkpoint to restore")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        out = self._manager_of(which).restore(step, args=ocp.args.Composite(
-            tree=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        out = self._read(which, step, ocp.args.Composite(tree=ocp.args.StandardRestore(abstract),
+                                                         meta=ocp.args.JsonRestore()))
         return out.tree, out.meta
+
+    def _read(self, which: str, step: int, args):
+        """Orbax's read, its many failure types (tensorstore, ValueError, missing files) as one line:
+        a step written without a checksum can still be damaged."""
+        try:
+            return self._manager_of(which).restore(step, args=args)
+        except Exception as e:  # noqa: BLE001 -- whatever Orbax or tensorstore raise for a damaged step
+            first = " ".join(str(e).split())[:200]
+            raise GenreError(f"{os.path.join(self.root, which, str(step))}: unreadable checkpoint "
+                             f"({type(e).__name__}: {first}); delete {os.path.join(self.root, which)} to retrain "
+                             f"this phase") from None
 
 
 def model_identity(config) -> dict:
@@ -142,13 +174,16 @@ def model_identity(config) -> dict:
 def check_workdir_matches(workdir: str, config) -> None:
     """Refuses to resume or overwrite a workdir that was written for another model or dataset."""
     path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    if not paths.exists(path):
         return
     try:
-        with open(path) as f:
-            stored = json.load(f).get("identity")
-    except (OSError, json.JSONDecodeError) as e:
+        stored = json.loads(paths.read_text(path))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise GenreError(f"{path}: unreadable ({e}); use a fresh --workdir") from None
+    if not isinstance(stored, dict):
+        raise GenreError(f"{path}: holds a JSON {type(stored).__name__}; expected the object launch.py writes "
+                         f"(use a fresh --workdir)")
+    stored = stored.get("identity")
     if stored is None:
         return
     current = model_identity(config)
@@ -163,7 +198,11 @@ class WorkdirLock:
     (host, pid, start time). The kernel drops the lock when the holder dies (kill -9 included), so a
     lock is never stale; the file's text only says who holds it. Only the main process of a
     multi-host run locks (the others write no JSON). flock may not be enforced across hosts on some
-    network file systems."""
+    network file systems.
+
+    A bucket workdir (``gs://`` ...) is not locked: object stores have no flock, and a lock object
+    written there would outlive a killed holder (a stale lock to delete by hand), so keeping to one
+    launch per bucket workdir is the scheduler's job; a warning says so."""
 
     NAME = ".lock"
 
@@ -177,6 +216,10 @@ class WorkdirLock:
 
         from genre_jax import parallel
         if not parallel.is_main_process():
+            return self
+        if paths.is_remote(self.path):
+            print(f"warning: {os.path.dirname(self.path)}: a bucket workdir is not locked; run one launch at a "
+                  f"time on it", file=sys.stderr)
             return self
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -199,3 +242,15 @@ class WorkdirLock:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+
+
+def tree_digest(tree) -> str:
+    """sha256 of a pytree's values (paths, dtypes, shapes, bytes); the same for any write of them."""
+    import numpy as np
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        # a replicated array's local copy: the whole value, on every host
+        value = np.asarray(leaf.addressable_data(0) if isinstance(leaf, jax.Array) else leaf)
+        digest.update(f"{jax.tree_util.keystr(path)}:{value.dtype}:{value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()

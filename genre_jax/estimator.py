@@ -29,7 +29,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from genre_jax import methods
+from genre_jax import methods, paths
 from genre_jax.errors import GenreError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,12 +59,17 @@ def _split_columns(X, where: str):
         cat = X[other].astype(object).to_numpy() if other else None
         _check_finite_or_nan(num, where)
         return num, cat, names, (len(numeric), len(other))
+    from sklearn.utils.validation import check_array
+    # scikit-learn's own checks and messages for arrays: sparse, complex, empty, 0 features, objects
+    # that are not numbers (NaN stays: a missing value, imputed with the train mean)
     try:
-        num = np.asarray(X, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: X has non-numeric values; pass a DataFrame for categorical columns") from None
-    if num.ndim != 2:
-        raise ValueError(f"{where}: X has shape {num.shape}; expected a 2-D array [rows, features]")
+        num = check_array(X, dtype=np.float64, ensure_all_finite=False, input_name="X")
+    except ValueError as e:
+        if "could not convert" in str(e):
+            raise ValueError(f"{where}: X has non-numeric values; pass a DataFrame for categorical columns") from None
+        if "Complex data" in str(e):  # scikit-learn appends the whole array to this one
+            raise ValueError(f"{where}: X has complex values; expected real numbers") from None
+        raise
     _check_finite_or_nan(num, where)
     return num, None, None, (num.shape[1], 0)
 
@@ -206,7 +211,7 @@ class GenReRegressor(RegressorMixin, BaseEstimator):
             with open(os.path.join(folder, "info.json"), "w") as f:
                 f.write('{"task_type": "regression"}')
             config = self._run_config(data_dir)
-            workdir = os.path.abspath(self.workdir) if self.workdir else tempfile.mkdtemp(prefix="genre_jax_run_")
+            workdir = paths.resolve(self.workdir) if self.workdir else tempfile.mkdtemp(prefix="genre_jax_run_")
             previous = os.environ.get("GENRE_JAX_PROGRESS")
             os.environ["GENRE_JAX_PROGRESS"] = "1" if self.verbose else "0"
             try:
@@ -246,6 +251,9 @@ class GenReRegressor(RegressorMixin, BaseEstimator):
             unseen = sorted(set(names) - set(expected)) or sorted(set(expected) - set(names))
             raise ValueError(f"{where}: X's columns differ from those seen in fit ({unseen[:5]}); expected "
                              f"{list(expected)[:8]}")
+        if sum(kinds) != self.n_features_in_:  # scikit-learn's wording, which its checks look for
+            raise ValueError(f"{where}: X has {sum(kinds)} features, but GenReRegressor is expecting "
+                             f"{self.n_features_in_} features as input")
         if kinds != self.feature_kinds_:
             raise ValueError(f"{where}: X has {kinds[0]} numeric and {kinds[1]} other columns; fit saw "
                              f"{self.feature_kinds_[0]} and {self.feature_kinds_[1]}")
@@ -280,32 +288,31 @@ class GenReRegressor(RegressorMixin, BaseEstimator):
     def save(self, path: str) -> None:
         """Copies the fitted run's workdir to ``path`` (readable by ``load``, launch.py and the Predictor)."""
         check_is_fitted(self, "predictor_")
-        shutil.copytree(self.workdir_, path, dirs_exist_ok=True)
-        with open(os.path.join(path, "estimator.json"), "w") as f:
-            import json
-            json.dump({"params": {k: v for k, v in self.get_params().items() if k != "workdir"},
-                       "n_features_in": self.n_features_in_, "feature_kinds": list(self.feature_kinds_),
-                       "feature_names_in": None if not hasattr(self, "feature_names_in_")
-                       else list(self.feature_names_in_)}, f)
+        import json
+        paths.copytree(self.workdir_, path)  # either side may be a bucket URI
+        paths.write(os.path.join(path, "estimator.json"), json.dumps({
+            "params": {k: v for k, v in self.get_params().items() if k != "workdir"},
+            "n_features_in": self.n_features_in_, "feature_kinds": list(self.feature_kinds_),
+            "feature_names_in": None if not hasattr(self, "feature_names_in_") else list(self.feature_names_in_)}))
 
     @classmethod
     def load(cls, path: str) -> "GenReRegressor":
         import json
 
         from genre_jax.predictor import Predictor
+        paths.check_backend(path)
         try:
-            with open(os.path.join(path, "estimator.json")) as f:
-                state = json.load(f)
+            state = json.loads(paths.read_text(os.path.join(path, "estimator.json")))
         except (OSError, json.JSONDecodeError) as e:
             raise GenreError(f"{path}: not a saved GenReRegressor ({e})") from None
         model = cls(**state["params"])
-        model.workdir_ = os.path.abspath(path)
+        model.workdir_ = paths.resolve(path)
         model.predictor_ = Predictor.from_workdir(path, model.method)
         model.n_features_in_ = state["n_features_in"]
         model.feature_kinds_ = tuple(state["feature_kinds"])
         if state["feature_names_in"] is not None:
             model.feature_names_in_ = np.asarray(state["feature_names_in"], dtype=object)
-        model.results_ = json.load(open(os.path.join(path, "results.json")))["phases"]
+        model.results_ = json.loads(paths.read_text(os.path.join(path, "results.json")))["phases"]
         return model
 
     def __getstate__(self):
@@ -313,9 +320,16 @@ class GenReRegressor(RegressorMixin, BaseEstimator):
         state.pop("_cleanup", None)
         if "predictor_" in state:  # the checkpoint travels inside the pickle
             state.pop("predictor_")
-            buffer = io.BytesIO()
-            with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-                tar.add(self.workdir_, arcname="run")
+            buffer, local = io.BytesIO(), self.workdir_
+            if paths.is_remote(local):  # tarfile reads local files: a bucket workdir is copied down first
+                local = tempfile.mkdtemp(prefix="genre_jax_pickle_")
+                paths.copytree(self.workdir_, local)
+            try:
+                with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+                    tar.add(local, arcname="run")
+            finally:
+                if local != self.workdir_:
+                    shutil.rmtree(local, ignore_errors=True)
             state["_workdir_tar"] = buffer.getvalue()
         return state
 

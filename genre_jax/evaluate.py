@@ -11,13 +11,14 @@ post-hoc calibrations fitted on the validation split are scored beside the raw d
 """
 from __future__ import annotations
 
+import io
 import os
 import time
 
 import jax
 import numpy as np
 
-from genre_jax import calibration, exact, heads, metrics, parallel, sampling
+from genre_jax import calibration, exact, heads, metrics, parallel, paths, sampling
 
 
 def make_predict_fn(ctx, num_samples: int, decode: str = "sample"):
@@ -137,7 +138,7 @@ def score_splits(ctx, predict_fn, params, out_dir: str, header: dict, exact_valu
     start = time.time()
     batch_size = parallel.round_up(ctx.settings.eval.batch_size, ctx.mesh.size)
     result, dists = {**header, "splits": {}}, {}
-    os.makedirs(out_dir, exist_ok=True)
+    paths.makedirs(out_dir)
     for split in ctx.settings.eval.splits:
         split_arrays = ctx.arrays[split]
         outputs_NG, greedy_N = predict_split(predict_fn, params, split_arrays["x"], _split_key(ctx, split),
@@ -157,10 +158,11 @@ def score_splits(ctx, predict_fn, params, out_dir: str, header: dict, exact_valu
             extra = {"exact_probs": outputs_NG.astype(np.float32), "exact_values_z": exact_values_S}
         result["splits"][split] = scores
         dists[split] = _distribution(outputs_NG, exact_values_S)
-        if parallel.is_main_process():
-            np.savez_compressed(os.path.join(out_dir, f"predictions_{split}.npz"),
-                                samples_z=samples_NG.astype(np.float32), greedy_z=greedy_N,
+        if parallel.is_main_process():  # built in memory: a bucket takes the file as one object write
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, samples_z=samples_NG.astype(np.float32), greedy_z=greedy_N,
                                 target_z=target_N, **extra)
+            paths.write(os.path.join(out_dir, f"predictions_{split}.npz"), buffer.getvalue())
     result["wall_time_s"] = round(time.time() - start, 2)
     return result, dists
 

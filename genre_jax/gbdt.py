@@ -23,13 +23,12 @@ from __future__ import annotations
 import argparse
 import importlib.metadata as md
 import json
-import os
 import sys
 import time
 
 import numpy as np
 
-from genre_jax import methods, metrics
+from genre_jax import methods, metrics, paths
 from genre_jax.data import load_tabular
 from genre_jax.errors import GenreError
 from genre_jax.results_file import merge_into_results
@@ -128,6 +127,7 @@ def run_lightgbm(data_dir, dataset: str, workdir: str, seed: int = 0, params: di
     Returns {"dataset", "seed", "phases": {METHOD: entry}} like launch.run.
     """
     _lightgbm()  # fail before reading data when the package is missing
+    paths.check_backend(workdir)  # likewise a bucket --workdir without its file-system package
     data = load_tabular(data_dir or None, dataset)
     entry = evaluate_lightgbm(data, fit_lightgbm(data, params, seed))
     merge_into_results(workdir, dataset, seed, {METHOD: entry})
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     test = summary["phases"][METHOD]["splits"]["test"]["mean"]
     print(f"lightgbm {args.dataset}: test RMSE (z) {test['rmse']:.4f}, R² {test['r2']:.4f}, "
           f"best iteration {summary['phases'][METHOD]['best_iteration']}")
-    print(f"done in {time.time() - start:.1f}s; outputs in {os.path.abspath(args.workdir)}")
+    print(f"done in {time.time() - start:.1f}s; outputs in {paths.resolve(args.workdir)}")
     return 0
 
 

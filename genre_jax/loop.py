@@ -33,7 +33,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from genre_jax import parallel
+from genre_jax import parallel, paths, preemption
 from genre_jax.checkpoint import PhaseCheckpoints
 from genre_jax.errors import GenreError
 from genre_jax.settings import Loop, Optim
@@ -94,7 +94,7 @@ class StepProfiler:
     Each traced step is annotated with its phase and number and waited for, so steps do not overlap."""
 
     def __init__(self, steps: int, out_dir: str):
-        self.steps, self.out_dir = int(steps), os.path.abspath(out_dir)
+        self.steps, self.out_dir = int(steps), paths.resolve(out_dir)
         self.calls, self.traced, self.active = 0, 0, False
 
     def call(self, name: str, step, *args):
@@ -254,6 +254,7 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
             best_step = epoch + 1 if phase.start_competes else epoch
             ckpt.save("best", best_step, state.params, {**phase.meta, "epoch": epoch, select_name: select})
         ckpt.save("last", epoch, state, progress)
+        preemption.check(f"{phase.folder} epoch {epoch + 1}/{cfg.max_epochs}")
         first = next(iter(train_stats))
         bar.set_postfix({first: f"{train_stats[first]:.4f}", "val": f"{select:.4f}",
                          "best": f"{progress['best_val']:.4f}"})
@@ -266,16 +267,26 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
 
 class Board:
     """TensorBoard scalars of one phase (``tensorboard --logdir <workdir>/tensorboard``), written by
-    the main process with tensorboardX (no TensorFlow); the writer opens at the first epoch."""
+    the main process with tensorboardX (no TensorFlow); the writer opens at the first epoch.
+
+    tensorboardX writes gs:// itself with ``google-cloud-storage`` and s3:// with ``boto3``; a bucket
+    workdir without that package (or of another scheme) gets no scalars and one warning, since
+    the scalars are only a view of ``log.jsonl``, which is written in any case."""
 
     def __init__(self, log_dir: str):
-        self.log_dir, self.writer = log_dir, None
+        self.log_dir, self.writer, self.off = log_dir, None, False
 
     def scalars(self, step: int, values: dict) -> None:
-        if not parallel.is_main_process():
+        if not parallel.is_main_process() or self.off:
             return
         if self.writer is None:
             from tensorboardX import SummaryWriter
+            missing = board_unsupported(self.log_dir)
+            if missing:
+                print(f"warning: no TensorBoard scalars in {self.log_dir}: {missing}; log.jsonl has the same "
+                      f"values", file=sys.stderr)
+                self.off = True
+                return
             self.writer = SummaryWriter(self.log_dir)
         for name, value in values.items():
             self.writer.add_scalar(name, float(value), step)
@@ -286,12 +297,24 @@ class Board:
             self.writer.close()
 
 
+def board_unsupported(log_dir: str) -> str:
+    """Why tensorboardX cannot write to ``log_dir`` (a bucket URI), or "" when it can."""
+    found = paths.scheme(log_dir)
+    if found is None:
+        return ""
+    from tensorboardX import record_writer
+    package = {"gs": ("GCS_ENABLED", "google-cloud-storage"), "s3": ("S3_ENABLED", "boto3")}.get(found)
+    if found not in record_writer.REGISTERED_FACTORIES or package is None:
+        return f"tensorboardX cannot write {found}:// paths"
+    return "" if getattr(record_writer, package[0], False) else f"tensorboardX needs {package[1]} for {found}://"
+
+
 def truncate_log(path: str, num_epochs: int) -> None:
     """Drops log lines of epochs after the resumed checkpoint (a crash may have logged them first)."""
-    if not os.path.exists(path) or not parallel.is_main_process():
+    if not parallel.is_main_process() or not paths.exists(path):
         return
     kept = []
-    with open(path) as f:
+    with paths.open(path) as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -303,20 +326,12 @@ def truncate_log(path: str, num_epochs: int) -> None:
                 continue
             if isinstance(record, dict) and record.get("epoch", num_epochs) < num_epochs:
                 kept.append(line if line.endswith("\n") else line + "\n")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(kept)
-    os.replace(tmp, path)
+    paths.write_atomic(path, "".join(kept))
 
 
 def append_log(path: str, record: dict) -> None:
-    """One ``os.write`` of the whole line in append mode, so a kill leaves the line or nothing
+    """One write of the whole line (``paths.append_line``), so a kill leaves the line or nothing
     (at worst a torn tail, which ``truncate_log`` drops on resume)."""
     if not parallel.is_main_process():
         return
-    data = (json.dumps(record) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+    paths.append_line(path, json.dumps(record) + "\n")

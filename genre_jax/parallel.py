@@ -60,6 +60,15 @@ def to_host(x) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+def any_process(flag: bool) -> bool:
+    """True on every process when ``flag`` is true on any of them (a collective on several hosts:
+    call it at the same point on all of them)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+    return bool(np.asarray(multihost_utils.process_allgather(np.asarray([int(bool(flag))]))).any())
+
+
 def is_main_process() -> bool:
     """Only process 0 writes JSON, logs and tables; Orbax coordinates checkpoint writes itself."""
     return jax.process_index() == 0

@@ -12,13 +12,13 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-import shutil
 import sys
 from typing import Any, NamedTuple
 
 import jax
 
-from genre_jax import checkpoint, evaluate, gbdt, loop, methods, models, parallel, rl, settings, train
+from genre_jax import (checkpoint, evaluate, gbdt, loop, methods, models, parallel, paths, preemption, rl, settings,
+                       train)
 from genre_jax.checkpoint import PhaseCheckpoints
 from genre_jax.context import RunContext, encode_splits
 from genre_jax.data import load_for_config
@@ -63,48 +63,56 @@ def run(config, workdir: str, profile_steps: int = 0, profile_dir: str = "") -> 
     tokenizer = make_tokenizer(config.tokenizer, data.splits["train"].z)
     model = models.make_model(config.model, tokenizer)
     run_settings = settings.resolve(config, tokenizer)
-    workdir = os.path.abspath(workdir)
+    workdir = paths.resolve(workdir)  # a local folder (made absolute) or a bucket URI such as gs://b/run
+    paths.check_backend(workdir)
+    profile_dir = paths.resolve(profile_dir or os.path.join(workdir, "profile"))
+    if profile_steps > 0 and paths.is_remote(profile_dir):  # jax.profiler writes its Perfetto trace locally
+        raise GenreError(f"--profile writes to a local folder, not {profile_dir}; pass --profile_dir=<local folder>")
+    if paths.exists(workdir) and not paths.isdir(workdir):
+        raise GenreError(f"--workdir {workdir} is a file; expected a folder (created if missing)")
     checkpoint.check_workdir_matches(workdir, config)
     params = models.init_params(model, data.preprocessor.num_features, tokenizer.length,
                                 jax.random.key(run_settings.seed))
     arrays, clipped = encode_splits(data, tokenizer)
     meta = {"config": config.to_dict(), "tokenizer": tokenizer.spec(), "preprocessor": data.preprocessor.to_dict()}
-    profiler = loop.StepProfiler(profile_steps, profile_dir or os.path.join(workdir, "profile")) \
+    profiler = loop.StepProfiler(profile_steps, profile_dir) \
         if profile_steps > 0 else None
     ctx = RunContext(run_settings, arrays, float(data.preprocessor.y_std), model, tokenizer, config.model.to_dict(),
                      parallel.data_mesh(), workdir, meta, data, profiler)
 
-    created = not os.path.exists(workdir)
+    created = not paths.exists(workdir)
     with checkpoint.WorkdirLock(workdir):  # a second launch on this workdir stops here, with one line
         write_json_atomic(os.path.join(workdir, "config.json"), {
             "config": config.to_dict(), "seed": ctx.seed, "identity": checkpoint.model_identity(config),
             "versions": versions(), "devices": [str(d) for d in jax.devices()], "command": sys.argv,
             "tokenizer": tokenizer.spec(), "clipped_targets": clipped})
         earlier = read_phases(workdir, config.dataset, ctx.seed)
-        phases = run_settings.phases
+        phases, results = run_settings.phases, {}
         try:
             trained = _train(ctx, params) if run_settings.trains() else _restore_existing(ctx, params)
-            results = _evaluate(ctx, trained, earlier) if "eval" in phases else {}
+            if "eval" in phases:
+                _evaluate(ctx, trained, earlier, results)
             if "gbdt" in phases:
                 results[gbdt.METHOD] = gbdt.evaluate_lightgbm(data, gbdt.fit_lightgbm(data, seed=ctx.seed))
-        except GenreError:
+        except (GenreError, OSError):
             if created and not PhaseCheckpoints(workdir, methods.only("ce").folder).has("best"):
-                shutil.rmtree(workdir, ignore_errors=True)  # nothing worth resuming: leave no half-written folder
+                paths.rmtree(workdir)  # nothing worth resuming: leave no half-written folder
             raise
         finally:
             if profiler is not None:
                 profiler.close()
-        # timings apart, so two runs of one seed write byte-identical results.json files
-        timings = {name: {"wall_time_s": entry.pop("wall_time_s")} for name, entry in results.items()
-                   if "wall_time_s" in entry}
-        if results:
-            merge_into_results(workdir, config.dataset, ctx.seed, results)
-        if timings:
-            merge_timings(workdir, timings)
-    summary = {"dataset": config.dataset, "seed": ctx.seed, "phases": results}
-    if results:
-        merge_into_results(workdir, config.dataset, ctx.seed, results)
-    return summary
+            if results and paths.isdir(workdir):  # what finished is kept, also when a later step fails or stops
+                _write_results(workdir, config.dataset, ctx.seed, results)
+    return {"dataset": config.dataset, "seed": ctx.seed, "phases": results}
+
+
+def _write_results(workdir: str, dataset: str, seed: int, results: dict) -> None:
+    # timings apart, so two runs of one seed write byte-identical results.json files
+    timings = {name: {"wall_time_s": entry.pop("wall_time_s")} for name, entry in results.items()
+               if "wall_time_s" in entry}
+    merge_into_results(workdir, dataset, seed, results)
+    if timings:
+        merge_timings(workdir, timings)
 
 
 def _train(ctx, params) -> dict[str, Trained]:
@@ -120,6 +128,7 @@ def _train(ctx, params) -> dict[str, Trained]:
         trained[method.name] = Trained(method, best, progress)
         if kind == "ce":
             ce_params = best
+        preemption.check(f"the {method.name} phase")
     return trained
 
 
@@ -135,7 +144,7 @@ def _restore_existing(ctx, params) -> dict[str, Trained]:
     found = {}
     for kind in TRAINERS:
         method = ctx.settings.method(kind)
-        if not os.path.isdir(os.path.join(ctx.workdir, method.folder)):
+        if not paths.isdir(os.path.join(ctx.workdir, method.folder)):
             continue
         ckpt = PhaseCheckpoints(ctx.workdir, method.folder)
         if not ckpt.has("best"):
@@ -149,14 +158,16 @@ def _restore_existing(ctx, params) -> dict[str, Trained]:
     return found
 
 
-def _evaluate(ctx, trained: dict[str, Trained], earlier: dict) -> dict:
-    results = {}
+def _evaluate(ctx, trained: dict[str, Trained], earlier: dict, results: dict) -> None:
+    """Evaluates every trained method into ``results`` ({name: entry}), one method at a time."""
     config = ctx.meta["config"]
     for name, (method, params, progress) in trained.items():
         ckpt = PhaseCheckpoints(ctx.workdir, method.folder)
-        # the digest check runs before any reuse: a damaged best checkpoint is an error, never evaluated,
-        # and a replaced one (same step, other bytes) is evaluated again
-        stamp = {"best_step": ckpt.best_step(), "checksum": ckpt.digest("best"),
+        # ``params`` came through a checksum-verified restore, so a damaged best checkpoint never gets
+        # here; a replaced one (same step, other values) is evaluated again. The digest is of the
+        # values, not the folder, whose Orbax metadata holds write times: identical runs keep
+        # byte-identical results.json files.
+        stamp = {"best_step": ckpt.best_step(), "params_digest": checkpoint.tree_digest(params),
                  "eval": settings.without_later_fields("eval", config["eval"])}
         if method.kind == "head":  # heads sample with their own settings
             stamp["head"] = settings.without_later_fields("head", config["head"])
@@ -171,4 +182,4 @@ def _evaluate(ctx, trained: dict[str, Trained], earlier: dict) -> dict:
         results[name]["stamp"] = stamp
         if progress:
             results[name]["selection"] = {k: progress.get(k) for k in ("best_epoch", "start_val", "best_val")}
-    return results
+        preemption.check(f"evaluating {name}")

@@ -18,8 +18,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from genre_jax import calibration, exact, methods, models, sampling
-from genre_jax.checkpoint import PhaseCheckpoints
+from genre_jax import calibration, exact, methods, models, paths, sampling
+from genre_jax.checkpoint import CHECKSUMS, PhaseCheckpoints
 from genre_jax.data import Preprocessor, RawSplit
 from genre_jax.errors import GenreError
 from genre_jax.tokenizers import tokenizer_from_spec
@@ -40,9 +40,12 @@ def trained_methods(workdir: str) -> list[str]:
     for name in methods.NAMES:
         spec = methods.METHODS[name]
         folder = os.path.join(workdir, spec.folder) if spec.decoder and spec.folder else None
-        if folder and os.path.isdir(os.path.join(folder, "best")):
+        if folder and paths.isdir(os.path.join(folder, "best")):
             last = os.path.join(folder, "last")
-            found.append((os.path.getmtime(last if os.path.isdir(last) else folder), name))
+            # a bucket "folder" has no time of its own; the checksums.json beside the steps is rewritten
+            # at every save
+            stamp = os.path.join(last, CHECKSUMS) if paths.is_remote(last) else last
+            found.append((paths.getmtime(stamp if paths.exists(stamp) else folder), name))
     return [name for _, name in sorted(found)]
 
 
@@ -58,7 +61,8 @@ class Predictor:
     @classmethod
     def from_workdir(cls, workdir: str, method: str | None = None) -> "Predictor":
         """The best checkpoint of a decoder ``method`` (ce, an RL or a token-level method) in
-        ``workdir``; None = the decoder method trained last there."""
+        ``workdir`` (a local folder or a bucket URI); None = the decoder method trained last there."""
+        paths.check_backend(workdir)
         if method is None:
             trained = trained_methods(workdir)
             if not trained:
@@ -70,7 +74,7 @@ class Predictor:
             raise GenreError(f"Predictor.from_workdir: {method!r} is a {spec.kind} method; the Predictor reads "
                              f"number-decoder checkpoints (ce, RL and token-level methods)")
         path = os.path.join(workdir, spec.folder)
-        ckpt = PhaseCheckpoints(workdir, spec.folder) if os.path.isdir(path) else None
+        ckpt = PhaseCheckpoints(workdir, spec.folder) if paths.isdir(path) else None
         meta = ckpt.meta("best") if ckpt is not None else None
         if meta is None:
             raise GenreError(f"{path}: no best checkpoint; train {method} first (--config.phases={spec.kind},eval)")

@@ -6,10 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 accel=${GENRE_JAX_ACCELERATOR:-${1:-cpu}}
+# tpu also gets the packages a gs:// workdir needs (docs/accelerators.md, "Bucket workdirs")
 case "$accel" in
-  cpu) extra="" ;;
-  cuda12) extra="jax[cuda12]==0.10.2" ;;
-  tpu) extra="jax[tpu]==0.10.2" ;;
+  cpu) extra=() ;;
+  cuda12) extra=("jax[cuda12]==0.10.2") ;;
+  tpu) extra=("jax[tpu]==0.10.2" "gcsfs==2026.10.1" "google-cloud-storage==3.17.1") ;;
   *) echo "error: accelerator '$accel': expected cpu, cuda12 or tpu" >&2; exit 2 ;;
 esac
 if [ ! -x .venv/bin/python ]; then
@@ -20,8 +21,8 @@ if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ pyproject.toml -n
     || [ "$(cat "$stamp")" != "$accel" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.txt
-  if [ -n "$extra" ]; then
-    .venv/bin/python -m pip install -q "$extra"
+  if [ ${#extra[@]} -gt 0 ]; then
+    .venv/bin/python -m pip install -q "${extra[@]}"
   fi
   .venv/bin/python -m pip install -q --no-deps -e .
   echo "$accel" > "$stamp"

@@ -37,7 +37,7 @@ import pytest  # noqa: E402
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # launch.py, experiments/ and tools/ live at the repository root
 
-from fakes import write_talent_dataset  # noqa: E402
+from fakes import fake_bucket, write_talent_dataset  # noqa: E402
 
 
 @pytest.fixture
@@ -98,3 +98,12 @@ def tiny_config():
         return config
 
     return make
+
+
+@pytest.fixture
+def bucket(tmp_path):
+    """A fake ``gs://bucket`` (``bucket.URI``) whose objects are the files under ``tmp_path/bucket``
+    (``fakes.FakeBucket``)."""
+    (tmp_path / "bucket").mkdir()
+    with fake_bucket(tmp_path / "bucket") as fake:
+        yield fake

@@ -1,8 +1,11 @@
 """Synthetic inputs the tests write to disk (a TALENT-format dataset folder, measured-program rows),
-and the library's samplers compiled whole for tests that call them directly (run eagerly, each of
-their ops would compile on its own: seconds per call)."""
+a fake bucket (``gs://bucket`` served from a local folder), and the library's samplers compiled
+whole for tests that call them directly (run eagerly, each of their ops would compile on its own:
+seconds per call)."""
+import contextlib
 import gzip
 import json
+import os
 import pathlib
 
 import jax
@@ -55,3 +58,55 @@ def write_code_rows(path, n=120, seed=0, hub=False):
         for r in rows:
             f.write(json.dumps(r) + "\n")
     return rows
+
+
+class FakeBucket:
+    """``gs://bucket/...`` served from the local folder ``root``: the library's remote code path
+    (``etils.epath``) runs for real, its file-system calls land on local files. ``calls`` lists
+    (operation, path, ...) for every call epath made, so a test can tell which paths went remote
+    and how a file was written. A POSIX folder is not an object store: what the fake shows is that
+    the bucket path is used as a URI end to end, not how GCS or S3 behave."""
+
+    URI = "gs://bucket"
+
+    def __init__(self, root):
+        self.root, self.calls = pathlib.Path(root), []
+
+    def local(self, path) -> str:
+        path = os.fspath(path)
+        return str(self.root) + path[len(self.URI):] if path.startswith(self.URI) else path
+
+    def uri(self, path) -> str:
+        path = os.fspath(path)
+        return self.URI + path[len(str(self.root)):] if path.startswith(str(self.root)) else path
+
+    def ops(self, op: str) -> list:
+        return [c[1:] for c in self.calls if c[0] == op]
+
+
+@contextlib.contextmanager
+def fake_bucket(root):
+    from etils.epath.testing import mock_epath
+
+    bucket = FakeBucket(root)
+
+    def one(fn, path, *args, **kwargs):
+        bucket.calls.append((fn.__name__, os.fspath(path), *args))
+        return fn(bucket.local(path), *args, **kwargs)
+
+    def two(fn, src, dst, **kwargs):
+        bucket.calls.append((fn.__name__, os.fspath(src), os.fspath(dst)))
+        return fn(bucket.local(src), bucket.local(dst), **kwargs)
+
+    def walk(fn, top, **kwargs):
+        bucket.calls.append(("walk", os.fspath(top)))
+        for root_, dirs, files in fn(bucket.local(top), **kwargs):
+            yield bucket.uri(root_), dirs, files
+
+    def glob(fn, pattern):
+        bucket.calls.append(("glob", os.fspath(pattern)))
+        return [bucket.uri(p) for p in fn(bucket.local(pattern))]
+
+    with mock_epath(copy=two, exists=one, glob=glob, isdir=one, listdir=one, makedirs=one, mkdir=one, open=one,
+                    remove=one, rename=two, replace=two, rmtree=one, stat=one, walk=walk):
+        yield bucket

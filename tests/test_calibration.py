@@ -53,3 +53,15 @@ def test_samples_share_the_discrete_interface():
 def test_best_temperature_takes_the_lowest_crps_and_the_lower_temperature_on_ties():
     assert calibration.best_temperature({0.5: 0.3, 1.0: 0.2, 2.0: 0.25}) == 1.0
     assert calibration.best_temperature({2.0: 0.2, 1.0: 0.2}) == 1.0
+
+
+def test_calibration_file_in_a_bucket_workdir(tmp_path, bucket):
+    fitted = {"temperature": {"value": 1.5}, "conformal": {"residuals_z": [0.1, 0.2]}}
+    out_dir = bucket.URI + "/run/eval/genre2"
+    assert calibration.load(out_dir) is None
+    (bucket.root / "run" / "eval" / "genre2").mkdir(parents=True)  # the fake is a POSIX folder
+    calibration.save(out_dir, fitted)
+    calibration.save(str(tmp_path), fitted)
+    assert calibration.load(out_dir) == fitted
+    assert (bucket.root / "run" / "eval" / "genre2" / calibration.FILE).read_bytes() == \
+        (tmp_path / calibration.FILE).read_bytes()

@@ -1,11 +1,13 @@
 import json
+import os
+import shutil
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments.configs import tabular
-from genre_jax import checkpoint
+from genre_jax import checkpoint, paths
 from genre_jax.errors import GenreError
 
 
@@ -79,6 +81,21 @@ def test_workdir_identity_check(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(GenreError, match="unreadable"):
         checkpoint.check_workdir_matches(str(tmp_path), config)
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(GenreError, match=r"config.json: holds a JSON list; expected the object"):
+        checkpoint.check_workdir_matches(str(tmp_path), config)
+
+
+def test_a_damaged_step_without_a_checksum_is_one_line(tmp_path):
+    ckpt = checkpoint.PhaseCheckpoints(str(tmp_path), "ce")
+    tree = {"w": np.arange(4096, dtype=np.float32)}
+    ckpt.save("best", 3, tree, {"epoch": 3})
+    (tmp_path / "ce" / "best" / "checksums.json").unlink()  # as written before checksums existed
+    data = max((p for p in (tmp_path / "ce" / "best" / "3").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data.write_bytes(data.read_bytes()[:len(data.read_bytes()) // 2])
+    with pytest.raises(GenreError, match=r"ce/best/3: unreadable checkpoint \(.*\); delete .*ce/best") as err:
+        ckpt.restore("best", tree)
+    assert "\n" not in str(err.value)
 
 
 def test_a_crash_between_best_and_last_saves_can_resume(tmp_path):
@@ -88,3 +105,67 @@ def test_a_crash_between_best_and_last_saves_can_resume(tmp_path):
     again = checkpoint.PhaseCheckpoints(str(tmp_path), "rl/genre2")  # the rerun saves step 0 once more
     again.save("best", 0, {"w": np.zeros(3, np.float32)}, {"epoch": -1})
     np.testing.assert_array_equal(again.restore("best", tree)[0]["w"], 0)
+
+
+def test_a_failed_write_is_one_line_and_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    ckpt = checkpoint.PhaseCheckpoints(str(tmp_path), "ce")
+    tree = {"w": np.ones(8, np.float32)}
+
+    def full_disk(self, step, *args, **kwargs):  # what tensorstore does when the disk fills mid-save
+        (tmp_path / "ce" / "last" / f"{step}.orbax-checkpoint-tmp-123").mkdir(parents=True)
+        raise ValueError('RESOURCE_EXHAUSTED: Error writing "opt_state/0" in OCDBT database')
+
+    monkeypatch.setattr(checkpoint.ocp.CheckpointManager, "save", full_disk)
+    with pytest.raises(GenreError, match=r"ce/last/2: could not write the checkpoint \(ValueError: RESOURCE_EXH"):
+        ckpt.save("last", 2, tree, {"epoch": 2})
+    assert not list((tmp_path / "ce" / "last").glob("*orbax-checkpoint-tmp*"))
+
+
+class _StepLister:
+    """Stands in for Orbax's manager on the fake bucket, listing step folders only: Orbax's own gs://
+    I/O asks the GCS API about the bucket (google-cloud-storage) and moves arrays with tensorstore's
+    gcs driver, neither of which runs offline, so Orbax itself is not exercised on a bucket here."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def all_steps(self):
+        return sorted(int(n) for n in paths.listdir(self.path) if n.isdigit()) if paths.isdir(self.path) else []
+
+    def latest_step(self):
+        return (self.all_steps() or [None])[-1]
+
+
+def test_checksums_of_a_bucket_workdir_are_read_and_checked_through_epath(tmp_path, bucket, monkeypatch):
+    local = checkpoint.PhaseCheckpoints(str(tmp_path / "w"), "ce")
+    tree = {"w": np.arange(4096, dtype=np.float32)}
+    local.save("best", 5, tree, {"epoch": 5})
+    shutil.copytree(tmp_path / "w", bucket.root / "run")  # the same files, now objects of gs://bucket/run
+    step = bucket.URI + "/run/ce/best/5"
+    assert checkpoint.folder_digest(step) == checkpoint.folder_digest(str(tmp_path / "w" / "ce" / "best" / "5"))
+    assert (step + "/_CHECKPOINT_METADATA", "rb") in bucket.ops("open")  # read as an object, not a local file
+
+    monkeypatch.setattr(checkpoint, "_manager", lambda path, keep=1: _StepLister(path))
+    remote = checkpoint.PhaseCheckpoints(bucket.URI + "/run", "ce")
+    assert remote.root == "gs://bucket/run/ce" and remote.has("best") and remote.best_step() == 5
+    assert remote.digest("best") == local.digest("best") is not None
+    _corrupt(bucket.root / "run" / "ce" / "best" / "5")
+    with pytest.raises(GenreError, match=r"^gs://bucket/run/ce/best/5: checkpoint fails its checksum .*delete "
+                                         r"gs://bucket/run/ce/best to retrain"):
+        remote.digest("best")
+
+
+def test_a_bucket_workdir_is_checked_but_not_locked(bucket, capsys):
+    config = tabular.get_config("tiny")
+    uri = bucket.URI + "/run"
+    checkpoint.check_workdir_matches(uri, config)  # nothing there yet
+    with checkpoint.WorkdirLock(uri), checkpoint.WorkdirLock(uri):  # object stores have no flock
+        pass
+    assert capsys.readouterr().err.count("warning: gs://bucket/run: a bucket workdir is not locked") == 2
+    assert os.listdir(bucket.root) == []  # no lock object left behind
+    (bucket.root / "run").mkdir()
+    config.dataset = "houses"
+    (bucket.root / "run" / "config.json").write_text(json.dumps({"identity": checkpoint.model_identity(
+        tabular.get_config("tiny"))}))
+    with pytest.raises(GenreError, match=r"workdir gs://bucket/run holds a checkpoint of a different model \(dataset"):
+        checkpoint.check_workdir_matches(uri, config)

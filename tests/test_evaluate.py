@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 
 from genre_jax import evaluate, metrics
@@ -77,3 +79,25 @@ def test_exact_evaluation_scores_the_enumerated_distribution(tmp_path, make_cont
     saved_cal = calibration.load(str(tmp_path / "eval"))
     assert calibration.summary(saved_cal) == cal and "residuals_z" not in cal["conformal"]
     np.testing.assert_allclose(saved_cal["conformal"]["residuals_z"], residuals, rtol=1e-5, atol=1e-6)
+
+
+def test_predictions_of_a_bucket_workdir_match_local_ones(tmp_path, bucket, make_context):
+    rng = np.random.default_rng(0)
+    arrays = {s: {"x": rng.normal(size=(n, 3)).astype(np.float32), "z": rng.normal(size=n).astype(np.float32)}
+              for s, n in (("train", 8), ("val", 10), ("test", 6))}
+    ctx = make_context(arrays)
+
+    def predict_fn(params, x_BF, key, temperature):  # no model to compile: a fixed spread around feature 0
+        x = np.asarray(x_BF)
+        return x[:, :1] + np.linspace(-1, 1, 4, dtype=np.float32), x[:, 0]
+
+    header = {"method": "ce", "num_samples": 4, "temperature": 1.0}
+    local, _ = evaluate.score_splits(ctx, predict_fn, None, str(tmp_path / "eval"), header)
+    remote, _ = evaluate.score_splits(ctx, predict_fn, None, bucket.URI + "/run/eval/ce", header)
+    assert remote["splits"] == local["splits"]
+    assert sorted(os.listdir(bucket.root / "run" / "eval" / "ce")) == \
+        sorted(f"predictions_{s}.npz" for s in ctx.settings.eval.splits)
+    for split in ctx.settings.eval.splits:
+        with np.load(bucket.root / "run" / "eval" / "ce" / f"predictions_{split}.npz") as got, \
+                np.load(tmp_path / "eval" / f"predictions_{split}.npz") as want:
+            assert got.files == want.files and all(np.array_equal(got[k], want[k]) for k in want.files)

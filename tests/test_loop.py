@@ -2,6 +2,7 @@
 stopping, logs, the non-finite stop, RL-style starts and resume."""
 import dataclasses
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -206,3 +207,37 @@ def test_phases_draw_distinct_streams_unless_shared(tiny_config):
     assert len({str(o) for o in orders.values()}) == len(folders)
     legacy = loop.Phase("token/ntl_was", shared.ce, None, None, ())
     np.testing.assert_array_equal(loop.epoch_order(0, legacy, 1, 50), np.random.default_rng([0, 1]).permutation(50))
+
+
+def test_a_bucket_log_is_appended_and_truncated_like_a_local_one(tmp_path, bucket, capsys):
+    local, uri = str(tmp_path / "log.jsonl"), bucket.URI + "/run/ce/log.jsonl"
+    (bucket.root / "run" / "ce").mkdir(parents=True)  # the fake is a POSIX folder: Orbax would have made it
+    for path in (local, uri):
+        for epoch in range(3):
+            loop.append_log(path, {"epoch": epoch, "loss": 0.5})
+        loop.truncate_log(path, 2)  # resumed after epoch 2: epoch 2's line goes
+        loop.append_log(path, {"epoch": 2, "loss": 0.25})
+    assert (bucket.root / "run" / "ce" / "log.jsonl").read_bytes() == (tmp_path / "log.jsonl").read_bytes()
+    assert [json.loads(line)["loss"] for line in open(local)] == [0.5, 0.5, 0.25]
+    loop.truncate_log(bucket.URI + "/run/absent.jsonl", 0)  # no log yet: nothing to do
+    assert os.listdir(bucket.root / "run" / "ce") == ["log.jsonl"]
+
+
+def test_tensorboard_on_a_bucket_needs_its_package_or_is_skipped_with_one_warning(tmp_path, monkeypatch, capsys):
+    from tensorboardX import record_writer
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(record_writer, "GCS_ENABLED", False)
+    assert loop.board_unsupported(str(tmp_path)) == ""
+    assert loop.board_unsupported("gs://b/run/tensorboard/ce") == "tensorboardX needs google-cloud-storage for gs://"
+    assert loop.board_unsupported("az://b/run") == "tensorboardX cannot write az:// paths"
+    board = loop.Board("gs://b/run/tensorboard/ce")
+    board.scalars(0, {"lr": 1.0})
+    board.scalars(1, {"lr": 1.0})
+    board.close()
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert warnings == ["warning: no TensorBoard scalars in gs://b/run/tensorboard/ce: tensorboardX needs "
+                        "google-cloud-storage for gs://; log.jsonl has the same values"]
+    assert os.listdir(tmp_path) == []  # no local folder named gs:
+    monkeypatch.setattr(record_writer, "GCS_ENABLED", True)  # with the package, tensorboardX writes gs:// itself
+    assert loop.board_unsupported("gs://b/run/tensorboard/ce") == ""

@@ -3,6 +3,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 
 import jax
 import ml_collections
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 import launch
-from genre_jax import checkpoint, loop, models, settings
+from genre_jax import checkpoint, loop, models, preemption, settings
 from genre_jax.errors import GenreError
 from genre_jax.tokenizers import tokenizer_from_spec
 
@@ -60,6 +61,31 @@ def test_interrupted_ce_resumes_to_the_same_parameters(tmp_path, toy_data_dir, m
                                                                            "log.jsonl").read()
 
 
+def test_sigterm_stops_after_the_epoch_in_progress_and_the_same_command_resumes(tmp_path, toy_data_dir, monkeypatch,
+                                                                                 tiny_config):
+    config = tiny_config(data_dir=str(toy_data_dir), dataset="toy", phases="ce,eval",
+                         **{"ce.max_epochs": 3, "ce.patience": 5, "eval.splits": "test"})
+    launch.run(config, str(tmp_path / "straight"))
+    original_save = checkpoint.PhaseCheckpoints.save
+
+    def save_then_sigterm(self, which, step, tree, meta):
+        original_save(self, which, step, tree, meta)
+        if which == "last" and step == 0:
+            os.kill(os.getpid(), signal.SIGTERM)  # the scheduler's notice arrives during epoch 1
+
+    monkeypatch.setattr(checkpoint.PhaseCheckpoints, "save", save_then_sigterm)
+    with preemption.graceful_sigterm(), pytest.raises(preemption.Stopped, match=r"ce epoch 1/3 \(saved\)"):
+        launch.run(config, str(tmp_path / "resumed"))
+    monkeypatch.setattr(checkpoint.PhaseCheckpoints, "save", original_save)
+    assert signal.getsignal(signal.SIGTERM) is not preemption._handler  # the handler is gone after the run
+    assert checkpoint.PhaseCheckpoints(str(tmp_path / "resumed"), "ce").meta("last")["epoch"] == 1
+    launch.run(config, str(tmp_path / "resumed"))  # the lock was released; CE continues from epoch 2
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7),
+                 _final_params(str(tmp_path / "straight")), _final_params(str(tmp_path / "resumed")))
+    # the same numbers, and no write time in the file (the checkpoint folders' Orbax metadata has them)
+    assert (tmp_path / "resumed" / "results.json").read_bytes() == (tmp_path / "straight" / "results.json").read_bytes()
+
+
 def test_bad_inputs_raise_one_line_errors_and_leave_nothing(tmp_path, toy_data_dir, tiny_config):
     cases = [
         (dict(data_dir=str(toy_data_dir), dataset="nope"), "nope"),
@@ -73,6 +99,23 @@ def test_bad_inputs_raise_one_line_errors_and_leave_nothing(tmp_path, toy_data_d
             launch.run(tiny_config(**overrides), str(workdir))
         assert "\n" not in str(err.value)
         assert not workdir.exists()
+
+
+def test_a_bucket_workdir_it_cannot_use_is_refused_before_any_work(tmp_path, toy_data_dir, tiny_config,
+                                                                    monkeypatch):
+    from genre_jax import paths
+    config = tiny_config(data_dir=str(toy_data_dir), dataset="toy", phases="ce")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(paths, "_importable", lambda module: False)
+    with pytest.raises(GenreError, match=r"^gs://b/run: gs:// paths need gcsfs and google-cloud-storage"):
+        launch.run(config, "gs://b/run")
+    with pytest.raises(GenreError, match=r"^ftp://b/run: unsupported scheme ftp://"):
+        launch.run(config, "ftp://b/run")
+    monkeypatch.setattr(paths, "_importable", lambda module: True)
+    with pytest.raises(GenreError, match=r"--profile writes to a local folder, not gs://b/run/profile; pass "
+                                         r"--profile_dir"):
+        launch.run(config, "gs://b/run", profile_steps=2)
+    assert os.listdir(tmp_path) == ["data"]  # no local folder named gs: or ftp:
 
 
 def test_workdir_of_a_different_model_is_refused(tmp_path, toy_data_dir, tiny_config):

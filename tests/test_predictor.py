@@ -51,3 +51,25 @@ def test_unknown_absent_or_non_decoder_methods_are_one_line_errors(tiny_run):
         with pytest.raises(GenreError, match=needle) as err:
             Predictor.from_workdir(workdir, method)
         assert "\n" not in str(err.value)
+
+
+
+def test_the_method_trained_last_in_a_bucket_workdir(bucket, monkeypatch):
+    from genre_jax import methods, paths
+    from genre_jax.predictor import trained_methods
+
+    # a bucket folder has no time of its own: the order comes from each last/checksums.json
+    for age, name in enumerate(("genre2", "ce")):
+        last = bucket.root / "run" / methods.METHODS[name].folder / "last"
+        (last.parent / "best").mkdir(parents=True)
+        last.mkdir()
+        (last / "checksums.json").write_text("{}")
+        os.utime(last / "checksums.json", (1000 + age, 1000 + age))
+        os.utime(last, (5000 - age, 5000 - age))  # the folder's own time, which a bucket lacks: not used
+    assert trained_methods(bucket.URI + "/run") == ["genre2", "ce"]
+    monkeypatch.setattr(paths, "_importable", lambda module: False)
+    with pytest.raises(GenreError, match=r"^gs://bucket/run: gs:// paths need gcsfs"):
+        Predictor.from_workdir(bucket.URI + "/run")
+    monkeypatch.setattr(paths, "_importable", lambda module: True)
+    with pytest.raises(GenreError, match=r"^gs://bucket/run/rl/remax: no best checkpoint"):
+        Predictor.from_workdir(bucket.URI + "/run", "remax")

@@ -28,7 +28,7 @@ def test_other_dataset_seed_or_unreadable_file_is_refused(tmp_path):
     (tmp_path / "results.json").write_text("{not json")
     with pytest.raises(GenreError, match="unreadable"):
         read_phases(str(tmp_path), "toy", 0)
-    for wrong_shape in ("[1, 2]", '{"phases": [1]}', '{"phases": {"ce": 3}}'):  # valid JSON, not a results file
+    for wrong_shape in ("[1, 2]", '{"results": 3}', '{"phases": [1]}', '{"phases": {"ce": 3}}'):  # valid JSON, not a results file
         (tmp_path / "results.json").write_text(wrong_shape)
         with pytest.raises(GenreError, match="not a results file"):
             read_phases(str(tmp_path), "toy", 0)
@@ -50,3 +50,19 @@ def test_a_failed_write_keeps_the_old_file(tmp_path):
     with open(path) as f:
         assert json.load(f) == {"ok": True}
     assert os.listdir(tmp_path) == ["x.json"]
+
+
+def test_a_bucket_workdir_gets_the_same_results_and_timings(tmp_path, bucket):
+    local, uri = str(tmp_path / "w"), bucket.URI + "/run"
+    for workdir in (local, uri):
+        merge_into_results(workdir, "toy", 0, {"ce": {"a": 1}})
+        merge_into_results(workdir, "toy", 0, {"genre2": {"b": 2}})
+        merge_timings(workdir, {"ce": {"wall_time_s": 1.5}})
+        merge_timings(workdir, {"genre2": {"wall_time_s": 2.0}})
+    for name in ("results.json", "timings.json"):
+        assert (bucket.root / "run" / name).read_bytes() == (tmp_path / "w" / name).read_bytes()
+    assert read_phases(uri, "toy", 0) == {"ce": {"a": 1}, "genre2": {"b": 2}}
+    with pytest.raises(GenreError, match=r"gs://bucket/run/results.json holds results for seed 0"):
+        read_phases(uri, "toy", 1)
+    assert sorted(os.listdir(bucket.root / "run")) == ["results.json", "timings.json"]
+    assert not os.path.exists("gs:")  # nothing landed in a local folder named after the scheme

@@ -268,6 +268,33 @@ def test_parallel_workers_keep_each_workdir_in_order_and_resume(data_dir, tmp_pa
     assert len(keys) == len(set(keys)) == 8
 
 
+def test_each_worker_owns_one_gpu_and_a_tpu_host_runs_one_worker(data_dir, tmp_path, monkeypatch):
+    assert suite.visible_gpus({"CUDA_VISIBLE_DEVICES": "2, 7"}) == ["2", "7"]
+    monkeypatch.setattr(suite, "visible_gpus", lambda environ=None: ["0", "3", "5"])
+    fake, busy, lock = FakeLauncher(), set(), threading.Lock()
+
+    def on_one_gpu(cmd, log_path, cwd):
+        assert cmd[0] == "env" and cmd[1].startswith("CUDA_VISIBLE_DEVICES=")
+        gpu = cmd[1].split("=")[1]
+        with lock:
+            assert gpu not in busy, "two launches on one GPU"
+            busy.add(gpu)
+        time.sleep(0.05)
+        try:
+            return fake(cmd[2:], log_path, cwd)
+        finally:
+            with lock:
+                busy.discard(gpu)
+
+    assert suite.main(_args(data_dir, tmp_path, extra=["--workers=2"]), launcher=on_one_gpu) == 0
+    used = {r["command"].split()[1] for r in _rows(tmp_path)}
+    assert used <= {"CUDA_VISIBLE_DEVICES=0", "CUDA_VISIBLE_DEVICES=3"} and len(_rows(tmp_path)) == 8
+    assert suite.main(_args(data_dir, tmp_path, extra=["--workers=4"]), launcher=fake) == 2  # 3 GPUs
+    with pytest.raises(ValueError, match="TPU host"):
+        suite.DeviceSlots(2, gpus=[], tpu=True)
+    assert suite.DeviceSlots(1, gpus=[], tpu=True).prefix() == ()  # one worker: no prefix anywhere
+
+
 def test_workdir_groups_and_devices_in_rows(tmp_path):
     jobs = suite.list_jobs(["a", "b"], [0, 1], ["ce", "remax"], "cpu")
     groups = suite.workdir_groups(jobs)

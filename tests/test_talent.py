@@ -225,6 +225,43 @@ def test_constant_target(tmp_path):
     _one_line_error(excinfo)
 
 
+def test_huge_values_are_standardized_or_named_never_misdiagnosed(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=20)
+    y[3] = 1e300  # a sentinel among ordinary targets: its std overflows float64 unless scaled
+    data = load_tabular(_numeric_dataset(tmp_path / "a", y_train=y), "toy")
+    assert np.isfinite(data.splits["train"].z).all() and data.preprocessor.y_std > 1e298
+    assert "1 value(s) more than 1e+06 median absolute deviations" in capsys.readouterr().err
+    base = {s: rng.normal(size=n) for s, n in zip(SPLITS, (20, 6, 8))}
+    data = load_tabular(_numeric_dataset(tmp_path / "b", **{f"y_{s}.npy": v * 1e200 for s, v in base.items()}),
+                        "toy")  # finite, all huge: the plain variance would overflow
+    np.testing.assert_allclose(data.splits["train"].z, (base["train"] - base["train"].mean()) / base["train"].std(),
+                               rtol=1e-5, atol=1e-5)
+    x = rng.normal(size=(20, 3))
+    x[0, 1] = 1e300  # a train feature far outside float32: standardized, finite
+    data = load_tabular(_numeric_dataset(tmp_path / "c", **{"N_train.npy": x}), "toy")
+    assert np.isfinite(data.splits["train"].x).all()
+    x_test = rng.normal(size=(8, 3))
+    x_test[2, 2] = 1e300  # a test feature that no train statistic brings into float32
+    with pytest.raises(GenreError, match=r"N_test\.npy: numeric feature column 2 has values outside float32") as e:
+        load_tabular(_numeric_dataset(tmp_path / "d", **{"N_test.npy": x_test}), "toy")
+    _one_line_error(e)
+
+
+def test_an_npz_under_an_npy_name_is_named(tmp_path):
+    root = _numeric_dataset(tmp_path)
+    with open(root / "toy" / "y_train.npy", "wb") as f:
+        np.savez(f, y=np.zeros(20))
+    _expect_error(root, "toy", r"y_train\.npy is an \.npz archive \(arrays: y\); expected one array")
+
+
+def test_a_missing_info_json_is_a_visible_assumption(tmp_path, capsys):
+    root = _numeric_dataset(tmp_path)
+    (root / "toy" / "info.json").unlink()
+    read_talent(root, "toy")
+    assert "info.json not found; assuming task_type 'regression'" in capsys.readouterr().err
+
+
 def test_column_count_across_splits(tmp_path):
     root = _numeric_dataset(tmp_path, N_val=np.zeros((6, 2)))
     _expect_error(root, "toy", r"N_val\.npy has 2 columns but N_train\.npy has 3")

@@ -37,6 +37,7 @@ import difflib
 import json
 import os
 import pathlib
+import sys
 from typing import Any
 
 import numpy as np
@@ -108,9 +109,16 @@ def _dataset_folder(root: pathlib.Path, name: str) -> pathlib.Path:
 
 def _load_npy(path: pathlib.Path, allow_pickle: bool) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=allow_pickle)
+        loaded = np.load(path, allow_pickle=allow_pickle)
     except Exception as exc:  # numpy raises many types for corrupt or non-.npy files
         raise _error(f"{path} could not be read as a .npy array ({type(exc).__name__}: {exc})") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):  # np.load reads by content, not by file name
+        names = ", ".join(loaded.files) or "none"
+        loaded.close()
+        raise _error(f"{path} is an .npz archive (arrays: {names}); expected one array saved with np.save")
+    if not isinstance(loaded, np.ndarray):
+        raise _error(f"{path} holds a pickled {type(loaded).__name__}; expected one array saved with np.save")
+    return loaded
 
 
 def _read_num(path: pathlib.Path) -> np.ndarray:
@@ -154,6 +162,8 @@ def _read_y(path: pathlib.Path) -> np.ndarray:
 def _read_info(folder: pathlib.Path) -> dict:
     path = folder / "info.json"
     if not path.is_file():
+        print(f"warning: {path} not found; assuming task_type 'regression' (TALENT's own loader requires "
+              f"this file)", file=sys.stderr)
         return {}
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
@@ -276,11 +286,16 @@ def _fit_scale(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-column (mean, std) of a float [n, k] array with NaN = missing, imputation included."""
     observed = ~np.isnan(values)
     count = observed.sum(axis=0)
-    total = np.where(observed, values, 0.0).sum(axis=0)
-    mean = np.where(count > 0, total / np.maximum(count, 1), 0.0)
-    std = np.where(observed, values, mean).std(axis=0)
     lo = np.where(observed, values, np.inf).min(axis=0, initial=np.inf)
     hi = np.where(observed, values, -np.inf).max(axis=0, initial=-np.inf)
+    # Columns whose sum or variance would overflow (values near 1e300) get the statistics of
+    # values / max|value|, scaled back; the others the plain ones, bit for bit as before.
+    scale = np.maximum(np.abs(lo), np.abs(hi))  # inf for a column with no observed value
+    scale = np.where(np.isfinite(scale) & (scale > 1e150), scale, 1.0)
+    unit = np.where(observed, values, 0.0) / scale
+    mean_unit = np.where(count > 0, unit.sum(axis=0) / np.maximum(count, 1), 0.0)
+    mean = mean_unit * scale
+    std = np.where(observed, unit, mean_unit).std(axis=0) * scale
     # A constant column's std can be a rounding residue (~1e-17), not 0; test constancy exactly.
     degenerate = ~(hi > lo) | ~np.isfinite(std) | (std == 0)
     return mean, np.where(degenerate, 1.0, std)
@@ -363,9 +378,9 @@ class Preprocessor:
     def num_features(self) -> int:
         return len(self.num_mean) + len(self.cat_mean)
 
-    def transform_x(self, split: RawSplit) -> np.ndarray:
+    def transform_x(self, split: RawSplit, where: str = "split") -> np.ndarray:
         """float32 [n, num_features]: standardized numeric columns, then categorical ones."""
-        _check_raw(split, "split")
+        _check_raw(split, where)
         num = np.asarray(split.num, np.float64)
         n_cat = 0 if split.cat is None else split.cat.shape[1]
         if num.shape[1] != len(self.num_mean) or n_cat != len(self.cat_mean):
@@ -375,10 +390,14 @@ class Preprocessor:
         num_z = (np.where(np.isnan(num), mean, num) - mean) / std
         codes = _encode_all(_category_strings(split.cat, num.shape[0]), self.cat_categories, self.cat_mode)
         cat_z = (codes - np.array(self.cat_mean)) / np.array(self.cat_std)
-        return np.concatenate([num_z, cat_z], axis=1).astype(np.float32)
+        x = np.concatenate([num_z, cat_z], axis=1)
+        _check_float32(x, f"{where}: numeric feature", "the train split's mean and std")
+        return x.astype(np.float32)
 
-    def y_to_z(self, y) -> np.ndarray:
-        return ((np.asarray(y, np.float64) - self.y_mean) / self.y_std).astype(np.float32)
+    def y_to_z(self, y, where: str = "target") -> np.ndarray:
+        z = (np.asarray(y, np.float64) - self.y_mean) / self.y_std
+        _check_float32(z[:, None], where, "the train target's mean and std")
+        return z.astype(np.float32)
 
     def z_to_y(self, z) -> np.ndarray:
         return np.asarray(z, np.float64) * self.y_std + self.y_mean
@@ -421,7 +440,38 @@ def _fit_target(y: np.ndarray) -> tuple[float, float]:
     # Exact constancy check: np.std of a constant column can be a rounding residue, not 0.
     if y.max() == y.min():
         raise _error(f"train target y is constant ({float(y[0])!r}); expected a target with non-zero spread")
-    return float(y.mean()), float(y.std())
+    _warn_far_values(y, "train target y")
+    # as _fit_scale: y / max|y| where the plain sum or variance would overflow
+    scale = max(float(np.abs(y).max()), 1.0) if np.abs(y).max() > 1e150 else 1.0
+    unit = y / scale
+    return float(unit.mean() * scale), float(unit.std() * scale)
+
+
+FAR_MADS = 1e6  # a value this many median absolute deviations from the median is almost surely a sentinel
+
+
+def _warn_far_values(values: np.ndarray, where: str) -> None:
+    """One warning line for values so far from the bulk that they would set the standardization alone
+    (sentinels such as 1e300 or -999999 among ordinary values)."""
+    median = np.median(values)
+    mad = np.median(np.abs(values - median))
+    if not np.isfinite(mad) or mad == 0:
+        return
+    far = np.abs(values - median) > FAR_MADS * mad
+    if far.any():
+        print(f"warning: {where} has {int(far.sum())} value(s) more than {FAR_MADS:.0e} median absolute deviations "
+              f"from the median (the largest |value| is {float(np.abs(values).max()):.3g}); they set the "
+              f"standardization alone: check them for sentinel or corrupt values", file=sys.stderr)
+
+
+def _check_float32(values_NF: np.ndarray, where: str, scaled_by: str) -> None:
+    """Standardized values must fit float32, the dtype the model reads."""
+    bad = ~(np.abs(values_NF) <= np.finfo(np.float32).max)
+    if bad.any():
+        column = int(np.argwhere(bad)[0][1])
+        raise _error(f"{where} column {column} has values outside float32 range after standardizing with "
+                     f"{scaled_by} (the largest |z| is {float(np.abs(values_NF).max()):.3g}); expected values "
+                     f"on a scale like the train split's")
 
 
 def _check_state(pre: Preprocessor) -> None:
@@ -464,5 +514,7 @@ def load_tabular(data_dir: str | os.PathLike | None, name: str) -> TabularData:
     """Reads a TALENT dataset, fits the preprocessor on train and transforms every split."""
     raw, info = read_talent(data_dir, name)
     pre = Preprocessor.fit(raw["train"])
-    splits = {s: Split(x=pre.transform_x(r), z=pre.y_to_z(r.y), y=r.y) for s, r in raw.items()}
+    folder = _resolve_root(data_dir) / name
+    splits = {s: Split(x=pre.transform_x(r, str(folder / f"N_{s}.npy")), z=pre.y_to_z(r.y, str(folder / f"y_{s}.npy")),
+                       y=r.y) for s, r in raw.items()}
     return TabularData(name=name, splits=splits, preprocessor=pre, info=info)

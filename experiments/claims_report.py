@@ -1,0 +1,321 @@
+"""Tables and plots of a claim study's rows (experiments/claims.py): every RL run against the CE
+model it started from, per (variant, budget), with 95 % bootstrap intervals over (dataset, seed).
+
+  python experiments/claims_report.py results/claims/budget.jsonl --out=results/claims/budget
+  python experiments/claims_report.py results/claims/expert.jsonl --out=results/claims/expert
+
+Writes <out>.md (the table, the command and the rows it rests on; against TALENT's published
+results where --data_dir has them), <out>.csv (one line per run), <out>.png (ΔR², ΔRMSE, 90 %
+coverage and CRPS against the budget) and <out>_reliability.png (nominal vs observed coverage). Test split, the mean of the
+predictive distribution (exact where the tree was enumerated). Single-sample RMSE is the RMSE of one
+draw, sqrt(E[(Y - y)²]), read from the run's predictions_test.npz when its workdir is still there.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from experiments.rows import read_rows  # noqa: E402
+
+BUDGET_ORDER = ("cpu", "1of8", "1of3", "1")
+BUDGET_LABEL = {"cpu": "cpu (~60 updates)", "1of8": "1/8", "1of3": "1/3", "1": "1x"}
+
+
+def split_tag(protocol: str) -> tuple[str, str]:
+    """'claims/budget/genre2@reward@1of8' -> ('genre2@reward', '1of8'); a CE row -> ('ce…', '')."""
+    tag = protocol.split("/", 2)[-1]
+    variant, _, budget = tag.rpartition("@")
+    return (variant, budget) if variant else (tag, "")
+
+
+def ce_tag_of(variant: str) -> str:
+    """The CE a variant started from: 'ce' or 'ce-<tokenizer>' for the tokenizer study's 'remax@n4x4'."""
+    from experiments.configs import claims as claims_config
+    tail = variant.rpartition("@")[2]
+    return f"ce-{tail}" if tail in claims_config.TOKENIZERS else "ce"
+
+
+def one_sample_rmse(workdir: str) -> float:
+    """sqrt(mean over rows of E[(Y - y)^2]) for one draw Y of the test distribution; nan if unavailable."""
+    folder = os.path.join(workdir or "", "eval")
+    if not os.path.isdir(folder):
+        return math.nan
+    names = os.listdir(folder)
+    if len(names) != 1:
+        return math.nan
+    path = os.path.join(folder, names[0], "predictions_test.npz")
+    if not os.path.exists(path):
+        return math.nan
+    with np.load(path) as d:
+        y = d["target_z"].astype(np.float64)
+        if "exact_probs" in d.files:
+            probs, values = d["exact_probs"].astype(np.float64), d["exact_values_z"].astype(np.float64)
+            sq = (probs * (values[None, :] - y[:, None]) ** 2).sum(1) / probs.sum(1)
+        else:
+            sq = ((d["samples_z"].astype(np.float64) - y[:, None]) ** 2).mean(1)
+    return float(np.sqrt(sq.mean()))
+
+
+LEVELS = ("0.5", "0.8", "0.9", "0.95")
+
+
+def metrics_of(row: dict) -> dict:
+    test, cal = row.get("test") or {}, row.get("calibration") or {}
+    mean, dist = test.get("mean") or {}, test.get("distribution") or {}
+    conformal = (((cal.get("conformal") or {}).get("splits") or {}).get("test") or {}).get("coverage") or {}
+    tempered = ((cal.get("temperature") or {}).get("splits") or {}).get("test") or {}
+    raw = ((cal.get("raw") or {}).get("test") or {}).get("coverage") or {}
+    coverage = {f"cov_{kind}_{level}": cover.get(level, math.nan) for kind, cover in
+                (("raw", raw), ("T", tempered.get("coverage") or {}), ("conformal", conformal)) for level in LEVELS}
+    return {"r2": mean.get("r2", math.nan), "rmse": mean.get("rmse", math.nan),
+            "rmse_original": mean.get("rmse_original", math.nan), **coverage,
+            "cov90": dist.get("coverage_90", math.nan), "crps": dist.get("crps", math.nan),
+            "cov90_T": (tempered.get("coverage") or {}).get("0.9", math.nan), "crps_T": tempered.get("crps", math.nan),
+            "T": (cal.get("temperature") or {}).get("value", math.nan), "cov90_conformal": conformal.get("0.9", math.nan),
+            "rmse_1": one_sample_rmse(row.get("workdir", ""))}
+
+
+def paired_runs(rows: list[dict]) -> list[dict]:
+    """One record per finished RL row with its CE's metrics (same dataset, seed and CE tag)."""
+    ce = {}
+    for r in rows:
+        variant, budget = split_tag(r["protocol"])
+        if not budget and r["status"] == "ok":
+            ce[(r["dataset"], r["seed"], variant)] = metrics_of(r)
+    out = []
+    for r in rows:
+        variant, budget = split_tag(r["protocol"])
+        base = ce.get((r["dataset"], r["seed"], ce_tag_of(variant)))
+        if not budget or r["status"] != "ok" or base is None:
+            continue
+        m = metrics_of(r)
+        out.append({"dataset": r["dataset"], "seed": r["seed"], "variant": variant, "budget": budget,
+                    "best_epoch": (r.get("selection") or {}).get("best_epoch"), "wall_s": r.get("wall_time_s"),
+                    **{f"ce_{k}": v for k, v in base.items()}, **m,
+                    "d_r2": m["r2"] - base["r2"], "d_rmse": m["rmse"] - base["rmse"]})
+    return out
+
+
+def bootstrap_ci(values, num: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high): the 95 % percentile interval of the mean over resampled runs."""
+    v = np.asarray([x for x in values if np.isfinite(x)], np.float64)
+    if len(v) == 0:
+        return math.nan, math.nan, math.nan
+    if len(v) == 1:
+        return float(v[0]), math.nan, math.nan
+    means = v[np.random.default_rng(seed).integers(0, len(v), (num, len(v)))].mean(1)
+    return float(v.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def _order(budget: str) -> int:
+    return BUDGET_ORDER.index(budget) if budget in BUDGET_ORDER else len(BUDGET_ORDER)
+
+
+def summary(runs: list[dict]) -> list[dict]:
+    groups = {}
+    for r in runs:
+        groups.setdefault((r["variant"], r["budget"]), []).append(r)
+    out = []
+    for (variant, budget), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], _order(kv[0][1]))):
+        row = {"variant": variant, "budget": budget, "n": len(rs), "datasets": len({r["dataset"] for r in rs}),
+               "wins": sum(r["d_r2"] > 0 for r in rs)}
+        for key in ("d_r2", "d_rmse"):
+            row[key] = bootstrap_ci([r[key] for r in rs])
+        coverage_keys = [k for k in rs[0] if k.startswith(("cov_", "ce_cov_"))]
+        for key in ("cov90", "cov90_T", "cov90_conformal", "crps", "crps_T", "rmse_1", "ce_cov90", "ce_crps",
+                    "ce_rmse_1", *coverage_keys):
+            row[key] = float(np.nanmean([r[key] for r in rs])) if any(np.isfinite(r[key]) for r in rs) else math.nan
+        out.append(row)
+    return out
+
+
+FIELD = ("mlp", "lightgbm")  # TALENT's published methods the decoders are set against, beside the best
+
+
+def read_published(path: str) -> dict[str, dict[str, float]]:
+    """{dataset: {method: mean test RMSE (original units)}} from TALENT's published results."""
+    if not path or not os.path.exists(path):
+        return {}
+    out = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            out.setdefault(row["dataset"], {})[row["method"]] = float(row["rmse_mean"])
+    return out
+
+
+def split_kind(data_dir: str, dataset: str) -> str:
+    """'talent' (TALENT's own split files) or 'resplit' (info.json's split field; unknown = resplit)."""
+    import json
+    try:
+        with open(os.path.join(data_dir, dataset, "info.json")) as f:
+            return "talent" if json.load(f).get("split") == "talent" else "resplit"
+    except (OSError, ValueError):
+        return "resplit"
+
+
+def against_field(runs: list[dict], published: dict) -> list[dict]:
+    """Per (variant, budget) and for CE: median ratio of our test RMSE to TALENT's MLP, LightGBM and
+    best published method, with how many datasets we beat each on."""
+    groups = {}
+    for r in runs:
+        groups.setdefault((r["variant"], r["budget"]), {})[(r["dataset"], r["seed"])] = r["rmse_original"]
+        groups.setdefault(("ce", ""), {})[(r["dataset"], r["seed"])] = r["ce_rmse_original"]
+    out = []
+    for (variant, budget), ours in sorted(groups.items(), key=lambda kv: (kv[0][0] != "ce", kv[0][0], _order(kv[0][1]))):
+        row = {"variant": variant, "budget": budget}
+        for name in (*FIELD, "best"):
+            ratios = [value / (min(published[d].values()) if name == "best" else published[d][name])
+                      for (d, _), value in ours.items() if d in published and (name == "best" or name in published[d])]
+            row[name] = (float(np.median(ratios)) if ratios else math.nan, sum(x < 1 for x in ratios), len(ratios))
+        out.append(row)
+    return out
+
+
+def _fmt_ci(ci) -> str:
+    mean, low, high = ci
+    return f"{mean:+.4f}" + ("" if math.isnan(low) else f" [{low:+.4f}, {high:+.4f}]")
+
+
+def field_markdown(field: list[dict]) -> str:
+    lines = ["Against TALENT's published, tuned results (test RMSE in original units; ratio < 1: ours is "
+             "lower; median over datasets x seeds; beaten = ours lower):", "",
+             "| model | budget | vs MLP: median ratio (beaten) | vs LightGBM | vs best published |", "|---|---|---|---|---|"]
+    for f in field:
+        cells = [f"{f[n][0]:.3f} ({f[n][1]}/{f[n][2]})" for n in (*FIELD, "best")]
+        lines.append(f"| {f['variant']} | {BUDGET_LABEL.get(f['budget'], f['budget']) or '-'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown(table: list[dict], runs: list[dict], command: str) -> str:
+    lines = [f"Command: `{command}`", "",
+             f"{len(runs)} RL runs on {len({r['dataset'] for r in runs})} datasets; test split, mean of the "
+             "predictive distribution; Δ = RL − the CE it started from; [95 % bootstrap interval over runs].", "",
+             "| variant | budget | runs (datasets) | ΔR² | ΔRMSE (z) | R² up | 90 % coverage: CE → RL → T* / conformal "
+             "| CRPS: CE → RL → T* | 1-sample RMSE: CE → RL |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for t in table:
+        lines.append(
+            f"| {t['variant']} | {BUDGET_LABEL.get(t['budget'], t['budget'])} | {t['n']} ({t['datasets']}) | "
+            f"{_fmt_ci(t['d_r2'])} | {_fmt_ci(t['d_rmse'])} | {t['wins']}/{t['n']} | "
+            f"{t['ce_cov90']:.2f} → {t['cov90']:.2f} → {t['cov90_T']:.2f} / {t['cov90_conformal']:.2f} | "
+            f"{t['ce_crps']:.4f} → {t['crps']:.4f} → {t['crps_T']:.4f} | {t['ce_rmse_1']:.4f} → {t['rmse_1']:.4f} |")
+    lines += ["", "Per dataset (ΔR²):", "", "| dataset | seed | " + " | ".join(
+        f"{t['variant']} {BUDGET_LABEL.get(t['budget'], t['budget'])}" for t in table) + " |",
+        "|---|---|" + "---|" * len(table)]
+    for dataset, seed in sorted({(r["dataset"], r["seed"]) for r in runs}):
+        cells = []
+        for t in table:
+            match = [r for r in runs if (r["dataset"], r["seed"], r["variant"], r["budget"]) ==
+                     (dataset, seed, t["variant"], t["budget"])]
+            cells.append(f"{match[0]['d_r2']:+.4f}" if match else "")
+        lines.append(f"| {dataset} | {seed} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: list[dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    variants = sorted({t["variant"] for t in table})
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    panels = [("d_r2", "ΔR² (RL − CE)"), ("d_rmse", "ΔRMSE, z (RL − CE)"), ("cov90", "test 90 % coverage"),
+              ("crps", "test CRPS (z)")]
+    for ax, (key, title) in zip(axes, panels):
+        for i, variant in enumerate(variants):
+            ts = sorted((t for t in table if t["variant"] == variant), key=lambda t: _order(t["budget"]))
+            x = np.array([_order(t["budget"]) for t in ts]) + 0.06 * (i - (len(variants) - 1) / 2)
+            if key in ("d_r2", "d_rmse"):
+                mean = np.array([t[key][0] for t in ts])
+                err = np.array([[t[key][0] - t[key][1], t[key][2] - t[key][0]] for t in ts]).T
+                ax.errorbar(x, mean, yerr=np.nan_to_num(err), marker="o", capsize=3, label=variant)
+            else:
+                ax.plot(x, [t[key] for t in ts], marker="o", label=variant)
+        if key in ("cov90", "crps"):
+            ce = [t[f"ce_{key}"] for t in table]
+            ax.axhline(float(np.nanmean(ce)), color="gray", ls="--", lw=1, label="CE")
+        if key == "cov90":
+            ax.axhline(0.9, color="black", ls=":", lw=1)
+        if key in ("d_r2", "d_rmse"):
+            ax.axhline(0, color="gray", lw=1)
+        ax.set_xticks(range(len(BUDGET_ORDER)), [BUDGET_LABEL[b] for b in BUDGET_ORDER])
+        ax.set_title(title)
+        ax.set_xlabel("RL budget (fraction of the paper's rollouts per input)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_reliability(table: list[dict], path: str) -> None:
+    """Nominal against observed test coverage of the central intervals, per variant and budget:
+    CE, RL as sampled, RL at the temperature T* fitted on validation, and split-conformal."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    levels = [float(x) for x in LEVELS]
+    fig, axes = plt.subplots(1, len(table), figsize=(3.2 * len(table), 3.3), squeeze=False)
+    for ax, t in zip(axes[0], table):
+        ax.plot([0, 1], [0, 1], color="black", ls=":", lw=1)
+        for key, label in (("ce_cov_raw", "CE"), ("cov_raw", "RL"), ("cov_T", "RL, T*"),
+                           ("cov_conformal", "RL, conformal")):
+            ax.plot(levels, [t.get(f"{key}_{lv}", math.nan) for lv in LEVELS], marker="o", label=label)
+        ax.set_title(f"{t['variant']} @ {BUDGET_LABEL.get(t['budget'], t['budget'])}", fontsize=9)
+        ax.set_xlim(0.4, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("nominal coverage")
+    axes[0][0].set_ylabel("test coverage (mean over runs)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("rows")
+    p.add_argument("--out", required=True, help="path prefix: writes <out>.md, <out>.csv, <out>.png")
+    p.add_argument("--data_dir", default=os.path.join(os.path.dirname(REPO), "shared", "datasets", "talent"),
+                   help="the TALENT folder: each dataset's info.json (split kind) and talent_published_rmse.csv "
+                        "(TALENT's published RMSEs); the comparison is skipped where they are absent")
+    args = p.parse_args(argv)
+    if not os.path.exists(args.rows):
+        print(f"error: {args.rows} not found; expected a claim study's JSONL (experiments/claims.py --out)",
+              file=sys.stderr)
+        return 2
+    runs = paired_runs(read_rows(args.rows, repair=False))
+    if not runs:
+        print(f"error: {args.rows} has no finished RL run with its CE row yet", file=sys.stderr)
+        return 2
+    table = summary(runs)
+    command = "python experiments/claims_report.py " + " ".join(
+        os.path.relpath(a, REPO) if os.path.exists(a) else a for a in [args.rows]) + f" --out={args.out}"
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    published = read_published(os.path.join(args.data_dir, "talent_published_rmse.csv"))
+    splits = {d: split_kind(args.data_dir, d) for d in {r["dataset"] for r in runs}}
+    with open(args.out + ".md", "w") as f:
+        f.write(markdown(table, runs, command))
+        for kind, title in (("talent", "datasets with TALENT's own split files"),
+                            ("resplit", "re-split datasets (same data, another split: indicative only)")):
+            field = against_field([r for r in runs if splits[r["dataset"]] == kind], published)
+            if any(not math.isnan(f_[n][0]) for f_ in field for n in FIELD):
+                f.write(f"\n### Against the field: {title}\n\n" + field_markdown(field))
+    with open(args.out + ".csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(runs[0]))
+        writer.writeheader()
+        writer.writerows(runs)
+    plot(table, args.out + ".png")
+    plot_reliability(table, args.out + "_reliability.png")
+    print(markdown(table, runs, command).split("\n\nPer dataset")[0])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The claim-study report: RL rows paired with their own CE, bootstrap intervals, the written files."""
+import json
+
+import numpy as np
+
+from experiments import claims_report
+
+
+def _row(dataset, seed, protocol, method, r2, rmse, cov=0.8, crps=0.2, status="ok"):
+    return {"dataset": dataset, "seed": seed, "protocol": protocol, "method": method, "status": status,
+            "workdir": "", "selection": {"best_epoch": 3},
+            "test": {"mean": {"r2": r2, "rmse": rmse}, "distribution": {"coverage_90": cov, "crps": crps}},
+            "calibration": {"temperature": {"value": 2.0, "splits": {"test": {"coverage": {"0.9": 0.88},
+                                                                              "crps": crps - 0.01}}},
+                            "conformal": {"splits": {"test": {"coverage": {"0.9": 0.9}}}}}}
+
+
+def test_each_rl_run_is_compared_with_the_ce_it_started_from(tmp_path):
+    rows = [_row("a", 0, "claims/tokenizer/ce", "ce", 0.50, 0.70),
+            _row("a", 0, "claims/tokenizer/ce-n4x4", "ce", 0.60, 0.60),
+            _row("a", 0, "claims/tokenizer/remax@n4x4@1of8", "remax", 0.65, 0.55, cov=0.4),
+            _row("a", 0, "claims/tokenizer/remax@1of8", "remax", 0.52, 0.69),
+            _row("a", 0, "claims/tokenizer/grpo@n4x4@1of8", "grpo", 0.1, 0.9, status="failed")]
+    runs = {(r["variant"], r["budget"]): r for r in claims_report.paired_runs(rows)}
+    assert set(runs) == {("remax@n4x4", "1of8"), ("remax", "1of8")}  # failed rows are left out
+    assert np.isclose(runs[("remax@n4x4", "1of8")]["d_r2"], 0.05)  # against ce-n4x4, not ce
+    assert np.isclose(runs[("remax", "1of8")]["d_rmse"], -0.01)
+    assert runs[("remax@n4x4", "1of8")]["ce_cov90"] == 0.8 and runs[("remax@n4x4", "1of8")]["cov90"] == 0.4
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_runs():
+    rng = np.random.default_rng(0)
+    small = claims_report.bootstrap_ci(rng.normal(0.03, 0.02, 8))
+    large = claims_report.bootstrap_ci(rng.normal(0.03, 0.02, 200))
+    for mean, low, high in (small, large):
+        assert low < mean < high
+    assert large[2] - large[1] < small[2] - small[1]
+    assert 0.025 < large[0] < 0.035
+    mean, low, high = claims_report.bootstrap_ci([0.1])
+    assert mean == 0.1 and np.isnan(low)
+
+
+def test_the_report_writes_table_csv_and_plot(tmp_path):
+    rows = [_row(d, 0, "claims/budget/ce", "ce", 0.5, 0.7) for d in ("a", "b")]
+    rows += [_row(d, 0, f"claims/budget/genre2@reward@{b}", "genre2", 0.5 + dr, 0.7 - dr)
+             for d, dr in (("a", 0.01), ("b", 0.03)) for b in ("cpu", "1of8")]
+    path = tmp_path / "budget.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert claims_report.main([str(path), f"--out={tmp_path / 'out' / 'budget'}"]) == 0
+    table = (tmp_path / "out" / "budget.md").read_text()
+    assert "| genre2@reward | 1/8 | 2 (2) | +0.0200 [+0.0100, +0.0300]" in table
+    assert "0.80 → 0.80 → 0.88 / 0.90" in table
+    assert (tmp_path / "out" / "budget.png").stat().st_size > 10_000
+    assert len((tmp_path / "out" / "budget.csv").read_text().splitlines()) == 5
+    assert claims_report.main([str(tmp_path / "missing.jsonl"), "--out=x"]) == 2
+
+
+def test_against_the_field_uses_published_rmse_in_original_units(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "info.json").write_text(json.dumps({"split": "talent"}))
+    (tmp_path / "talent_published_rmse.csv").write_text(
+        "dataset,method,rmse_mean,rmse_std\na,mlp,2.0,0\na,lightgbm,1.0,0\na,tabr,0.5,0\n")
+    assert claims_report.split_kind(str(tmp_path), "a") == "talent"
+    assert claims_report.split_kind(str(tmp_path), "b") == "resplit"  # no info.json: not claimed as TALENT's
+    runs = [{"dataset": "a", "seed": 0, "variant": "genre2@reward", "budget": "1of8", "rmse_original": 1.5,
+             "ce_rmse_original": 3.0}]
+    field = {f["variant"]: f for f in claims_report.against_field(runs, claims_report.read_published(
+        str(tmp_path / "talent_published_rmse.csv")))}
+    assert field["genre2@reward"]["mlp"] == (0.75, 1, 1) and field["genre2@reward"]["best"] == (3.0, 0, 1)
+    assert field["ce"]["lightgbm"] == (3.0, 0, 1)
