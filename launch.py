@@ -58,6 +58,11 @@ def main(argv) -> int:
     from genre_jax.evaluate import format_table
     from genre_jax.paths import resolve
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+    # Orbax's writer tasks that fail (a full disk) are logged again by asyncio when collected, with
+    # tracebacks, after the one-line error has been printed
+    import logging as std_logging
+    std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
+    sys.excepthook, sys.unraisablehook = _without_closed_loop(sys.excepthook), _without_closed_loop(sys.unraisablehook)
     _enable_compilation_cache()
     if FLAGS.multihost:
         from genre_jax import parallel
@@ -87,6 +92,17 @@ def main(argv) -> int:
         print(format_table(summary["phases"]))
     print(f"done in {time.time() - start:.1f}s; outputs in {resolve(FLAGS.workdir)}")
     return 0
+
+
+def _without_closed_loop(hook):
+    """``hook`` minus "Event loop is closed": tensorstore's callbacks of a failed Orbax write (a full
+    disk) still fire after the write's event loop closed, once per pending chunk."""
+    def filtered(*args):
+        exc = args[1] if len(args) == 3 else getattr(args[0], "exc_value", None)
+        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+            return
+        hook(*args)
+    return filtered
 
 
 def _one_line(e: BaseException) -> str:

@@ -83,16 +83,27 @@ class PhaseCheckpoints:
         manager = self._manager_of(which)
         if step in manager.all_steps():  # a crash between two saves left this step; Orbax won't overwrite it
             manager.delete(step)
+        from absl import logging as absl_logging
+        verbosity = absl_logging.get_verbosity()
+        # Orbax's writer threads log a failed write with its traceback before the save raises; the
+        # error below says it in one line
+        absl_logging.set_verbosity(absl_logging.FATAL)
         try:
             manager.save(step, args=ocp.args.Composite(tree=ocp.args.StandardSave(tree),
                                                        meta=ocp.args.JsonSave(meta)), force=True)
             manager.wait_until_finished()
         except Exception as e:  # noqa: BLE001 -- tensorstore reports a full disk as ValueError(RESOURCE_EXHAUSTED)
+            try:  # let the manager's other writer threads end (and log, silenced) before leaving
+                manager.close()
+            except Exception:  # noqa: BLE001 -- they fail the same way
+                pass
             self._remove_partial(which)
             first = " ".join(str(e).split())[:200]
             raise GenreError(f"{os.path.join(self.root, which, str(step))}: could not write the checkpoint "
                              f"({type(e).__name__}: {first}); free space or fix permissions, then run the same "
                              f"command to resume") from None
+        finally:
+            absl_logging.set_verbosity(verbosity)
         if parallel.is_main_process():
             kept = {str(s) for s in manager.all_steps()}
             sums = {k: v for k, v in self._checksums(which).items() if k in kept}

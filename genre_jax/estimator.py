@@ -68,7 +68,7 @@ def _split_columns(X, where: str):
         if "could not convert" in str(e):
             raise ValueError(f"{where}: X has non-numeric values; pass a DataFrame for categorical columns") from None
         if "Complex data" in str(e):  # scikit-learn appends the whole array to this one
-            raise ValueError(f"{where}: X has complex values; expected real numbers") from None
+            raise ValueError(f"{where}: Complex data not supported (X has complex values); expected real numbers") from None
         raise
     _check_finite_or_nan(num, where)
     return num, None, None, (num.shape[1], 0)

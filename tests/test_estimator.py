@@ -5,6 +5,7 @@ import os
 import pickle
 
 import numpy as np
+import scipy.sparse
 import pandas as pd
 import pytest
 from sklearn.base import clone
@@ -79,8 +80,14 @@ def test_bad_inputs_are_one_line_value_errors(fitted):
          "unknown config field 'model.width'"),
         (lambda: model.predict(X.rename(columns={"b": "beta"})), r"columns differ from those seen in fit \(\['beta'\]"),
         (lambda: model.predict(X, aggregate="mode"), "aggregate must be mean, median or greedy"),
+        # scikit-learn's wording, which its estimator checks look for
+        (lambda: model.predict(X.to_numpy()[:, :2].astype(float)), "X has 2 features, but GenReRegressor is expecting 3"),
+        (lambda: GenReRegressor().fit(np.ones((20, 2)) + 0j, y), "Complex data not supported"),
+        (lambda: GenReRegressor().fit(np.empty((20, 0)), y), r"0 feature\(s\) \(shape=\(20, 0\)\)"),
     ]
     for call, message in cases:
         with pytest.raises(ValueError, match=message) as err:
             call()
         assert "\n" not in str(err.value)
+    with pytest.raises(TypeError, match="Sparse data was passed for X, but dense data is required"):
+        GenReRegressor().fit(scipy.sparse.csr_array(np.ones((20, 2))), y)

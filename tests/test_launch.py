@@ -3,9 +3,12 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
+
+import launch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,3 +51,15 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, toy_data_dir):
         assert len(lines) == 1, proc.stderr
         assert not workdir.exists()
 
+
+
+def test_only_closed_event_loop_reports_are_silenced():
+    seen = []
+    hook = launch._without_closed_loop(lambda *args: seen.append(args))
+    hook(RuntimeError, RuntimeError("Event loop is closed"), None)  # sys.excepthook's arguments
+    hook(types.SimpleNamespace(exc_value=RuntimeError("Event loop is closed")))  # sys.unraisablehook's
+    assert seen == []
+    other = RuntimeError("something else")
+    hook(RuntimeError, other, None)
+    hook(types.SimpleNamespace(exc_value=ValueError("x")))
+    assert len(seen) == 2 and seen[0][1] is other

@@ -171,11 +171,13 @@ def main(argv=None) -> int:
         w = fresh("results_shape")
         json.dump({"results": 3}, open(os.path.join(w, "results.json"), "w"))
         record("results.json of the wrong shape", launch_cmd(w), w, "error naming the file")
-        w = fresh("two")
-        proc = subprocess.Popen(launch_cmd(w, BUNDLED, "--config.eval.num_samples=16"), env=ENV, cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(8)
-        record("second launch on a busy workdir", launch_cmd(w), w, "refused, one line")
+        w = os.path.join(root, "two")  # trains from scratch, so the first launch holds the lock a while
+        proc = subprocess.Popen(launch_cmd(w), env=ENV, cwd=REPO, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        lock = os.path.join(w, ".lock")
+        while proc.poll() is None and not (os.path.exists(lock) and os.path.getsize(lock) > 0):
+            time.sleep(0.1)
+        record("second launch on a busy workdir", launch_cmd(w), w, "refused, one line", existed=True)
         proc.wait()
         record("the first launch of that pair, afterwards: resumes", launch_cmd(w), w, "exit 0")
 
