@@ -81,12 +81,15 @@ def _check_finite_or_nan(num: np.ndarray, where: str) -> None:
 
 
 def _check_y(y, n: int, where: str) -> np.ndarray:
+    if y is None:  # scikit-learn's wording
+        raise ValueError(f"{where}: GenReRegressor requires y to be passed, but the target y is None")
     try:
         y = np.asarray(y, dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError(f"{where}: y has non-numeric values; expected real-valued targets") from None
     if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
+        from sklearn.utils.validation import column_or_1d
+        y = column_or_1d(y, warn=True)  # a DataConversionWarning, as every scikit-learn regressor gives
     if y.ndim != 1:
         raise ValueError(f"{where}: y has shape {y.shape}; expected a 1-D array of targets")
     if len(y) != n:
@@ -188,8 +191,8 @@ class GenReRegressor(RegressorMixin, BaseEstimator):
                                  f"{self.validation_fraction}")
             n_val = int(np.ceil(self.validation_fraction * len(y)))
             if len(y) - n_val < 2 or n_val < 2:
-                raise ValueError(f"GenReRegressor.fit: {len(y)} rows are too few to hold out validation rows; "
-                                 f"expected at least 4 (or pass eval_set)")
+                raise ValueError(f"GenReRegressor.fit: n_samples={len(y)} rows are too few to hold out validation "
+                                 f"rows; expected at least 4 (or pass eval_set)")
             order = np.random.default_rng(self.random_state).permutation(len(y))
             val, train = order[:n_val], order[n_val:]
             pick = lambda a, rows: None if a is None else a[rows]  # noqa: E731
@@ -265,6 +268,9 @@ class GenReRegressor(RegressorMixin, BaseEstimator):
         if aggregate not in ("mean", "median", "greedy"):
             raise ValueError(f"GenReRegressor.predict: aggregate must be mean, median or greedy, got {aggregate!r}")
         num, cat = self._features(X, "GenReRegressor.predict")
+        if aggregate == "mean":  # exact where the tree is small, and then the same for a row in any batch
+            z = self.predictor_.mean_z(num, cat, num_samples=self.num_samples, seed=self.random_state)
+            return self.predictor_.preprocessor.z_to_y(z)
         return self.predictor_.predict(num, cat, num_samples=self.num_samples, seed=self.random_state)[aggregate]
 
     def sample(self, X, n: int = 128):

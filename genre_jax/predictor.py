@@ -106,10 +106,11 @@ class Predictor:
                                                       np.zeros(len(num))))
 
     @staticmethod
-    def _batched(fn, x: np.ndarray, batch_size: int) -> list:
+    def _batched(fn, x: np.ndarray, batch_size: int, fixed: bool = False) -> list:
         """``fn(x_BF, i)`` over ``batch_size``-row batches, the last one padded (one compiled shape);
-        each output trimmed back to the batch's real rows."""
-        batch, out = min(batch_size, len(x)), []
+        each output trimmed back to the batch's real rows. ``fixed``: pad even a smaller input to
+        ``batch_size`` rows, so a row's result does not depend on how many rows came with it."""
+        batch, out = (batch_size if fixed else min(batch_size, len(x))), []
         for i, start in enumerate(range(0, len(x), batch)):
             rows = x[start:start + batch]
             padded = np.concatenate([rows, np.zeros((batch - len(rows), x.shape[1]), x.dtype)])
@@ -125,14 +126,15 @@ class Predictor:
                                            num_samples, np.float32(temperature)),
             self.features(num, cat), batch_size))
 
-    def mean_z(self, num, cat=None, num_samples: int = 512, seed: int = 0, batch_size: int = 1024) -> np.ndarray:
+    def mean_z(self, num, cat=None, num_samples: int = 512, seed: int = 0, batch_size: int = 256) -> np.ndarray:
         """The predictive mean in z units: exact where the tokenizer allows at most 4,096 sequences
-        (as evaluation's ``auto``), else the mean of ``num_samples`` draws."""
+        (as evaluation's ``auto``; then a row's mean is the same bits in any batch, any order), else
+        the mean of ``num_samples`` draws."""
         if exact.num_sequences(self.tokenizer) > EXACT_MAX_SEQUENCES:
             return self.sample_z(num, cat, num_samples, 1.0, seed, batch_size)[0].mean(1)
         values_S = np.asarray(self.tokenizer.decode(exact.all_sequences(self.tokenizer)), np.float64)
         probs, = self._batched(lambda x_BF, i: exact.predict(self.model, self.params, x_BF, self.tokenizer)[:1],
-                               self.features(num, cat), batch_size)
+                               self.features(num, cat), batch_size, fixed=True)
         return probs @ values_S / probs.sum(1)
 
     def predict(self, num, cat=None, num_samples: int = 128, temperature: float = 1.0, seed: int = 0,
