@@ -67,9 +67,9 @@ def one_sample_rmse(workdir: str) -> float:
 LEVELS = ("0.5", "0.8", "0.9", "0.95")
 
 
-def metrics_of(row: dict) -> dict:
+def metrics_of(row: dict, aggregate: str = "mean") -> dict:
     test, cal = row.get("test") or {}, row.get("calibration") or {}
-    mean, dist = test.get("mean") or {}, test.get("distribution") or {}
+    mean, dist = test.get(aggregate) or {}, test.get("distribution") or {}
     conformal = (((cal.get("conformal") or {}).get("splits") or {}).get("test") or {}).get("coverage") or {}
     tempered = ((cal.get("temperature") or {}).get("splits") or {}).get("test") or {}
     raw = ((cal.get("raw") or {}).get("test") or {}).get("coverage") or {}
@@ -83,20 +83,20 @@ def metrics_of(row: dict) -> dict:
             "rmse_1": one_sample_rmse(row.get("workdir", ""))}
 
 
-def paired_runs(rows: list[dict]) -> list[dict]:
+def paired_runs(rows: list[dict], aggregate: str = "mean") -> list[dict]:
     """One record per finished RL row with its CE's metrics (same dataset, seed and CE tag)."""
     ce = {}
     for r in rows:
         variant, budget = split_tag(r["protocol"])
         if not budget and r["status"] == "ok":
-            ce[(r["dataset"], r["seed"], variant)] = metrics_of(r)
+            ce[(r["dataset"], r["seed"], variant)] = metrics_of(r, aggregate)
     out = []
     for r in rows:
         variant, budget = split_tag(r["protocol"])
         base = ce.get((r["dataset"], r["seed"], ce_tag_of(variant)))
         if not budget or r["status"] != "ok" or base is None:
             continue
-        m = metrics_of(r)
+        m = metrics_of(r, aggregate)
         out.append({"dataset": r["dataset"], "seed": r["seed"], "variant": variant, "budget": budget,
                     "best_epoch": (r.get("selection") or {}).get("best_epoch"), "wall_s": r.get("wall_time_s"),
                     **{f"ce_{k}": v for k, v in base.items()}, **m,
@@ -194,10 +194,10 @@ def field_markdown(field: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown(table: list[dict], runs: list[dict], command: str) -> str:
+def markdown(table: list[dict], runs: list[dict], command: str, aggregate: str = "mean") -> str:
     lines = [f"Command: `{command}`", "",
-             f"{len(runs)} RL runs on {len({r['dataset'] for r in runs})} datasets; test split, mean of the "
-             "predictive distribution; Δ = RL − the CE it started from; [95 % bootstrap interval over runs].", "",
+             f"{len(runs)} RL runs on {len({r['dataset'] for r in runs})} datasets; test split, {aggregate} of "
+             "the predictive distribution; Δ = RL − the CE it started from; [95 % bootstrap interval over runs].", "",
              "| variant | budget | runs (datasets) | ΔR² | ΔRMSE (z) | R² up | 90 % coverage: CE → RL → T* / conformal "
              "| CRPS: CE → RL → T* | 1-sample RMSE: CE → RL |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -282,6 +282,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("rows")
     p.add_argument("--out", required=True, help="path prefix: writes <out>.md, <out>.csv, <out>.png")
+    p.add_argument("--aggregate", default="mean", choices=("mean", "median", "greedy"),
+                   help="the point prediction scored (median for IEEE tokens, whose rare huge samples "
+                        "dominate a mean)")
     p.add_argument("--data_dir", default=os.path.join(os.path.dirname(REPO), "shared", "datasets", "talent"),
                    help="the TALENT folder: each dataset's info.json (split kind) and talent_published_rmse.csv "
                         "(TALENT's published RMSEs); the comparison is skipped where they are absent")
@@ -290,18 +293,18 @@ def main(argv=None) -> int:
         print(f"error: {args.rows} not found; expected a claim study's JSONL (experiments/claims.py --out)",
               file=sys.stderr)
         return 2
-    runs = paired_runs(read_rows(args.rows, repair=False))
+    runs = paired_runs(read_rows(args.rows, repair=False), args.aggregate)
     if not runs:
         print(f"error: {args.rows} has no finished RL run with its CE row yet", file=sys.stderr)
         return 2
     table = summary(runs)
-    command = "python experiments/claims_report.py " + " ".join(
-        os.path.relpath(a, REPO) if os.path.exists(a) else a for a in [args.rows]) + f" --out={args.out}"
+    command = (f"python experiments/claims_report.py {os.path.relpath(args.rows, REPO)} --out={args.out}"
+               + (f" --aggregate={args.aggregate}" if args.aggregate != "mean" else ""))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     published = read_published(os.path.join(args.data_dir, "talent_published_rmse.csv"))
     splits = {d: split_kind(args.data_dir, d) for d in {r["dataset"] for r in runs}}
     with open(args.out + ".md", "w") as f:
-        f.write(markdown(table, runs, command))
+        f.write(markdown(table, runs, command, args.aggregate))
         for kind, title in (("talent", "datasets with TALENT's own split files"),
                             ("resplit", "re-split datasets (same data, another split: indicative only)")):
             field = against_field([r for r in runs if splits[r["dataset"]] == kind], published)
@@ -313,7 +316,7 @@ def main(argv=None) -> int:
         writer.writerows(runs)
     plot(table, args.out + ".png")
     plot_reliability(table, args.out + "_reliability.png")
-    print(markdown(table, runs, command).split("\n\nPer dataset")[0])
+    print(markdown(table, runs, command, args.aggregate).split("\n\nPer dataset")[0])
     return 0
 
 

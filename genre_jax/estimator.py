@@ -263,8 +263,9 @@ class GenReRegressor(RegressorMixin, BaseEstimator):
         return num, cat
 
     def predict(self, X, aggregate: str = "mean"):
-        """The point prediction: the mean (default) or the median of ``num_samples`` samples, or the
-        greedy decode (``aggregate="greedy"``)."""
+        """The point prediction: the mean of the predictive distribution (default; exact when the
+        tokenizer has at most 4,096 sequences, else of ``num_samples`` samples), the median of
+        ``num_samples`` samples, or the greedy decode (``aggregate="greedy"``)."""
         if aggregate not in ("mean", "median", "greedy"):
             raise ValueError(f"GenReRegressor.predict: aggregate must be mean, median or greedy, got {aggregate!r}")
         num, cat = self._features(X, "GenReRegressor.predict")

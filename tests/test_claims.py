@@ -44,6 +44,19 @@ def test_budgets_are_fractions_of_the_papers_rollouts_or_the_cpu_protocols():
     assert "--config.rl.max_epochs=13" in flags and "--config.rl.warmup_steps=10" in flags
 
 
+@pytest.mark.parametrize("study", claims_config.STUDIES)
+def test_every_study_plans_its_variants(study, tmp_path, capsys):
+    write_talent_dataset(tmp_path / "data", "toy", n=200)
+    config = claims_config.get_config(study)
+    assert all("." not in name for name in config.variants)  # ConfigDict refuses dotted keys
+    assert claims.main([f"--study={study}", f"--data_dir={tmp_path / 'data'}", "--datasets=toy", "--dry_run",
+                        f"--out={tmp_path / 'rows.jsonl'}", f"--workroot={tmp_path / 'runs'}"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("--config.phases=rl,eval") == len(config.variants) * len(config.budgets.split(","))
+    if study == "expert":
+        assert "--config.rl.expert_weight=0.05" in printed and "genre2@lambda0p05@1of8" in printed
+
+
 def test_one_ce_per_dataset_seed_and_tokenizer_then_resume(tmp_path, capsys):
     write_talent_dataset(tmp_path / "data", "toy", n=200)
     args = [f"--data_dir={tmp_path / 'data'}", "--datasets=toy", "--study=tokenizer", "--budgets=1/8,cpu",

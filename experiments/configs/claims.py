@@ -71,7 +71,8 @@ def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
     elif study == "expert":
         c.budgets = "1/8"
         for weight in (0.0, 0.01, 0.05, 0.1, 0.2):
-            variants[f"genre2@lambda{weight:g}"] = ("genre2", "", [f"--config.rl.expert_weight={weight}"])
+            # ConfigDict keys may not hold dots: lambda0p05 is λ = 0.05
+            variants[f"genre2@lambda{weight:g}".replace(".", "p")] = ("genre2", "", [f"--config.rl.expert_weight={weight}"])
     else:
         c.budgets = "1/8"
         for tok in TOKENIZERS:
