@@ -23,7 +23,8 @@ Budgets are fractions of the paper's rollouts per input (100 epochs × 16 rollou
 Studies (``get_config(study)``; fields: study, config, datasets, seeds, budgets and the variant grid):
   budget     ReMax and GenRe² at every budget, each with rl.selection = reward (as released) and
              aggregate_rmse (validation RMSE of the exact mean).
-  expert     GenRe² at budget 1/8 with expert weight λ ∈ {0, 0.01, 0.05, 0.1 (default), 0.2}.
+  expert     GenRe² at budget 1/8 with expert weight λ ∈ {0, 0.01, 0.05 (the default for normalized
+             tokens), 0.1 (the default for IEEE tokens), 0.2}.
   tokenizer  CE → ReMax, CE → GRPO (μ = 1) and GRPO with μ = 4 passes (clipping acts) at budget 1/8,
              with the normalized tokenizer at (B, D) ∈ {(2, 8), (4, 4), (8, 3), (10, 3)} and IEEE
              (base 10, 1 exponent digit, 3 mantissa digits).
