@@ -48,10 +48,9 @@ def conformal_half_width(residuals_sorted, level: float) -> float | None:
     return float(residuals_sorted[k - 1]) if k <= n else None
 
 
-def conformal_half_widths(point_N, target_N, levels=LEVELS) -> dict[str, float | None]:
-    """Split-conformal half-widths per level from validation residuals (``conformal_half_width``)."""
-    residuals = sorted_residuals(point_N, target_N)
-    return {level_key(level): conformal_half_width(residuals, level) for level in levels}
+def conformal_half_widths(residuals_sorted, levels=LEVELS) -> dict[str, float | None]:
+    """Split-conformal half-widths per level from sorted validation residuals (``sorted_residuals``)."""
+    return {level_key(level): conformal_half_width(residuals_sorted, level) for level in levels}
 
 
 def conformal_report(point_N, target_N, half_widths: dict[str, float | None]) -> dict:

@@ -112,13 +112,12 @@ class PhaseCheckpoints:
 
     def _remove_partial(self, which: str) -> None:
         """Orbax's temporary folder of a save that failed midway (the next start would remove it too)."""
-        import shutil
         folder = os.path.join(self.root, which)
-        if paths.is_remote(folder) or not os.path.isdir(folder):
+        if not paths.isdir(folder):
             return
-        for name in os.listdir(folder):
+        for name in paths.listdir(folder):
             if "orbax-checkpoint-tmp" in name:
-                shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+                paths.rmtree(os.path.join(folder, name))
 
     def _verified_step(self, which: str) -> int | None:
         """The newest step whose folder matches its recorded digest (or has none recorded)."""

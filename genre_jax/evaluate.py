@@ -82,8 +82,7 @@ def calibrate(ctx, predict_fn, params, dists: dict, exact_values_S, how: str) ->
            "raw": {s: calibration.distribution_report(d, targets[s]) for s, d in dists.items()}}
     if how in ("conformal", "both"):
         residuals = calibration.sorted_residuals(dists["val"].mean(), targets["val"])
-        half = {calibration.level_key(level): calibration.conformal_half_width(residuals, level)
-                for level in calibration.LEVELS}
+        half = calibration.conformal_half_widths(residuals)
         out["conformal"] = {"point": "mean", "half_width_z": half,
                             "residuals_z": [round(float(r), 6) for r in residuals],  # any level, at predict time
                             "splits": {s: calibration.conformal_report(d.mean(), targets[s], half)

@@ -7,7 +7,7 @@ from genre_jax import calibration, metrics
 def test_conformal_half_width_is_the_ceil_n_plus_1_level_th_residual():
     point = np.zeros(9)
     target = np.array([0.3, -0.1, 0.9, -0.5, 0.2, 0.7, -0.4, 0.05, 1.5])  # |r| sorted: .05 .1 .2 .3 .4 .5 .7 .9 1.5
-    half = calibration.conformal_half_widths(point, target, levels=(0.5, 0.8, 0.9, 0.95))
+    half = calibration.conformal_half_widths(calibration.sorted_residuals(point, target), levels=(0.5, 0.8, 0.9, 0.95))
     assert half == {"0.5": 0.4, "0.8": 0.9, "0.9": 1.5, "0.95": None}  # ceil(10 l) = 5, 8, 9, 10 > 9
     report = calibration.conformal_report(point, target, {"0.5": 0.4})
     assert report == {"coverage": {"0.5": 5 / 9}, "width": {"0.5": 0.8}}
@@ -22,7 +22,8 @@ def test_conformal_intervals_cover_at_least_the_level_on_exchangeable_data():
         x = rng.normal(size=60)
         y = x + rng.standard_t(3, size=60)
         point = 0.5 * x
-        half = calibration.conformal_half_widths(point[:30], y[:30], levels=(0.5, 0.8, 0.9))
+        half = calibration.conformal_half_widths(calibration.sorted_residuals(point[:30], y[:30]),
+                                                 levels=(0.5, 0.8, 0.9))
         for k, q in half.items():
             covered[k].append(np.mean(np.abs(y[30:] - point[30:]) <= q))
     for k, cov in covered.items():
