@@ -26,7 +26,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from experiments import suite  # noqa: E402
+from experiments import launches, suite  # noqa: E402
 from experiments.configs import claims as claims_config  # noqa: E402
 from experiments.configs import suite_protocols as sp  # noqa: E402
 from experiments.rows import append_row, read_rows  # noqa: E402
@@ -98,7 +98,7 @@ def parse_args(argv=None):
 def main(argv=None, launcher=None) -> int:
     args = parse_args(argv)
     config = claims_config.get_config(args.study)
-    launcher = launcher or suite.SubprocessLauncher()
+    launcher = launcher or launches.SubprocessLauncher()
     data_dir = os.path.abspath(args.data_dir)
     out = os.path.abspath(args.out or os.path.join(REPO, "results", "claims", f"{args.study}.jsonl"))
     root = os.path.join(os.path.abspath(args.workroot), args.study)
@@ -123,7 +123,7 @@ def main(argv=None, launcher=None) -> int:
     done = suite.finished_keys(read_rows(out, repair=not args.dry_run), args.retry_failed)
     sizes = {d: sp.train_size(data_dir, d) for d in datasets}
     ce_failed, printed_ce, ran, failures = set(), set(), 0, 0
-    previous = signal.signal(signal.SIGTERM, suite._sigterm_as_interrupt)
+    previous = signal.signal(signal.SIGTERM, launches.sigterm_as_interrupt)
     try:
         for dataset, seed, ce_tag, name, budget, method, tokenizer, extra in plan(config, datasets, seeds, budgets,
                                                                                   names):

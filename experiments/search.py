@@ -54,7 +54,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)  # `python experiments/search.py` puts experiments/, not the repository, first
 
-from experiments import suite  # noqa: E402
+from experiments import launches, suite  # noqa: E402
 from experiments.configs import search as search_config  # noqa: E402
 from experiments.configs import suite_protocols as sp  # noqa: E402
 from genre_jax.errors import GenreError  # noqa: E402
@@ -372,7 +372,7 @@ def main(argv=None, launcher=None) -> int:
         print(f"  + per trial: {', '.join('--config.' + f for f in SEARCHED_FLAGS)}")
         return 0
 
-    launcher = launcher or suite.SubprocessLauncher()
+    launcher = launcher or launches.SubprocessLauncher()
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) \
         if threading.current_thread() is threading.main_thread() else None
     ran = failed = 0

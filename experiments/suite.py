@@ -41,32 +41,27 @@ row for them and exits with status 130 and one line; the same command then resum
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
 import datetime
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import threading
 import time
-from typing import Callable
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)  # `python experiments/suite.py` puts experiments/, not the repository, first
 
 from experiments.configs import suite_protocols as sp  # noqa: E402
+from experiments.launches import (  # noqa: E402
+    DeviceSlots, Launcher, SubprocessLauncher, last_error_line, read_text, run_in_parallel, sigterm_as_interrupt)
 from experiments.rows import append_row, read_json, read_rows, row_key  # noqa: E402
 from genre_jax import methods  # noqa: E402
 from genre_jax.errors import GenreError  # noqa: E402
 
 LAUNCH = os.path.join(REPO, "launch.py")
-
-# (command, log path, working directory) -> exit code; tests inject a fake.
-Launcher = Callable[[list, str, str], int]
-
 
 @dataclasses.dataclass(frozen=True)
 class Job:
@@ -151,67 +146,6 @@ def launch_command(job: Job, config, data_dir: str, workdir: str, python: str = 
     return cmd + sp.launch_overrides(config, job.dataset, job.method, data_dir, authors)
 
 
-class SubprocessLauncher:
-    """Runs one launch per call, logging to ``log_path``; ``stop_all`` ends the launches still running.
-
-    Worker threads wait on their launches, so an interrupt that only reaches the suite (``kill -INT``,
-    a SIGTERM from a scheduler) would leave them running, finishing work nobody records; the suite
-    therefore stops them itself."""
-
-    def __init__(self):
-        self._live: set[subprocess.Popen] = set()
-        self._lock = threading.Lock()
-
-    def __call__(self, cmd: list, log_path: str, cwd: str) -> int:
-        with open(log_path, "w") as log:
-            log.write(shlex.join(cmd) + "\n")
-            log.flush()
-            with subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd) as process:
-                with self._lock:
-                    self._live.add(process)
-                try:
-                    return process.wait()
-                except BaseException:  # an interrupt in this (main) thread: end the child before leaving
-                    _stop(process)
-                    raise
-                finally:
-                    with self._lock:
-                        self._live.discard(process)
-
-    def stop_all(self) -> None:
-        with self._lock:
-            live = list(self._live)
-        for process in live:
-            _stop(process)
-
-
-def _stop(process: subprocess.Popen, grace_s: float = 30.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace_s``; launch.py resumes a cut phase from its checkpoints."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def last_error_line(text: str) -> str:
-    """The last 'error: ...' line (launch's one-line failures), else the last non-empty line."""
-    # Progress bars rewrite their line with \r; only the last segment is what was left on screen.
-    lines = [seg.strip() for line in text.splitlines() for seg in line.split("\r")[-1:] if seg.strip()]
-    errors = [line for line in lines if line.startswith("error:")]
-    return (errors or lines or [""])[-1]
-
-
-def _read_text(path: str) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
 def build_row(job: Job, workdir: str, command: list, wall_time_s: float, results: dict | None = None,
               config_json: dict | None = None, error: str | None = None, returncode: int | None = 0) -> dict:
     """The JSONL row of one finished job: metrics when ``error`` is None, else a failure row."""
@@ -246,47 +180,6 @@ def run_job(job: Job, config, data_dir: str, workroot: str, launcher: Launcher, 
     return launch_row(job, cmd, workdir, log_path, launcher)
 
 
-def visible_gpus(environ=os.environ) -> list[str]:
-    """The GPUs a launch would see: CUDA_VISIBLE_DEVICES when set, else those ``nvidia-smi -L`` lists."""
-    if "CUDA_VISIBLE_DEVICES" in environ:
-        return [d.strip() for d in environ["CUDA_VISIBLE_DEVICES"].split(",") if d.strip() not in ("", "-1")]
-    try:
-        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [str(i) for i, _ in enumerate(line for line in listing.splitlines() if line.startswith("GPU "))]
-
-
-def tpu_present() -> bool:
-    import glob
-    return bool(glob.glob("/dev/accel*")) or os.path.exists("/dev/vfio/0")
-
-
-class DeviceSlots:
-    """One command prefix per worker thread, held for the thread's life: on a GPU host
-    ``env CUDA_VISIBLE_DEVICES=<gpu>``, so no two workers share a GPU (JAX preallocates most of a
-    GPU's memory per process); elsewhere nothing."""
-
-    def __init__(self, workers: int, gpus: list[str] | None = None, tpu: bool | None = None):
-        gpus = visible_gpus() if gpus is None else gpus
-        tpu = (not gpus and tpu_present()) if tpu is None else tpu
-        if workers > 1 and gpus and workers > len(gpus):
-            raise ValueError(f"--workers={workers} but {len(gpus)} GPU(s) are visible ({','.join(gpus)}); each "
-                             f"worker needs its own GPU: use --workers={len(gpus)} or fewer")
-        if workers > 1 and tpu:
-            raise ValueError(f"--workers={workers} on a TPU host: every launch takes all the chips; use --workers=1")
-        prefixes = [("env", f"CUDA_VISIBLE_DEVICES={g}") for g in gpus[:workers]] if workers > 1 and gpus else \
-            [()] * max(1, workers)
-        self._free, self._local = list(prefixes), threading.local()
-        self._lock = threading.Lock()
-
-    def prefix(self) -> tuple[str, ...]:
-        if not hasattr(self._local, "prefix"):
-            with self._lock:
-                self._local.prefix = self._free.pop(0)
-        return self._local.prefix
-
-
 def launch_row(job: Job, cmd: list, workdir: str, log_path: str, launcher: Launcher) -> dict:
     """Runs one launch (logging to ``log_path``) and returns its row: metrics, or the failure."""
     start = time.monotonic()
@@ -295,7 +188,7 @@ def launch_row(job: Job, cmd: list, workdir: str, log_path: str, launcher: Launc
     results = read_json(os.path.join(workdir, "results.json"))
     config_json = read_json(os.path.join(workdir, "config.json"))
     if returncode != 0:
-        error = last_error_line(_read_text(log_path)) or f"exit code {returncode}"
+        error = last_error_line(read_text(log_path)) or f"exit code {returncode}"
         return build_row(job, workdir, cmd, wall, config_json=config_json, error=error, returncode=returncode)
     if not results or job.method not in results.get("phases", {}):
         error = f"launch exited 0 but {workdir}/results.json has no {job.method!r} entry"
@@ -359,38 +252,6 @@ def workdir_groups(jobs) -> list[list[Job]]:
     return list(groups.values())
 
 
-def run_in_parallel(jobs, run: Callable[[Job], dict], state: _RunState, workers: int,
-                    stop_launches: Callable[[], None] | None = None) -> None:
-    """Up to ``workers`` workdirs at once, each workdir's jobs one after another (its CE first).
-
-    An interrupt stops every worker before its next job and ends the running launches
-    (``stop_launches``); the runs it cut short write no row: they are pending for the next start,
-    like the one a serial suite was running when killed."""
-    stop = threading.Event()
-
-    def work(group):
-        for job in group:
-            if stop.is_set():
-                return
-            row = run(job)
-            if stop.is_set():
-                return
-            state.record(job, row)
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(work, group) for group in workdir_groups(jobs)]
-        try:
-            for future in concurrent.futures.as_completed(futures):
-                future.result()
-        except BaseException:
-            stop.set()
-            for future in futures:
-                future.cancel()
-            if stop_launches is not None:
-                stop_launches()
-            raise
-
-
 # ---------------------------------------------------------------------------------------------
 # CLI
 
@@ -410,10 +271,6 @@ def parse_args(argv=None):
     parser.add_argument("--retry_failed", action="store_true", help="re-run jobs whose row says failed")
     parser.add_argument("--dry_run", action="store_true", help="print the pending commands and exit")
     return parser.parse_args(argv)
-
-
-def _sigterm_as_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def main(argv=None, launcher: Launcher | None = None) -> int:
@@ -468,7 +325,7 @@ def main(argv=None, launcher: Launcher | None = None) -> int:
         return run_job(job, config, data_dir, workroot, launcher, authors, prefix=slots.prefix())
 
     # A scheduler's SIGTERM takes the same path as Ctrl-C: launches stopped, finished rows kept.
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) \
+    previous = signal.signal(signal.SIGTERM, sigterm_as_interrupt) \
         if threading.current_thread() is threading.main_thread() else None
     try:
         if args.workers <= 1:
@@ -476,7 +333,7 @@ def main(argv=None, launcher: Launcher | None = None) -> int:
                 bar.set_postfix_str(f"{job.dataset}/seed{job.seed}/{job.method}")
                 state.record(job, run(job))
         else:
-            run_in_parallel(todo, run, state, args.workers, getattr(launcher, "stop_all", None))
+            run_in_parallel(workdir_groups(todo), run, state.record, args.workers, getattr(launcher, "stop_all", None))
     except KeyboardInterrupt:
         bar.close()
         print(f"interrupted: {bar.n - (len(jobs) - len(todo))} run(s) finished this time, rows in {out}; "

@@ -1,4 +1,4 @@
-"""Synthetic inputs the tests write to disk (a TALENT-format dataset folder, measured-program rows),
+"""Synthetic inputs the tests write to disk (TALENT-format dataset folders, measured-program rows),
 a fake bucket (``gs://bucket`` served from a local folder), and the library's samplers compiled
 whole for tests that call them directly (run eagerly, each of their ops would compile on its own:
 seconds per call)."""
@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from genre_jax import sampling
+from genre_jax.data import SPLITS
 
 sample = jax.jit(sampling.sample, static_argnums=(0, 4, 5, 6), static_argnames="greedy")
 predict = jax.jit(sampling.predict, static_argnums=(0, 4, 5, 6))
@@ -110,3 +111,53 @@ def fake_bucket(root):
     with mock_epath(copy=two, exists=one, glob=glob, isdir=one, listdir=one, makedirs=one, mkdir=one, open=one,
                     remove=one, rename=two, replace=two, rmtree=one, stat=one, walk=walk):
         yield bucket
+
+
+def write_arrays(folder: pathlib.Path, arrays: dict, info: dict | None = None) -> pathlib.Path:
+    """Each array saved under its file name in folder, and info.json when given."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for fname, arr in arrays.items():
+        np.save(folder / fname, arr, allow_pickle=True)
+    if info is not None:
+        (folder / "info.json").write_text(json.dumps(info))
+    return folder
+
+
+def numeric_talent_folder(tmp_path, name="toy", rows=(20, 6, 8), n_num=3, seed=0, **overrides):
+    """<tmp_path>/<name>: random numeric splits of the given row counts; overrides replace files by name."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n in zip(SPLITS, rows):
+        arrays[f"N_{split}.npy"] = rng.normal(size=(n, n_num))
+        arrays[f"y_{split}.npy"] = rng.normal(size=n)
+    arrays.update(overrides)
+    write_arrays(tmp_path / name, arrays, {"task_type": "regression"})
+    return tmp_path
+
+
+def categorical_talent_folder(tmp_path, name="cats"):
+    """<tmp_path>/<name>: one numeric and two categorical columns, no info.json."""
+    # Column 0 has missing spellings; column 1 has a val/test category never seen in train.
+    c_train = np.array(
+        [["b", "x"], ["a", "x"], [None, "y"], ["b", "x"], [np.nan, "y"], ["", "x"], ["NaN", "x"]],
+        dtype=object,
+    )
+    c_val = np.array([["a", "zzz"], ["None", "y"]], dtype=object)
+    c_test = np.array([["c", "x"], ["b", "w"]], dtype=object)
+    arrays = {
+        "N_train.npy": np.array([[1.0], [np.nan], [3.0], [5.0], [np.nan], [7.0], [2.0]]),
+        "N_val.npy": np.array([[np.nan], [100.0]]),
+        "N_test.npy": np.array([[0.0], [np.nan]]),
+        "C_train.npy": c_train, "C_val.npy": c_val, "C_test.npy": c_test,
+        "y_train.npy": np.arange(7, dtype=np.int64), "y_val.npy": np.array([1, 2]),
+        "y_test.npy": np.array([[3.0], [4.0]]),  # (n, 1) like auction_verification
+    }
+    write_arrays(tmp_path / name, arrays)  # no info.json: allowed
+    return tmp_path
+
+
+def one_line_message(excinfo) -> str:
+    """The raised error's message, checked to be one non-empty line."""
+    message = str(excinfo.value)
+    assert "\n" not in message and message.strip() == message and message
+    return message

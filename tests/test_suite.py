@@ -2,13 +2,12 @@
 import json
 import os
 import shutil
-import sys
 import threading
 import time
 
 import pytest
 
-from experiments import suite
+from experiments import launches, suite
 from experiments.configs import suite_protocols as sp
 from experiments.rows import row_key
 from fakes import write_talent_dataset
@@ -232,12 +231,6 @@ def test_failures_are_rows_and_dependents_of_a_failed_ce_are_not_launched(data_d
         suite.list_jobs(["toy", "toy2"], [0], ["ce", "genre2", "riemann", "lightgbm"], "cpu"), rows, True) == []
 
 
-def test_last_error_line():
-    assert suite.last_error_line("a\nTraceback\nValueError: x\n") == "ValueError: x"
-    assert suite.last_error_line("error: first\nmore\nerror: second\n100%|###|\r") == "error: second"
-    assert suite.last_error_line("") == ""
-
-
 def test_dry_run_and_bad_dataset(data_dir, tmp_path, capsys):
     assert suite.main(_args(data_dir, tmp_path, extra=["--dry_run"]), launcher=FakeLauncher()) == 0
     out = capsys.readouterr().out.strip().splitlines()
@@ -268,9 +261,8 @@ def test_parallel_workers_keep_each_workdir_in_order_and_resume(data_dir, tmp_pa
     assert len(keys) == len(set(keys)) == 8
 
 
-def test_each_worker_owns_one_gpu_and_a_tpu_host_runs_one_worker(data_dir, tmp_path, monkeypatch):
-    assert suite.visible_gpus({"CUDA_VISIBLE_DEVICES": "2, 7"}) == ["2", "7"]
-    monkeypatch.setattr(suite, "visible_gpus", lambda environ=None: ["0", "3", "5"])
+def test_each_worker_owns_one_gpu(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(launches, "visible_gpus", lambda environ=None: ["0", "3", "5"])
     fake, busy, lock = FakeLauncher(), set(), threading.Lock()
 
     def on_one_gpu(cmd, log_path, cwd):
@@ -290,9 +282,6 @@ def test_each_worker_owns_one_gpu_and_a_tpu_host_runs_one_worker(data_dir, tmp_p
     used = {r["command"].split()[1] for r in _rows(tmp_path)}
     assert used <= {"CUDA_VISIBLE_DEVICES=0", "CUDA_VISIBLE_DEVICES=3"} and len(_rows(tmp_path)) == 8
     assert suite.main(_args(data_dir, tmp_path, extra=["--workers=4"]), launcher=fake) == 2  # 3 GPUs
-    with pytest.raises(ValueError, match="TPU host"):
-        suite.DeviceSlots(2, gpus=[], tpu=True)
-    assert suite.DeviceSlots(1, gpus=[], tpu=True).prefix() == ()  # one worker: no prefix anywhere
 
 
 def test_workdir_groups_and_devices_in_rows(tmp_path):
@@ -304,24 +293,6 @@ def test_workdir_groups_and_devices_in_rows(tmp_path):
     row = suite.build_row(jobs[0], str(tmp_path), ["x"], 1.0, results, {"versions": {}, "devices": ["cuda:0"]})
     assert row["devices"] == ["cuda:0"]
     assert "devices" not in suite.build_row(jobs[0], str(tmp_path), ["x"], 1.0, results, {"versions": {}})
-
-
-def test_subprocess_launcher_logs_and_stop_all_ends_running_launches(tmp_path):
-    launcher = suite.SubprocessLauncher()
-    log = tmp_path / "ok.log"
-    assert launcher([sys.executable, "-c", "print('hello')"], str(log), str(tmp_path)) == 0
-    assert log.read_text().splitlines()[1] == "hello"  # first line: the command
-
-    codes = []
-    worker = threading.Thread(target=lambda: codes.append(launcher(
-        [sys.executable, "-c", "import time; time.sleep(60)"], str(tmp_path / "slow.log"), str(tmp_path))))
-    start = time.monotonic()
-    worker.start()
-    while not launcher._live and time.monotonic() - start < 10:
-        time.sleep(0.05)
-    launcher.stop_all()
-    worker.join(timeout=20)
-    assert not worker.is_alive() and codes and codes[0] != 0 and time.monotonic() - start < 20
 
 
 def test_paper_protocol_names_missing_rows_and_refuses_malformed_values(data_dir, tmp_path, capsys):

@@ -1,12 +1,11 @@
-"""Regression data: TALENT tabular folders and code-metric program files; ``load_for_config`` picks one."""
+"""Regression data: TALENT tabular folders (talent.py, preprocessed by preprocess.py) and code-metric
+program files; ``load_for_config`` picks one."""
 from genre_jax.errors import GenreError
 
+from genre_jax.data.preprocess import MISSING_CATEGORY, Preprocessor, RawSplit
 from genre_jax.data.talent import (
     BUNDLED_DIR,
-    MISSING_CATEGORY,
     SPLITS,
-    Preprocessor,
-    RawSplit,
     Split,
     TabularData,
     load_tabular,

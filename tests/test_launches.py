@@ -1,0 +1,82 @@
+"""Launching subprocesses: the logging launcher and its stop, device slots per worker, groups run side by side."""
+import sys
+import threading
+import time
+
+import pytest
+
+from experiments import launches
+
+
+def test_last_error_line():
+    assert launches.last_error_line("a\nTraceback\nValueError: x\n") == "ValueError: x"
+    assert launches.last_error_line("error: first\nmore\nerror: second\n100%|###|\r") == "error: second"
+    assert launches.last_error_line("") == ""
+
+
+def test_device_slots_one_gpu_per_worker_and_one_worker_on_a_tpu_host():
+    assert launches.visible_gpus({"CUDA_VISIBLE_DEVICES": "2, 7"}) == ["2", "7"]
+    assert launches.visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
+    slots = launches.DeviceSlots(2, gpus=["0", "3", "5"], tpu=False)
+    prefixes = []
+    threads = [threading.Thread(target=lambda: prefixes.append(slots.prefix())) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(prefixes) == [("env", "CUDA_VISIBLE_DEVICES=0"), ("env", "CUDA_VISIBLE_DEVICES=3")]
+    with pytest.raises(ValueError, match="3 GPU"):
+        launches.DeviceSlots(4, gpus=["0", "3", "5"], tpu=False)
+    with pytest.raises(ValueError, match="TPU host"):
+        launches.DeviceSlots(2, gpus=[], tpu=True)
+    assert launches.DeviceSlots(1, gpus=[], tpu=True).prefix() == ()  # one worker: no prefix anywhere
+
+
+def test_run_in_parallel_keeps_each_group_in_order_and_an_interrupt_stops_the_rest():
+    recorded, lock = [], threading.Lock()
+
+    def run(job):
+        time.sleep(0.01)
+        return job * 10
+
+    def record(job, row):
+        with lock:
+            recorded.append((job, row))
+
+    groups = [[1, 2, 3], [4, 5], [6]]
+    launches.run_in_parallel(groups, run, record, workers=2)
+    assert sorted(recorded) == [(j, j * 10) for j in range(1, 7)]
+    for group in groups:
+        assert [j for j, _ in recorded if j in group] == group
+
+    recorded.clear()
+    stopped = []
+
+    def run_until_4(job):
+        if job == 4:
+            raise KeyboardInterrupt
+        time.sleep(0.05)
+        return job
+
+    with pytest.raises(KeyboardInterrupt):
+        launches.run_in_parallel([[1, 2, 3], [4, 5]], run_until_4, record, workers=2,
+                                 stop_launches=lambda: stopped.append(True))
+    assert stopped == [True] and 5 not in [j for j, _ in recorded] and len(recorded) <= 2
+
+
+def test_subprocess_launcher_logs_and_stop_all_ends_running_launches(tmp_path):
+    launcher = launches.SubprocessLauncher()
+    log = tmp_path / "ok.log"
+    assert launcher([sys.executable, "-c", "print('hello')"], str(log), str(tmp_path)) == 0
+    assert log.read_text().splitlines()[1] == "hello"  # first line: the command
+
+    codes = []
+    worker = threading.Thread(target=lambda: codes.append(launcher(
+        [sys.executable, "-c", "import time; time.sleep(60)"], str(tmp_path / "slow.log"), str(tmp_path))))
+    start = time.monotonic()
+    worker.start()
+    while not launcher._live and time.monotonic() - start < 10:
+        time.sleep(0.05)
+    launcher.stop_all()
+    worker.join(timeout=20)
+    assert not worker.is_alive() and codes and codes[0] != 0 and time.monotonic() - start < 20
