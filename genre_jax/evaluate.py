@@ -88,14 +88,13 @@ def calibrate(ctx, predict_fn, params, dists: dict, exact_values_S, how: str) ->
                             "splits": {s: calibration.conformal_report(d.mean(), targets[s], half)
                                        for s, d in dists.items()}}
     if how in ("temperature", "both"):
-        temperatures = calibration.TEMPERATURES
-        val_by_t = dict(zip(temperatures, _val_distributions(ctx, predict_fn, params, exact_values_S, temperatures)))
-        crps_by_t = {t: d.crps(targets["val"]) for t, d in val_by_t.items()}
+        val_by_t, crps_by_t = _val_distributions(ctx, predict_fn, params, exact_values_S, dists["val"], targets["val"])
         best = calibration.best_temperature(crps_by_t)
-        at_best = {s: val_by_t[best] if s == "val" else _decode(ctx, predict_fn, params, s, exact_values_S, best)
-                   for s in dists}
+        evaluated_at = ctx.settings.eval.temperature  # dists were decoded there, with the same keys
+        at_best = {s: val_by_t[best] if s == "val" else dists[s] if best == evaluated_at
+                   else _decode(ctx, predict_fn, params, s, exact_values_S, best) for s in dists}
         out["temperature"] = {"value": best, "criterion": "val_crps",
-                              "val_crps_by_temperature": {f"{t:g}": v for t, v in crps_by_t.items()},
+                              "val_crps_by_temperature": {f"{t:g}": crps_by_t[t] for t in sorted(crps_by_t)},
                               "splits": {s: calibration.distribution_report(d, targets[s]) for s, d in at_best.items()}}
     return out
 
@@ -107,17 +106,28 @@ def _decode(ctx, predict_fn, params, split: str, exact_values_S, temperature: fl
     return _distribution(outputs, exact_values_S)
 
 
-def _val_distributions(ctx, predict_fn, params, exact_values_S, temperatures) -> list:
-    """The validation split's predictive distribution at each temperature. Exactly: one decoder pass
-    (the tree's logits do not depend on T; ``exact.probs_at_temperatures``); sampled: one decode per T
-    with the same keys."""
+def _val_distributions(ctx, predict_fn, params, exact_values_S, val_dist, val_z) -> tuple[dict, dict]:
+    """({T: the validation split's predictive distribution}, {T: its CRPS}) over the calibration grid.
+    Exactly: every grid temperature in one decoder pass (the tree's logits do not depend on T;
+    ``exact.probs_at_temperatures``). Sampled: one decode per temperature with the same keys, at the
+    temperatures ``calibration.descend_temperatures`` visits; ``val_dist``, decoded at the evaluation
+    temperature, is reused there."""
     if exact_values_S is None:
-        return [_decode(ctx, predict_fn, params, "val", None, t) for t in temperatures]
+        by_t = {ctx.settings.eval.temperature: val_dist}
+
+        def crps_at(t):
+            if t not in by_t:
+                by_t[t] = _decode(ctx, predict_fn, params, "val", None, t)
+            return by_t[t].crps(val_z)
+
+        crps_by_t = calibration.descend_temperatures(crps_at, start=ctx.settings.eval.temperature)
+        return by_t, crps_by_t
 
     def probs(params, x_BF, temperatures_K):
         probs_KBS = exact.probs_at_temperatures(ctx.model, params, x_BF, ctx.tokenizer, temperatures_K)
         return jax.numpy.swapaxes(probs_KBS, 0, 1)
 
+    temperatures = calibration.TEMPERATURES
     probs_fn = parallel.data_parallel(probs, ctx.mesh, batch_out=True)
     batch_size = parallel.round_up(ctx.settings.eval.batch_size, ctx.mesh.size)
     temperatures_K = jax.numpy.asarray(temperatures, jax.numpy.float32)
@@ -126,7 +136,8 @@ def _val_distributions(ctx, predict_fn, params, exact_values_S, temperatures) ->
         p = probs_fn(params, parallel.shard_batch(batch["x"], ctx.mesh), temperatures_K)
         chunks.append(parallel.to_host(p)[batch["weight"] > 0])
     probs_NKS = np.concatenate(chunks)
-    return [metrics.Discrete(exact_values_S, probs_NKS[:, k]) for k in range(len(temperatures))]
+    by_t = {t: metrics.Discrete(exact_values_S, probs_NKS[:, k]) for k, t in enumerate(temperatures)}
+    return by_t, {t: d.crps(val_z) for t, d in by_t.items()}
 
 
 def score_splits(ctx, predict_fn, params, out_dir: str, header: dict, exact_values_S=None):

@@ -56,6 +56,39 @@ def test_best_temperature_takes_the_lowest_crps_and_the_lower_temperature_on_tie
     assert calibration.best_temperature({2.0: 0.2, 1.0: 0.2}) == 1.0
 
 
+def _descend(curve, start=1.0):
+    calls = []
+
+    def crps_at(t):
+        calls.append(t)
+        return curve(t)
+
+    scored = calibration.descend_temperatures(crps_at, start)
+    assert sorted(calls) == sorted(scored) and len(set(calls)) == len(calls)  # each temperature decoded once
+    return scored
+
+
+def test_temperature_descent_finds_the_grid_minimum_of_unimodal_curves_with_fewer_decodes():
+    grid = calibration.TEMPERATURES
+    for best in grid:  # a V and a smooth bowl around every grid point
+        for curve in (lambda t: abs(np.log(t) - np.log(best)), lambda t: (t - best) ** 2 + 0.1):
+            scored = _descend(curve)
+            assert calibration.best_temperature(scored) == best
+            assert calibration.best_temperature(scored) == calibration.best_temperature({t: curve(t) for t in grid})
+            assert len(scored) <= abs(grid.index(best) - grid.index(1.0)) + 3 < len(grid) + 1
+    assert sorted(_descend(lambda t: abs(t - 1.0))) == [0.85, 1.0, 1.2]  # already best: the two neighbours only
+    # a tie between neighbours goes to the lower temperature, as best_temperature does
+    flat = _descend(lambda t: 0.0 if t in (0.85, 1.0) else 1.0)
+    assert calibration.best_temperature(flat) == 0.85 == calibration.best_temperature(
+        {t: 0.0 if t in (0.85, 1.0) else 1.0 for t in grid})
+    # a start off the grid begins at the nearest grid point; a curve falling to the grid's edge walks there
+    assert calibration.best_temperature(_descend(lambda t: -t, start=1.9)) == 4.0
+    assert calibration.best_temperature(_descend(lambda t: t, start=0.6)) == 0.5
+    # where the curve is not unimodal the descent stops at the first rise (documented)
+    bumpy = {0.5: 0.0, 0.7: 0.9, 0.85: 0.8, 1.0: 0.5, 1.2: 0.6}
+    assert calibration.best_temperature(_descend(lambda t: bumpy.get(t, 1.0))) == 1.0
+
+
 def test_calibration_file_in_a_bucket_workdir(tmp_path, bucket):
     fitted = {"temperature": {"value": 1.5}, "conformal": {"residuals_z": [0.1, 0.2]}}
     out_dir = bucket.URI + "/run/eval/genre2"

@@ -101,3 +101,34 @@ def test_predictions_of_a_bucket_workdir_match_local_ones(tmp_path, bucket, make
         with np.load(bucket.root / "run" / "eval" / "ce" / f"predictions_{split}.npz") as got, \
                 np.load(tmp_path / "eval" / f"predictions_{split}.npz") as want:
             assert got.files == want.files and all(np.array_equal(got[k], want[k]) for k in want.files)
+
+
+def test_sampled_temperature_calibration_decodes_only_what_the_descent_visits(tmp_path, make_context):
+    from genre_jax import calibration
+    rng = np.random.default_rng(0)
+    arrays = {s: {"x": rng.normal(size=(n, 2)).astype(np.float32), "z": None} for s, n in
+              (("train", 8), ("val", 40), ("test", 24))}
+    for split in arrays:  # targets spread 2.2x wider than the model's samples at T = 1: the best T is above 1
+        arrays[split]["z"] = (arrays[split]["x"][:, 0] + 2.2 * 0.5 * arrays[split]["x"][:, 1]).astype(np.float32)
+    ctx = make_context(arrays)
+    offsets_G = np.linspace(-1, 1, 16, dtype=np.float32)
+    decoded = []
+
+    def predict_fn(params, x_BF, key, temperature):  # no model to compile: the spread grows with T
+        decoded.append(round(float(temperature), 6))  # float32 on the way in
+        x = np.asarray(x_BF)
+        return x[:, :1] + float(temperature) * 0.5 * np.abs(x[:, 1:2]) * offsets_G, x[:, 0]
+
+    header = {"method": "ce", "num_samples": 16, "temperature": 1.0}
+    _, dists = evaluate.score_splits(ctx, predict_fn, None, str(tmp_path / "eval"), header)
+    decoded.clear()
+    fitted = evaluate.calibrate(ctx, predict_fn, None, dists, None, "temperature")["temperature"]
+    every = {}
+    for t in calibration.TEMPERATURES:  # the whole grid, decoded independently
+        samples = arrays["val"]["x"][:, :1] + t * 0.5 * np.abs(arrays["val"]["x"][:, 1:2]) * offsets_G
+        every[t] = metrics.crps(samples, arrays["val"]["z"])
+    assert fitted["value"] == calibration.best_temperature(every) > 1.0
+    scored = {float(t): v for t, v in fitted["val_crps_by_temperature"].items()}
+    assert all(np.isclose(v, every[t]) for t, v in scored.items()) and len(scored) < len(every)
+    # one val decode per visited temperature but T = 1 (reused from the evaluation), then the test split at T*
+    assert sorted(decoded) == sorted([t for t in scored if t != 1.0] + [fitted["value"]])
