@@ -185,6 +185,7 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
     update, extras = phase.make_step(tx)
     per_step = ctx.profiler is not None
     step = jit_update(update, mesh) if per_step else jit_epoch(update, mesh)
+    tail_step = None  # the trimmed last batch's update (config.last_batch = trim), compiled when first used
     ckpt = PhaseCheckpoints(ctx.workdir, phase.folder)
     params = jax.tree.map(jnp.copy, params_init)  # the step donates its state; the caller keeps its params
     state = parallel.replicate(TrainState(jnp.zeros((), jnp.int32), params, tx.init(params)), mesh)
@@ -216,16 +217,25 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
     for epoch in bar:
         started = time.perf_counter()
         order = epoch_order(base_seed, phase, epoch, len(train["x"]))
-        batches = list(itertools.islice(parallel.padded_batches(train, batch_size, order), steps))
+        batches = list(itertools.islice(parallel.padded_batches(
+            train, batch_size, order, last_multiple=mesh.size if cfg.trim_last else 0), steps))
+        sums = []
         if per_step:
-            sums = []
             for batch in batches:
                 state, stats = ctx.profiler.call(phase.folder, step, state, parallel.shard_batch(batch, mesh), extras)
                 sums.append(stats)
         else:
-            stacked = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
-            state, stats = step(state, parallel.shard_batch(stacked, mesh, axis=1), extras)
-            sums = [stats]
+            # a trimmed last batch has its own shape: one update of its own after the scan of the others
+            tail = [batches.pop()] if len(batches[-1]["weight"]) < batch_size else []
+            if batches:
+                stacked = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+                state, stats = step(state, parallel.shard_batch(stacked, mesh, axis=1), extras)
+                sums.append(stats)
+            for batch in tail:
+                tail_step = tail_step or jit_update(update, mesh)
+                state, stats = tail_step(state, parallel.shard_batch(batch, mesh), extras)
+                sums.append(stats)
+            batches += tail
         train_stats = mean_stats(sums)
         train_s = time.perf_counter() - started
         val = phase.validate(state.params)
@@ -244,7 +254,7 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
                               f"best_{select_name}": progress["best_val"], "lr": lr})
         # timings only go to TensorBoard, so identical runs keep byte-identical logs
         timing = {"epoch_s": time.perf_counter() - started, "steps_per_s": len(batches) / train_s,
-                  "examples_per_s": len(batches) * batch_size / train_s}
+                  "examples_per_s": sum(len(b["weight"]) for b in batches) / train_s}
         if phase.rollouts_per_example:
             timing["rollouts_per_s"] = timing["examples_per_s"] * phase.rollouts_per_example
         board.scalars(epoch, {**{f"train/{k}": v for k, v in train_stats.items()},

@@ -112,13 +112,16 @@ def batch_size_for(batch_size: int, num_rows: int, mesh: Mesh) -> int:
     return round_up(min(batch_size, num_rows), mesh.size)
 
 
-def padded_batches(arrays: dict[str, np.ndarray], batch_size: int, order: np.ndarray | None = None):
-    """Yields fixed-size batches (one compiled shape) with a ``weight`` of 0 on padding rows."""
+def padded_batches(arrays: dict[str, np.ndarray], batch_size: int, order: np.ndarray | None = None,
+                   last_multiple: int = 0):
+    """Yields fixed-size batches (one compiled shape) with a ``weight`` of 0 on padding rows; with
+    ``last_multiple``, the last batch is padded only to a multiple of it (another shape, fewer rows)."""
     n = len(next(iter(arrays.values())))
     order = np.arange(n) if order is None else order
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
-        pad = batch_size - len(idx)
+        size = round_up(len(idx), last_multiple) if last_multiple and start + batch_size >= n else batch_size
+        pad = min(size, batch_size) - len(idx)
         batch = {k: np.concatenate([v[idx], np.repeat(v[idx[:1]], pad, axis=0)]) for k, v in arrays.items()}
         batch["weight"] = np.concatenate([np.ones(len(idx), np.float32), np.zeros(pad, np.float32)])
         yield batch

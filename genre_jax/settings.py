@@ -19,13 +19,14 @@ SPLITS = ("train", "val", "test")
 # The paper's expert weights: 0.05 for normalized (tabular) tokens, 0.1 for IEEE tokens.
 DEFAULT_EXPERT_WEIGHT = {"normalized": 0.05, "ieee": 0.1}
 RNG_STREAMS = ("per_phase", "shared")
+LAST_BATCH = ("pad", "trim")
 HEAD_SELECT = ("mse", "loss")
 
 # Fields added after workdirs and config files already existed, with the value that reproduces
 # those runs. A config without the field reads that value; a resumed phase or a workdir's model
 # identity leaves the field out while it holds that value, so older workdirs still match.
 LATER_FIELDS = {
-    "": {"rng_streams": "shared"},
+    "": {"rng_streams": "shared", "last_batch": "pad"},
     "model": {"final_norm": True, "dtype": "float32"},
     "ce": {"masked_loss": True},
     "rl": {"lr_floor": 1.0, "requantize_targets": False, "masked_expert": True, "selection": "reward"},
@@ -52,6 +53,7 @@ class Loop:
     section: str  # config section, named in messages
     rng_streams: str  # per_phase: the phase's own dropout/rollout keys and batch orders; shared: legacy
     batch_size: int
+    trim_last: bool  # the epoch's last, partial batch cut to its rows (one more compiled shape), not padded
     max_epochs: int
     patience: float  # epochs without improvement before stopping; inf = never
     steps_per_epoch: int  # 0 = a full pass over the train split
@@ -152,6 +154,7 @@ class _Reader:
     def __init__(self, config, name: str):
         self.cfg, self.name = config[name], name
         self.rng_streams = config.get("rng_streams", LATER_FIELDS[""]["rng_streams"])
+        self.trim_last = config.get("last_batch", LATER_FIELDS[""]["last_batch"]) == "trim"
 
     def __getattr__(self, field: str):
         return self.get(field)
@@ -197,8 +200,8 @@ class _Reader:
 
     def loop(self, optim: Optim | None = None, patience: float | None = None, steps_per_epoch: int = 0) -> Loop:
         patience = float(self.int("patience")) if patience is None else patience
-        return Loop(self.name, self.rng_streams, self.int("batch_size"), self.int("max_epochs", 0), patience, steps_per_epoch,
-                    optim or self.optim())
+        return Loop(self.name, self.rng_streams, self.int("batch_size"), self.trim_last, self.int("max_epochs", 0),
+                    patience, steps_per_epoch, optim or self.optim())
 
 
 SELECTIONS = ("reward", "aggregate_rmse")
@@ -288,8 +291,9 @@ def resolve(config, tokenizer) -> Settings:
     if "gbdt" in phases and config.get("data_format", "talent") != "talent":
         raise GenreError("config.phases: 'gbdt' needs tabular features; it does not apply to "
                          f"data_format={config.data_format!r}")
-    if config.get("rng_streams", LATER_FIELDS[""]["rng_streams"]) not in RNG_STREAMS:
-        raise GenreError(f"config.rng_streams: expected one of {list(RNG_STREAMS)}, got {config.rng_streams!r}")
+    for field, choices in (("rng_streams", RNG_STREAMS), ("last_batch", LAST_BATCH)):
+        if config.get(field, LATER_FIELDS[""][field]) not in choices:
+            raise GenreError(f"config.{field}: expected one of {list(choices)}, got {config[field]!r}")
     seed = config.seed
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise GenreError(f"config.seed: expected an integer >= 0, got {seed!r}")

@@ -123,6 +123,31 @@ def test_profiled_steps_write_a_trace_and_change_nothing(make_context, tmp_path)
     assert "perfetto_trace.json.gz" in files and any(f.endswith(".xplane.pb") for f in files)
 
 
+def test_a_trimmed_last_batch_trains_as_the_padded_one(make_context, tmp_path, monkeypatch):
+    # 100 rows in batches of 16: six full batches and one of 4 rows, padded to 16 or trimmed to 8 (8 devices)
+    runs, tails = {}, []
+
+    def jit_tail(update, mesh):  # the trimmed batch's own update: record the batch sizes it gets
+        step = loop.parallel.data_parallel(update, mesh, batch_args=(1,), donate_argnums=0)
+
+        def call(state, batch, extras):
+            tails.append(len(batch["weight"]))
+            return step(state, batch, extras)
+        return call
+
+    monkeypatch.setattr(loop, "jit_update", jit_tail)
+    for how in ("pad", "trim"):
+        c = config(max_epochs=2)
+        c.last_batch = how
+        ctx = make_context(linear_arrays(), c, workdir=tmp_path / how)
+        runs[how] = loop.run(ctx, linear_phase(ctx), {"w": np.zeros(3, np.float32)})[0], read_log(ctx)
+    assert tails == [8, 8]  # trim only: each epoch's 4-row batch, trimmed to the 8 devices
+    np.testing.assert_allclose(runs["trim"][0]["w"], runs["pad"][0]["w"], rtol=1e-5)  # the padding weighed 0
+    for a, b in zip(runs["pad"][1], runs["trim"][1]):
+        assert np.isclose(a["train_loss"], b["train_loss"], rtol=1e-5) and np.isclose(a["val_loss"], b["val_loss"],
+                                                                                      rtol=1e-5)
+
+
 def test_patience_stops_early(make_context):
     ctx = make_context(linear_arrays(), config(max_epochs=20, patience=2))
     worse = iter(range(100))  # validation gets worse every epoch after the first

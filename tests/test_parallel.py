@@ -22,6 +22,13 @@ def test_padded_batches_cover_every_row_once_with_fixed_shape():
     seen = np.concatenate([b["t"][b["weight"] > 0] for b in batches])
     np.testing.assert_array_equal(seen, order)
     assert batches[-1]["weight"].tolist() == [1, 1, 0, 0]
+    # trimmed: the last batch padded only to a multiple of the device count
+    trimmed = list(parallel.padded_batches(arrays, 4, order, last_multiple=3))
+    assert [b["x"].shape for b in trimmed] == [(4, 1), (4, 1), (3, 1)]
+    assert trimmed[-1]["weight"].tolist() == [1, 1, 0]
+    np.testing.assert_array_equal(np.concatenate([b["t"][b["weight"] > 0] for b in trimmed]), order)
+    assert [b["x"].shape for b in parallel.padded_batches(arrays, 4, order, last_multiple=8)][-1] == (4, 1)
+    assert [b["x"].shape for b in parallel.padded_batches(arrays, 5, order, last_multiple=2)] == [(5, 1)] * 2
 
 
 def test_ce_step_on_8_devices_equals_1_device():

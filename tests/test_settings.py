@@ -51,6 +51,7 @@ def test_resolved_values_are_typed_and_defaulted(tiny_config):
     ({"model.num_heads": 0}, r"config\.model\.num_heads"),
     ({"seed": -1}, r"config\.seed"),
     ({"rng_streams": "own"}, r"config\.rng_streams"),
+    ({"last_batch": "drop"}, r"config\.last_batch"),
     ({"head.targets": "edges"}, r"config\.head\.targets"),
     ({"head.tails": "zero"}, r"config\.head\.tails"),
     ({"head.select": "r2"}, r"config\.head\.select"),
@@ -85,21 +86,23 @@ def test_paper_baselines_as_released_and_quick_as_before():
     assert (paper.token.loop.max_epochs, paper.token.loop.optim.warmup_steps) == (100, 100)
     assert not paper.ce_masked_loss and not paper.token.masked_loss and not paper.rl.masked_expert
     assert paper.ce.rng_streams == paper.rl.loop.rng_streams == "per_phase"
+    assert paper.ce.trim_last and paper.rl.loop.trim_last and paper.head.loop.trim_last
     quick = settings.resolve(tabular.get_config("quick"), TOK)
     assert quick.ce_masked_loss and quick.rl.masked_expert and quick.ce.rng_streams == "shared"
+    assert not quick.ce.trim_last and not quick.rl.loop.trim_last
     assert (quick.head.mlp_hidden, quick.head.targets, quick.head.tails, quick.head.select) == (
         0, "integrated", "train_mean", "loss")
 
 
 def test_a_config_written_before_later_fields_reads_their_old_values():
     config = tabular.get_config("paper")
-    del config["rng_streams"]
+    del config["rng_streams"], config["last_batch"]
     for section, fields in settings.LATER_FIELDS.items():
         for field in fields:
             if section and field in config[section]:
                 del config[section][field]
     old = settings.resolve(config, TOK)
-    assert old.ce.rng_streams == "shared" and old.ce_masked_loss and old.rl.masked_expert
+    assert old.ce.rng_streams == "shared" and old.ce_masked_loss and old.rl.masked_expert and not old.ce.trim_last
     assert (old.head.mlp_hidden, old.head.targets, old.head.tails, old.head.select) == (0, "integrated", "train_mean",
                                                                                         "loss")
     assert (old.rl.loop.optim.lr_floor, old.rl.requantize_targets) == (1.0, False)
