@@ -238,12 +238,12 @@ def measure_module(module: str, repeats: int, timeout_s: float, max_tests: int =
         return [{"id": module, "module": module, "status": "skipped",
                  "reason": f"module failed to load: {type(e).__name__}: {e}"[:200]}]
     rows, timeouts = [], 0
-    for test in tests[: max_tests or None]:
-        row = {"id": test.id(), "module": module}
+    for case in tests[: max_tests or None]:
+        row = {"id": case.id(), "module": module}
         if timeouts >= MAX_MODULE_TIMEOUTS:  # a module whose tests hang would hold a worker for minutes
             rows.append({**row, "status": "skipped", "reason": f"timeout: module gave up after {timeouts} timeouts"})
             continue
-        found = _source_of(test)
+        found = _source_of(case)
         if found is None:
             rows.append({**row, "status": "skipped", "reason": "no source (generated or loader-made test)"})
             continue
@@ -251,7 +251,7 @@ def measure_module(module: str, repeats: int, timeout_s: float, max_tests: int =
         if not row["source"].strip():
             rows.append({**row, "status": "skipped", "reason": "empty source"})
             continue
-        rows.append({**row, **measure_test(test, repeats, timeout_s)})
+        rows.append({**row, **measure_test(case, repeats, timeout_s)})
         timeouts += rows[-1].get("reason", "").startswith("timeout")
     return rows
 
