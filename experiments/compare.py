@@ -8,7 +8,8 @@ column per method, and a last line of what changed (mean difference, wins).
 
 A cell is the test metric of the method's row (``--metric`` rmse by default, of the ``--aggregation``
 mean; point predictors carry the same numbers under every aggregation), the mean over seeds when a
-file has several; ``--wall`` appends the launch's wall time in minutes. A dataset enters when the
+file has several (a note names datasets whose seeds differ between the files); ``--wall`` appends the
+launch's wall time in minutes (mean over seeds). A method with a failed seed has no cell there. A dataset enters when the
 second file has an ``ok`` row for at least one listed method (with ``--complete``: when both files
 have one for every listed method); a missing or failed run is "–".
 Each file must hold one protocol (pass ``--protocols=a,b`` otherwise).
@@ -34,14 +35,16 @@ HIGHER_IS_BETTER = ("r2", "spearman")
 
 
 def cells(latest: dict, metric: str, aggregation: str) -> dict:
-    """{(dataset, method): (metric mean over ok seeds, wall minutes summed over them)}."""
+    """{(dataset, method): (metric mean over seeds, mean wall minutes, seeds)}, for the (dataset,
+    method) pairs whose every seed succeeded."""
     by_key: dict = {}
-    for (dataset, method, _, _), row in latest.items():
-        if row.get("status") != "ok":
-            continue
-        value = _split_metrics(row.get("test"), aggregation)[metric]
-        by_key.setdefault((dataset, method), []).append((value, row.get("wall_time_s", np.nan) / 60))
-    return {k: (float(np.mean([v for v, _ in vs])), float(np.sum([w for _, w in vs]))) for k, vs in by_key.items()}
+    for (dataset, method, seed, _), row in latest.items():
+        ok = row.get("status") == "ok"
+        value = _split_metrics(row.get("test"), aggregation)[metric] if ok else None
+        by_key.setdefault((dataset, method), []).append((seed, value, row.get("wall_time_s", np.nan) / 60))
+    return {k: (float(np.mean([v for _, v, _ in vs])), float(np.mean([w for _, _, w in vs])),
+                tuple(sorted(s for s, _, _ in vs)))
+            for k, vs in by_key.items() if all(v is not None for _, v, _ in vs)}
 
 
 def compare(a: dict, b: dict, methods, datasets, labels, metric: str, wall: bool) -> str:
@@ -59,7 +62,9 @@ def compare(a: dict, b: dict, methods, datasets, labels, metric: str, wall: bool
             lines.append("| " + " | ".join([dataset, label] + [fmt(side.get((dataset, m))) for m in methods]) + " |")
         for m in methods:
             if (dataset, m) in a and (dataset, m) in b:
-                diffs[m].append(b[(dataset, m)][0] - a[(dataset, m)][0])
+                diff = b[(dataset, m)][0] - a[(dataset, m)][0]
+                if np.isfinite(diff):  # a metric a point predictor has no value for (crps) stays out
+                    diffs[m].append(diff)
     sign = 1 if metric in HIGHER_IS_BETTER else -1
 
     def summary(values):
@@ -104,7 +109,11 @@ def main(argv=None) -> int:
             rows = read_rows(path)
             if not rows:
                 raise ValueError(f"{path}: no rows")
-            sides.append(cells(latest_rows(rows, pick_protocol(rows, protocol)), args.metric, args.aggregation))
+            try:
+                protocol = pick_protocol(rows, protocol)
+            except ValueError as e:
+                raise ValueError(f"{path}: {e}".replace("--protocol", "--protocols=<first>,<second>")) from None
+            sides.append(cells(latest_rows(rows, protocol), args.metric, args.aggregation))
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -115,6 +124,10 @@ def main(argv=None) -> int:
         sorted({d for d, m in b if m in methods}, key=str.lower)
     if args.complete:
         datasets = [d for d in datasets if all((d, m) in side for side in (a, b) for m in methods)]
+    unequal = sorted({d for d in datasets for m in methods if (d, m) in a and (d, m) in b and a[d, m][2] != b[d, m][2]})
+    if unequal:
+        print(f"note: the two files have different seeds for {', '.join(unequal)}; cells are means over each "
+              f"file's own seeds", file=sys.stderr)
     print(compare(a, b, methods, datasets, labels, args.metric, args.wall), end="")
     return 0
 

@@ -96,6 +96,7 @@ def descend_temperatures(crps_at, start: float = 1.0, temperatures=TEMPERATURES)
         return scored[grid[i]], grid[i]
 
     i = min(range(len(grid)), key=lambda k: abs(grid[k] - start))
+    score(i)
     neighbours = [j for j in (i - 1, i + 1) if 0 <= j < len(grid)]
     step = 0
     for j in neighbours:

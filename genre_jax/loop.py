@@ -217,8 +217,10 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
     for epoch in bar:
         started = time.perf_counter()
         order = epoch_order(base_seed, phase, epoch, len(train["x"]))
+        # a profiled run pads: a trimmed batch's new shape would compile inside the traced steps
+        trim = cfg.trim_last and not per_step
         batches = list(itertools.islice(parallel.padded_batches(
-            train, batch_size, order, last_multiple=mesh.size if cfg.trim_last else 0), steps))
+            train, batch_size, order, last_multiple=mesh.size if trim else 0), steps))
         sums = []
         if per_step:
             for batch in batches:

@@ -84,6 +84,7 @@ def test_temperature_descent_finds_the_grid_minimum_of_unimodal_curves_with_fewe
     # a start off the grid begins at the nearest grid point; a curve falling to the grid's edge walks there
     assert calibration.best_temperature(_descend(lambda t: -t, start=1.9)) == 4.0
     assert calibration.best_temperature(_descend(lambda t: t, start=0.6)) == 0.5
+    assert calibration.descend_temperatures(lambda t: 0.3, temperatures=(1.5,)) == {1.5: 0.3}  # a one-point grid
     # where the curve is not unimodal the descent stops at the first rise (documented)
     bumpy = {0.5: 0.0, 0.7: 0.9, 0.85: 0.8, 1.0: 0.5, 1.2: 0.6}
     assert calibration.best_temperature(_descend(lambda t: bumpy.get(t, 1.0))) == 1.0

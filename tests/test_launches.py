@@ -49,19 +49,22 @@ def test_run_in_parallel_keeps_each_group_in_order_and_an_interrupt_stops_the_re
     for group in groups:
         assert [j for j, _ in recorded if j in group] == group
 
+    # job 4 raises while job 1 runs; job 1 returns only once the launches were stopped: nothing after
+    # the interrupt is recorded and group [1, 2, 3] never reaches job 2
     recorded.clear()
-    stopped = []
+    ran, released = [], threading.Event()
 
     def run_until_4(job):
+        ran.append(job)
         if job == 4:
             raise KeyboardInterrupt
-        time.sleep(0.05)
+        released.wait(10)
         return job
 
     with pytest.raises(KeyboardInterrupt):
-        launches.run_in_parallel([[1, 2, 3], [4, 5]], run_until_4, record, workers=2,
-                                 stop_launches=lambda: stopped.append(True))
-    assert stopped == [True] and 5 not in [j for j, _ in recorded] and len(recorded) <= 2
+        launches.run_in_parallel([[1, 2, 3], [4, 5]], run_until_4, record, workers=2, stop_launches=released.set)
+    time.sleep(0.1)  # job 1's worker finishes after the pool has been left
+    assert released.is_set() and sorted(ran) == [1, 4] and recorded == []
 
 
 def test_subprocess_launcher_logs_and_stop_all_ends_running_launches(tmp_path):
