@@ -17,9 +17,7 @@ Conventions shared by every function:
 
 from __future__ import annotations
 
-
 import numpy as np
-import scipy.stats
 
 AGGREGATIONS = ("mean", "median", "greedy")
 
@@ -110,11 +108,13 @@ def _rank_correlation(scipy_fn, pred, target) -> float:
 
 def spearman(pred, target) -> float:
     """Spearman rank correlation (scipy.stats.spearmanr; ties get average ranks)."""
+    import scipy.stats  # here, not at the top: importing it costs every launch ~2 s before any work
     return _rank_correlation(scipy.stats.spearmanr, pred, target)
 
 
 def kendall(pred, target) -> float:
     """Kendall's tau-b (scipy.stats.kendalltau)."""
+    import scipy.stats
     return _rank_correlation(scipy.stats.kendalltau, pred, target)
 
 
