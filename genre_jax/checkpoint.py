@@ -26,9 +26,20 @@ IDENTITY_KEYS = ("dataset", "seed", "model", "tokenizer", "code")  # "code": cod
 # ("replica-parallel"); on 8 host devices that made a tiny model's save 8x as many slice ops, a third
 # of a CE run's time in tests. Only slices of at least this many bytes are worth splitting.
 MIN_REPLICA_SLICE_BYTES = 4 << 20
-ocp.type_handlers.register_type_handler(
-    jax.Array, ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES),
-    override=True)
+
+
+def _register_array_handler() -> None:
+    from absl import logging as absl_logging
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)  # its "overriding" warning would be a second stderr line
+    try:
+        ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(
+            min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES), override=True)
+    finally:
+        absl_logging.set_verbosity(verbosity)
+
+
+_register_array_handler()
 
 
 def _manager(path: str, keep: int = 1) -> ocp.CheckpointManager:
