@@ -29,11 +29,16 @@ MIN_REPLICA_SLICE_BYTES = 4 << 20
 
 
 def _register_array_handler() -> None:
+    """Orbax's default jax.Array handler (with its array-metadata store, which typed PRNG keys need to be
+    restored as keys; not exported, hence the private import, pinned with orbax-checkpoint) but for the
+    slice size."""
     from absl import logging as absl_logging
+    from orbax.checkpoint._src.metadata import array_metadata_store
     verbosity = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.ERROR)  # its "overriding" warning would be a second stderr line
     try:
         ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(
+            array_metadata_store=array_metadata_store.Store(),
             min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES), override=True)
     finally:
         absl_logging.set_verbosity(verbosity)
