@@ -1,17 +1,17 @@
 """Two suite results side by side: for every dataset with rows in both, one table line per file, a
 column per method, and a last line of what changed (mean difference, wins).
 
-  python experiments/compare.py results/cpu_suite.jsonl results/cpu_rerun_tokenizer.jsonl \
+  python experiments/compare.py results/cpu_suite.jsonl results/cpu_rerun_tokenizer.jsonl \\
       --labels="(2, 8);authors'" --methods=ce,remax,grpo,genre2,ntl_mse,ntl_was,dist2
-  python experiments/compare.py results/cpu_suite.jsonl results/paper_suite.jsonl --labels="cpu;paper" \
+  python experiments/compare.py results/cpu_suite.jsonl results/paper_suite.jsonl --labels="cpu;paper" \\
       --datasets=boston,stock --wall
 
 A cell is the test metric of the method's row (``--metric`` rmse by default, of the ``--aggregation``
 mean; point predictors carry the same numbers under every aggregation), the mean over seeds when a
 file has several (a note names datasets whose seeds differ between the files); ``--wall`` appends the
-launch's wall time in minutes (mean over seeds). A method with a failed seed has no cell there. A dataset enters when the
-second file has an ``ok`` row for at least one listed method (with ``--complete``: when both files
-have one for every listed method); a missing or failed run is "–".
+launch's wall time in minutes (mean over seeds). A dataset enters when the second file has an ``ok``
+row for at least one listed method (with ``--complete``: when both files have one for every listed
+method); a missing or failed run, or a method with a failed seed, is "–".
 Each file must hold one protocol (pass ``--protocols=a,b`` otherwise).
 """
 from __future__ import annotations

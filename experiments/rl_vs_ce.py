@@ -4,7 +4,7 @@ Runs launch.py once per (dataset, method) in <workroot>/<dataset>: the first met
 later ones reuse it. Finished (dataset, method) pairs are skipped, so an interrupted run resumes.
 Prints a markdown table of test RMSE (z units) and writes <workroot>/summary.json.
 
-  python experiments/rl_vs_ce.py --data_dir=/path/to/talent \
+  python experiments/rl_vs_ce.py --data_dir=/path/to/talent \\
       --datasets=cpu_act:3,airfoil_self_noise:15,concrete_compressive_strength:20 --methods=remax,genre2
 (the number after a dataset is its RL epoch budget: about 120 RL steps each at batch 128.)
 """

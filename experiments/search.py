@@ -1,10 +1,10 @@
 """Per-dataset hyperparameter search of the CE recipe with Optuna, as the paper's authors did it;
 the best trial of each dataset becomes its row of authors_hparams.csv (source=search).
 
-  python experiments/search.py --data_dir=/path/to/talent --datasets=boston,stock --trials=25 \
+  python experiments/search.py --data_dir=/path/to/talent --datasets=boston,stock --trials=25 \\
       --out=results/search/authors_hparams.csv --storage=runs/search/optuna.journal --workroot=runs/search
   python experiments/search.py --data_dir=/path/to/talent --datasets=boston --budget=paper --dry_run
-  python experiments/search.py --data_dir=/path/to/talent --datasets=boston \
+  python experiments/search.py --data_dir=/path/to/talent --datasets=boston \\
       --out=/path/to/talent/authors_hparams.csv   # straight into the file the suite reads (other rows kept)
 
 Space, trial count and seeds: experiments/configs/search.py. Sampler: TPE, each trial's sampler
@@ -318,10 +318,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _sigterm_as_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None, launcher=None) -> int:
     args = parse_args(argv)
     cfg = search_config.get_config()
@@ -373,7 +369,7 @@ def main(argv=None, launcher=None) -> int:
         return 0
 
     launcher = launcher or launches.SubprocessLauncher()
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt) \
+    previous = signal.signal(signal.SIGTERM, launches.sigterm_as_interrupt) \
         if threading.current_thread() is threading.main_thread() else None
     ran = failed = 0
     current = None

@@ -1,7 +1,7 @@
 """The experiment suite: every (dataset, seed, method) of a protocol, one JSON line per finished run.
 
   python experiments/suite.py --protocol=cpu --data_dir=/path/to/talent
-  python experiments/suite.py --protocol=cpu --data_dir=/path/to/talent --datasets=boston,cpu_act \
+  python experiments/suite.py --protocol=cpu --data_dir=/path/to/talent --datasets=boston,cpu_act \\
       --methods=ce,genre2,lightgbm --seeds=0,1 --out=results/cpu_suite.jsonl --workroot=runs/suite
   python experiments/suite.py --protocol=paper --data_dir=/path/to/talent --out=results/paper_suite.jsonl
   python experiments/summarize.py results/cpu_suite.jsonl --out=results/cpu_suite --workroot=runs/suite

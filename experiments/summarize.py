@@ -1,11 +1,11 @@
 """Paper-style summary of a suite JSONL: a markdown table, a per-dataset CSV and plots.
 
   python experiments/summarize.py results/cpu_suite.jsonl --out=results/cpu_suite
-  python experiments/summarize.py results/cpu_suite.jsonl --out=results/cpu_suite --workroot=runs/suite \
+  python experiments/summarize.py results/cpu_suite.jsonl --out=results/cpu_suite --workroot=runs/suite \\
       --aggregation=median --methods=ce,remax,genre2,lightgbm --tie_tol=1e-3
   python experiments/summarize.py results/a.jsonl results/b.jsonl --out=results/ab   # files read as one
-  python experiments/summarize.py results/cpu_suite.jsonl results/cpu_suite_seeds.jsonl \
-      --datasets=boston,concrete_compressive_strength,weather_izmir,airfoil_self_noise,Wine_Quality_white \
+  python experiments/summarize.py results/cpu_suite.jsonl results/cpu_suite_seeds.jsonl \\
+      --datasets=boston,concrete_compressive_strength,weather_izmir,airfoil_self_noise,Wine_Quality_white \\
       --out=results/cpu_suite_3seeds
 
 Outputs in --out:

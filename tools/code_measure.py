@@ -2,7 +2,7 @@
 
 Build (resumable; one shard per test module under ``<build_dir>/shards``):
   python tools/code_measure.py --build_dir=runs/code_build --workers=2
-  python tools/code_measure.py --build_dir=runs/code_build --finalize \
+  python tools/code_measure.py --build_dir=runs/code_build --finalize \\
       --out=datasets/code_metrics/cpython_tests.jsonl.gz
 
 Protocol (recorded with the data, see ``protocol()``):
