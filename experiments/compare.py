@@ -27,7 +27,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)  # `python experiments/compare.py` puts experiments/, not the repository, first
 
 from experiments.rows import latest_rows, read_rows  # noqa: E402
-from experiments.summarize import _split_metrics, pick_protocol  # noqa: E402
+from experiments.summarize import split_metrics, pick_protocol  # noqa: E402
 from experiments.suite import split_list  # noqa: E402
 from genre_jax.methods import NAMES  # noqa: E402
 
@@ -40,7 +40,7 @@ def cells(latest: dict, metric: str, aggregation: str) -> dict:
     by_key: dict = {}
     for (dataset, method, seed, _), row in latest.items():
         ok = row.get("status") == "ok"
-        value = _split_metrics(row.get("test"), aggregation)[metric] if ok else None
+        value = split_metrics(row.get("test"), aggregation)[metric] if ok else None
         by_key.setdefault((dataset, method), []).append((seed, value, row.get("wall_time_s", np.nan) / 60))
     return {k: (float(np.mean([v for _, v, _ in vs])), float(np.mean([w for _, _, w in vs])),
                 tuple(sorted(s for s, _, _ in vs)))

@@ -59,7 +59,9 @@ def pick_protocol(rows, protocol: str | None) -> str:
     return found[0]
 
 
-def _split_metrics(split: dict | None, aggregation: str) -> dict:
+def split_metrics(split: dict | None, aggregation: str) -> dict:
+    """One split's point metrics of ``aggregation`` (falling back to the mean's) with the
+    distribution's CRPS and 90 % coverage; NaN where the row lacks one."""
     split = split or {}
     point = split.get(aggregation) or split.get("mean") or {}
     dist = split.get("distribution") or {}
@@ -81,11 +83,11 @@ def collect(latest: dict, aggregation: str = "mean") -> dict:
     records = {}
     for (dataset, method), by_seed in groups.items():
         ok = [r for r in by_seed.values() if r.get("status") == "ok"]
-        test = [_split_metrics(r.get("test"), aggregation) for r in ok]
-        record = {k: float(np.mean([t[k] for t in test])) if test else np.nan for k in _split_metrics({}, "mean")}
+        test = [split_metrics(r.get("test"), aggregation) for r in ok]
+        record = {k: float(np.mean([t[k] for t in test])) if test else np.nan for k in split_metrics({}, "mean")}
         # Seed spread says which differences between methods are noise; one seed has none to give.
         record["rmse_sd"] = float(np.std([t["rmse"] for t in test], ddof=1)) if len(test) > 1 else np.nan
-        record["val_rmse"] = float(np.mean([_split_metrics(r.get("val"), aggregation)["rmse"] for r in ok])) \
+        record["val_rmse"] = float(np.mean([split_metrics(r.get("val"), aggregation)["rmse"] for r in ok])) \
             if ok else np.nan
         record["wall_time_s"] = float(np.mean([r.get("wall_time_s", np.nan) for r in by_seed.values()]))
         record["wall_time_total_s"] = float(np.nansum([r.get("wall_time_s", np.nan) for r in by_seed.values()]))
