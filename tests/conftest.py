@@ -4,8 +4,9 @@ Tests check numbers, not speed, and most of their time is XLA compiling small pr
 compile-time switches are set here (every comparison a test makes is between two programs compiled
 alike): LLVM's backend optimizations are off (a third less compile time), and fusions are emitted
 by XLA:CPU's classic LLVM emitters instead of its MLIR fusion emitters (a third of the compile
-time again: 55 s -> 17 s of compiling in ``test_rl_step_on_8_devices_equals_1_device``). ``scripts/test.sh`` runs the files on several
-worker processes (pytest-xdist), which share one compilation cache and one tiny trained run.
+time again: 55 s -> 17 s of compiling in ``test_rl_step_on_8_devices_equals_1_device``).
+``scripts/test.sh`` runs the files on several worker processes (pytest-xdist), which share one
+compilation cache and one tiny trained run.
 """
 import os
 
