@@ -148,6 +148,9 @@ def test_expert_tokens_ieee_point_toward_the_target_by_value():
 def _brute_force_expert(tok, rollout_L, target_L):
     """Every completion enumerated: off the target's path, the token whose completions come nearest."""
     allowed = np.asarray(tok.allowed)
+    # every allowed sequence and its value, decoded in one call
+    seqs_SL = np.array(list(itertools.product(*[np.flatnonzero(allowed[j]) for j in range(tok.length)])), np.int32)
+    values_S = np.asarray(tok.decode(jnp.asarray(seqs_SL)))
     y = float(tok.decode(jnp.asarray(target_L)))
     out = []
     for i in range(tok.length):
@@ -155,10 +158,9 @@ def _brute_force_expert(tok, rollout_L, target_L):
             out.append(int(target_L[i]))
             continue
         gaps = {}
+        on_prefix_S = np.all(seqs_SL[:, :i] == rollout_L[:i], axis=1)
         for t in np.flatnonzero(allowed[i]):
-            suffixes = itertools.product(*[np.flatnonzero(allowed[j]) for j in range(i + 1, tok.length)])
-            seqs = np.array([[*rollout_L[:i], t, *rest] for rest in suffixes], np.int32)
-            values = np.asarray(tok.decode(jnp.asarray(seqs)))
+            values = values_S[on_prefix_S & (seqs_SL[:, i] == t)]  # the completions of rollout[:i] + [t]
             gaps[t] = max(values.min() - y, y - values.max(), 0.0)
         best = min(gaps.values())
         out.append(int(min(t for t, g in gaps.items() if g == best)))
