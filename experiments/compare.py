@@ -3,8 +3,11 @@ column per method, and a last line of what changed (mean difference, wins).
 
   python experiments/compare.py results/cpu_suite.jsonl results/cpu_rerun_tokenizer.jsonl \\
       --labels="(2, 8);authors'" --methods=ce,remax,grpo,genre2,ntl_mse,ntl_was,dist2
-  python experiments/compare.py results/cpu_suite.jsonl results/paper_suite.jsonl --labels="cpu;paper" \\
-      --datasets=boston,stock --wall
+  python experiments/compare.py results/cpu_suite.jsonl+results/cpu_rerun_tokenizer.jsonl \\
+      results/paper_suite.jsonl --labels="cpu;paper" --datasets=boston,stock --wall
+
+A side may be several files joined by '+', read as one (a key's later rows win, as in summarize.py):
+the committed `cpu` table is the first pass plus the tokenizer reruns.
 
 A cell is the test metric of the method's row (``--metric`` rmse by default, of the ``--aggregation``
 mean; point predictors carry the same numbers under every aggregation), the mean over seeds when a
@@ -80,8 +83,8 @@ def compare(a: dict, b: dict, methods, datasets, labels, metric: str, wall: bool
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("first", help="suite JSONL: the reference rows")
-    parser.add_argument("second", help="suite JSONL: the rows compared with them")
+    parser.add_argument("first", help="suite JSONL: the reference rows ('a.jsonl+b.jsonl': read as one)")
+    parser.add_argument("second", help="suite JSONL: the rows compared with them ('+' joins files too)")
     parser.add_argument("--labels", default=None, help="two names separated by ';' (default: the file names)")
     parser.add_argument("--methods", default=None, help="comma list (default: every method of the second file)")
     parser.add_argument("--datasets", default=None, help="comma list (default: every dataset of the second file)")
@@ -106,7 +109,7 @@ def main(argv=None) -> int:
             raise ValueError(f"--protocols: {args.protocols!r}; expected one protocol per file, comma-separated")
         sides = []
         for path, protocol in zip((args.first, args.second), protocols):
-            rows = read_rows(path)
+            rows = [row for part in path.split("+") for row in read_rows(part)]
             if not rows:
                 raise ValueError(f"{path}: no rows")
             try:

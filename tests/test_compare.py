@@ -56,6 +56,11 @@ def test_two_files_side_by_side(tmp_path, capsys):
     # d1 has no cell in c.jsonl, so it is not listed; d2 compares NaN with 0.4: shown, left out of the change
     assert lines[2:] == ["| d2 | d.jsonl | – |", "| d2 | c.jsonl | 0.4000 |", "| mean change | c.jsonl − d.jsonl | – |"]
 
+    # 'a+b' reads two files as one side, the later file's row of a key winning
+    rerun = _write(tmp_path / "e.jsonl", [_row("d2", "ce", 0.25)])
+    assert compare.main([f"{first}+{rerun}", third, "--methods=ce", "--labels=cpu;paper"]) == 0
+    assert capsys.readouterr().out.splitlines()[2:4] == ["| d2 | cpu | 0.2500 |", "| d2 | paper | 0.4000 |"]
+
 
 def test_bad_arguments_are_one_line(tmp_path, capsys):
     first = _write(tmp_path / "a.jsonl", [_row("d1", "ce", 0.5), _row("d1", "ce", 0.4, protocol="paper")])
