@@ -109,9 +109,12 @@ def main(argv=None) -> int:
             raise ValueError(f"--protocols: {args.protocols!r}; expected one protocol per file, comma-separated")
         sides = []
         for path, protocol in zip((args.first, args.second), protocols):
-            rows = [row for part in path.split("+") for row in read_rows(part)]
-            if not rows:
-                raise ValueError(f"{path}: no rows")
+            rows = []
+            for part in path.split("+"):
+                part_rows = read_rows(part)
+                if not part_rows:
+                    raise ValueError(f"{part}: no rows")
+                rows += part_rows
             try:
                 protocol = pick_protocol(rows, protocol)
             except ValueError as e:

@@ -71,3 +71,5 @@ def test_bad_arguments_are_one_line(tmp_path, capsys):
     assert compare.main([first, str(tmp_path / "none.jsonl"), "--protocols=cpu,cpu"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "none.jsonl: no rows" in err
+    assert compare.main([f"{first}+{tmp_path / 'typo.jsonl'}", first, "--protocols=cpu,cpu"]) == 2
+    assert "typo.jsonl: no rows" in capsys.readouterr().err
