@@ -137,6 +137,28 @@ def summary(runs: list[dict]) -> list[dict]:
     return out
 
 
+def matched(runs: list[dict]) -> list[dict]:
+    """Per variant run at two or more budgets: its mean ΔR² and ΔRMSE at each budget over only the
+    (dataset, seed) pairs it has at every one of them, so a trend across budgets is not a change
+    of datasets. Empty where no pair has them all."""
+    out = []
+    for variant in sorted({r["variant"] for r in runs}):
+        rs = [r for r in runs if r["variant"] == variant]
+        budgets = sorted({r["budget"] for r in rs}, key=_order)
+        if len(budgets) < 2:
+            continue
+        pairs = set.intersection(*({(r["dataset"], r["seed"]) for r in rs if r["budget"] == b} for b in budgets))
+        if not pairs:
+            continue
+        for b in budgets:
+            at = [r for r in rs if r["budget"] == b and (r["dataset"], r["seed"]) in pairs]
+            out.append({"variant": variant, "budget": b, "n": len(at),
+                        "datasets": ", ".join(sorted({d for d, _ in pairs})),
+                        "d_r2": float(np.mean([r["d_r2"] for r in at])),
+                        "d_rmse": float(np.mean([r["d_rmse"] for r in at]))})
+    return out
+
+
 FIELD = ("mlp", "lightgbm")  # TALENT's published methods the decoders are set against, beside the best
 
 
@@ -217,10 +239,19 @@ def markdown(table: list[dict], runs: list[dict], command: str, aggregate: str =
                      (dataset, seed, t["variant"], t["budget"])]
             cells.append(f"{match[0]['d_r2']:+.4f}" if match else "")
         lines.append(f"| {dataset} | {seed} | " + " | ".join(cells) + " |")
+    same = matched(runs)
+    if same:
+        lines += ["", "The same (dataset, seed) runs at every budget of a variant (mean Δ; the table above "
+                  "averages whichever datasets each budget has):", "",
+                  "| variant | budget | runs | ΔR² | ΔRMSE (z) | datasets |", "|---|---|---|---|---|---|"]
+        lines += [f"| {m['variant']} | {BUDGET_LABEL.get(m['budget'], m['budget'])} | {m['n']} | {m['d_r2']:+.4f} | "
+                  f"{m['d_rmse']:+.4f} | {m['datasets']} |" for m in same]
     return "\n".join(lines) + "\n"
 
 
-def plot(table: list[dict], path: str) -> None:
+def plot(table: list[dict], path: str, runs: list[dict] = ()) -> None:
+    """Means with their intervals per variant; thin lines: each (dataset, seed) across the budgets
+    it was run at, so a mean that moves because its datasets change is visible as such."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -231,13 +262,20 @@ def plot(table: list[dict], path: str) -> None:
     for ax, (key, title) in zip(axes, panels):
         for i, variant in enumerate(variants):
             ts = sorted((t for t in table if t["variant"] == variant), key=lambda t: _order(t["budget"]))
-            x = np.array([_order(t["budget"]) for t in ts]) + 0.06 * (i - (len(variants) - 1) / 2)
+            shift = 0.06 * (i - (len(variants) - 1) / 2)
+            x = np.array([_order(t["budget"]) for t in ts]) + shift
             if key in ("d_r2", "d_rmse"):
+                for pair in sorted({(r["dataset"], r["seed"]) for r in runs if r["variant"] == variant}):
+                    rs = sorted((r for r in runs if r["variant"] == variant and (r["dataset"], r["seed"]) == pair),
+                                key=lambda r: _order(r["budget"]))
+                    if len(rs) > 1:
+                        ax.plot(np.array([_order(r["budget"]) for r in rs]) + shift, [r[key] for r in rs],
+                                color=f"C{i}", lw=0.7, alpha=0.3)
                 mean = np.array([t[key][0] for t in ts])
                 err = np.array([[t[key][0] - t[key][1], t[key][2] - t[key][0]] for t in ts]).T
-                ax.errorbar(x, mean, yerr=np.nan_to_num(err), marker="o", capsize=3, label=variant)
+                ax.errorbar(x, mean, yerr=np.nan_to_num(err), marker="o", capsize=3, color=f"C{i}", label=variant)
             else:
-                ax.plot(x, [t[key] for t in ts], marker="o", label=variant)
+                ax.plot(x, [t[key] for t in ts], marker="o", color=f"C{i}", label=variant)
         if key in ("cov90", "crps"):
             ce = [t[f"ce_{key}"] for t in table]
             ax.axhline(float(np.nanmean(ce)), color="gray", ls="--", lw=1, label="CE")
@@ -314,7 +352,7 @@ def main(argv=None) -> int:
         writer = csv.DictWriter(f, fieldnames=list(runs[0]))
         writer.writeheader()
         writer.writerows(runs)
-    plot(table, args.out + ".png")
+    plot(table, args.out + ".png", runs)
     plot_reliability(table, args.out + "_reliability.png")
     print(markdown(table, runs, command, args.aggregate).split("\n\nPer dataset")[0])
     return 0

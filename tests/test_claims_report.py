@@ -68,3 +68,18 @@ def test_against_the_field_uses_published_rmse_in_original_units(tmp_path):
         str(tmp_path / "talent_published_rmse.csv")))}
     assert field["genre2@reward"]["mlp"] == (0.75, 1, 1) and field["genre2@reward"]["best"] == (3.0, 0, 1)
     assert field["ce"]["lightgbm"] == (3.0, 0, 1)
+
+
+def test_matched_budgets_use_only_the_runs_present_at_every_budget():
+    rows = [_row(d, 0, "claims/budget/ce", "ce", 0.5, 0.7) for d in ("a", "b")]
+    rows += [_row("a", 0, f"claims/budget/remax@reward@{b}", "remax", 0.5 + dr, 0.7) for b, dr in
+             (("cpu", 0.01), ("1", 0.05))]
+    rows += [_row("b", 0, "claims/budget/remax@reward@cpu", "remax", 0.4, 0.8)]  # b has no 1x run
+    rows += [_row("b", 0, "claims/budget/genre2@reward@cpu", "genre2", 0.6, 0.6)]  # one budget only
+    runs = claims_report.paired_runs(rows)
+    same = {(m["variant"], m["budget"]): m for m in claims_report.matched(runs)}
+    assert set(same) == {("remax@reward", "cpu"), ("remax@reward", "1")}
+    assert np.isclose(same[("remax@reward", "cpu")]["d_r2"], 0.01)  # b's -0.1 at cpu is left out
+    assert same[("remax@reward", "1")]["n"] == 1 and same[("remax@reward", "1")]["datasets"] == "a"
+    table = {t["budget"]: t for t in claims_report.summary(runs) if t["variant"] == "remax@reward"}
+    assert np.isclose(table["cpu"]["d_r2"][0], -0.045)  # the summary averages whatever each budget has
