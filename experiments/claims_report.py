@@ -6,7 +6,7 @@ model it started from, per (variant, budget), with 95 % bootstrap intervals over
 
 Writes <out>.md (the table, the command and the rows it rests on; against TALENT's published
 results where --data_dir has them), <out>.csv (one line per run), <out>.png (ΔR², ΔRMSE, 90 %
-coverage and CRPS against the budget) and <out>_reliability.png (nominal vs observed coverage). Test split, the mean of the
+coverage, and CRPS and one sample's RMSE as ratios to CE, against the budget) and <out>_reliability.png (nominal vs observed coverage). Test split, the mean of the
 predictive distribution (exact where the tree was enumerated). Single-sample RMSE is the RMSE of one
 draw, sqrt(E[(Y - y)²]), read from the run's predictions_test.npz when its workdir is still there.
 """
@@ -129,6 +129,9 @@ def summary(runs: list[dict]) -> list[dict]:
                "wins": sum(r["d_r2"] > 0 for r in rs)}
         for key in ("d_r2", "d_rmse"):
             row[key] = bootstrap_ci([r[key] for r in rs])
+        for key in ("crps", "rmse_1"):  # as a ratio to the run's own CE, comparable across datasets
+            ratios = [r[key] / r[f"ce_{key}"] for r in rs]
+            row[f"{key}_ratio"] = float(np.nanmean(ratios)) if any(np.isfinite(ratios)) else math.nan
         coverage_keys = [k for k in rs[0] if k.startswith(("cov_", "ce_cov_"))]
         for key in ("cov90", "cov90_T", "cov90_conformal", "crps", "crps_T", "rmse_1", "ce_cov90", "ce_crps",
                     "ce_rmse_1", *coverage_keys):
@@ -256,9 +259,9 @@ def plot(table: list[dict], path: str, runs: list[dict] = ()) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     variants = sorted({t["variant"] for t in table})
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    fig, axes = plt.subplots(1, 5, figsize=(21, 3.8))
     panels = [("d_r2", "ΔR² (RL − CE)"), ("d_rmse", "ΔRMSE, z (RL − CE)"), ("cov90", "test 90 % coverage"),
-              ("crps", "test CRPS (z)")]
+              ("crps_ratio", "test CRPS, RL / CE"), ("rmse_1_ratio", "RMSE of one sample, RL / CE")]
     for ax, (key, title) in zip(axes, panels):
         for i, variant in enumerate(variants):
             ts = sorted((t for t in table if t["variant"] == variant), key=lambda t: _order(t["budget"]))
@@ -276,9 +279,10 @@ def plot(table: list[dict], path: str, runs: list[dict] = ()) -> None:
                 ax.errorbar(x, mean, yerr=np.nan_to_num(err), marker="o", capsize=3, color=f"C{i}", label=variant)
             else:
                 ax.plot(x, [t[key] for t in ts], marker="o", color=f"C{i}", label=variant)
-        if key in ("cov90", "crps"):
-            ce = [t[f"ce_{key}"] for t in table]
-            ax.axhline(float(np.nanmean(ce)), color="gray", ls="--", lw=1, label="CE")
+        if key == "cov90":
+            ax.axhline(float(np.nanmean([t["ce_cov90"] for t in table])), color="gray", ls="--", lw=1, label="CE")
+        if key.endswith("_ratio"):
+            ax.axhline(1, color="gray", lw=1)
         if key == "cov90":
             ax.axhline(0.9, color="black", ls=":", lw=1)
         if key in ("d_r2", "d_rmse"):
