@@ -3,7 +3,7 @@ then every (variant, budget) RL run from a copy of it, appending one JSONL row p
 
   python experiments/claims.py --study=budget --data_dir=/path/to/talent [--datasets=a,b] [--seeds=0,1]
       [--budgets=cpu,1/8] [--variants=genre2@reward] [--out=results/claims/budget.jsonl]
-      [--workroot=runs/claims] [--dry_run]
+      [--workroot=runs/claims] [--workers=N] [--dry_run]
 
 Layout: <workroot>/<study>/<dataset>/seed<k>/ce[-<tokenizer>] trains CE (row method "ce", protocol
 "claims/<study>/ce[-<tokenizer>]"); each RL run gets <...>/<variant>@<budget>, starting from a copy
@@ -13,6 +13,12 @@ carry test/val metrics, the RL selection record and the calibration block, like 
 Resuming: a (dataset, method, seed, protocol) already in --out is skipped (failed ones too, unless
 --retry_failed); a lost CE checkpoint (another machine) is retrained before its first RL run, its
 row kept. Each launch writes its log to <workdir>/claims.log.
+
+Order and parallelism: every pending CE first, then the RL runs, each stage --workers launches at a
+time (the RL runs of one CE are independent: each copies it). On a GPU host each worker owns one GPU
+(`env CUDA_VISIBLE_DEVICES=<gpu>`, as in the suite); on a TPU host --workers > 1 is refused; on CPU
+the workers share the cores. Ctrl-C or SIGTERM stops the running launches (they write no row) and
+the same command resumes.
 """
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ import os
 import shutil
 import signal
 import sys
+import threading
+from typing import NamedTuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -90,9 +98,55 @@ def parse_args(argv=None):
     p.add_argument("--variants", default=None, help="comma list of the study's variant names")
     p.add_argument("--out", default=None, help="JSONL (default: results/claims/<study>.jsonl)")
     p.add_argument("--workroot", default="runs/claims")
+    p.add_argument("--workers", type=int, default=1,
+                   help="launches at once (a GPU each on a GPU host); on CPU they share the cores")
     p.add_argument("--retry_failed", action="store_true")
     p.add_argument("--dry_run", action="store_true")
     return p.parse_args(argv)
+
+
+class Launch(NamedTuple):
+    job: suite.Job
+    cmd: list
+    workdir: str
+    group: tuple  # (dataset, seed, CE tag): the CE an RL launch starts from
+    new_row: bool = True  # False: a CE retrained for a lost checkpoint, whose row is kept
+
+
+def pending(args, config, data_dir: str, root: str, done: set) -> tuple[list[Launch], list[Launch]]:
+    """(CE launches, RL launches) still to run, in plan order. A CE runs only for a pending RL run:
+    when its row is missing, or its checkpoint is (another machine)."""
+    datasets = suite.split_list(args.datasets if args.datasets is not None else config.datasets)
+    seeds = [int(s) for s in suite.split_list(args.seeds if args.seeds is not None else config.seeds)]
+    budgets = suite.split_list(args.budgets or config.budgets)
+    names = suite.split_list(args.variants) if args.variants else list(config.variants)
+    unknown = [n for n in names if n not in config.variants]
+    if unknown:
+        raise ValueError(f"--variants: {unknown} not in study {args.study} ({sorted(config.variants)})")
+    missing = [d for d in datasets if not os.path.isfile(os.path.join(data_dir, d, "y_train.npy"))]
+    if missing:
+        raise ValueError(f"dataset folder(s) {missing} not in {data_dir}")
+    for b in budgets:
+        budget_epochs(b, 1000)
+    authors = sp.read_authors_hparams(os.path.join(data_dir, "authors_hparams.csv"))
+    sizes = {d: sp.train_size(data_dir, d) for d in datasets}
+    ce_launches, rl_launches = {}, []
+    for dataset, seed, ce_tag, name, budget, method, tokenizer, extra in plan(config, datasets, seeds, budgets, names):
+        tag = f"{name}@{budget.replace('/', 'of')}"  # 1/8 -> 1of8: one folder level
+        job = suite.Job(dataset, seed, method, f"claims/{args.study}/{tag}")
+        if job.key in done:
+            continue
+        seed_dir = os.path.join(root, dataset, f"seed{seed}")
+        ce_dir, group = os.path.join(seed_dir, ce_tag), (dataset, seed, ce_tag)
+        base = lambda workdir: base_command(config, data_dir, dataset, seed, workdir, tokenizer, authors)  # noqa: E731
+        ce_job = suite.Job(dataset, seed, "ce", f"claims/{args.study}/{ce_tag}")
+        if group not in ce_launches and (ce_job.key not in done or not suite.ce_checkpoint_present(ce_dir)):
+            cmd = base(ce_dir) + ["--config.phases=ce,eval", *sp.budget_overrides(sp_budget(config), "ce", sizes[dataset])]
+            ce_launches[group] = Launch(ce_job, cmd, ce_dir, group, ce_job.key not in done)
+        workdir = os.path.join(seed_dir, tag)
+        cmd = base(workdir) + ["--config.phases=rl,eval", *rl_flags(config, method, budget, sizes[dataset]), *extra]
+        rl_launches.append(Launch(job, cmd, workdir, group))
+    return list(ce_launches.values()), rl_launches
 
 
 def main(argv=None, launcher=None) -> int:
@@ -103,78 +157,65 @@ def main(argv=None, launcher=None) -> int:
     out = os.path.abspath(args.out or os.path.join(REPO, "results", "claims", f"{args.study}.jsonl"))
     root = os.path.join(os.path.abspath(args.workroot), args.study)
     try:
-        datasets = suite.split_list(args.datasets if args.datasets is not None else config.datasets)
-        seeds = [int(s) for s in suite.split_list(args.seeds if args.seeds is not None else config.seeds)]
-        budgets = suite.split_list(args.budgets or config.budgets)
-        names = suite.split_list(args.variants) if args.variants else list(config.variants)
-        unknown = [n for n in names if n not in config.variants]
-        if unknown:
-            raise ValueError(f"--variants: {unknown} not in study {args.study} ({sorted(config.variants)})")
-        missing = [d for d in datasets if not os.path.isfile(os.path.join(data_dir, d, "y_train.npy"))]
-        if missing:
-            raise ValueError(f"dataset folder(s) {missing} not in {data_dir}")
-        for b in budgets:
-            budget_epochs(b, 1000)
-        authors = sp.read_authors_hparams(os.path.join(data_dir, "authors_hparams.csv"))
+        slots = launches.DeviceSlots(args.workers)
+        done = suite.finished_keys(read_rows(out, repair=not args.dry_run), args.retry_failed)
+        ce_launches, rl_launches = pending(args, config, data_dir, root, done)
     except (GenreError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.dry_run:
+        for launch in ce_launches + rl_launches:
+            print(" ".join(launch.cmd))
+        return 0
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    done = suite.finished_keys(read_rows(out, repair=not args.dry_run), args.retry_failed)
-    sizes = {d: sp.train_size(data_dir, d) for d in datasets}
-    ce_failed, printed_ce, ran, failures = set(), set(), 0, 0
+    lock, ce_failed, counts = threading.Lock(), set(), {"ran": 0, "failed": 0}
+    stage_slots = [slots]  # a stage's pool has threads of its own, and a slot is held per thread
+
+    def run(launch: Launch):
+        if launch.job.method != "ce":
+            if launch.group in ce_failed:
+                return None
+            if not os.path.isdir(os.path.join(launch.workdir, "ce")):
+                ce_dir = os.path.join(os.path.dirname(launch.workdir), launch.group[2])
+                shutil.copytree(os.path.join(ce_dir, "ce"), os.path.join(launch.workdir, "ce"))
+        return _run(launcher, launch.job, [*stage_slots[0].prefix(), *launch.cmd], launch.workdir)
+
+    def record(launch: Launch, row):
+        if row is None:
+            return
+        job = launch.job
+        with lock:
+            counts["ran"] += 1
+            if launch.new_row:
+                append_row(out, row)
+            if row["status"] != "ok":
+                counts["failed"] += 1
+                if job.method == "ce":
+                    ce_failed.add(launch.group)
+                print(f"FAILED  {job.dataset} seed{job.seed} {os.path.basename(launch.workdir)}: {row['error']}",
+                      flush=True)
+            elif job.method != "ce":
+                rmse = ((row.get("test") or {}).get("mean") or {}).get("rmse", float("nan"))
+                print(f"ok      {job.dataset} seed{job.seed} {os.path.basename(launch.workdir)}: test RMSE (z) "
+                      f"{rmse:.4f}, {row['wall_time_s']:.0f}s", flush=True)
+
     previous = signal.signal(signal.SIGTERM, launches.sigterm_as_interrupt)
     try:
-        for dataset, seed, ce_tag, name, budget, method, tokenizer, extra in plan(config, datasets, seeds, budgets,
-                                                                                  names):
-            seed_dir = os.path.join(root, dataset, f"seed{seed}")
-            ce_dir = os.path.join(seed_dir, ce_tag)
-            ce_job = suite.Job(dataset, seed, "ce", f"claims/{args.study}/{ce_tag}")
-            tag = f"{name}@{budget.replace('/', 'of')}"  # 1/8 -> 1of8: one folder level
-            job = suite.Job(dataset, seed, method, f"claims/{args.study}/{tag}")
-            if job.key in done or (dataset, seed, ce_tag) in ce_failed:
-                continue
-            base = lambda workdir: base_command(config, data_dir, dataset, seed, workdir, tokenizer, authors)  # noqa: E731
-            if ce_dir not in printed_ce and (ce_job.key not in done or not suite.ce_checkpoint_present(ce_dir)):
-                cmd = base(ce_dir) + ["--config.phases=ce,eval", *sp.budget_overrides(
-                    sp_budget(config), "ce", sizes[dataset])]
-                if args.dry_run:
-                    print(" ".join(cmd))
-                    printed_ce.add(ce_dir)
-                else:
-                    row = _run(launcher, ce_job, cmd, ce_dir)
-                    ran += 1
-                    if ce_job.key not in done:
-                        append_row(out, row)
-                        done.add(ce_job.key)
-                    if row["status"] != "ok":
-                        failures += 1
-                        ce_failed.add((dataset, seed, ce_tag))
-                        print(f"FAILED  {dataset} seed{seed} {ce_tag}: {row['error']}", flush=True)
-                        continue
-            workdir = os.path.join(seed_dir, tag)
-            cmd = base(workdir) + ["--config.phases=rl,eval", *rl_flags(config, method, budget, sizes[dataset]), *extra]
-            if args.dry_run:
-                print(" ".join(cmd))
-                continue
-            if not os.path.isdir(os.path.join(workdir, "ce")):
-                os.makedirs(workdir, exist_ok=True)
-                shutil.copytree(os.path.join(ce_dir, "ce"), os.path.join(workdir, "ce"))
-            row = _run(launcher, job, cmd, workdir)
-            append_row(out, row)
-            done.add(job.key)
-            ran += 1
-            failures += row["status"] != "ok"
-            rmse = ((row.get("test") or {}).get("mean") or {}).get("rmse", float("nan"))
-            print(f"{row['status']:<7} {dataset} seed{seed} {tag}: test RMSE (z) {rmse:.4f}, "
-                  f"{row['wall_time_s']:.0f}s", flush=True)
+        for i, stage in enumerate((ce_launches, rl_launches)):  # every CE first: its RL runs then go side by side
+            stage_slots[0] = slots if i == 0 else launches.DeviceSlots(args.workers)
+            if args.workers <= 1:
+                for launch in stage:
+                    record(launch, run(launch))
+            else:
+                launches.run_in_parallel([[launch] for launch in stage], run, record, args.workers,
+                                         getattr(launcher, "stop_all", None))
     except KeyboardInterrupt:
-        print(f"interrupted: {ran} launch(es) finished this time, rows in {out}; the same command resumes",
+        print(f"interrupted: {counts['ran']} launch(es) finished this time, rows in {out}; the same command resumes",
               file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print(f"{ran} launch(es) this time, {failures} failed; rows in {out}")
+    print(f"{counts['ran']} launch(es) this time, {counts['failed']} failed; rows in {out}")
     return 0
 
 

@@ -3,6 +3,7 @@ workdirs started from a copy of it, rows, resume."""
 import json
 import os
 import shutil
+import threading
 
 import pytest
 
@@ -68,14 +69,15 @@ def test_one_ce_per_dataset_seed_and_tokenizer_then_resume(tmp_path, capsys):
     root = tmp_path / "runs" / "tokenizer" / "toy" / "seed0"
     assert ce_runs == [str(root / "ce-n4x4"), str(root / "ce-ieee")]
     rl = [c for c in fake.commands if c["config.phases"] == "rl,eval"]
-    assert [os.path.basename(c["workdir"]) for c in rl] == [
+    assert [os.path.basename(c["workdir"]) for c in rl] == [  # every CE first, then RL in plan order
         "remax@n4x4@1of8", "grpo_mu4@n4x4@1of8", "remax@ieee@1of8", "remax@n4x4@cpu", "grpo_mu4@n4x4@cpu",
         "remax@ieee@cpu"]
+    assert [c["config.phases"] for c in fake.commands][:2] == ["ce,eval", "ce,eval"]
     assert rl[1]["config.rl.ppo_epochs"] == "4" and rl[1]["config.rl.method"] == "grpo"
     assert rl[2]["config.tokenizer.name"] == "ieee"
     rows = [json.loads(line) for line in open(tmp_path / "rows.jsonl")]
-    assert [r["protocol"] for r in rows][:3] == ["claims/tokenizer/ce-n4x4", "claims/tokenizer/remax@n4x4@1of8",
-                                                 "claims/tokenizer/grpo_mu4@n4x4@1of8"]
+    assert [r["protocol"] for r in rows][:3] == ["claims/tokenizer/ce-n4x4", "claims/tokenizer/ce-ieee",
+                                                 "claims/tokenizer/remax@n4x4@1of8"]
     assert len(rows) == 8 and rows[1]["calibration"] == {"temperature": {"value": 1.5}}
 
     shutil.rmtree(tmp_path / "runs")  # a new machine: nothing to redo but the rows that are missing
@@ -98,3 +100,26 @@ def test_bad_arguments_are_one_line(tmp_path, capsys):
     assert "error: --variants: ['remax@n9'] not in study budget" in capsys.readouterr().err
     assert claims.main([f"--data_dir={tmp_path / 'data'}", "--datasets=nope"]) == 2
     assert "error: dataset folder(s) ['nope'] not in" in capsys.readouterr().err
+
+
+def test_workers_run_launches_side_by_side_and_skip_the_runs_of_a_failed_ce(tmp_path, capsys):
+    write_talent_dataset(tmp_path / "data", "toy", n=200)
+    args = [f"--data_dir={tmp_path / 'data'}", "--datasets=toy", "--study=tokenizer", "--budgets=1/8",
+            "--variants=remax@n4x4,grpo@n4x4,remax@ieee,grpo@ieee", f"--out={tmp_path / 'rows.jsonl'}",
+            f"--workroot={tmp_path / 'runs'}", "--workers=2"]
+    fake, barrier = FakeLaunch(), threading.Barrier(2, timeout=30)
+
+    def launch(cmd, log_path, cwd):
+        flags = dict(f[2:].split("=", 1) for f in cmd if f.startswith("--") and "=" in f)
+        if flags["config.phases"] == "ce,eval":
+            barrier.wait()  # both CEs are running at once, or this times out
+            if flags["workdir"].endswith("ce-ieee"):
+                return 1
+        return fake(cmd, log_path, cwd)
+
+    assert claims.main(args, launcher=launch) == 0
+    rows = [json.loads(line) for line in open(tmp_path / "rows.jsonl")]
+    by_protocol = {r["protocol"].split("/")[-1]: r["status"] for r in rows}
+    assert by_protocol == {"ce-n4x4": "ok", "ce-ieee": "failed", "remax@n4x4@1of8": "ok", "grpo@n4x4@1of8": "ok"}
+    out = capsys.readouterr().out
+    assert "FAILED  toy seed0 ce-ieee" in out and out.splitlines()[-1].startswith("4 launch(es) this time, 1 failed")
