@@ -162,6 +162,50 @@ def matched(runs: list[dict]) -> list[dict]:
     return out
 
 
+def across_tokenizers(runs: list[dict]) -> list[dict]:
+    """Robustness to the tokenization (the tokenizer study): per method and budget, ΔR² over every
+    tokenizer of claims_config.TOKENIZERS on the (dataset, seed) runs that every method has with all
+    of them: the mean, the worst, the spread (population SD over tokenizers, averaged over runs) and
+    how many (run, tokenizer) pairs lose R² to their CE. Per run too, in ``per_run``."""
+    from experiments.configs import claims as claims_config
+    tokenizers = set(claims_config.TOKENIZERS)
+    by = {}
+    for r in runs:
+        method, _, tok = r["variant"].rpartition("@")
+        if tok in tokenizers:
+            by.setdefault((method, r["budget"]), {}).setdefault((r["dataset"], r["seed"]), {})[tok] = r["d_r2"]
+    out = []
+    for budget in sorted({b for _, b in by}, key=_order):
+        methods = sorted(m for m, b in by if b == budget)
+        shared = set.intersection(*({k for k, v in by[(m, budget)].items() if set(v) == tokenizers} for m in methods))
+        for method in methods:
+            per_run = {k: by[(method, budget)][k] for k in sorted(shared)}
+            if not per_run:
+                continue
+            values = [list(v.values()) for v in per_run.values()]
+            out.append({"method": method, "budget": budget, "runs": len(per_run),
+                        "datasets": ", ".join(sorted({d for d, _ in per_run})),
+                        "mean": float(np.mean(values)), "worst": float(np.min(values)),
+                        "sd": float(np.mean([np.std(v) for v in values])),
+                        "losing": sum(x < 0 for v in values for x in v), "pairs": sum(len(v) for v in values),
+                        "per_run": {k: (float(np.mean(list(v.values()))), float(min(v.values())),
+                                        float(np.std(list(v.values())))) for k, v in per_run.items()}})
+    return out
+
+
+def tokenizer_markdown(robust: list[dict]) -> str:
+    lines = ["| method | budget | runs | mean ΔR² | worst ΔR² | SD across tokenizers | pairs losing R² |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {t['method']} | {BUDGET_LABEL.get(t['budget'], t['budget'])} | {t['runs']} | {t['mean']:+.4f} | "
+              f"{t['worst']:+.4f} | {t['sd']:.4f} | {t['losing']}/{t['pairs']} |" for t in robust]
+    lines += ["", "Per run (mean / worst / SD of ΔR² across tokenizers):", "",
+              "| dataset | seed | " + " | ".join(t["method"] for t in robust) + " |", "|---|---|" + "---|" * len(robust)]
+    for key in robust[0]["per_run"] if robust else ():
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(
+            "{:+.3f} / {:+.3f} / {:.3f}".format(*t["per_run"][key]) for t in robust) + " |")
+    return "\n".join(lines) + "\n"
+
+
 FIELD = ("mlp", "lightgbm")  # TALENT's published methods the decoders are set against, beside the best
 
 
@@ -352,6 +396,9 @@ def main(argv=None) -> int:
             field = against_field([r for r in runs if splits[r["dataset"]] == kind], published)
             if any(not math.isnan(f_[n][0]) for f_ in field for n in FIELD):
                 f.write(f"\n### Against the field: {title}\n\n" + field_markdown(field))
+        robust = across_tokenizers(runs)
+        if robust:
+            f.write(f"\n### Across tokenizers (datasets: {robust[0]['datasets']})\n\n" + tokenizer_markdown(robust))
     with open(args.out + ".csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(runs[0]))
         writer.writeheader()
