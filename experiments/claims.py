@@ -111,11 +111,31 @@ class Launch(NamedTuple):
     workdir: str
     group: tuple  # (dataset, seed, CE tag): the CE an RL launch starts from
     new_row: bool = True  # False: a CE retrained for a lost checkpoint, whose row is kept
+    reuse: dict | None = None  # the source study's finished row of the same run: copied, nothing launched
 
 
-def pending(args, config, data_dir: str, root: str, done: set) -> tuple[list[Launch], list[Launch]]:
+def source_rows(config, out: str) -> dict:
+    """{(dataset, seed, tag): ok row} of the study ``config.reuse_from`` (its JSONL beside ``out``)."""
+    if not config.get("reuse_from"):
+        return {}
+    path = os.path.join(os.path.dirname(out), f"{config.reuse_from}.jsonl")
+    return {(r["dataset"], int(r["seed"]), r["protocol"].split("/", 2)[-1]): r
+            for r in read_rows(path) if r.get("status") == "ok"}
+
+
+def reused_row(row: dict, job: suite.Job) -> dict:
+    """The source study's row as this study's: its own protocol and method, the source named."""
+    return {**row, "method": job.method, "protocol": job.protocol, "reused_from": row["protocol"]}
+
+
+def pending(args, config, data_dir: str, root: str, done: set, sources: dict | None = None
+            ) -> tuple[list[Launch], list[Launch]]:
     """(CE launches, RL launches) still to run, in plan order. A CE runs only for a pending RL run:
-    when its row is missing, or its checkpoint is (another machine)."""
+    when its row is missing, or its checkpoint is (another machine). A run the study declares the
+    same as a finished run of ``config.reuse_from`` (``sources``: ``source_rows``) is copied, not
+    launched; so is its CE (row and checkpoint) when the source's is there."""
+    sources = sources or {}
+    reuse = dict(config.get("reuse") or {})
     datasets = suite.split_list(args.datasets if args.datasets is not None else config.datasets)
     seeds = [int(s) for s in suite.split_list(args.seeds if args.seeds is not None else config.seeds)]
     budgets = suite.split_list(args.budgets or config.budgets)
@@ -139,13 +159,21 @@ def pending(args, config, data_dir: str, root: str, done: set) -> tuple[list[Lau
         seed_dir = os.path.join(root, dataset, f"seed{seed}")
         ce_dir, group = os.path.join(seed_dir, ce_tag), (dataset, seed, ce_tag)
         base = lambda workdir: base_command(config, data_dir, dataset, seed, workdir, tokenizer, authors)  # noqa: E731
-        ce_job = suite.Job(dataset, seed, "ce", f"claims/{args.study}/{ce_tag}")
-        if group not in ce_launches and (ce_job.key not in done or not suite.ce_checkpoint_present(ce_dir)):
-            cmd = base(ce_dir) + ["--config.phases=ce,eval", *sp.budget_overrides(sp_budget(config), "ce", sizes[dataset])]
-            ce_launches[group] = Launch(ce_job, cmd, ce_dir, group, ce_job.key not in done)
         workdir = os.path.join(seed_dir, tag)
         cmd = base(workdir) + ["--config.phases=rl,eval", *rl_flags(config, method, budget, sizes[dataset]), *extra]
-        rl_launches.append(Launch(job, cmd, workdir, group))
+        source = sources.get((dataset, seed, f"{reuse[name]}@{budget.replace('/', 'of')}")) if name in reuse else None
+        rl_launches.append(Launch(job, cmd, workdir, group, reuse=source))
+        ce_job = suite.Job(dataset, seed, "ce", f"claims/{args.study}/{ce_tag}")
+        needs_checkpoint = source is None and not suite.ce_checkpoint_present(ce_dir)
+        if ce_job.key in done and not needs_checkpoint:
+            continue
+        if group in ce_launches and (ce_launches[group].reuse is None or not needs_checkpoint):
+            continue
+        ce_source = sources.get((dataset, seed, reuse.get(ce_tag, ""))) if ce_tag in reuse else None
+        if ce_source is not None and needs_checkpoint and not suite.ce_checkpoint_present(ce_source["workdir"]):
+            ce_source = None  # the source's row is here but not its checkpoint: train this study's own
+        cmd = base(ce_dir) + ["--config.phases=ce,eval", *sp.budget_overrides(sp_budget(config), "ce", sizes[dataset])]
+        ce_launches[group] = Launch(ce_job, cmd, ce_dir, group, ce_job.key not in done, reuse=ce_source)
     return list(ce_launches.values()), rl_launches
 
 
@@ -159,19 +187,27 @@ def main(argv=None, launcher=None) -> int:
     try:
         slots = launches.DeviceSlots(args.workers)
         done = suite.finished_keys(read_rows(out, repair=not args.dry_run), args.retry_failed)
-        ce_launches, rl_launches = pending(args, config, data_dir, root, done)
+        ce_launches, rl_launches = pending(args, config, data_dir, root, done, source_rows(config, out))
     except (GenreError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
         for launch in ce_launches + rl_launches:
-            print(" ".join(launch.cmd))
+            print(f"# reuses {launch.reuse['protocol']}: {launch.reuse['workdir']}" if launch.reuse
+                  else " ".join(launch.cmd))
         return 0
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    lock, ce_failed, counts = threading.Lock(), set(), {"ran": 0, "failed": 0}
+    lock, ce_failed, counts = threading.Lock(), set(), {"ran": 0, "failed": 0, "reused": 0}
     stage_slots = [slots]  # a stage's pool has threads of its own, and a slot is held per thread
 
     def run(launch: Launch):
+        if launch.reuse is not None:
+            if launch.job.method != "ce":
+                return reused_row(launch.reuse, launch.job)
+            source_ce = os.path.join(launch.reuse["workdir"], "ce")
+            if os.path.isdir(source_ce) and not suite.ce_checkpoint_present(launch.workdir):
+                shutil.copytree(source_ce, os.path.join(launch.workdir, "ce"), dirs_exist_ok=True)
+            return reused_row(launch.reuse, launch.job)  # its workdir stays the source's, where its predictions are
         if launch.job.method != "ce":
             if launch.group in ce_failed:
                 return None
@@ -185,7 +221,10 @@ def main(argv=None, launcher=None) -> int:
             return
         job = launch.job
         with lock:
-            counts["ran"] += 1
+            counts["reused" if launch.reuse is not None else "ran"] += 1
+            if launch.reuse is not None:
+                print(f"reused  {job.dataset} seed{job.seed} {os.path.basename(launch.workdir)}: "
+                      f"{launch.reuse['protocol']}", flush=True)
             if launch.new_row:
                 append_row(out, row)
             if row["status"] != "ok":
@@ -194,7 +233,7 @@ def main(argv=None, launcher=None) -> int:
                     ce_failed.add(launch.group)
                 print(f"FAILED  {job.dataset} seed{job.seed} {os.path.basename(launch.workdir)}: {row['error']}",
                       flush=True)
-            elif job.method != "ce":
+            elif job.method != "ce" and launch.reuse is None:
                 rmse = ((row.get("test") or {}).get("mean") or {}).get("rmse", float("nan"))
                 print(f"ok      {job.dataset} seed{job.seed} {os.path.basename(launch.workdir)}: test RMSE (z) "
                       f"{rmse:.4f}, {row['wall_time_s']:.0f}s", flush=True)
@@ -215,7 +254,9 @@ def main(argv=None, launcher=None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print(f"{counts['ran']} launch(es) this time, {counts['failed']} failed; rows in {out}")
+    print(f"{counts['ran']} launch(es) this time, {counts['failed']} failed"
+          + (f", {counts['reused']} row(s) reused from {config.reuse_from}" if counts["reused"] else "")
+          + f"; rows in {out}")
     return 0
 
 

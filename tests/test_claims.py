@@ -123,3 +123,28 @@ def test_workers_run_launches_side_by_side_and_skip_the_runs_of_a_failed_ce(tmp_
     assert by_protocol == {"ce-n4x4": "ok", "ce-ieee": "failed", "remax@n4x4@1of8": "ok", "grpo@n4x4@1of8": "ok"}
     out = capsys.readouterr().out
     assert "FAILED  toy seed0 ce-ieee" in out and out.splitlines()[-1].startswith("4 launch(es) this time, 1 failed")
+
+
+def test_expert_study_copies_the_budget_studys_identical_runs(tmp_path, capsys):
+    write_talent_dataset(tmp_path / "data", "toy", n=200)
+    common = [f"--data_dir={tmp_path / 'data'}", "--datasets=toy", f"--workroot={tmp_path / 'runs'}"]
+    budget_rows = tmp_path / "claims" / "budget.jsonl"
+    assert claims.main(common + ["--study=budget", "--budgets=1/8", "--variants=remax@reward",
+                                 f"--out={budget_rows}"], launcher=FakeLaunch()) == 0
+    fake = FakeLaunch()
+    expert_rows = tmp_path / "claims" / "expert.jsonl"
+    assert claims.main(common + ["--study=expert", f"--out={expert_rows}"], launcher=fake) == 0
+    assert [c["config.phases"] for c in fake.commands] == ["rl,eval"] * 4  # no CE, no λ = 0: both copied
+    assert [c["config.rl.expert_weight"] for c in fake.commands] == ["0.01", "0.05", "0.1", "0.2"]
+    rows = {r["protocol"].split("/")[-1]: r for r in map(json.loads, open(expert_rows))}
+    assert rows["ce"]["reused_from"] == "claims/budget/ce" and rows["ce"]["method"] == "ce"
+    lam0 = rows["genre2@lambda0@1of8"]
+    assert lam0["reused_from"] == "claims/budget/remax@reward@1of8" and lam0["method"] == "genre2"
+    assert lam0["protocol"] == "claims/expert/genre2@lambda0@1of8" and lam0["workdir"].endswith("remax@reward@1of8")
+    assert "reused_from" not in rows["genre2@lambda0p05@1of8"]
+    assert os.path.isdir(tmp_path / "runs" / "expert" / "toy" / "seed0" / "ce" / "ce" / "best" / "3")
+    assert capsys.readouterr().out.splitlines()[-1].startswith(
+        "4 launch(es) this time, 0 failed, 2 row(s) reused from budget")
+    again = FakeLaunch()
+    assert claims.main(common + ["--study=expert", f"--out={expert_rows}"], launcher=again) == 0
+    assert again.commands == [] and len(open(expert_rows).readlines()) == 6

@@ -24,7 +24,8 @@ Studies (``get_config(study)``; fields: study, config, datasets, seeds, budgets 
   budget     ReMax and GenRe² at every budget, each with rl.selection = reward (as released) and
              aggregate_rmse (validation RMSE of the exact mean).
   expert     GenRe² at budget 1/8 with expert weight λ ∈ {0, 0.01, 0.05 (the default for normalized
-             tokens), 0.1 (the default for IEEE tokens), 0.2}.
+             tokens), 0.1 (the default for IEEE tokens), 0.2}. Its CE, λ = 0 (ReMax) and λ = 0.05 are
+             the budget study's runs: where budget.jsonl has them they are copied (``reuse``).
   tokenizer  CE → ReMax, CE → GRPO (μ = 1) and GRPO with μ = 4 passes (clipping acts) at budget 1/8,
              with the normalized tokenizer at (B, D) ∈ {(2, 8), (4, 4), (8, 3), (10, 3)} and IEEE
              (base 10, 1 exponent digit, 3 mantissa digits).
@@ -74,6 +75,10 @@ def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
         for weight in (0.0, 0.01, 0.05, 0.1, 0.2):
             # ConfigDict keys may not hold dots: lambda0p05 is λ = 0.05
             variants[f"genre2@lambda{weight:g}".replace(".", "p")] = ("genre2", "", [f"--config.rl.expert_weight={weight}"])
+        # The same launches as the budget study's (same CE; λ = 0 is ReMax, λ = 0.05 GenRe²'s default): their
+        # finished rows are copied, not re-run (on boston and concrete the re-runs matched to the last digit).
+        c.reuse_from = "budget"
+        c.reuse = {"ce": "ce", "genre2@lambda0": "remax@reward", "genre2@lambda0p05": "genre2@reward"}
     else:
         c.budgets = "1/8"
         for tok in TOKENIZERS:
