@@ -296,44 +296,76 @@ def markdown(table: list[dict], runs: list[dict], command: str, aggregate: str =
     return "\n".join(lines) + "\n"
 
 
+def level_label(level: str) -> str:
+    """A variant's last part as an axis label: 'n4x4' -> '(4, 4)', 'ieee' -> 'IEEE', 'lambda0p05' -> 'λ 0.05'."""
+    base, x, digits = level[1:].partition("x")
+    if level.startswith("n") and x and base.isdigit() and digits.isdigit():
+        return f"({base}, {digits})"
+    if level == "ieee":
+        return "IEEE"
+    return "λ " + level[len("lambda"):].replace("p", ".") if level.startswith("lambda") else level
+
+
+def layout(table: list[dict], runs: list[dict]):
+    """How a study is drawn: (series of a row, its x position, tick labels, x-axis title). Budgets go
+    on the x-axis when the rows span several, one series per variant; at one budget (the tokenizer
+    and expert studies) the variant's last part does, in the order the rows were run, one series
+    per method ('grpo_mu4@n4x4': series grpo_mu4 at x (4, 4)); tokenizers in the study's order,
+    expert weights by value."""
+    if len({t["budget"] for t in table}) > 1:
+        return (lambda t: t["variant"]), (lambda t: _order(t["budget"])), \
+            [BUDGET_LABEL[b] for b in BUDGET_ORDER], "RL budget (fraction of the paper's rollouts per input)"
+    from experiments.configs import claims as claims_config
+    levels = list(dict.fromkeys(r["variant"].rpartition("@")[2] for r in runs or table))  # as run
+    if set(levels) <= set(claims_config.TOKENIZERS):
+        levels = [t for t in claims_config.TOKENIZERS if t in levels]
+    elif all(v.startswith("lambda") for v in levels):
+        levels.sort(key=lambda v: float(v[len("lambda"):].replace("p", ".")))
+    axis = "tokenizer" if any(level_label(v).startswith(("(", "IEEE")) for v in levels) else "variant"
+    axis = "expert weight" if all(v.startswith("lambda") for v in levels) else axis
+    return (lambda t: t["variant"].rpartition("@")[0] or t["variant"]), \
+        (lambda t: levels.index(t["variant"].rpartition("@")[2])), [level_label(v) for v in levels], \
+        f"{axis} (RL budget {BUDGET_LABEL.get(table[0]['budget'], table[0]['budget'])})"
+
+
 def plot(table: list[dict], path: str, runs: list[dict] = ()) -> None:
-    """Means with their intervals per variant; thin lines: each (dataset, seed) across the budgets
-    it was run at, so a mean that moves because its datasets change is visible as such."""
+    """Means with their intervals per series (``layout``); thin lines: each (dataset, seed) across
+    the x-axis, so a mean that moves because its datasets change is visible as such."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    variants = sorted({t["variant"] for t in table})
+    series_of, x_of, ticks, xlabel = layout(table, list(runs))
+    names = sorted({series_of(t) for t in table})
     fig, axes = plt.subplots(1, 5, figsize=(21, 3.8))
     panels = [("d_r2", "ΔR² (RL − CE)"), ("d_rmse", "ΔRMSE, z (RL − CE)"), ("cov90", "test 90 % coverage"),
               ("crps_ratio", "test CRPS, RL / CE"), ("rmse_1_ratio", "RMSE of one sample, RL / CE")]
     for ax, (key, title) in zip(axes, panels):
-        for i, variant in enumerate(variants):
-            ts = sorted((t for t in table if t["variant"] == variant), key=lambda t: _order(t["budget"]))
-            shift = 0.06 * (i - (len(variants) - 1) / 2)
-            x = np.array([_order(t["budget"]) for t in ts]) + shift
+        for i, name in enumerate(names):
+            ts = sorted((t for t in table if series_of(t) == name), key=x_of)
+            shift = 0.06 * (i - (len(names) - 1) / 2)
+            x = np.array([x_of(t) for t in ts]) + shift
             if key in ("d_r2", "d_rmse"):
-                for pair in sorted({(r["dataset"], r["seed"]) for r in runs if r["variant"] == variant}):
-                    rs = sorted((r for r in runs if r["variant"] == variant and (r["dataset"], r["seed"]) == pair),
-                                key=lambda r: _order(r["budget"]))
+                mine = [r for r in runs if series_of(r) == name]
+                for pair in sorted({(r["dataset"], r["seed"]) for r in mine}):
+                    rs = sorted((r for r in mine if (r["dataset"], r["seed"]) == pair), key=x_of)
                     if len(rs) > 1:
-                        ax.plot(np.array([_order(r["budget"]) for r in rs]) + shift, [r[key] for r in rs],
+                        ax.plot(np.array([x_of(r) for r in rs]) + shift, [r[key] for r in rs],
                                 color=f"C{i}", lw=0.7, alpha=0.3)
                 mean = np.array([t[key][0] for t in ts])
                 err = np.array([[t[key][0] - t[key][1], t[key][2] - t[key][0]] for t in ts]).T
-                ax.errorbar(x, mean, yerr=np.nan_to_num(err), marker="o", capsize=3, color=f"C{i}", label=variant)
+                ax.errorbar(x, mean, yerr=np.nan_to_num(err), marker="o", capsize=3, color=f"C{i}", label=name)
             else:
-                ax.plot(x, [t[key] for t in ts], marker="o", color=f"C{i}", label=variant)
+                ax.plot(x, [t[key] for t in ts], marker="o", color=f"C{i}", label=name)
         if key == "cov90":
             ax.axhline(float(np.nanmean([t["ce_cov90"] for t in table])), color="gray", ls="--", lw=1, label="CE")
+            ax.axhline(0.9, color="black", ls=":", lw=1)
         if key.endswith("_ratio"):
             ax.axhline(1, color="gray", lw=1)
-        if key == "cov90":
-            ax.axhline(0.9, color="black", ls=":", lw=1)
         if key in ("d_r2", "d_rmse"):
             ax.axhline(0, color="gray", lw=1)
-        ax.set_xticks(range(len(BUDGET_ORDER)), [BUDGET_LABEL[b] for b in BUDGET_ORDER])
+        ax.set_xticks(range(len(ticks)), ticks)
         ax.set_title(title)
-        ax.set_xlabel("RL budget (fraction of the paper's rollouts per input)")
+        ax.set_xlabel(xlabel)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

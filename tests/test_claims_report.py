@@ -101,3 +101,17 @@ def test_robustness_across_tokenizers_uses_runs_complete_for_every_method():
     assert np.isclose(robust["grpo"]["worst"], -0.04) and robust["grpo"]["losing"] == 4
     assert np.isclose(robust["grpo"]["sd"], np.std([0, 0.01, 0.02, 0.03, 0.04]))
     assert "| grpo | 1/8 | 1 | -0.0200 | -0.0400 |" in claims_report.tokenizer_markdown(list(robust.values()))
+
+
+def test_one_budget_studies_put_the_variants_last_part_on_the_x_axis():
+    assert [claims_report.level_label(v) for v in ("n4x4", "n10x3", "ieee", "lambda0p05", "reward")] == [
+        "(4, 4)", "(10, 3)", "IEEE", "λ 0.05", "reward"]
+    runs = [{"variant": v, "budget": "1of8"} for v in ("grpo@ieee", "remax@n2x8", "grpo@n2x8", "remax@n10x3")]
+    series, x, ticks, title = claims_report.layout(runs, runs)
+    assert ticks == ["(2, 8)", "(10, 3)", "IEEE"] and title == "tokenizer (RL budget 1/8)"  # the study's order
+    assert [(series(r), x(r)) for r in runs] == [("grpo", 2), ("remax", 0), ("grpo", 0), ("remax", 1)]
+    lam = [{"variant": f"genre2@lambda{v}", "budget": "1of8"} for v in ("0p2", "0", "0p05")]
+    assert claims_report.layout(lam, lam)[2] == ["λ 0", "λ 0.05", "λ 0.2"]
+    several = runs + [{"variant": "remax@n2x8", "budget": "1"}]
+    series, x, ticks, _ = claims_report.layout(several, several)
+    assert series(several[1]) == "remax@n2x8" and x(several[-1]) == 3 and ticks[-1] == "1x"
