@@ -37,7 +37,7 @@ sys.path.insert(0, REPO)
 from experiments import launches, suite  # noqa: E402
 from experiments.configs import claims as claims_config  # noqa: E402
 from experiments.configs import suite_protocols as sp  # noqa: E402
-from experiments.rows import append_row, read_rows  # noqa: E402
+from experiments.rows import append_row, read_rows, row_key  # noqa: E402
 from genre_jax.errors import GenreError  # noqa: E402
 
 
@@ -128,14 +128,31 @@ def reused_row(row: dict, job: suite.Job) -> dict:
     return {**row, "method": job.method, "protocol": job.protocol, "reused_from": row["protocol"]}
 
 
-def pending(args, config, data_dir: str, root: str, done: set, sources: dict | None = None
-            ) -> tuple[list[Launch], list[Launch]]:
-    """(CE launches, RL launches) still to run, in plan order. A CE runs only for a pending RL run:
-    when its row is missing, or its checkpoint is (another machine). A run the study declares the
-    same as a finished run of ``config.reuse_from`` (``sources``: ``source_rows``) is copied, not
-    launched; so is its CE (row and checkpoint) when the source's is there."""
+def copy_ce(source_workdir: str, workdir: str) -> None:
+    """<source_workdir>/ce to <workdir>/ce, replacing what is there, through a temporary sibling: an
+    interrupted copy leaves no half-copied checkpoint behind to be taken for a finished one."""
+    final = os.path.join(workdir, "ce")
+    partial = final + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(os.path.join(source_workdir, "ce"), partial)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(partial, final)
+
+
+def pending(args, config, data_dir: str, root: str, rows: list, sources: dict | None = None):
+    """(CE launches, RL launches, groups skipped because their CE failed) still to run, in plan order.
+
+    A CE runs only for a pending RL run: when its row is missing, or its checkpoint is (another
+    machine). A CE whose latest row failed skips its RL runs (``--retry_failed`` retries it). With
+    ``config.reuse_from`` (``sources``: ``source_rows``) a CE the source study has finished, with its
+    checkpoint, is copied rather than trained, and then the RL runs the study declares the same as
+    the source's are copied rather than launched: a copied row always sits on a copied CE."""
     sources = sources or {}
     reuse = dict(config.get("reuse") or {})
+    done = suite.finished_keys(rows, args.retry_failed)
+    latest = {}
+    for row in rows:
+        latest[row_key(row)] = row
     datasets = suite.split_list(args.datasets if args.datasets is not None else config.datasets)
     seeds = [int(s) for s in suite.split_list(args.seeds if args.seeds is not None else config.seeds)]
     budgets = suite.split_list(args.budgets or config.budgets)
@@ -150,31 +167,43 @@ def pending(args, config, data_dir: str, root: str, done: set, sources: dict | N
         budget_epochs(b, 1000)
     authors = sp.read_authors_hparams(os.path.join(data_dir, "authors_hparams.csv"))
     sizes = {d: sp.train_size(data_dir, d) for d in datasets}
-    ce_launches, rl_launches = {}, []
+    groups, rl_launches, skipped, seen = {}, [], [], set()
     for dataset, seed, ce_tag, name, budget, method, tokenizer, extra in plan(config, datasets, seeds, budgets, names):
         tag = f"{name}@{budget.replace('/', 'of')}"  # 1/8 -> 1of8: one folder level
         job = suite.Job(dataset, seed, method, f"claims/{args.study}/{tag}")
-        if job.key in done:
+        if job.key in done or job.key in seen:
             continue
+        seen.add(job.key)
         seed_dir = os.path.join(root, dataset, f"seed{seed}")
-        ce_dir, group = os.path.join(seed_dir, ce_tag), (dataset, seed, ce_tag)
+        group = (dataset, seed, ce_tag)
         base = lambda workdir: base_command(config, data_dir, dataset, seed, workdir, tokenizer, authors)  # noqa: E731
+        if group not in groups:
+            ce_job = suite.Job(dataset, seed, "ce", f"claims/{args.study}/{ce_tag}")
+            ce_row = latest.get(ce_job.key)
+            if ce_row is not None and ce_row.get("status") != "ok" and not args.retry_failed:
+                skipped.append(group)
+            source = sources.get((dataset, seed, reuse[ce_tag])) if ce_tag in reuse else None
+            if source is not None and not suite.ce_checkpoint_present(source["workdir"]):
+                source = None
+            copied = source is not None and (ce_job.key not in done or bool(ce_row.get("reused_from")))
+            ce_dir = os.path.join(seed_dir, ce_tag)
+            cmd = base(ce_dir) + ["--config.phases=ce,eval",
+                                  *sp.budget_overrides(sp_budget(config), "ce", sizes[dataset])]
+            groups[group] = {"launch": Launch(ce_job, cmd, ce_dir, group, ce_job.key not in done,
+                                              source if copied else None),
+                             "needs_checkpoint": False}
+        if group in skipped:
+            continue
+        ce = groups[group]
         workdir = os.path.join(seed_dir, tag)
         cmd = base(workdir) + ["--config.phases=rl,eval", *rl_flags(config, method, budget, sizes[dataset]), *extra]
-        source = sources.get((dataset, seed, f"{reuse[name]}@{budget.replace('/', 'of')}")) if name in reuse else None
+        source = (sources.get((dataset, seed, f"{reuse[name]}@{budget.replace('/', 'of')}"))
+                  if name in reuse and ce["launch"].reuse is not None else None)
         rl_launches.append(Launch(job, cmd, workdir, group, reuse=source))
-        ce_job = suite.Job(dataset, seed, "ce", f"claims/{args.study}/{ce_tag}")
-        needs_checkpoint = source is None and not suite.ce_checkpoint_present(ce_dir)
-        if ce_job.key in done and not needs_checkpoint:
-            continue
-        if group in ce_launches and (ce_launches[group].reuse is None or not needs_checkpoint):
-            continue
-        ce_source = sources.get((dataset, seed, reuse.get(ce_tag, ""))) if ce_tag in reuse else None
-        if ce_source is not None and needs_checkpoint and not suite.ce_checkpoint_present(ce_source["workdir"]):
-            ce_source = None  # the source's row is here but not its checkpoint: train this study's own
-        cmd = base(ce_dir) + ["--config.phases=ce,eval", *sp.budget_overrides(sp_budget(config), "ce", sizes[dataset])]
-        ce_launches[group] = Launch(ce_job, cmd, ce_dir, group, ce_job.key not in done, reuse=ce_source)
-    return list(ce_launches.values()), rl_launches
+        ce["needs_checkpoint"] |= source is None
+    ce_launches = [g["launch"] for key, g in groups.items() if key not in skipped and (
+        g["launch"].new_row or (g["needs_checkpoint"] and not suite.ce_checkpoint_present(g["launch"].workdir)))]
+    return ce_launches, rl_launches, skipped
 
 
 def main(argv=None, launcher=None) -> int:
@@ -185,12 +214,16 @@ def main(argv=None, launcher=None) -> int:
     out = os.path.abspath(args.out or os.path.join(REPO, "results", "claims", f"{args.study}.jsonl"))
     root = os.path.join(os.path.abspath(args.workroot), args.study)
     try:
-        slots = launches.DeviceSlots(args.workers)
-        done = suite.finished_keys(read_rows(out, repair=not args.dry_run), args.retry_failed)
-        ce_launches, rl_launches = pending(args, config, data_dir, root, done, source_rows(config, out))
+        gpus = launches.visible_gpus()
+        slots = launches.DeviceSlots(args.workers, gpus)
+        ce_launches, rl_launches, skipped = pending(args, config, data_dir, root, read_rows(out, repair=not args.dry_run),
+                                                    source_rows(config, out))
     except (GenreError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for dataset, seed, ce_tag in skipped:
+        print(f"skipped {dataset} seed{seed} {ce_tag}: its CE failed (row in {out}); --retry_failed retries it",
+              file=sys.stderr)
     if args.dry_run:
         for launch in ce_launches + rl_launches:
             print(f"# reuses {launch.reuse['protocol']}: {launch.reuse['workdir']}" if launch.reuse
@@ -202,18 +235,14 @@ def main(argv=None, launcher=None) -> int:
 
     def run(launch: Launch):
         if launch.reuse is not None:
-            if launch.job.method != "ce":
-                return reused_row(launch.reuse, launch.job)
-            source_ce = os.path.join(launch.reuse["workdir"], "ce")
-            if os.path.isdir(source_ce) and not suite.ce_checkpoint_present(launch.workdir):
-                shutil.copytree(source_ce, os.path.join(launch.workdir, "ce"), dirs_exist_ok=True)
+            if launch.job.method == "ce":
+                copy_ce(launch.reuse["workdir"], launch.workdir)
             return reused_row(launch.reuse, launch.job)  # its workdir stays the source's, where its predictions are
         if launch.job.method != "ce":
             if launch.group in ce_failed:
                 return None
             if not os.path.isdir(os.path.join(launch.workdir, "ce")):
-                ce_dir = os.path.join(os.path.dirname(launch.workdir), launch.group[2])
-                shutil.copytree(os.path.join(ce_dir, "ce"), os.path.join(launch.workdir, "ce"))
+                copy_ce(os.path.join(os.path.dirname(launch.workdir), launch.group[2]), launch.workdir)
         return _run(launcher, launch.job, [*stage_slots[0].prefix(), *launch.cmd], launch.workdir)
 
     def record(launch: Launch, row):
@@ -221,8 +250,8 @@ def main(argv=None, launcher=None) -> int:
             return
         job = launch.job
         with lock:
-            counts["reused" if launch.reuse is not None else "ran"] += 1
-            if launch.reuse is not None:
+            counts["reused" if launch.reuse is not None else "ran"] += launch.new_row or launch.reuse is None
+            if launch.reuse is not None and launch.new_row:
                 print(f"reused  {job.dataset} seed{job.seed} {os.path.basename(launch.workdir)}: "
                       f"{launch.reuse['protocol']}", flush=True)
             if launch.new_row:
@@ -241,7 +270,7 @@ def main(argv=None, launcher=None) -> int:
     previous = signal.signal(signal.SIGTERM, launches.sigterm_as_interrupt)
     try:
         for i, stage in enumerate((ce_launches, rl_launches)):  # every CE first: its RL runs then go side by side
-            stage_slots[0] = slots if i == 0 else launches.DeviceSlots(args.workers)
+            stage_slots[0] = slots if i == 0 else launches.DeviceSlots(args.workers, gpus)
             if args.workers <= 1:
                 for launch in stage:
                     record(launch, run(launch))

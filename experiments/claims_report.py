@@ -129,9 +129,10 @@ def summary(runs: list[dict]) -> list[dict]:
                "wins": sum(r["d_r2"] > 0 for r in rs)}
         for key in ("d_r2", "d_rmse"):
             row[key] = bootstrap_ci([r[key] for r in rs])
-        for key in ("crps", "rmse_1"):  # as a ratio to the run's own CE, comparable across datasets
-            ratios = [r[key] / r[f"ce_{key}"] for r in rs]
-            row[f"{key}_ratio"] = float(np.nanmean(ratios)) if any(np.isfinite(ratios)) else math.nan
+        for key in ("crps", "rmse_1"):  # as a ratio to the run's own CE (geometric mean): comparable across datasets
+            ratios = np.array([r[key] / r[f"ce_{key}"] if r[f"ce_{key}"] else math.nan for r in rs], np.float64)
+            ok = np.isfinite(ratios) & (ratios > 0)
+            row[f"{key}_ratio"] = float(np.exp(np.log(ratios[ok]).mean())) if ok.any() else math.nan
         coverage_keys = [k for k in rs[0] if k.startswith(("cov_", "ce_cov_"))]
         for key in ("cov90", "cov90_T", "cov90_conformal", "crps", "crps_T", "rmse_1", "ce_cov90", "ce_crps",
                     "ce_rmse_1", *coverage_keys):
@@ -150,7 +151,8 @@ def matched(runs: list[dict]) -> list[dict]:
         budgets = sorted({r["budget"] for r in rs}, key=_order)
         if len(budgets) < 2:
             continue
-        pairs = set.intersection(*({(r["dataset"], r["seed"]) for r in rs if r["budget"] == b} for b in budgets))
+        pairs = set.intersection(*({(r["dataset"], r["seed"]) for r in rs if r["budget"] == b
+                                     and np.isfinite(r["d_r2"]) and np.isfinite(r["d_rmse"])} for b in budgets))
         if not pairs:
             continue
         for b in budgets:
@@ -172,7 +174,7 @@ def across_tokenizers(runs: list[dict]) -> list[dict]:
     by = {}
     for r in runs:
         method, _, tok = r["variant"].rpartition("@")
-        if tok in tokenizers:
+        if tok in tokenizers and np.isfinite(r["d_r2"]):
             by.setdefault((method, r["budget"]), {}).setdefault((r["dataset"], r["seed"]), {})[tok] = r["d_r2"]
     out = []
     for budget in sorted({b for _, b in by}, key=_order):
@@ -194,16 +196,22 @@ def across_tokenizers(runs: list[dict]) -> list[dict]:
 
 
 def tokenizer_markdown(robust: list[dict]) -> str:
-    lines = ["| method | budget | runs | mean ΔR² | worst ΔR² | SD across tokenizers | pairs losing R² |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {t['method']} | {BUDGET_LABEL.get(t['budget'], t['budget'])} | {t['runs']} | {t['mean']:+.4f} | "
-              f"{t['worst']:+.4f} | {t['sd']:.4f} | {t['losing']}/{t['pairs']} |" for t in robust]
-    lines += ["", "Per run (mean / worst / SD of ΔR² across tokenizers):", "",
-              "| dataset | seed | " + " | ".join(t["method"] for t in robust) + " |", "|---|---|" + "---|" * len(robust)]
-    for key in robust[0]["per_run"] if robust else ():
-        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(
-            "{:+.3f} / {:+.3f} / {:.3f}".format(*t["per_run"][key]) for t in robust) + " |")
-    return "\n".join(lines) + "\n"
+    """One section per budget: the summary, then each run's mean / worst / SD across tokenizers."""
+    lines = []
+    for budget in dict.fromkeys(t["budget"] for t in robust):
+        at = [t for t in robust if t["budget"] == budget]
+        lines += [f"### Across tokenizers, budget {BUDGET_LABEL.get(budget, budget)} (datasets: {at[0]['datasets']})", "",
+                  "| method | runs | mean ΔR² | worst ΔR² | SD across tokenizers | pairs losing R² |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {t['method']} | {t['runs']} | {t['mean']:+.4f} | {t['worst']:+.4f} | {t['sd']:.4f} | "
+                  f"{t['losing']}/{t['pairs']} |" for t in at]
+        lines += ["", "Per run (mean / worst / SD of ΔR² across tokenizers):", "",
+                  "| dataset | seed | " + " | ".join(t["method"] for t in at) + " |", "|---|---|" + "---|" * len(at)]
+        for key in at[0]["per_run"]:
+            lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(
+                "{:+.3f} / {:+.3f} / {:.3f}".format(*t["per_run"][key]) for t in at) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 FIELD = ("mlp", "lightgbm")  # TALENT's published methods the decoders are set against, beside the best
@@ -338,7 +346,7 @@ def plot(table: list[dict], path: str, runs: list[dict] = ()) -> None:
     names = sorted({series_of(t) for t in table})
     fig, axes = plt.subplots(1, 5, figsize=(21, 3.8))
     panels = [("d_r2", "ΔR² (RL − CE)"), ("d_rmse", "ΔRMSE, z (RL − CE)"), ("cov90", "test 90 % coverage"),
-              ("crps_ratio", "test CRPS, RL / CE"), ("rmse_1_ratio", "RMSE of one sample, RL / CE")]
+              ("crps_ratio", "test CRPS, RL / CE (geometric mean)"), ("rmse_1_ratio", "RMSE of one sample, RL / CE")]
     for ax, (key, title) in zip(axes, panels):
         for i, name in enumerate(names):
             ts = sorted((t for t in table if series_of(t) == name), key=x_of)
@@ -356,8 +364,13 @@ def plot(table: list[dict], path: str, runs: list[dict] = ()) -> None:
                 ax.errorbar(x, mean, yerr=np.nan_to_num(err), marker="o", capsize=3, color=f"C{i}", label=name)
             else:
                 ax.plot(x, [t[key] for t in ts], marker="o", color=f"C{i}", label=name)
-        if key == "cov90":
-            ax.axhline(float(np.nanmean([t["ce_cov90"] for t in table])), color="gray", ls="--", lw=1, label="CE")
+        if key == "cov90":  # CE differs along a tokenizer axis (one CE per tokenizer): its mean at each x
+            xs = sorted({x_of(t) for t in table})
+            ce = [float(np.nanmean([t["ce_cov90"] for t in table if x_of(t) == x])) for x in xs]
+            if len(set(ce)) > 1:
+                ax.plot(xs, ce, color="gray", ls="--", lw=1, marker="_", label="CE")
+            else:
+                ax.axhline(ce[0], color="gray", ls="--", lw=1, label="CE")
             ax.axhline(0.9, color="black", ls=":", lw=1)
         if key.endswith("_ratio"):
             ax.axhline(1, color="gray", lw=1)
@@ -430,7 +443,7 @@ def main(argv=None) -> int:
                 f.write(f"\n### Against the field: {title}\n\n" + field_markdown(field))
         robust = across_tokenizers(runs)
         if robust:
-            f.write(f"\n### Across tokenizers (datasets: {robust[0]['datasets']})\n\n" + tokenizer_markdown(robust))
+            f.write("\n" + tokenizer_markdown(robust))
     with open(args.out + ".csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(runs[0]))
         writer.writeheader()

@@ -102,7 +102,9 @@ def test_bad_arguments_are_one_line(tmp_path, capsys):
     assert "error: dataset folder(s) ['nope'] not in" in capsys.readouterr().err
 
 
-def test_workers_run_launches_side_by_side_and_skip_the_runs_of_a_failed_ce(tmp_path, capsys):
+def test_workers_run_launches_side_by_side_and_skip_the_runs_of_a_failed_ce(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(claims.launches, "visible_gpus", lambda: [])  # a CPU host, whatever runs the tests
+    monkeypatch.setattr(claims.launches, "tpu_present", lambda: False)
     write_talent_dataset(tmp_path / "data", "toy", n=200)
     args = [f"--data_dir={tmp_path / 'data'}", "--datasets=toy", "--study=tokenizer", "--budgets=1/8",
             "--variants=remax@n4x4,grpo@n4x4,remax@ieee,grpo@ieee", f"--out={tmp_path / 'rows.jsonl'}",
@@ -148,3 +150,46 @@ def test_expert_study_copies_the_budget_studys_identical_runs(tmp_path, capsys):
     again = FakeLaunch()
     assert claims.main(common + ["--study=expert", f"--out={expert_rows}"], launcher=again) == 0
     assert again.commands == [] and len(open(expert_rows).readlines()) == 6
+
+
+def test_a_failed_ce_stays_skipped_until_retried_and_repeated_arguments_run_once(tmp_path, capsys):
+    write_talent_dataset(tmp_path / "data", "toy", n=200)
+    args = [f"--data_dir={tmp_path / 'data'}", "--datasets=toy,toy", "--seeds=0,0", "--study=budget", "--budgets=1/8",
+            "--variants=remax@reward", f"--out={tmp_path / 'rows.jsonl'}", f"--workroot={tmp_path / 'runs'}"]
+    calls = []
+
+    def failing(cmd, log_path, cwd):
+        calls.append(cmd)
+        return 1
+
+    assert claims.main(args, launcher=failing) == 0 and len(calls) == 1  # the CE, once; its RL run is not launched
+    os.makedirs(tmp_path / "runs" / "budget" / "toy" / "seed0" / "ce" / "ce" / "best" / "3")  # a partial checkpoint
+    again = FakeLaunch()
+    assert claims.main(args, launcher=again) == 0 and again.commands == []  # a later session does not start RL
+    assert "skipped toy seed0 ce: its CE failed" in capsys.readouterr().err
+    retry = FakeLaunch()
+    assert claims.main(args + ["--retry_failed"], launcher=retry) == 0
+    assert [c["config.phases"] for c in retry.commands] == ["ce,eval", "rl,eval"]
+
+
+def test_reuse_replaces_a_partial_ce_and_never_pairs_copied_rows_with_an_own_ce(tmp_path):
+    write_talent_dataset(tmp_path / "data", "toy", n=200)
+    write_talent_dataset(tmp_path / "data", "toy2", n=200)
+    common = [f"--data_dir={tmp_path / 'data'}", f"--workroot={tmp_path / 'runs'}", "--study=expert",
+              f"--out={tmp_path / 'claims' / 'expert.jsonl'}"]
+    # toy2: the expert study trained its own CE before the budget study had one; toy: its CE was cut short
+    assert claims.main(common + ["--datasets=toy2", "--variants=genre2@lambda0p01"], launcher=FakeLaunch()) == 0
+    partial = tmp_path / "runs" / "expert" / "toy" / "seed0" / "ce" / "ce" / "best" / "1"
+    os.makedirs(partial)
+    assert claims.main([f"--data_dir={tmp_path / 'data'}", "--datasets=toy,toy2", f"--workroot={tmp_path / 'runs'}",
+                        "--study=budget", "--budgets=1/8", "--variants=remax@reward",
+                        f"--out={tmp_path / 'claims' / 'budget.jsonl'}"], launcher=FakeLaunch()) == 0
+    fake = FakeLaunch()
+    assert claims.main(common + ["--datasets=toy,toy2", "--variants=genre2@lambda0,genre2@lambda0p01"],
+                       launcher=fake) == 0
+    assert not partial.exists()  # replaced by the budget study's finished checkpoint
+    launched = [(c["config.dataset"], c["config.rl.expert_weight"]) for c in fake.commands]
+    assert launched == [("toy", "0.01"), ("toy2", "0.0")]  # toy2's λ = 0 runs from its own CE, not copied
+    rows = [json.loads(line) for line in open(tmp_path / "claims" / "expert.jsonl")]
+    copied = {(r["dataset"], r["protocol"].split("/")[-1]) for r in rows if r.get("reused_from")}
+    assert copied == {("toy", "ce"), ("toy", "genre2@lambda0@1of8")}

@@ -85,7 +85,7 @@ def test_matched_budgets_use_only_the_runs_present_at_every_budget():
     assert np.isclose(table["cpu"]["d_r2"][0], -0.045)  # the summary averages whatever each budget has
 
 
-def test_robustness_across_tokenizers_uses_runs_complete_for_every_method():
+def test_robustness_across_tokenizers_uses_runs_complete_for_every_method(tmp_path):
     from experiments.configs import claims as claims_config
     toks = list(claims_config.TOKENIZERS)
     rows = []
@@ -100,7 +100,21 @@ def test_robustness_across_tokenizers_uses_runs_complete_for_every_method():
     assert np.isclose(robust["remax"]["mean"], 0.02) and np.isclose(robust["remax"]["worst"], 0.0)
     assert np.isclose(robust["grpo"]["worst"], -0.04) and robust["grpo"]["losing"] == 4
     assert np.isclose(robust["grpo"]["sd"], np.std([0, 0.01, 0.02, 0.03, 0.04]))
-    assert "| grpo | 1/8 | 1 | -0.0200 | -0.0400 |" in claims_report.tokenizer_markdown(list(robust.values()))
+    assert "| grpo | 1 | -0.0200 | -0.0400 |" in claims_report.tokenizer_markdown(list(robust.values()))
+    more = rows + [_row("a", 0, f"claims/tokenizer/remax@{tok}@cpu", "remax", 0.6, 0.7) for tok in toks]
+    text = claims_report.tokenizer_markdown(claims_report.across_tokenizers(claims_report.paired_runs(more)))
+    assert "### Across tokenizers, budget cpu (~60 updates) (datasets: a)" in text and "budget 1/8" in text
+    runs = claims_report.paired_runs(rows)
+    claims_report.plot(claims_report.summary(runs), str(tmp_path / "tokenizer.png"), runs)  # the one-budget layout
+    assert (tmp_path / "tokenizer.png").stat().st_size > 10_000
+
+
+def test_ratios_to_ce_are_geometric_means_and_a_zero_ce_is_left_out():
+    rows = [_row(d, 0, "claims/budget/ce", "ce", 0.5, 0.7, crps=c) for d, c in (("a", 0.2), ("b", 0.4), ("c", 0.0))]
+    rows += [_row(d, 0, "claims/budget/remax@reward@1of8", "remax", 0.5, 0.7, crps=c)
+             for d, c in (("a", 0.4), ("b", 0.2), ("c", 0.1))]
+    (t,) = claims_report.summary(claims_report.paired_runs(rows))
+    assert np.isclose(t["crps_ratio"], 1.0)  # ratios 2 and 0.5; c's CE of 0 is no ratio
 
 
 def test_one_budget_studies_put_the_variants_last_part_on_the_x_axis():
