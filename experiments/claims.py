@@ -11,8 +11,12 @@ of that CE folder (row protocol "claims/<study>/<variant>@<budget>", method the 
 carry test/val metrics, the RL selection record and the calibration block, like the suite's.
 
 Resuming: a (dataset, method, seed, protocol) already in --out is skipped (failed ones too, unless
---retry_failed); a lost CE checkpoint (another machine) is retrained before its first RL run, its
-row kept. Each launch writes its log to <workdir>/claims.log.
+--retry_failed; a failed CE also holds back its RL runs); a lost CE checkpoint (another machine) is
+retrained before its first RL run, its row kept. Each launch writes its log to <workdir>/claims.log.
+
+Reuse: a study whose config names ``reuse_from`` (the expert study: the budget study) copies that
+study's finished CE (row and checkpoint) instead of training one, and then the runs it declares the
+same (``reuse``) instead of launching them; each copied row names its source in ``reused_from``.
 
 Order and parallelism: every pending CE first, then the RL runs, each stage --workers launches at a
 time (the RL runs of one CE are independent: each copies it). On a GPU host each worker owns one GPU
