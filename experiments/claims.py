@@ -219,7 +219,8 @@ def main(argv=None, launcher=None) -> int:
     root = os.path.join(os.path.abspath(args.workroot), args.study)
     try:
         gpus = launches.visible_gpus()
-        slots = launches.DeviceSlots(args.workers, gpus)
+        # one set per stage: each stage's pool has threads of its own, and a slot is held per thread
+        ce_slots, rl_slots = (launches.DeviceSlots(args.workers, gpus) for _ in range(2))
         ce_launches, rl_launches, skipped = pending(args, config, data_dir, root, read_rows(out, repair=not args.dry_run),
                                                     source_rows(config, out))
     except (GenreError, ValueError) as e:
@@ -235,7 +236,6 @@ def main(argv=None, launcher=None) -> int:
         return 0
     os.makedirs(os.path.dirname(out), exist_ok=True)
     lock, ce_failed, counts = threading.Lock(), set(), {"ran": 0, "failed": 0, "reused": 0}
-    stage_slots = [slots]  # a stage's pool has threads of its own, and a slot is held per thread
 
     def run(launch: Launch):
         if launch.reuse is not None:
@@ -247,15 +247,18 @@ def main(argv=None, launcher=None) -> int:
                 return None
             if not os.path.isdir(os.path.join(launch.workdir, "ce")):
                 copy_ce(os.path.join(os.path.dirname(launch.workdir), launch.group[2]), launch.workdir)
-        return _run(launcher, launch.job, [*stage_slots[0].prefix(), *launch.cmd], launch.workdir)
+        slots = ce_slots if launch.job.method == "ce" else rl_slots
+        return _run(launcher, launch.job, [*slots.prefix(), *launch.cmd], launch.workdir)
 
     def record(launch: Launch, row):
         if row is None:
             return
         job = launch.job
         with lock:
-            counts["reused" if launch.reuse is not None else "ran"] += launch.new_row or launch.reuse is None
-            if launch.reuse is not None and launch.new_row:
+            if launch.reuse is None:
+                counts["ran"] += 1
+            elif launch.new_row:  # a copied checkpoint whose row is already here is no reused row
+                counts["reused"] += 1
                 print(f"reused  {job.dataset} seed{job.seed} {os.path.basename(launch.workdir)}: "
                       f"{launch.reuse['protocol']}", flush=True)
             if launch.new_row:
@@ -273,8 +276,7 @@ def main(argv=None, launcher=None) -> int:
 
     previous = signal.signal(signal.SIGTERM, launches.sigterm_as_interrupt)
     try:
-        for i, stage in enumerate((ce_launches, rl_launches)):  # every CE first: its RL runs then go side by side
-            stage_slots[0] = slots if i == 0 else launches.DeviceSlots(args.workers, gpus)
+        for stage in (ce_launches, rl_launches):  # every CE first: its RL runs then go side by side
             if args.workers <= 1:
                 for launch in stage:
                     record(launch, run(launch))

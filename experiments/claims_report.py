@@ -23,6 +23,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from experiments.configs import claims as claims_config  # noqa: E402
 from experiments.rows import read_rows  # noqa: E402
 
 BUDGET_ORDER = ("cpu", "1of8", "1of3", "1")
@@ -38,7 +39,6 @@ def split_tag(protocol: str) -> tuple[str, str]:
 
 def ce_tag_of(variant: str) -> str:
     """The CE a variant started from: 'ce' or 'ce-<tokenizer>' for the tokenizer study's 'remax@n4x4'."""
-    from experiments.configs import claims as claims_config
     tail = variant.rpartition("@")[2]
     return f"ce-{tail}" if tail in claims_config.TOKENIZERS else "ce"
 
@@ -169,7 +169,6 @@ def across_tokenizers(runs: list[dict]) -> list[dict]:
     tokenizer of claims_config.TOKENIZERS on the (dataset, seed) runs that every method has with all
     of them: the mean, the worst, the spread (population SD over tokenizers, averaged over runs) and
     how many (run, tokenizer) pairs lose R² to their CE. Per run too, in ``per_run``."""
-    from experiments.configs import claims as claims_config
     tokenizers = set(claims_config.TOKENIZERS)
     by = {}
     for r in runs:
@@ -323,14 +322,12 @@ def layout(table: list[dict], runs: list[dict]):
     if len({t["budget"] for t in table}) > 1:
         return (lambda t: t["variant"]), (lambda t: _order(t["budget"])), \
             [BUDGET_LABEL[b] for b in BUDGET_ORDER], "RL budget (fraction of the paper's rollouts per input)"
-    from experiments.configs import claims as claims_config
     levels = list(dict.fromkeys(r["variant"].rpartition("@")[2] for r in runs or table))  # as run
+    axis = "variant"
     if set(levels) <= set(claims_config.TOKENIZERS):
-        levels = [t for t in claims_config.TOKENIZERS if t in levels]
+        levels, axis = [t for t in claims_config.TOKENIZERS if t in levels], "tokenizer"
     elif all(v.startswith("lambda") for v in levels):
-        levels.sort(key=lambda v: float(v[len("lambda"):].replace("p", ".")))
-    axis = "tokenizer" if any(level_label(v).startswith(("(", "IEEE")) for v in levels) else "variant"
-    axis = "expert weight" if all(v.startswith("lambda") for v in levels) else axis
+        levels, axis = sorted(levels, key=lambda v: float(v[len("lambda"):].replace("p", "."))), "expert weight"
     return (lambda t: t["variant"].rpartition("@")[0] or t["variant"]), \
         (lambda t: levels.index(t["variant"].rpartition("@")[2])), [level_label(v) for v in levels], \
         f"{axis} (RL budget {BUDGET_LABEL.get(table[0]['budget'], table[0]['budget'])})"
