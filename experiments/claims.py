@@ -143,6 +143,16 @@ def copy_ce(source_workdir: str, workdir: str) -> None:
     os.replace(partial, final)
 
 
+def copy_error(source_workdir: str, workdir: str) -> str | None:
+    """copy_ce, returning what went wrong (a full disk, a source checkpoint gone) instead of raising:
+    the launch's row then says so, where a traceback would end the runner."""
+    try:
+        copy_ce(source_workdir, workdir)
+    except OSError as e:
+        return f"could not copy the CE checkpoint from {source_workdir}/ce: {e}"
+    return None
+
+
 def pending(args, config, data_dir: str, root: str, rows: list, sources: dict | None = None):
     """(CE launches, RL launches, groups skipped because their CE failed) still to run, in plan order.
 
@@ -238,15 +248,18 @@ def main(argv=None, launcher=None) -> int:
     lock, ce_failed, counts = threading.Lock(), set(), {"ran": 0, "failed": 0, "reused": 0}
 
     def run(launch: Launch):
-        if launch.reuse is not None:
-            if launch.job.method == "ce":
-                copy_ce(launch.reuse["workdir"], launch.workdir)
-            return reused_row(launch.reuse, launch.job)  # its workdir stays the source's, where its predictions are
-        if launch.job.method != "ce":
-            if launch.group in ce_failed:
-                return None
+        if launch.job.method != "ce" and launch.group in ce_failed:
+            return None
+        error = None
+        if launch.reuse is not None and launch.job.method == "ce":
+            error = copy_error(launch.reuse["workdir"], launch.workdir)
+        elif launch.reuse is None and launch.job.method != "ce":
             if not os.path.isdir(os.path.join(launch.workdir, "ce")):
-                copy_ce(os.path.join(os.path.dirname(launch.workdir), launch.group[2]), launch.workdir)
+                error = copy_error(os.path.join(os.path.dirname(launch.workdir), launch.group[2]), launch.workdir)
+        if error is not None:
+            return suite.build_row(launch.job, launch.workdir, launch.cmd, 0.0, error=error, returncode=None)
+        if launch.reuse is not None:
+            return reused_row(launch.reuse, launch.job)  # its workdir stays the source's, where its predictions are
         slots = ce_slots if launch.job.method == "ce" else rl_slots
         return _run(launcher, launch.job, [*slots.prefix(), *launch.cmd], launch.workdir)
 
@@ -257,7 +270,7 @@ def main(argv=None, launcher=None) -> int:
         with lock:
             if launch.reuse is None:
                 counts["ran"] += 1
-            elif launch.new_row:  # a copied checkpoint whose row is already here is no reused row
+            elif launch.new_row and row["status"] == "ok":  # a copied checkpoint whose row is here is no reused row
                 counts["reused"] += 1
                 print(f"reused  {job.dataset} seed{job.seed} {os.path.basename(launch.workdir)}: "
                       f"{launch.reuse['protocol']}", flush=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import shlex
+import signal
 import subprocess
 import threading
 from typing import Callable
@@ -25,14 +26,21 @@ class SubprocessLauncher:
     def __init__(self):
         self._live: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
+        self._stopped = False
 
     def __call__(self, cmd: list, log_path: str, cwd: str) -> int:
         with open(log_path, "w") as log:
             log.write(shlex.join(cmd) + "\n")
             log.flush()
-            with subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd) as process:
-                with self._lock:
-                    self._live.add(process)
+            # Started and registered under the lock that stop_all takes, so a launch a worker begins
+            # while the runner is being stopped is either stopped with the others or never started.
+            with self._lock:
+                if self._stopped:
+                    log.write("not started: the runner was stopping\n")
+                    return -signal.SIGTERM
+                process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+                self._live.add(process)
+            with process:
                 try:
                     return process.wait()
                 except BaseException:  # an interrupt in this (main) thread: end the child before leaving
@@ -43,7 +51,9 @@ class SubprocessLauncher:
                         self._live.discard(process)
 
     def stop_all(self) -> None:
+        """Ends the launches running now; later calls start nothing (the runner is stopping)."""
         with self._lock:
+            self._stopped = True
             live = list(self._live)
         for process in live:
             _stop(process)

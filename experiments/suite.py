@@ -183,7 +183,10 @@ def run_job(job: Job, config, data_dir: str, workroot: str, launcher: Launcher, 
 def launch_row(job: Job, cmd: list, workdir: str, log_path: str, launcher: Launcher) -> dict:
     """Runs one launch (logging to ``log_path``) and returns its row: metrics, or the failure."""
     start = time.monotonic()
-    returncode = launcher(cmd, log_path, REPO)
+    try:
+        returncode = launcher(cmd, log_path, REPO)
+    except OSError as e:  # no log to write, no interpreter to start: this run's failure, not the runner's
+        return build_row(job, workdir, cmd, time.monotonic() - start, error=f"could not launch: {e}", returncode=None)
     wall = time.monotonic() - start
     results = read_json(os.path.join(workdir, "results.json"))
     config_json = read_json(os.path.join(workdir, "config.json"))

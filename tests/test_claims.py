@@ -193,3 +193,26 @@ def test_reuse_replaces_a_partial_ce_and_never_pairs_copied_rows_with_an_own_ce(
     rows = [json.loads(line) for line in open(tmp_path / "claims" / "expert.jsonl")]
     copied = {(r["dataset"], r["protocol"].split("/")[-1]) for r in rows if r.get("reused_from")}
     assert copied == {("toy", "ce"), ("toy", "genre2@lambda0@1of8")}
+
+
+def test_a_checkpoint_that_cannot_be_copied_is_that_runs_failed_row_not_a_traceback(tmp_path, capsys, monkeypatch):
+    write_talent_dataset(tmp_path / "data", "toy", n=200)
+    common = [f"--data_dir={tmp_path / 'data'}", "--datasets=toy", f"--workroot={tmp_path / 'runs'}"]
+    assert claims.main(common + ["--study=budget", "--budgets=1/8", "--variants=remax@reward",
+                                 f"--out={tmp_path / 'claims' / 'budget.jsonl'}"], launcher=FakeLaunch()) == 0
+
+    def disk_full(src, dst):
+        raise OSError(28, "No space left on device", dst)
+
+    monkeypatch.setattr(claims.shutil, "copytree", disk_full)
+    fake = FakeLaunch()
+    expert_rows = tmp_path / "claims" / "expert.jsonl"
+    assert claims.main(common + ["--study=expert", "--variants=genre2@lambda0,genre2@lambda0p01",
+                                 f"--out={expert_rows}"], launcher=fake) == 0
+    assert fake.commands == []  # neither λ = 0's copy nor λ = 0.01's launch sits on a CE that is not there
+    rows = [json.loads(line) for line in open(expert_rows)]
+    assert [(r["method"], r["status"]) for r in rows] == [("ce", "failed")]
+    assert rows[0]["error"].startswith("could not copy the CE checkpoint from ") and "No space left" in rows[0]["error"]
+    assert not os.path.exists(tmp_path / "runs" / "expert" / "toy" / "seed0" / "ce" / "ce")
+    out = capsys.readouterr().out
+    assert "FAILED  toy seed0 ce: could not copy the CE checkpoint" in out and "reused" not in out

@@ -83,3 +83,14 @@ def test_subprocess_launcher_logs_and_stop_all_ends_running_launches(tmp_path):
     launcher.stop_all()
     worker.join(timeout=20)
     assert not worker.is_alive() and codes and codes[0] != 0 and time.monotonic() - start < 20
+
+
+def test_a_stopped_launcher_starts_nothing_more(tmp_path):
+    # a worker that passed its stop check just before the runner stopped must not start a launch
+    # that nobody would stop or record
+    launcher = launches.SubprocessLauncher()
+    launcher.stop_all()
+    marker = tmp_path / "ran"
+    code = launcher([sys.executable, "-c", f"open({str(marker)!r}, 'w')"], str(tmp_path / "late.log"), str(tmp_path))
+    assert code != 0 and not marker.exists()
+    assert "not started" in (tmp_path / "late.log").read_text()

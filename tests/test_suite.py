@@ -309,3 +309,13 @@ def test_paper_protocol_names_missing_rows_and_refuses_malformed_values(data_dir
     (data_dir / "authors_hparams.csv").write_text(header + "toy,1e-4,8,4.5,256,4,3,1024,256\n")
     assert suite.main(args, launcher=FakeLauncher()) == 2
     assert "dataset toy, column digits: expected a positive integer, got '4.5'" in capsys.readouterr().err
+
+
+def test_a_launch_that_cannot_start_is_a_failed_row(tmp_path):
+    def no_interpreter(cmd, log_path, cwd):
+        raise FileNotFoundError(2, "No such file or directory", cmd[0])
+
+    job = suite.Job("toy", 0, "genre2", "cpu")
+    row = suite.launch_row(job, ["/missing/python", "launch.py"], str(tmp_path), str(tmp_path / "x.log"), no_interpreter)
+    assert row["status"] == "failed" and row["error"].startswith("could not launch: [Errno 2]")
+    assert "/missing/python" in row["error"]
