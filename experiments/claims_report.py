@@ -333,9 +333,17 @@ def layout(table: list[dict], runs: list[dict]):
         f"{axis} (RL budget {BUDGET_LABEL.get(table[0]['budget'], table[0]['budget'])})"
 
 
+def joined(ts: list[dict]) -> list[bool]:
+    """Which of a series' points (summary rows) the plot joins by a line: those with the series'
+    most runs. A point over fewer runs (a budget or level not yet run everywhere) stands apart,
+    hollow, so the line never rises or falls because its datasets change."""
+    most = max(t["n"] for t in ts)
+    return [t["n"] == most for t in ts]
+
+
 def plot(table: list[dict], path: str, runs: list[dict] = ()) -> None:
-    """Means with their intervals per series (``layout``); thin lines: each (dataset, seed) across
-    the x-axis, so a mean that moves because its datasets change is visible as such."""
+    """Means with their intervals per series (``layout``), joined where they average the same number
+    of runs (``joined``); thin lines: each (dataset, seed) across the x-axis."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -357,10 +365,15 @@ def plot(table: list[dict], path: str, runs: list[dict] = ()) -> None:
                         ax.plot(np.array([x_of(r) for r in rs]) + shift, [r[key] for r in rs],
                                 color=f"C{i}", lw=0.7, alpha=0.3)
                 mean = np.array([t[key][0] for t in ts])
-                err = np.array([[t[key][0] - t[key][1], t[key][2] - t[key][0]] for t in ts]).T
-                ax.errorbar(x, mean, yerr=np.nan_to_num(err), marker="o", capsize=3, color=f"C{i}", label=name)
+                err = np.nan_to_num(np.array([[t[key][0] - t[key][1], t[key][2] - t[key][0]] for t in ts]).T)
             else:
-                ax.plot(x, [t[key] for t in ts], marker="o", color=f"C{i}", label=name)
+                mean, err = np.array([t[key] for t in ts], np.float64), None
+            line = np.array(joined(ts))
+            ax.errorbar(x[line], mean[line], yerr=None if err is None else err[:, line], marker="o", capsize=3,
+                        color=f"C{i}", label=name)
+            if not line.all():
+                ax.errorbar(x[~line], mean[~line], yerr=None if err is None else err[:, ~line], marker="o",
+                            capsize=3, color=f"C{i}", mfc="white", ls="none")
         if key == "cov90":  # CE differs along a tokenizer axis (one CE per tokenizer): its mean at each x
             xs = sorted({x_of(t) for t in table})
             ce = [float(np.nanmean([t["ce_cov90"] for t in table if x_of(t) == x])) for x in xs]
@@ -377,6 +390,9 @@ def plot(table: list[dict], path: str, runs: list[dict] = ()) -> None:
         ax.set_title(title)
         ax.set_xlabel(xlabel)
     axes[0].legend(fontsize=8)
+    if any(not all(joined([t for t in table if series_of(t) == name])) for name in names):
+        fig.text(0.005, 0.005, "hollow: a mean over fewer runs than the rest of its series (see the table)",
+                 fontsize=8, color="gray")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -129,3 +129,9 @@ def test_one_budget_studies_put_the_variants_last_part_on_the_x_axis():
     several = runs + [{"variant": "remax@n2x8", "budget": "1"}]
     series, x, ticks, _ = claims_report.layout(several, several)
     assert series(several[1]) == "remax@n2x8" and x(several[-1]) == 3 and ticks[-1] == "1x"
+
+
+def test_a_mean_over_fewer_runs_is_not_joined_to_its_series_line():
+    rows = [{"n": 8}, {"n": 8}, {"n": 4}, {"n": 8}]
+    assert claims_report.joined(rows) == [True, True, False, True]
+    assert claims_report.joined([{"n": 3}]) == [True]
