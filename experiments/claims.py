@@ -13,6 +13,8 @@ carry test/val metrics, the RL selection record and the calibration block, like 
 Resuming: a (dataset, method, seed, protocol) already in --out is skipped (failed ones too, unless
 --retry_failed; a failed CE also holds back its RL runs); a lost CE checkpoint (another machine) is
 retrained before its first RL run, its row kept. Each launch writes its log to <workdir>/claims.log.
+A launch that cannot start, or a CE checkpoint that cannot be copied (a full disk), is that run's
+failed row, not the end of the runner.
 
 Reuse: a study whose config names ``reuse_from`` (the expert study: the budget study) copies that
 study's finished CE (row and checkpoint) instead of training one, and then the runs it declares the
