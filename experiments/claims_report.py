@@ -270,6 +270,22 @@ def field_markdown(field: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cost(rows: list[dict]) -> dict:
+    """What a study's rows cost: launches and hours of launch wall time (``wall_time_s``; CE and RL,
+    failed ones too), and the rows copied from another study (``reused_from``: nothing launched).
+    A run resumed after an interruption counts only its last launch, so this is a lower bound."""
+    own = [r for r in rows if not r.get("reused_from")]
+    return {"launches": len(own), "hours": sum(float(r.get("wall_time_s") or 0.0) for r in own) / 3600,
+            "reused": len(rows) - len(own)}
+
+
+def cost_line(rows: list[dict]) -> str:
+    c = cost(rows)
+    return (f"Cost: {c['launches']} launches, {c['hours']:.2f} h of launch wall time"
+            + (f" ({c['reused']} more rows copied, nothing launched)" if c["reused"] else "")
+            + "; a run resumed after an interruption counts only its last launch.")
+
+
 def markdown(table: list[dict], runs: list[dict], command: str, aggregate: str = "mean") -> str:
     lines = [f"Command: `{command}`", "",
              f"{len(runs)} RL runs on {len({r['dataset'] for r in runs})} datasets; test split, {aggregate} of "
@@ -437,7 +453,8 @@ def main(argv=None) -> int:
         print(f"error: {args.rows} not found; expected a claim study's JSONL (experiments/claims.py --out)",
               file=sys.stderr)
         return 2
-    runs = paired_runs(read_rows(args.rows, repair=False), args.aggregate)
+    rows = read_rows(args.rows, repair=False)
+    runs = paired_runs(rows, args.aggregate)
     if not runs:
         print(f"error: {args.rows} has no finished RL run with its CE row yet", file=sys.stderr)
         return 2
@@ -448,7 +465,7 @@ def main(argv=None) -> int:
     published = read_published(os.path.join(args.data_dir, "talent_published_rmse.csv"))
     splits = {d: split_kind(args.data_dir, d) for d in {r["dataset"] for r in runs}}
     with open(args.out + ".md", "w") as f:
-        f.write(markdown(table, runs, command, args.aggregate))
+        f.write(markdown(table, runs, command, args.aggregate) + "\n" + cost_line(rows) + "\n")
         for kind, title in (("talent", "datasets with TALENT's own split files"),
                             ("resplit", "re-split datasets (same data, another split: indicative only)")):
             field = against_field([r for r in runs if splits[r["dataset"]] == kind], published)

@@ -135,3 +135,10 @@ def test_a_mean_over_fewer_runs_is_not_joined_to_its_series_line():
     rows = [{"n": 8}, {"n": 8}, {"n": 4}, {"n": 8}]
     assert claims_report.joined(rows) == [True, True, False, True]
     assert claims_report.joined([{"n": 3}]) == [True]
+
+
+def test_cost_counts_launched_rows_only():
+    rows = [{"wall_time_s": 1800.0}, {"wall_time_s": 3600.0, "status": "failed"},
+            {"wall_time_s": 900.0, "reused_from": "claims/budget/ce"}, {"wall_time_s": None}]
+    assert claims_report.cost(rows) == {"launches": 3, "hours": 1.5, "reused": 1}
+    assert claims_report.cost_line(rows).startswith("Cost: 3 launches, 1.50 h of launch wall time (1 more rows")
