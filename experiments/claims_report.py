@@ -464,8 +464,9 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     published = read_published(os.path.join(args.data_dir, "talent_published_rmse.csv"))
     splits = {d: split_kind(args.data_dir, d) for d in {r["dataset"] for r in runs}}
+    text = markdown(table, runs, command, args.aggregate)
     with open(args.out + ".md", "w") as f:
-        f.write(markdown(table, runs, command, args.aggregate) + "\n" + cost_line(rows) + "\n")
+        f.write(text + "\n" + cost_line(rows) + "\n")
         for kind, title in (("talent", "datasets with TALENT's own split files"),
                             ("resplit", "re-split datasets (same data, another split: indicative only)")):
             field = against_field([r for r in runs if splits[r["dataset"]] == kind], published)
@@ -480,7 +481,7 @@ def main(argv=None) -> int:
         writer.writerows(runs)
     plot(table, args.out + ".png", runs)
     plot_reliability(table, args.out + "_reliability.png")
-    print(markdown(table, runs, command, args.aggregate).split("\n\nPer dataset")[0])
+    print(text.split("\n\nPer dataset")[0])
     return 0
 
 
