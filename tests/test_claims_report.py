@@ -142,3 +142,33 @@ def test_cost_counts_launched_rows_only():
             {"wall_time_s": 900.0, "reused_from": "claims/budget/ce"}, {"wall_time_s": None}]
     assert claims_report.cost(rows) == {"launches": 3, "hours": 1.5, "reused": 1}
     assert claims_report.cost_line(rows).startswith("Cost: 3 launches, 1.50 h of launch wall time (1 more rows")
+
+
+def test_datasets_weigh_the_same_however_many_seeds_they_have():
+    values, groups = [1.0, 1.0, 1.0, 0.0], ["a", "a", "a", "b"]
+    mean, low, high = claims_report.bootstrap_ci(values, groups=groups)
+    assert mean == 0.5  # not 0.75: a's three seeds are one dataset
+    assert low == 0.0 and high == 1.0  # two datasets: the resampled means are 0, 0.5 or 1
+    rng = np.random.default_rng(1)
+    one = rng.normal(0.02, 0.01, 6)
+    assert claims_report.bootstrap_ci(one, groups=list("abcdef")) == claims_report.bootstrap_ci(one)  # one seed each
+    # seeds that agree within a dataset are not independent runs: the interval stays as wide as the datasets'
+    datasets = rng.normal(0.02, 0.02, 4)
+    runs = np.repeat(datasets, 3) + rng.normal(0, 1e-4, 12)
+    clustered = claims_report.bootstrap_ci(runs, groups=np.repeat(list("abcd"), 3).tolist())
+    naive = claims_report.bootstrap_ci(runs)
+    assert clustered[2] - clustered[1] > 1.4 * (naive[2] - naive[1])
+
+
+def test_seed_spread_is_pooled_over_datasets_with_several_seeds(tmp_path):
+    runs = [{"dataset": d, "d_r2": v} for d, v in (("a", 0.0), ("a", 0.2), ("b", 0.1), ("b", 0.1), ("c", 0.5))]
+    sd, n = claims_report.seed_sd(runs)
+    assert n == 2 and np.isclose(sd, np.sqrt((np.var([0.0, 0.2], ddof=1) + 0.0) / 2))
+    assert np.isnan(claims_report.seed_sd(runs[-1:])[0])
+    rows = [_row(d, s, "claims/budget/ce", "ce", 0.5, 0.7) for d in ("a", "b") for s in (0, 1)]
+    rows += [_row(d, s, "claims/budget/remax@reward@1of8", "remax", 0.5 + dr, 0.7, cov=c)
+             for d, s, dr, c in (("a", 0, 0.01, 0.2), ("a", 1, 0.03, 0.4), ("b", 0, 0.05, 0.9))]
+    (t,) = claims_report.summary(claims_report.paired_runs(rows))
+    assert np.isclose(t["d_r2"][0], 0.035) and np.isclose(t["cov90"], 0.6)  # a's mean (0.02, 0.3) weighs as b
+    text = claims_report.markdown([t], claims_report.paired_runs(rows), "cmd")
+    assert "| ΔR² | seed SD (datasets) | ΔRMSE (z) |" in text and f"| {np.std([0.01, 0.03], ddof=1):.4f} (1) |" in text
