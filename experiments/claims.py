@@ -23,7 +23,7 @@ same (``reuse``) instead of launching them; each copied row names its source in 
 Order and parallelism: every pending CE first, then the RL runs, each stage --workers launches at a
 time (the RL runs of one CE are independent: each copies it). On a GPU host each worker owns one GPU
 (`env CUDA_VISIBLE_DEVICES=<gpu>`, as in the suite); on a TPU host --workers > 1 is refused; on CPU
-the workers share the cores. Ctrl-C or SIGTERM stops the running launches (they write no row) and
+each worker gets its own cores (`taskset -c`, as in the suite) where there are enough. Ctrl-C or SIGTERM stops the running launches (they write no row) and
 the same command resumes.
 """
 from __future__ import annotations
@@ -105,7 +105,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="JSONL (default: results/claims/<study>.jsonl)")
     p.add_argument("--workroot", default="runs/claims")
     p.add_argument("--workers", type=int, default=1,
-                   help="launches at once (a GPU each on a GPU host); on CPU they share the cores")
+                   help="launches at once (a GPU each on a GPU host, its own cores on CPU)")
     p.add_argument("--retry_failed", action="store_true")
     p.add_argument("--dry_run", action="store_true")
     return p.parse_args(argv)

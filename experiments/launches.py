@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -102,12 +103,21 @@ def tpu_present() -> bool:
     return bool(glob.glob("/dev/accel*")) or os.path.exists("/dev/vfio/0")
 
 
+def cpu_cores() -> list[int]:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
 class DeviceSlots:
     """One command prefix per worker thread, held for the thread's life: on a GPU host
     ``env CUDA_VISIBLE_DEVICES=<gpu>``, so no two workers share a GPU (JAX preallocates most of a
-    GPU's memory per process); elsewhere nothing."""
+    GPU's memory per process); on a CPU host with at least one core per worker, ``taskset -c <its
+    cores>`` (the cores split into contiguous, nearly equal sets), so each launch's XLA thread pool is
+    sized to its own cores instead of every launch running a thread per core on all of them; with more
+    workers than cores, or without ``taskset``, nothing (the launches share the cores)."""
 
-    def __init__(self, workers: int, gpus: list[str] | None = None, tpu: bool | None = None):
+    def __init__(self, workers: int, gpus: list[str] | None = None, tpu: bool | None = None,
+                 cores: list[int] | None = None, taskset: bool | None = None):
         gpus = visible_gpus() if gpus is None else gpus
         tpu = (not gpus and tpu_present()) if tpu is None else tpu
         if workers > 1 and gpus and workers > len(gpus):
@@ -115,8 +125,15 @@ class DeviceSlots:
                              f"worker needs its own GPU: use --workers={len(gpus)} or fewer")
         if workers > 1 and tpu:
             raise ValueError(f"--workers={workers} on a TPU host: every launch takes all the chips; use --workers=1")
-        prefixes = [("env", f"CUDA_VISIBLE_DEVICES={g}") for g in gpus[:workers]] if workers > 1 and gpus else \
-            [()] * max(1, workers)
+        cores = cpu_cores() if cores is None else cores
+        taskset = shutil.which("taskset") is not None if taskset is None else taskset
+        if workers > 1 and gpus:
+            prefixes = [("env", f"CUDA_VISIBLE_DEVICES={g}") for g in gpus[:workers]]
+        elif 1 < workers <= len(cores) and taskset:
+            sets = [cores[i * len(cores) // workers:(i + 1) * len(cores) // workers] for i in range(workers)]
+            prefixes = [("taskset", "-c", ",".join(map(str, s))) for s in sets]
+        else:
+            prefixes = [()] * max(1, workers)
         self._free, self._local = list(prefixes), threading.local()
         self._lock = threading.Lock()
 

@@ -30,8 +30,10 @@ launch (--config.phases=ce,<phase>,eval; same seed, so the same CE), and its wal
 
 Parallel: --workers=N runs N workdirs at once (threads that each wait on one launch at a time);
 the jobs of one workdir still run in order, CE first. Rows are appended under a lock, so the file
-stays one line per run. On CPU each launch uses every core it sees, so workers share cores and
-wall times include the sharing. On a GPU host each worker owns one GPU (its launches run under
+stays one line per run. On a CPU host with a core or more per worker, each worker's launches run
+under `taskset -c <its cores>` (the cores split evenly; recorded in the row's command), so their XLA
+thread pools do not fight over every core; with more workers than cores they share them, and wall
+times include the sharing. On a GPU host each worker owns one GPU (its launches run under
 `env CUDA_VISIBLE_DEVICES=<its GPU>`, recorded in the row's command; more workers than visible
 GPUs is refused); on a TPU host every launch needs all the chips, so --workers > 1 is refused.
 
@@ -269,8 +271,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=None, help="JSONL file (default: results/<protocol>_suite.jsonl)")
     parser.add_argument("--workroot", default="runs/suite")
     parser.add_argument("--workers", type=int, default=1,
-                        help="workdirs (dataset, seed) run at once; each launch uses every core it sees, so "
-                             "workers share cores and their wall times include the sharing")
+                        help="workdirs (dataset, seed) run at once; on CPU each worker gets its own cores (taskset) "
+                             "where there are enough, a GPU each on a GPU host")
     parser.add_argument("--retry_failed", action="store_true", help="re-run jobs whose row says failed")
     parser.add_argument("--dry_run", action="store_true", help="print the pending commands and exit")
     return parser.parse_args(argv)

@@ -1,4 +1,6 @@
 """Launching subprocesses: the logging launcher and its stop, device slots per worker, groups run side by side."""
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -30,6 +32,32 @@ def test_device_slots_one_gpu_per_worker_and_one_worker_on_a_tpu_host():
     with pytest.raises(ValueError, match="TPU host"):
         launches.DeviceSlots(2, gpus=[], tpu=True)
     assert launches.DeviceSlots(1, gpus=[], tpu=True).prefix() == ()  # one worker: no prefix anywhere
+
+
+def _prefixes(slots, workers):
+    out = []
+    threads = [threading.Thread(target=lambda: out.append(slots.prefix())) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(out)
+
+
+def test_cpu_workers_each_get_their_own_cores_when_there_are_enough():
+    cpu = dict(gpus=[], tpu=False, taskset=True)
+    assert _prefixes(launches.DeviceSlots(2, cores=[0, 1, 2, 3], **cpu), 2) == [
+        ("taskset", "-c", "0,1"), ("taskset", "-c", "2,3")]
+    assert _prefixes(launches.DeviceSlots(3, cores=[4, 5, 6, 7], **cpu), 3) == [
+        ("taskset", "-c", "4"), ("taskset", "-c", "5"), ("taskset", "-c", "6,7")]
+    assert _prefixes(launches.DeviceSlots(3, cores=[0, 1], **cpu), 3) == [(), (), ()]  # fewer cores: shared
+    assert _prefixes(launches.DeviceSlots(2, cores=[0, 1], gpus=[], tpu=False, taskset=False), 2) == [(), ()]
+    assert launches.DeviceSlots(1, cores=[0, 1], **cpu).prefix() == ()
+    if shutil.which("taskset") and len(launches.cpu_cores()) >= 2:  # the prefix really confines a launch
+        core = launches.cpu_cores()[-1]
+        out = subprocess.run(["taskset", "-c", str(core), sys.executable, "-c", "import os; print(os.sched_getaffinity(0))"],
+                             capture_output=True, text=True, check=True).stdout
+        assert out.strip() == str({core})
 
 
 def test_run_in_parallel_keeps_each_group_in_order_and_an_interrupt_stops_the_rest():
