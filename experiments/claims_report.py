@@ -105,6 +105,22 @@ def paired_runs(rows: list[dict], aggregate: str = "mean") -> list[dict]:
     return out
 
 
+def by_group(values, groups) -> list[np.ndarray]:
+    """The finite values of each group (a run's dataset), groups in first-seen order."""
+    out = {}
+    for x, g in zip(values, groups):
+        if x is not None and np.isfinite(x):
+            out.setdefault(g, []).append(x)
+    return [np.asarray(v, np.float64) for v in out.values()]
+
+
+def dataset_mean(values, datasets) -> float:
+    """The mean over datasets of each dataset's mean over its seeds (as ``bootstrap_ci`` weighs them),
+    leaving out non-finite values; nan when none is finite."""
+    by = by_group(values, datasets)
+    return float(np.mean([b.mean() for b in by])) if by else math.nan
+
+
 def bootstrap_ci(values, num: int = 2000, seed: int = 0, groups=None) -> tuple[float, float, float]:
     """(mean, low, high): the 95 % percentile interval of the mean over resampled runs.
 
@@ -113,30 +129,22 @@ def bootstrap_ci(values, num: int = 2000, seed: int = 0, groups=None) -> tuple[f
     then each drawn dataset's seeds), because a dataset's seeds agree more with each other than with
     another dataset and are not that many independent runs. With one value per dataset it is the
     plain bootstrap, draw for draw."""
-    keep = [i for i, x in enumerate(values) if np.isfinite(x)]
-    v = np.asarray([values[i] for i in keep], np.float64)
-    names = [groups[i] for i in keep] if groups is not None else list(range(len(v)))
-    order = list(dict.fromkeys(names))  # datasets in first-seen order
-    if len(v) == 0:
+    by = by_group(values, range(len(values)) if groups is None else groups)
+    if not by:
         return math.nan, math.nan, math.nan
-    by = [v[[j for j, n in enumerate(names) if n == g]] for g in order]
     point = float(np.mean([b.mean() for b in by]))
     if len(by) == 1 and len(by[0]) == 1:
         return point, math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(by), (num, len(by)))  # stage 1: datasets
+    picks = np.random.default_rng(seed).integers(0, len(by), (num, len(by)))  # stage 1: datasets
     sizes = np.array([len(b) for b in by])
-    if (sizes == 1).all():
-        means = np.array([b[0] for b in by])[picks].mean(1)
-    else:  # stage 2: each drawn dataset's seeds, drawn again
-        padded = np.full((len(by), sizes.max()), np.nan)
-        for i, b in enumerate(by):
-            padded[i, :len(b)] = b
-        k = sizes[picks][..., None]  # [num, D, 1]
-        draws = np.floor(np.random.default_rng(seed + 1).random((num, len(by), sizes.max())) * k).astype(int)
-        drawn = padded[picks[..., None], draws]  # [num, D, K]
-        inside = np.arange(sizes.max()) < k
-        means = (np.where(inside, drawn, 0.0).sum(-1) / k[..., 0]).mean(1)
+    padded = np.full((len(by), sizes.max()), np.nan)
+    for i, b in enumerate(by):
+        padded[i, :len(b)] = b
+    # stage 2: each drawn dataset's seeds, drawn again (always index 0 where a dataset has one seed)
+    k = sizes[picks][..., None]  # [num, D, 1]
+    draws = np.floor(np.random.default_rng(seed + 1).random((num, len(by), sizes.max())) * k).astype(int)
+    drawn = padded[picks[..., None], draws]  # [num, D, K]
+    means = (np.where(np.arange(sizes.max()) < k, drawn, 0.0).sum(-1) / k[..., 0]).mean(1)
     return point, float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
@@ -144,11 +152,7 @@ def seed_sd(runs: list[dict], key: str = "d_r2") -> tuple[float, int]:
     """(SD, datasets): how far a new seed moves a run's ``key`` on the same dataset: the sample SD
     over seeds within each dataset run with two or more, pooled (root mean square) over those
     datasets; (nan, 0) when none has two seeds."""
-    by = {}
-    for r in runs:
-        if np.isfinite(r[key]):
-            by.setdefault(r["dataset"], []).append(r[key])
-    sds = [np.std(v, ddof=1) for v in by.values() if len(v) >= 2]
+    sds = [np.std(v, ddof=1) for v in by_group([r[key] for r in runs], [r["dataset"] for r in runs]) if len(v) >= 2]
     return (float(np.sqrt(np.mean(np.square(sds)))), len(sds)) if sds else (math.nan, 0)
 
 
@@ -164,29 +168,20 @@ def summary(runs: list[dict]) -> list[dict]:
     for (variant, budget), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], _order(kv[0][1]))):
         row = {"variant": variant, "budget": budget, "n": len(rs), "datasets": len({r["dataset"] for r in rs}),
                "wins": sum(r["d_r2"] > 0 for r in rs)}
+        datasets = [r["dataset"] for r in rs]
         for key in ("d_r2", "d_rmse"):
-            row[key] = bootstrap_ci([r[key] for r in rs], groups=[r["dataset"] for r in rs])
+            row[key] = bootstrap_ci([r[key] for r in rs], groups=datasets)
         row["seed_sd"] = seed_sd(rs)
         for key in ("crps", "rmse_1"):  # as a ratio to the run's own CE (geometric mean): comparable across datasets
-            logs = [{**r, "log_ratio": math.log(r[key] / r[f"ce_{key}"]) if r[f"ce_{key}"] and r[key] / r[f"ce_{key}"] > 0
-                     else math.nan} for r in rs]
-            row[f"{key}_ratio"] = math.exp(dataset_mean(logs, "log_ratio"))
+            logs = [math.log(r[key] / r[f"ce_{key}"]) if r[f"ce_{key}"] and r[key] / r[f"ce_{key}"] > 0 else math.nan
+                    for r in rs]
+            row[f"{key}_ratio"] = math.exp(dataset_mean(logs, datasets))
         coverage_keys = [k for k in rs[0] if k.startswith(("cov_", "ce_cov_"))]
         for key in ("cov90", "cov90_T", "cov90_conformal", "crps", "crps_T", "rmse_1", "ce_cov90", "ce_crps",
                     "ce_rmse_1", *coverage_keys):
-            row[key] = dataset_mean(rs, key)
+            row[key] = dataset_mean([r[key] for r in rs], datasets)
         out.append(row)
     return out
-
-
-def dataset_mean(runs: list[dict], key: str) -> float:
-    """The mean over datasets of each dataset's mean over its seeds (as ``bootstrap_ci`` weighs them),
-    leaving out non-finite values; nan when none is finite."""
-    by = {}
-    for r in runs:
-        if r[key] is not None and np.isfinite(r[key]):
-            by.setdefault(r["dataset"], []).append(r[key])
-    return float(np.mean([np.mean(v) for v in by.values()])) if by else math.nan
 
 
 def matched(runs: list[dict]) -> list[dict]:
@@ -207,7 +202,8 @@ def matched(runs: list[dict]) -> list[dict]:
             at = [r for r in rs if r["budget"] == b and (r["dataset"], r["seed"]) in pairs]
             out.append({"variant": variant, "budget": b, "n": len(at),
                         "datasets": ", ".join(sorted({d for d, _ in pairs})),
-                        "d_r2": dataset_mean(at, "d_r2"), "d_rmse": dataset_mean(at, "d_rmse")})
+                        **{key: dataset_mean([r[key] for r in at], [r["dataset"] for r in at])
+                           for key in ("d_r2", "d_rmse")}})
     return out
 
 
@@ -346,10 +342,10 @@ def markdown(table: list[dict], runs: list[dict], command: str, aggregate: str =
              "|---|---|---|---|---|---|---|---|---|" + ("---|" if seeds else "")]
     for t in table:
         sd, sd_n = t["seed_sd"]
+        seed_cell = ("- | " if not sd_n else f"{sd:.4f} ({sd_n}) | ") if seeds else ""
         lines.append(
             f"| {t['variant']} | {BUDGET_LABEL.get(t['budget'], t['budget'])} | {t['n']} ({t['datasets']}) | "
-            f"{_fmt_ci(t['d_r2'])} | " + (f"{sd:.4f} ({sd_n}) | " if seeds and sd_n else "- | " if seeds else "")
-            + f"{_fmt_ci(t['d_rmse'])} | {t['wins']}/{t['n']} | "
+            f"{_fmt_ci(t['d_r2'])} | {seed_cell}{_fmt_ci(t['d_rmse'])} | {t['wins']}/{t['n']} | "
             f"{t['ce_cov90']:.2f} → {t['cov90']:.2f} → {t['cov90_T']:.2f} / {t['cov90_conformal']:.2f} | "
             f"{t['ce_crps']:.4f} → {t['crps']:.4f} → {t['crps_T']:.4f} | {t['ce_rmse_1']:.4f} → {t['rmse_1']:.4f} |")
     lines += ["", "Per dataset (ΔR²):", "", "| dataset | seed | " + " | ".join(

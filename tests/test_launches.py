@@ -16,25 +16,8 @@ def test_last_error_line():
     assert launches.last_error_line("") == ""
 
 
-def test_device_slots_one_gpu_per_worker_and_one_worker_on_a_tpu_host():
-    assert launches.visible_gpus({"CUDA_VISIBLE_DEVICES": "2, 7"}) == ["2", "7"]
-    assert launches.visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
-    slots = launches.DeviceSlots(2, gpus=["0", "3", "5"], tpu=False)
-    prefixes = []
-    threads = [threading.Thread(target=lambda: prefixes.append(slots.prefix())) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(prefixes) == [("env", "CUDA_VISIBLE_DEVICES=0"), ("env", "CUDA_VISIBLE_DEVICES=3")]
-    with pytest.raises(ValueError, match="3 GPU"):
-        launches.DeviceSlots(4, gpus=["0", "3", "5"], tpu=False)
-    with pytest.raises(ValueError, match="TPU host"):
-        launches.DeviceSlots(2, gpus=[], tpu=True)
-    assert launches.DeviceSlots(1, gpus=[], tpu=True).prefix() == ()  # one worker: no prefix anywhere
-
-
 def _prefixes(slots, workers):
+    """The prefixes ``workers`` threads get from ``slots``, one each, sorted."""
     out = []
     threads = [threading.Thread(target=lambda: out.append(slots.prefix())) for _ in range(workers)]
     for thread in threads:
@@ -42,6 +25,18 @@ def _prefixes(slots, workers):
     for thread in threads:
         thread.join()
     return sorted(out)
+
+
+def test_device_slots_one_gpu_per_worker_and_one_worker_on_a_tpu_host():
+    assert launches.visible_gpus({"CUDA_VISIBLE_DEVICES": "2, 7"}) == ["2", "7"]
+    assert launches.visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
+    slots = launches.DeviceSlots(2, gpus=["0", "3", "5"], tpu=False)
+    assert _prefixes(slots, 2) == [("env", "CUDA_VISIBLE_DEVICES=0"), ("env", "CUDA_VISIBLE_DEVICES=3")]
+    with pytest.raises(ValueError, match="3 GPU"):
+        launches.DeviceSlots(4, gpus=["0", "3", "5"], tpu=False)
+    with pytest.raises(ValueError, match="TPU host"):
+        launches.DeviceSlots(2, gpus=[], tpu=True)
+    assert launches.DeviceSlots(1, gpus=[], tpu=True).prefix() == ()  # one worker: no prefix anywhere
 
 
 def test_cpu_workers_each_get_their_own_cores_when_there_are_enough():
