@@ -43,7 +43,7 @@ sys.path.insert(0, REPO)
 from experiments import launches, suite  # noqa: E402
 from experiments.configs import claims as claims_config  # noqa: E402
 from experiments.configs import suite_protocols as sp  # noqa: E402
-from experiments.rows import append_row, read_rows, row_key  # noqa: E402
+from experiments.rows import append_row, method_entries, one_sample_rmse, read_rows, row_key  # noqa: E402
 from genre_jax.errors import GenreError  # noqa: E402
 
 
@@ -262,8 +262,10 @@ def main(argv=None, launcher=None) -> int:
             return suite.build_row(launch.job, launch.workdir, launch.cmd, 0.0, error=error, returncode=None)
         if launch.reuse is not None:
             return reused_row(launch.reuse, launch.job)  # its workdir stays the source's, where its predictions are
-        slots = ce_slots if launch.job.method == "ce" else rl_slots
-        return _run(launcher, launch.job, [*slots.prefix(), *launch.cmd], launch.workdir)
+        if launch.job.method == "ce":
+            return _run(launcher, launch.job, [*ce_slots.prefix(), *launch.cmd], launch.workdir)
+        return _run(launcher, launch.job, [*rl_slots.prefix(), *launch.cmd], launch.workdir,
+                    ce_dir=os.path.join(os.path.dirname(launch.workdir), launch.group[2]))
 
     def record(launch: Launch, row):
         if row is None:
@@ -317,9 +319,29 @@ def sp_budget(config):
     return c
 
 
-def _run(launcher, job, cmd: list, workdir: str) -> dict:
+def started_from(ce_dir: str) -> dict:
+    """The CE an RL run started from, as its row records it (``ce``): its params digest, metrics,
+    calibration and one-sample RMSE. The RL run's gain is measured against this, not against the CE
+    row, which may describe another training of that CE: a lost checkpoint is retrained (another
+    machine), and XLA:CPU's floating-point results differ between CPU families (AVX-512 vs AVX2), so
+    a retrained CE is not always the CE of its row."""
+    entry = method_entries(ce_dir).get("ce") or {}
+    splits = entry.get("splits") or {}
+    return {"params_digest": (entry.get("stamp") or {}).get("params_digest"), "test": splits.get("test"),
+            "val": splits.get("val"), "calibration": entry.get("calibration"),
+            "one_sample_rmse": one_sample_rmse(ce_dir)}
+
+
+def _run(launcher, job, cmd: list, workdir: str, ce_dir: str | None = None) -> dict:
+    """One launch's row, with its one-sample RMSE (the predictions it is computed from stay behind in
+    the workdir, which a results file outlives) and, for an RL run, the CE it started from."""
     os.makedirs(workdir, exist_ok=True)
-    return suite.launch_row(job, cmd, workdir, os.path.join(workdir, "claims.log"), launcher)
+    row = suite.launch_row(job, cmd, workdir, os.path.join(workdir, "claims.log"), launcher)
+    if row["status"] == "ok":
+        row["one_sample_rmse"] = one_sample_rmse(workdir)
+        if ce_dir is not None:
+            row["ce"] = started_from(ce_dir)
+    return row
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from experiments.configs import claims as claims_config  # noqa: E402
-from experiments.rows import read_rows  # noqa: E402
+from experiments.rows import one_sample_rmse, read_rows  # noqa: E402
 
 BUDGET_ORDER = ("cpu", "1of8", "1of3", "1")
 BUDGET_LABEL = {"cpu": "cpu (~60 updates)", "1of8": "1/8", "1of3": "1/3", "1": "1x"}
@@ -44,27 +44,6 @@ def ce_tag_of(variant: str) -> str:
     return f"ce-{tail}" if tail in claims_config.TOKENIZERS else "ce"
 
 
-def one_sample_rmse(workdir: str) -> float:
-    """sqrt(mean over rows of E[(Y - y)^2]) for one draw Y of the test distribution; nan if unavailable."""
-    folder = os.path.join(workdir or "", "eval")
-    if not os.path.isdir(folder):
-        return math.nan
-    names = os.listdir(folder)
-    if len(names) != 1:
-        return math.nan
-    path = os.path.join(folder, names[0], "predictions_test.npz")
-    if not os.path.exists(path):
-        return math.nan
-    with np.load(path) as d:
-        y = d["target_z"].astype(np.float64)
-        if "exact_probs" in d.files:
-            probs, values = d["exact_probs"].astype(np.float64), d["exact_values_z"].astype(np.float64)
-            sq = (probs * (values[None, :] - y[:, None]) ** 2).sum(1) / probs.sum(1)
-        else:
-            sq = ((d["samples_z"].astype(np.float64) - y[:, None]) ** 2).mean(1)
-    return float(np.sqrt(sq.mean()))
-
-
 LEVELS = ("0.5", "0.8", "0.9", "0.95")
 
 
@@ -81,11 +60,12 @@ def metrics_of(row: dict, aggregate: str = "mean") -> dict:
             "cov90": dist.get("coverage_90", math.nan), "crps": dist.get("crps", math.nan),
             "cov90_T": (tempered.get("coverage") or {}).get("0.9", math.nan), "crps_T": tempered.get("crps", math.nan),
             "T": (cal.get("temperature") or {}).get("value", math.nan), "cov90_conformal": conformal.get("0.9", math.nan),
-            "rmse_1": one_sample_rmse(row.get("workdir", ""))}
+            "rmse_1": row["one_sample_rmse"] if "one_sample_rmse" in row else one_sample_rmse(row.get("workdir", ""))}
 
 
 def paired_runs(rows: list[dict], aggregate: str = "mean") -> list[dict]:
-    """One record per finished RL row with its CE's metrics (same dataset, seed and CE tag)."""
+    """One record per finished RL row with the metrics of the CE it started from: the row's own ``ce``
+    record where it has one (claims.started_from), else the CE row of its dataset, seed and CE tag."""
     ce = {}
     for r in rows:
         variant, budget = split_tag(r["protocol"])
@@ -94,7 +74,7 @@ def paired_runs(rows: list[dict], aggregate: str = "mean") -> list[dict]:
     out = []
     for r in rows:
         variant, budget = split_tag(r["protocol"])
-        base = ce.get((r["dataset"], r["seed"], ce_tag_of(variant)))
+        base = metrics_of(r["ce"], aggregate) if r.get("ce") else ce.get((r["dataset"], r["seed"], ce_tag_of(variant)))
         if not budget or r["status"] != "ok" or base is None:
             continue
         m = metrics_of(r, aggregate)
@@ -286,7 +266,7 @@ def against_field(runs: list[dict], published: dict) -> list[dict]:
     groups = {}
     for r in runs:
         groups.setdefault((r["variant"], r["budget"]), {})[(r["dataset"], r["seed"])] = r["rmse_original"]
-        groups.setdefault(("ce", ""), {})[(r["dataset"], r["seed"])] = r["ce_rmse_original"]
+        groups.setdefault(("ce", ""), {}).setdefault((r["dataset"], r["seed"]), r["ce_rmse_original"])
     out = []
     for (variant, budget), ours in sorted(groups.items(), key=lambda kv: (kv[0][0] != "ce", kv[0][0], _order(kv[0][1]))):
         row = {"variant": variant, "budget": budget}

@@ -6,8 +6,11 @@ hold several rows of one key (a failure, then its retry); ``latest_rows`` keeps 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
+
+import numpy as np
 
 
 def row_key(row: dict) -> tuple:
@@ -76,3 +79,24 @@ def read_json(path: str) -> dict | None:
 def method_entries(workdir: str) -> dict:
     """{method: entry} of <workdir>/results.json; {} before the workdir's first evaluation."""
     return (read_json(os.path.join(workdir, "results.json")) or {}).get("phases", {})
+
+
+def one_sample_rmse(workdir: str) -> float:
+    """sqrt(mean over rows of E[(Y - y)^2]) for one draw Y of the test distribution; nan if unavailable."""
+    folder = os.path.join(workdir or "", "eval")
+    if not os.path.isdir(folder):
+        return math.nan
+    names = os.listdir(folder)
+    if len(names) != 1:
+        return math.nan
+    path = os.path.join(folder, names[0], "predictions_test.npz")
+    if not os.path.exists(path):
+        return math.nan
+    with np.load(path) as d:
+        y = d["target_z"].astype(np.float64)
+        if "exact_probs" in d.files:
+            probs, values = d["exact_probs"].astype(np.float64), d["exact_values_z"].astype(np.float64)
+            sq = (probs * (values[None, :] - y[:, None]) ** 2).sum(1) / probs.sum(1)
+        else:
+            sq = ((d["samples_z"].astype(np.float64) - y[:, None]) ** 2).mean(1)
+    return float(np.sqrt(sq.mean()))

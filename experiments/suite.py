@@ -168,6 +168,8 @@ def build_row(job: Job, workdir: str, command: list, wall_time_s: float, results
     for extra in ("selection", "calibration", "best_iteration"):
         if extra in entry:
             row[extra] = entry[extra]
+    if (entry.get("stamp") or {}).get("params_digest"):
+        row["params_digest"] = entry["stamp"]["params_digest"]  # which parameters these numbers are of
     return row
 
 

@@ -5,6 +5,7 @@ import os
 import shutil
 import threading
 
+import numpy as np
 import pytest
 
 from experiments import claims
@@ -15,8 +16,8 @@ from fakes import write_talent_dataset
 class FakeLaunch:
     """Writes what launch.py would: a CE checkpoint folder for a CE launch, a results.json entry."""
 
-    def __init__(self):
-        self.commands = []
+    def __init__(self, digest="ce0"):
+        self.commands, self.digest = [], digest
 
     def __call__(self, cmd, log_path, cwd):
         flags = dict(f[2:].split("=", 1) for f in cmd if f.startswith("--") and "=" in f)
@@ -29,7 +30,11 @@ class FakeLaunch:
         method = "ce" if "ce" in phases else flags["config.rl.method"]
         split = {agg: {"rmse": 0.4, "r2": 0.8} for agg in ("mean", "median", "greedy")}
         entry = {"splits": {"val": split, "test": split}, "num_samples": 128,
-                 "calibration": {"temperature": {"value": 1.5}}}
+                 "calibration": {"temperature": {"value": 1.5}},
+                 "stamp": {"params_digest": self.digest if method == "ce" else f"{method}-from-{self.digest}"}}
+        os.makedirs(os.path.join(workdir, "eval", method), exist_ok=True)  # one draw off by 0.3 or 0.4 z
+        np.savez(os.path.join(workdir, "eval", method, "predictions_test.npz"), target_z=np.zeros(2),
+                 samples_z=np.array([[0.3, -0.3], [0.4, -0.4]]))
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump({"phases": {method: entry}}, f)
         return 0
@@ -216,3 +221,20 @@ def test_a_checkpoint_that_cannot_be_copied_is_that_runs_failed_row_not_a_traceb
     assert not os.path.exists(tmp_path / "runs" / "expert" / "toy" / "seed0" / "ce" / "ce")
     out = capsys.readouterr().out
     assert "FAILED  toy seed0 ce: could not copy the CE checkpoint" in out and "reused" not in out
+
+
+def test_an_rl_row_records_the_ce_it_started_from_even_when_a_retrained_ce_differs_from_its_row(tmp_path):
+    write_talent_dataset(tmp_path / "data", "toy", n=200)
+    args = [f"--data_dir={tmp_path / 'data'}", "--datasets=toy", "--variants=remax@reward",
+            f"--out={tmp_path / 'rows.jsonl'}", f"--workroot={tmp_path / 'runs'}"]
+    assert claims.main(args + ["--budgets=cpu"], launcher=FakeLaunch("first")) == 0
+    shutil.rmtree(tmp_path / "runs")  # another machine, whose CE training comes out otherwise
+    assert claims.main(args + ["--budgets=cpu,1/8"], launcher=FakeLaunch("retrained")) == 0
+    rows = [json.loads(line) for line in open(tmp_path / "rows.jsonl")]
+    assert [(r["protocol"], r["params_digest"]) for r in rows] == [  # the retrained CE writes no row
+        ("claims/budget/ce", "first"), ("claims/budget/remax@reward@cpu", "remax-from-first"),
+        ("claims/budget/remax@reward@1of8", "remax-from-retrained")]
+    assert [r["ce"]["params_digest"] for r in rows[1:]] == ["first", "retrained"]
+    assert rows[2]["ce"]["test"]["mean"]["r2"] == 0.8 and rows[2]["ce"]["calibration"]["temperature"]["value"] == 1.5
+    assert rows[2]["one_sample_rmse"] == pytest.approx(0.125 ** 0.5)  # mean of 0.09, 0.09, 0.16, 0.16
+    assert rows[2]["ce"]["one_sample_rmse"] == rows[0]["one_sample_rmse"] == pytest.approx(0.125 ** 0.5)

@@ -27,6 +27,12 @@ def test_each_rl_run_is_compared_with_the_ce_it_started_from(tmp_path):
     assert np.isclose(runs[("remax", "1of8")]["d_rmse"], -0.01)
     assert runs[("remax@n4x4", "1of8")]["ce_cov90"] == 0.8 and runs[("remax@n4x4", "1of8")]["cov90"] == 0.4
 
+    retrained = {**_row("a", 0, "", "", 0.56, 0.66), "one_sample_rmse": 0.9}  # a CE trained again elsewhere
+    own = {**_row("a", 0, "claims/tokenizer/remax@n4x4@1of3", "remax", 0.65, 0.55), "ce": retrained,
+           "one_sample_rmse": 0.7}
+    run, = [r for r in claims_report.paired_runs(rows + [own]) if r["budget"] == "1of3"]
+    assert np.isclose(run["d_r2"], 0.09) and run["ce_rmse_1"] == 0.9 and run["rmse_1"] == 0.7
+
 
 def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_runs():
     rng = np.random.default_rng(0)
