@@ -266,9 +266,10 @@ def against_field(runs: list[dict], published: dict) -> list[dict]:
     groups = {}
     for r in runs:
         groups.setdefault((r["variant"], r["budget"]), {})[(r["dataset"], r["seed"])] = r["rmse_original"]
-        groups.setdefault(("ce", ""), {}).setdefault((r["dataset"], r["seed"]), r["ce_rmse_original"])
+        # a CE per tokenizer; of two trainings of one CE (a retrained checkpoint), the first seen
+        groups.setdefault((ce_tag_of(r["variant"]), ""), {}).setdefault((r["dataset"], r["seed"]), r["ce_rmse_original"])
     out = []
-    for (variant, budget), ours in sorted(groups.items(), key=lambda kv: (kv[0][0] != "ce", kv[0][0], _order(kv[0][1]))):
+    for (variant, budget), ours in sorted(groups.items(), key=lambda kv: (not kv[0][0].startswith("ce"), kv[0][0], _order(kv[0][1]))):
         row = {"variant": variant, "budget": budget}
         for name in (*FIELD, "best"):
             ratios = [value / (min(published[d].values()) if name == "best" else published[d][name])

@@ -69,11 +69,16 @@ def test_against_the_field_uses_published_rmse_in_original_units(tmp_path):
     assert claims_report.split_kind(str(tmp_path), "a") == "talent"
     assert claims_report.split_kind(str(tmp_path), "b") == "resplit"  # no info.json: not claimed as TALENT's
     runs = [{"dataset": "a", "seed": 0, "variant": "genre2@reward", "budget": "1of8", "rmse_original": 1.5,
-             "ce_rmse_original": 3.0}]
-    field = {f["variant"]: f for f in claims_report.against_field(runs, claims_report.read_published(
+             "ce_rmse_original": 3.0},
+            {"dataset": "a", "seed": 0, "variant": "genre2@reward", "budget": "1", "rmse_original": 1.4,
+             "ce_rmse_original": 3.1},  # from a retrained CE: the CE line keeps the first
+            {"dataset": "a", "seed": 0, "variant": "remax@n4x4", "budget": "1of8", "rmse_original": 1.0,
+             "ce_rmse_original": 4.0}]  # another tokenizer's CE is a CE line of its own
+    field = {f["variant"] + f["budget"]: f for f in claims_report.against_field(runs, claims_report.read_published(
         str(tmp_path / "talent_published_rmse.csv")))}
-    assert field["genre2@reward"]["mlp"] == (0.75, 1, 1) and field["genre2@reward"]["best"] == (3.0, 0, 1)
-    assert field["ce"]["lightgbm"] == (3.0, 0, 1)
+    assert list(field) == ["ce", "ce-n4x4", "genre2@reward1of8", "genre2@reward1", "remax@n4x41of8"]
+    assert field["genre2@reward1of8"]["mlp"] == (0.75, 1, 1) and field["genre2@reward1of8"]["best"] == (3.0, 0, 1)
+    assert field["ce"]["lightgbm"] == (3.0, 0, 1) and field["ce-n4x4"]["lightgbm"] == (4.0, 0, 1)
 
 
 def test_matched_budgets_use_only_the_runs_present_at_every_budget():
