@@ -42,8 +42,25 @@ TRAINERS = {
 }
 
 
+def host_cpu() -> str:
+    """The CPU's model name: XLA:CPU compiles for the host's instruction set, so float results of one
+    seed differ between CPU families (an AVX-512 Xeon and an AVX2 EPYC trained different CE models)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def versions() -> dict:
-    out = {"python": platform.python_version(), "platform": platform.platform()}
+    """What a run's numbers depend on besides config and seed. On CPU that includes how many cores the
+    process may use: XLA splits reductions over its threads, so 1 and 2 cores give other floats."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    out = {"python": platform.python_version(), "platform": platform.platform(), "cpu": host_cpu(),
+           "cpu_cores": cores}
     for pkg in ("genre_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "ml-collections", "numpy"):
         try:
             out[pkg] = importlib.metadata.version(pkg)
