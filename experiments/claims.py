@@ -319,13 +319,16 @@ def sp_budget(config):
     return c
 
 
-def started_from(ce_dir: str) -> dict:
+def started_from(ce_dir: str) -> dict | None:
     """The CE an RL run started from, as its row records it (``ce``): its params digest, metrics,
     calibration and one-sample RMSE. The RL run's gain is measured against this, not against the CE
     row, which may describe another training of that CE: a lost checkpoint is retrained (another
-    machine), and XLA:CPU's floating-point results differ between CPU families (AVX-512 vs AVX2), so
-    a retrained CE is not always the CE of its row."""
-    entry = method_entries(ce_dir).get("ce") or {}
+    machine), and XLA:CPU's floating-point results differ between CPU families and core counts
+    (docs/reliability.md), so a retrained CE is not always the CE of its row. None for a CE copied
+    from another study (only its checkpoint travels): its copied row is that checkpoint's."""
+    entry = method_entries(ce_dir).get("ce")
+    if not entry:
+        return None
     splits = entry.get("splits") or {}
     return {"params_digest": (entry.get("stamp") or {}).get("params_digest"), "test": splits.get("test"),
             "val": splits.get("val"), "calibration": entry.get("calibration"),
@@ -339,8 +342,9 @@ def _run(launcher, job, cmd: list, workdir: str, ce_dir: str | None = None) -> d
     row = suite.launch_row(job, cmd, workdir, os.path.join(workdir, "claims.log"), launcher)
     if row["status"] == "ok":
         row["one_sample_rmse"] = one_sample_rmse(workdir)
-        if ce_dir is not None:
-            row["ce"] = started_from(ce_dir)
+        base = started_from(ce_dir) if ce_dir is not None else None
+        if base is not None:
+            row["ce"] = base
     return row
 
 

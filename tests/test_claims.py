@@ -149,6 +149,7 @@ def test_expert_study_copies_the_budget_studys_identical_runs(tmp_path, capsys):
     assert lam0["reused_from"] == "claims/budget/remax@reward@1of8" and lam0["method"] == "genre2"
     assert lam0["protocol"] == "claims/expert/genre2@lambda0@1of8" and lam0["workdir"].endswith("remax@reward@1of8")
     assert "reused_from" not in rows["genre2@lambda0p05@1of8"]
+    assert "ce" not in rows["genre2@lambda0p05@1of8"]  # on a copied checkpoint: its copied CE row is the base
     assert os.path.isdir(tmp_path / "runs" / "expert" / "toy" / "seed0" / "ce" / "ce" / "best" / "3")
     assert capsys.readouterr().out.splitlines()[-1].startswith(
         "4 launch(es) this time, 0 failed, 2 row(s) reused from budget")
