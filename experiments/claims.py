@@ -8,7 +8,9 @@ then every (variant, budget) RL run from a copy of it, appending one JSONL row p
 Layout: <workroot>/<study>/<dataset>/seed<k>/ce[-<tokenizer>] trains CE (row method "ce", protocol
 "claims/<study>/ce[-<tokenizer>]"); each RL run gets <...>/<variant>@<budget>, starting from a copy
 of that CE folder (row protocol "claims/<study>/<variant>@<budget>", method the RL method). Rows
-carry test/val metrics, the RL selection record and the calibration block, like the suite's.
+carry test/val metrics, the RL selection record and the calibration block, like the suite's, plus the
+one-sample RMSE (``one_sample_rmse``) and, for an RL run, the CE it started from (``ce``: its digest,
+metrics and calibration), which the report measures the run's gain against.
 
 Resuming: a (dataset, method, seed, protocol) already in --out is skipped (failed ones too, unless
 --retry_failed; a failed CE also holds back its RL runs); a lost CE checkpoint (another machine) is
