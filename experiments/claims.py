@@ -10,11 +10,13 @@ Layout: <workroot>/<study>/<dataset>/seed<k>/ce[-<tokenizer>] trains CE (row met
 of that CE folder (row protocol "claims/<study>/<variant>@<budget>", method the RL method). Rows
 carry test/val metrics, the RL selection record and the calibration block, like the suite's, plus the
 one-sample RMSE (``one_sample_rmse``) and, for an RL run, the CE it started from (``ce``: its digest,
-metrics and calibration), which the report measures the run's gain against.
+metrics, calibration, one-sample RMSE and versions, CPU included), which the report measures the
+run's gain against: a retrained CE (below) writes no row, and need not equal its row's training.
 
 Resuming: a (dataset, method, seed, protocol) already in --out is skipped (failed ones too, unless
 --retry_failed; a failed CE also holds back its RL runs); a lost CE checkpoint (another machine) is
-retrained before its first RL run, its row kept. Each launch writes its log to <workdir>/claims.log.
+retrained before its first RL run, its row kept; a CE counts as there only once its results.json
+has its entry (a stopped training keeps a best checkpoint that is not yet the CE). Each launch writes its log to <workdir>/claims.log.
 A launch that cannot start, or a CE checkpoint that cannot be copied (a full disk), is that run's
 failed row, not the end of the runner.
 
@@ -45,7 +47,7 @@ sys.path.insert(0, REPO)
 from experiments import launches, suite  # noqa: E402
 from experiments.configs import claims as claims_config  # noqa: E402
 from experiments.configs import suite_protocols as sp  # noqa: E402
-from experiments.rows import append_row, method_entries, one_sample_rmse, read_rows, row_key  # noqa: E402
+from experiments.rows import append_row, method_entries, one_sample_rmse, read_json, read_rows, row_key  # noqa: E402
 from genre_jax.errors import GenreError  # noqa: E402
 
 
@@ -136,22 +138,33 @@ def reused_row(row: dict, job: suite.Job) -> dict:
     return {**row, "method": job.method, "protocol": job.protocol, "reused_from": row["protocol"]}
 
 
-def copy_ce(source_workdir: str, workdir: str) -> None:
+def ce_finished(workdir: str) -> bool:
+    """A CE trained and evaluated to the end: its checkpoint and its results.json entry (written last;
+    a stopped CE training keeps its best checkpoint so far, which is not the CE)."""
+    return suite.ce_checkpoint_present(workdir) and "ce" in method_entries(workdir)
+
+
+def copy_ce(source_workdir: str, workdir: str, whole: bool = False) -> None:
     """<source_workdir>/ce to <workdir>/ce, replacing what is there, through a temporary sibling: an
-    interrupted copy leaves no half-copied checkpoint behind to be taken for a finished one."""
+    interrupted copy leaves no half-copied checkpoint behind to be taken for a finished one. ``whole``
+    (a CE copied from another study) also copies its config.json, then its results.json, the CE's
+    record, last: ``ce_finished`` holds only once everything is there."""
     final = os.path.join(workdir, "ce")
     partial = final + ".partial"
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(os.path.join(source_workdir, "ce"), partial)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(partial, final)
+    for name in ("config.json", "results.json") if whole else ():
+        shutil.copyfile(os.path.join(source_workdir, name), os.path.join(workdir, name + ".partial"))
+        os.replace(os.path.join(workdir, name + ".partial"), os.path.join(workdir, name))
 
 
-def copy_error(source_workdir: str, workdir: str) -> str | None:
+def copy_error(source_workdir: str, workdir: str, whole: bool = False) -> str | None:
     """copy_ce, returning what went wrong (a full disk, a source checkpoint gone) instead of raising:
     the launch's row then says so, where a traceback would end the runner."""
     try:
-        copy_ce(source_workdir, workdir)
+        copy_ce(source_workdir, workdir, whole)
     except OSError as e:
         return f"could not copy the CE checkpoint from {source_workdir}/ce: {e}"
     return None
@@ -201,7 +214,7 @@ def pending(args, config, data_dir: str, root: str, rows: list, sources: dict | 
             if ce_row is not None and ce_row.get("status") != "ok" and not args.retry_failed:
                 skipped.append(group)
             source = sources.get((dataset, seed, reuse[ce_tag])) if ce_tag in reuse else None
-            if source is not None and not suite.ce_checkpoint_present(source["workdir"]):
+            if source is not None and not ce_finished(source["workdir"]):
                 source = None
             copied = source is not None and (ce_job.key not in done or bool(ce_row.get("reused_from")))
             ce_dir = os.path.join(seed_dir, ce_tag)
@@ -220,7 +233,7 @@ def pending(args, config, data_dir: str, root: str, rows: list, sources: dict | 
         rl_launches.append(Launch(job, cmd, workdir, group, reuse=source))
         ce["needs_checkpoint"] |= source is None
     ce_launches = [g["launch"] for key, g in groups.items() if key not in skipped and (
-        g["launch"].new_row or (g["needs_checkpoint"] and not suite.ce_checkpoint_present(g["launch"].workdir)))]
+        g["launch"].new_row or (g["needs_checkpoint"] and not ce_finished(g["launch"].workdir)))]
     return ce_launches, rl_launches, skipped
 
 
@@ -256,7 +269,7 @@ def main(argv=None, launcher=None) -> int:
             return None
         error = None
         if launch.reuse is not None and launch.job.method == "ce":
-            error = copy_error(launch.reuse["workdir"], launch.workdir)
+            error = copy_error(launch.reuse["workdir"], launch.workdir, whole=True)
         elif launch.reuse is None and launch.job.method != "ce":
             if not os.path.isdir(os.path.join(launch.workdir, "ce")):
                 error = copy_error(os.path.join(os.path.dirname(launch.workdir), launch.group[2]), launch.workdir)
@@ -326,15 +339,16 @@ def started_from(ce_dir: str) -> dict | None:
     calibration and one-sample RMSE. The RL run's gain is measured against this, not against the CE
     row, which may describe another training of that CE: a lost checkpoint is retrained (another
     machine), and XLA:CPU's floating-point results differ between CPU families and core counts
-    (docs/reliability.md), so a retrained CE is not always the CE of its row. None for a CE copied
-    from another study (only its checkpoint travels): its copied row is that checkpoint's."""
+    (docs/reliability.md), so a retrained CE is not always the CE of its row. None only where the CE
+    folder has no record (made before the record was copied along with a reused CE)."""
     entry = method_entries(ce_dir).get("ce")
     if not entry:
         return None
     splits = entry.get("splits") or {}
     return {"params_digest": (entry.get("stamp") or {}).get("params_digest"), "test": splits.get("test"),
             "val": splits.get("val"), "calibration": entry.get("calibration"),
-            "one_sample_rmse": one_sample_rmse(ce_dir)}
+            "one_sample_rmse": one_sample_rmse(ce_dir),  # where it was trained: a retrained CE writes no row
+            "versions": (read_json(os.path.join(ce_dir, "config.json")) or {}).get("versions")}
 
 
 def _run(launcher, job, cmd: list, workdir: str, ce_dir: str | None = None) -> dict:

@@ -9,7 +9,9 @@ Writes <out>.md (the table, the command and the rows it rests on; against TALENT
 results where --data_dir has them), <out>.csv (one line per run), <out>.png (ΔR², ΔRMSE, 90 %
 coverage, and CRPS and one sample's RMSE as ratios to CE, against the budget) and <out>_reliability.png (nominal vs observed coverage). Test split, the mean of the
 predictive distribution (exact where the tree was enumerated). Single-sample RMSE is the RMSE of one
-draw, sqrt(E[(Y - y)²]), read from the run's predictions_test.npz when its workdir is still there.
+draw, sqrt(E[(Y - y)²]): the row's ``one_sample_rmse`` (claims.py computes it from the run's
+predictions_test.npz), else that file when the workdir is still there. An RL row with a ``ce`` record
+is measured against it (the CE it started from), else against its dataset's CE row.
 """
 from __future__ import annotations
 

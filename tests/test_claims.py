@@ -28,7 +28,10 @@ class FakeLaunch:
         else:
             assert os.path.isdir(os.path.join(workdir, "ce", "best", "3"))  # RL starts from the copied CE
         method = "ce" if "ce" in phases else flags["config.rl.method"]
-        split = {agg: {"rmse": 0.4, "r2": 0.8} for agg in ("mean", "median", "greedy")}
+        r2 = {"ce": 0.75 if self.digest == "retrained" else 0.8}.get(method, 0.85)  # which run made a number
+        split = {agg: {"rmse": 0.4, "r2": r2} for agg in ("mean", "median", "greedy")}
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump({"versions": {"cpu": f"cpu of {self.digest}"}}, f)
         entry = {"splits": {"val": split, "test": split}, "num_samples": 128,
                  "calibration": {"temperature": {"value": 1.5}},
                  "stamp": {"params_digest": self.digest if method == "ce" else f"{method}-from-{self.digest}"}}
@@ -149,7 +152,6 @@ def test_expert_study_copies_the_budget_studys_identical_runs(tmp_path, capsys):
     assert lam0["reused_from"] == "claims/budget/remax@reward@1of8" and lam0["method"] == "genre2"
     assert lam0["protocol"] == "claims/expert/genre2@lambda0@1of8" and lam0["workdir"].endswith("remax@reward@1of8")
     assert "reused_from" not in rows["genre2@lambda0p05@1of8"]
-    assert "ce" not in rows["genre2@lambda0p05@1of8"]  # on a copied checkpoint: its copied CE row is the base
     assert os.path.isdir(tmp_path / "runs" / "expert" / "toy" / "seed0" / "ce" / "ce" / "best" / "3")
     assert capsys.readouterr().out.splitlines()[-1].startswith(
         "4 launch(es) this time, 0 failed, 2 row(s) reused from budget")
@@ -226,16 +228,27 @@ def test_a_checkpoint_that_cannot_be_copied_is_that_runs_failed_row_not_a_traceb
 
 def test_an_rl_row_records_the_ce_it_started_from_even_when_a_retrained_ce_differs_from_its_row(tmp_path):
     write_talent_dataset(tmp_path / "data", "toy", n=200)
-    args = [f"--data_dir={tmp_path / 'data'}", "--datasets=toy", "--variants=remax@reward",
-            f"--out={tmp_path / 'rows.jsonl'}", f"--workroot={tmp_path / 'runs'}"]
+    common = [f"--data_dir={tmp_path / 'data'}", "--datasets=toy", f"--workroot={tmp_path / 'runs'}"]
+    args = common + ["--variants=remax@reward", f"--out={tmp_path / 'budget.jsonl'}"]
     assert claims.main(args + ["--budgets=cpu"], launcher=FakeLaunch("first")) == 0
     shutil.rmtree(tmp_path / "runs")  # another machine, whose CE training comes out otherwise
-    assert claims.main(args + ["--budgets=cpu,1/8"], launcher=FakeLaunch("retrained")) == 0
-    rows = [json.loads(line) for line in open(tmp_path / "rows.jsonl")]
+    os.makedirs(tmp_path / "runs" / "budget" / "toy" / "seed0" / "ce" / "ce" / "best" / "3")  # and was stopped
+    retrain = FakeLaunch("retrained")
+    assert claims.main(args + ["--budgets=cpu,1/8"], launcher=retrain) == 0
+    assert [c["config.phases"] for c in retrain.commands] == ["ce,eval", "rl,eval"]  # a stopped CE is no CE
+    rows = [json.loads(line) for line in open(tmp_path / "budget.jsonl")]
     assert [(r["protocol"], r["params_digest"]) for r in rows] == [  # the retrained CE writes no row
         ("claims/budget/ce", "first"), ("claims/budget/remax@reward@cpu", "remax-from-first"),
         ("claims/budget/remax@reward@1of8", "remax-from-retrained")]
     assert [r["ce"]["params_digest"] for r in rows[1:]] == ["first", "retrained"]
-    assert rows[2]["ce"]["test"]["mean"]["r2"] == 0.8 and rows[2]["ce"]["calibration"]["temperature"]["value"] == 1.5
+    assert rows[0]["test"]["mean"]["r2"] == 0.8 and rows[2]["ce"]["test"]["mean"]["r2"] == 0.75
+    assert rows[2]["ce"]["versions"] == {"cpu": "cpu of retrained"}
+    assert rows[2]["ce"]["calibration"]["temperature"]["value"] == 1.5
     assert rows[2]["one_sample_rmse"] == pytest.approx(0.125 ** 0.5)  # mean of 0.09, 0.09, 0.16, 0.16
     assert rows[2]["ce"]["one_sample_rmse"] == rows[0]["one_sample_rmse"] == pytest.approx(0.125 ** 0.5)
+
+    expert = FakeLaunch("unused")  # the expert study copies that retrained CE, and says so in its rows
+    assert claims.main(common + ["--study=expert", f"--out={tmp_path / 'expert.jsonl'}"], launcher=expert) == 0
+    assert "ce,eval" not in [c["config.phases"] for c in expert.commands]
+    launched = [json.loads(line) for line in open(tmp_path / "expert.jsonl")][2:]
+    assert len(launched) == 4 and {r["ce"]["params_digest"] for r in launched} == {"retrained"}
