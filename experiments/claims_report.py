@@ -16,6 +16,7 @@ is measured against it (the CE it started from), else against its dataset's CE r
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
 import math
 import os
@@ -76,11 +77,13 @@ def paired_runs(rows: list[dict], aggregate: str = "mean") -> list[dict]:
     out = []
     for r in rows:
         variant, budget = split_tag(r["protocol"])
-        base = metrics_of(r["ce"], aggregate) if r.get("ce") else ce.get((r["dataset"], r["seed"], ce_tag_of(variant)))
+        row_base = ce.get((r["dataset"], r["seed"], ce_tag_of(variant)))
+        base = metrics_of(r["ce"], aggregate) if r.get("ce") else row_base
         if not budget or r["status"] != "ok" or base is None:
             continue
         m = metrics_of(r, aggregate)
         out.append({"dataset": r["dataset"], "seed": r["seed"], "variant": variant, "budget": budget,
+                    "ce_row_r2": row_base["r2"] if row_base else math.nan,
                     "best_epoch": (r.get("selection") or {}).get("best_epoch"), "wall_s": r.get("wall_time_s"),
                     **{f"ce_{k}": v for k, v in base.items()}, **m,
                     "d_r2": m["r2"] - base["r2"], "d_rmse": m["rmse"] - base["rmse"]})
@@ -312,6 +315,10 @@ def cost_line(rows: list[dict]) -> str:
             + "; a run resumed after an interruption counts only its last launch.")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def markdown(table: list[dict], runs: list[dict], command: str, aggregate: str = "mean") -> str:
     seeds = any(t["seed_sd"][1] for t in table)  # a column only where some dataset has several seeds
     lines = [f"Command: `{command}`", "",
@@ -341,6 +348,14 @@ def markdown(table: list[dict], runs: list[dict], command: str, aggregate: str =
                      (dataset, seed, t["variant"], t["budget"])]
             cells.append(f"{match[0]['d_r2']:+.4f}" if match else "")
         lines.append(f"| {dataset} | {seed} | " + " | ".join(cells) + " |")
+    retrained = sorted({(r["dataset"], r["seed"], r["ce_row_r2"], r["ce_r2"]) for r in runs
+                        if r["ce_row_r2"] != r["ce_r2"] and not math.isnan(r["ce_row_r2"])})
+    if retrained:
+        counts = collections.Counter((r["dataset"], r["seed"], r["ce_r2"]) for r in runs)
+        lines += ["", "Runs that started from a CE retrained after its row was written (a new machine: "
+                  "docs/reliability.md), each measured against the CE it started from: " + "; ".join(
+                      f"{d} seed {s}: CE row R² {row:.4f}, retrained {new:.4f} ({_count(counts[d, s, new], 'run')})"
+                      for d, s, row, new in retrained) + "."]
     same = matched(runs)
     if same:
         lines += ["", "The same (dataset, seed) runs at every budget of a variant (mean Δ; the table above "

@@ -32,6 +32,10 @@ def test_each_rl_run_is_compared_with_the_ce_it_started_from(tmp_path):
            "one_sample_rmse": 0.7}
     run, = [r for r in claims_report.paired_runs(rows + [own]) if r["budget"] == "1of3"]
     assert np.isclose(run["d_r2"], 0.09) and run["ce_rmse_1"] == 0.9 and run["rmse_1"] == 0.7
+    assert run["ce_row_r2"] == 0.60 and runs[("remax@n4x4", "1of8")]["ce_row_r2"] == 0.60
+    text = claims_report.markdown(claims_report.summary([run]), [run], "x")
+    assert "a seed 0: CE row R² 0.6000, retrained 0.5600 (1 run)" in text
+    assert "retrained" not in claims_report.markdown([], [runs[("remax@n4x4", "1of8")]], "x")
 
 
 def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_runs():
