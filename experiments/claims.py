@@ -268,19 +268,19 @@ def main(argv=None, launcher=None) -> int:
         if launch.job.method != "ce" and launch.group in ce_failed:
             return None
         error = None
+        group_ce = os.path.join(os.path.dirname(launch.workdir), launch.group[2])  # the CE folder RL copies
         if launch.reuse is not None and launch.job.method == "ce":
             error = copy_error(launch.reuse["workdir"], launch.workdir, whole=True)
         elif launch.reuse is None and launch.job.method != "ce":
             if not os.path.isdir(os.path.join(launch.workdir, "ce")):
-                error = copy_error(os.path.join(os.path.dirname(launch.workdir), launch.group[2]), launch.workdir)
+                error = copy_error(group_ce, launch.workdir)
         if error is not None:
             return suite.build_row(launch.job, launch.workdir, launch.cmd, 0.0, error=error, returncode=None)
         if launch.reuse is not None:
             return reused_row(launch.reuse, launch.job)  # its workdir stays the source's, where its predictions are
-        if launch.job.method == "ce":
-            return _run(launcher, launch.job, [*ce_slots.prefix(), *launch.cmd], launch.workdir)
-        return _run(launcher, launch.job, [*rl_slots.prefix(), *launch.cmd], launch.workdir,
-                    ce_dir=os.path.join(os.path.dirname(launch.workdir), launch.group[2]))
+        ce = launch.job.method == "ce"
+        return _run(launcher, launch.job, [*(ce_slots if ce else rl_slots).prefix(), *launch.cmd], launch.workdir,
+                    ce_dir=None if ce else group_ce)
 
     def record(launch: Launch, row):
         if row is None:
