@@ -25,14 +25,17 @@ def make_predict_fn(ctx, num_samples: int, decode: str = "sample"):
     """The decoder's jitted (params, x_BF, key, temperature) -> (samples_BG, greedy_B), rows split over
     devices; with ``decode="exact"``: (probs_BS over ``exact.all_sequences``, greedy_B). The temperature
     is an argument, not a constant, so calibration tries several without recompiling."""
-    model, tokenizer = ctx.model, ctx.tokenizer
+    return _predict_fn(ctx.model, ctx.tokenizer, ctx.mesh, num_samples, decode)
 
+
+@parallel.reused
+def _predict_fn(model, tokenizer, mesh, num_samples: int, decode: str):
     def predict(params, x_BF, key, temperature):
         if decode == "exact":
             return exact.predict(model, params, x_BF, tokenizer, temperature)
         return sampling.predict(model, params, x_BF, key, tokenizer, num_samples, temperature)
 
-    return parallel.data_parallel(predict, ctx.mesh, batch_out=True)
+    return parallel.data_parallel(predict, mesh, batch_out=True)
 
 
 def predict_split(predict_fn, params, x_NF: np.ndarray, key, batch_size: int, mesh, temperature: float = 1.0):
@@ -123,12 +126,8 @@ def _val_distributions(ctx, predict_fn, params, exact_values_S, val_dist, val_z)
         crps_by_t = calibration.descend_temperatures(crps_at, start=ctx.settings.eval.temperature)
         return by_t, crps_by_t
 
-    def probs(params, x_BF, temperatures_K):
-        probs_KBS = exact.probs_at_temperatures(ctx.model, params, x_BF, ctx.tokenizer, temperatures_K)
-        return jax.numpy.swapaxes(probs_KBS, 0, 1)
-
     temperatures = calibration.TEMPERATURES
-    probs_fn = parallel.data_parallel(probs, ctx.mesh, batch_out=True)
+    probs_fn = _probs_at_temperatures_fn(ctx.model, ctx.tokenizer, ctx.mesh)
     batch_size = parallel.round_up(ctx.settings.eval.batch_size, ctx.mesh.size)
     temperatures_K = jax.numpy.asarray(temperatures, jax.numpy.float32)
     chunks = []
@@ -175,6 +174,17 @@ def score_splits(ctx, predict_fn, params, out_dir: str, header: dict, exact_valu
             paths.write(os.path.join(out_dir, f"predictions_{split}.npz"), buffer.getvalue())
     result["wall_time_s"] = round(time.time() - start, 2)
     return result, dists
+
+
+@parallel.reused
+def _probs_at_temperatures_fn(model, tokenizer, mesh):
+    """Jitted (params, x_BF, temperatures_K) -> probs_BKS: the exact distribution at every temperature."""
+
+    def probs(params, x_BF, temperatures_K):
+        probs_KBS = exact.probs_at_temperatures(model, params, x_BF, tokenizer, temperatures_K)
+        return jax.numpy.swapaxes(probs_KBS, 0, 1)
+
+    return parallel.data_parallel(probs, mesh, batch_out=True)
 
 
 def evaluate_head(ctx, params, model, out_dir: str) -> dict:

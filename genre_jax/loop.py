@@ -60,6 +60,7 @@ def learning_rate_schedule(optim: Optim, total_steps: int) -> optax.Schedule:
         decay_steps=max(total_steps, warmup + 1), end_value=optim.learning_rate * optim.lr_floor)
 
 
+@parallel.reused  # the same optimizer object for the same settings: the steps closing over it are reused too
 def make_optimizer(optim: Optim, total_steps: int) -> optax.GradientTransformation:
     """AdamW on ``learning_rate_schedule``, after global-norm clipping."""
     chain = [optax.clip_by_global_norm(optim.grad_clip)] if optim.grad_clip > 0 else []
@@ -158,12 +159,14 @@ def mean_stats(sums: list) -> dict[str, float]:
     return dict(zip(names[:-1], (totals[:-1] / totals[-1]).tolist()))
 
 
+@parallel.reused
 def jit_update(update, mesh):
     """``update(state, batch, extras)`` jitted for one batch: the batch split over the devices, the rest
     replicated, the state donated."""
     return parallel.data_parallel(update, mesh, batch_args=(1,), donate_argnums=0)
 
 
+@parallel.reused
 def jit_epoch(update, mesh):
     """``update`` scanned over stacked batches [S, B, ...] in one compiled call; stats come back stacked."""
 

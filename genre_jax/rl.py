@@ -57,6 +57,7 @@ def draw_rollouts(model, tok, rl: RL, params, x_BF, key, target_B) -> Rollout:
     return Rollout(drawn.tokens_BGL, drawn.logp_BGL, reward_BG, greedy_reward_B)
 
 
+@parallel.reused
 def make_rl_update(model, tokenizer, rl: RL, tx):
     """Pure (update(state, batch, (ref_params, base_key)), val_step(params, batch, key))."""
     spec, tok = rl.method.spec, tokenizer

@@ -74,7 +74,9 @@ class RL:
     kl_weight: float
     entropy_weight: float
     loop: Loop
-    fingerprint: dict  # the section minus max_epochs: a resumed RL phase must match it
+    # the section minus max_epochs: a resumed RL phase must match it (left out of ==/hash: the
+    # fields above already hold it, and a dict is unhashable)
+    fingerprint: dict = dataclasses.field(compare=False)
     # The validation value that picks the RL checkpoint: "reward" (mean sampled reward) or
     # "aggregate_rmse" (RMSE of the reported mean prediction: the exact distribution's mean when
     # ``selection_decode`` is exact, else the mean of num_rollouts samples, at the eval temperature).

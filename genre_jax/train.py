@@ -17,6 +17,7 @@ from genre_jax.loop import LossSums, TrainState
 from genre_jax.settings import Loop
 
 
+@parallel.reused
 def decoder_loss_fn(model, tokenizer, objective: Callable = objectives.token_cross_entropy, masked: bool = True):
     """Teacher-forced token loss over the decoder's logits, masked by the tokenizer's table or raw (as
     released): (params, batch, key, train) -> (sum, count)."""
@@ -29,6 +30,7 @@ def decoder_loss_fn(model, tokenizer, objective: Callable = objectives.token_cro
     return loss_fn
 
 
+@parallel.reused
 def supervised_update(loss_fn, tx: optax.GradientTransformation):
     """Pure (update(state, batch, base_key), eval_step(params, batch)) for a loss returning (sum, count);
     step s trains with dropout key fold_in(base_key, s)."""

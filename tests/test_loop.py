@@ -148,6 +148,29 @@ def test_a_trimmed_last_batch_trains_as_the_padded_one(make_context, tmp_path, m
                                                                                       rtol=1e-5)
 
 
+def test_a_second_run_with_the_same_settings_reuses_its_traced_steps(make_context, tmp_path):
+    """The step factories are memoized by their settings (``parallel.reused``): the same settings
+    trace nothing again and give the same parameters; another learning rate is another program."""
+    traces = []
+
+    def count_traces(event, duration, **kwargs):
+        if event == "/jax/core/compile/jaxpr_trace_duration":
+            traces.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(count_traces)
+    try:
+        runs = {}
+        for name, lr in (("first", 0.05), ("again", 0.05), ("other_lr", 0.02)):
+            traces.clear()
+            ctx = make_context(linear_arrays(), config(max_epochs=2, learning_rate=lr), workdir=tmp_path / name)
+            runs[name] = loop.run(ctx, linear_phase(ctx), {"w": np.zeros(3, np.float32)})[0], len(traces)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(count_traces)
+    assert runs["again"][1] == 0 and runs["other_lr"][1] > 0
+    np.testing.assert_array_equal(runs["again"][0]["w"], runs["first"][0]["w"])
+    assert not np.allclose(runs["other_lr"][0]["w"], runs["first"][0]["w"])
+
+
 def test_patience_stops_early(make_context):
     ctx = make_context(linear_arrays(), config(max_epochs=20, patience=2))
     worse = iter(range(100))  # validation gets worse every epoch after the first
