@@ -109,7 +109,8 @@ class GenReRegressor(RegressorMixin, BaseEstimator):
         (CE pretraining only).
     config: the ``experiments/configs/tabular.py`` variant: "quick" (default) | "paper" | "tiny".
     ce_epochs, rl_epochs, learning_rate, rl_learning_rate: budgets and rates (None = the variant's).
-    tokenizer_base, tokenizer_digits: the normalized tokenizer (base^digits levels over [-3, 3] z).
+    tokenizer_base, tokenizer_digits: the normalized tokenizer (base^digits levels over the training
+        targets' range, in z units).
     validation_fraction: rows held out (at random) for early stopping, RL selection and calibration,
         unless ``fit`` gets ``eval_set``.
     num_samples: samples per row for ``predict``'s mean and for quantiles.

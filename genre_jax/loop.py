@@ -160,6 +160,12 @@ def mean_stats(sums: list) -> dict[str, float]:
 
 
 @parallel.reused
+def jit_eval(eval_fn, mesh):
+    """A validation step ``eval_fn(params, batch, ...)`` jitted with the batch split over the devices."""
+    return parallel.data_parallel(eval_fn, mesh)
+
+
+@parallel.reused
 def jit_update(update, mesh):
     """``update(state, batch, extras)`` jitted for one batch: the batch split over the devices, the rest
     replicated, the state donated."""

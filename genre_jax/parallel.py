@@ -87,14 +87,24 @@ def initialize_multihost() -> None:
     jax.distributed.initialize(**kwargs)
 
 
+_MEMOS = []
+
+
+def clear_reused() -> None:
+    """Forgets every memoized step (``reused``), and so the compiled programs they keep alive."""
+    for memo in _MEMOS:
+        memo.cache_clear()
+
+
 def reused(factory):
     """Memoizes a factory of step functions by its arguments, so a second run in the same process with
     the same settings (a resumed launch, another fit of the estimator, the next test) gets the very
     same function objects back, and JAX's in-memory caches, keyed on them, skip tracing and lowering
     again (about 11 s of a tiny launch on 2 CPU cores, plus the compile when no persistent cache is
     on). The arguments must fully determine what the factory's closures capture; an unhashable one
-    (an array) skips the memo."""
-    memo = functools.lru_cache(maxsize=32)(factory)
+    (an array) skips the memo. ``clear_reused()`` lets a long-lived process drop them all."""
+    memo = functools.lru_cache(maxsize=32, typed=True)(factory)  # typed: 1, 1.0 and True stay apart
+    _MEMOS.append(memo)
 
     @functools.wraps(factory)
     def factory_or_memo(*args, **kwargs):
@@ -108,7 +118,6 @@ def reused(factory):
     return factory_or_memo
 
 
-@reused
 def data_parallel(fn, mesh: Mesh, batch_args: tuple[int, ...] = (1,), batch_out: bool = False,
                   donate_argnums=(), batch_axis: int = 0):
     """``fn`` jitted to run data-parallel: the positional arguments in ``batch_args`` (batches) are split

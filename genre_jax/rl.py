@@ -189,7 +189,7 @@ def run_rl_phase(ctx, ce_params):
     def make_step(tx):
         nonlocal val_step
         update, val_fn = make_rl_update(ctx.model, ctx.tokenizer, rl, tx)
-        val_step = parallel.data_parallel(val_fn, mesh)
+        val_step = loop.jit_eval(val_fn, mesh)
         return update, (ref_params, base_key)
 
     def validate(params):

@@ -71,7 +71,7 @@ def run_supervised(ctx, folder: str, settings: Loop, loss_fn, fields: tuple[str,
     def make_step(tx):
         nonlocal eval_step
         update, eval_fn = supervised_update(loss_fn, tx)
-        eval_step = parallel.data_parallel(eval_fn, ctx.mesh)
+        eval_step = loop.jit_eval(eval_fn, ctx.mesh)
         return update, loop.phase_key(ctx.seed, settings, folder)
 
     def validate(params):

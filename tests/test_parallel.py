@@ -61,3 +61,20 @@ def test_batches_are_no_larger_than_their_split():
     assert parallel.batch_size_for(512, 323, mesh8) == 328  # rounded up to the 8 devices
     assert parallel.batch_size_for(128, 5242, mesh8) == 128
     assert parallel.batch_size_for(512, 81, parallel.data_mesh(jax.devices()[:1])) == 81
+
+
+def test_reused_factories_return_the_same_object_for_equal_arguments_only():
+    built = []
+
+    @parallel.reused
+    def factory(setting, table=None):
+        built.append(setting)
+        return lambda x: x * setting
+
+    first = factory(2.0)
+    assert factory(2.0) is first  # the same closure, so jax.jit's caches keyed on it would hit
+    assert factory(2) is not first  # typed: an int setting is another closure
+    assert factory(2.0, table=np.ones(3)) is not factory(2.0, table=np.ones(3))  # unhashable: built each time
+    parallel.clear_reused()
+    assert factory(2.0) is not first
+    assert built == [2.0, 2, 2.0, 2.0, 2.0]
