@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genre_jax import parallel
 from genre_jax.tokenizers import NEG_INF
 
 
@@ -99,7 +100,7 @@ def dist2(logits_BLV, tokens_BL, weights_B, tokenizer, weight, tau=1.0):
     return _ce_plus_digit_aux(_smoothed_target_kl(tau), logits_BLV, tokens_BL, weights_B, tokenizer, weight)
 
 
-@functools.lru_cache(maxsize=32, typed=True)  # one object per setting, so the token phase's steps are reused
+@parallel.reused  # one object per setting, so the token phase's steps are reused
 def make_token_objective(spec, tokenizer, weight: float, tau: float = 1.0):
     """(logits_BLV, tokens_BL, weights_B) -> (sum, count): a ``methods.TokenSpec``'s loss bound to a
     tokenizer, its weight and (where the loss has one) its temperature ``tau``."""
