@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 
-from experiments import claims_report
+from experiments import claims_plots, claims_report
 
 
 def _row(dataset, seed, protocol, method, r2, rmse, cov=0.8, crps=0.2, status="ok"):
@@ -120,7 +120,7 @@ def test_robustness_across_tokenizers_uses_runs_complete_for_every_method(tmp_pa
     text = claims_report.tokenizer_markdown(claims_report.across_tokenizers(claims_report.paired_runs(more)))
     assert "### Across tokenizers, budget cpu (~60 updates) (datasets: a)" in text and "budget 1/8" in text
     runs = claims_report.paired_runs(rows)
-    claims_report.plot(claims_report.summary(runs), str(tmp_path / "tokenizer.png"), runs)  # the one-budget layout
+    claims_plots.plot(claims_report.summary(runs), str(tmp_path / "tokenizer.png"), runs)  # the one-budget layout
     assert (tmp_path / "tokenizer.png").stat().st_size > 10_000
 
 
@@ -130,26 +130,6 @@ def test_ratios_to_ce_are_geometric_means_and_a_zero_ce_is_left_out():
              for d, c in (("a", 0.4), ("b", 0.2), ("c", 0.1))]
     (t,) = claims_report.summary(claims_report.paired_runs(rows))
     assert np.isclose(t["crps_ratio"], 1.0)  # ratios 2 and 0.5; c's CE of 0 is no ratio
-
-
-def test_one_budget_studies_put_the_variants_last_part_on_the_x_axis():
-    assert [claims_report.level_label(v) for v in ("n4x4", "n10x3", "ieee", "lambda0p05", "reward")] == [
-        "(4, 4)", "(10, 3)", "IEEE", "λ 0.05", "reward"]
-    runs = [{"variant": v, "budget": "1of8"} for v in ("grpo@ieee", "remax@n2x8", "grpo@n2x8", "remax@n10x3")]
-    series, x, ticks, title = claims_report.layout(runs, runs)
-    assert ticks == ["(2, 8)", "(10, 3)", "IEEE"] and title == "tokenizer (RL budget 1/8)"  # the study's order
-    assert [(series(r), x(r)) for r in runs] == [("grpo", 2), ("remax", 0), ("grpo", 0), ("remax", 1)]
-    lam = [{"variant": f"genre2@lambda{v}", "budget": "1of8"} for v in ("0p2", "0", "0p05")]
-    assert claims_report.layout(lam, lam)[2] == ["λ 0", "λ 0.05", "λ 0.2"]
-    several = runs + [{"variant": "remax@n2x8", "budget": "1"}]
-    series, x, ticks, _ = claims_report.layout(several, several)
-    assert series(several[1]) == "remax@n2x8" and x(several[-1]) == 3 and ticks[-1] == "1x"
-
-
-def test_a_mean_over_fewer_runs_is_not_joined_to_its_series_line():
-    rows = [{"n": 8}, {"n": 8}, {"n": 4}, {"n": 8}]
-    assert claims_report.joined(rows) == [True, True, False, True]
-    assert claims_report.joined([{"n": 3}]) == [True]
 
 
 def test_cost_counts_launched_rows_only():

@@ -39,6 +39,9 @@ STUDIES = ("budget", "expert", "tokenizer")
 DATASETS = ("auction_verification,Abalone_reg,Wine_Quality_white,cpu_act,Bias_correction_r,airfoil_self_noise,"
             "boston,concrete_compressive_strength")
 PAPER_ROLLOUT_EPOCHS = 100  # the paper's RL budget: 100 epochs of every train input x G = 16
+BUDGET_ORDER = ("cpu", "1of8", "1of3", "1")  # as the rows' protocol tags write them (1/8 -> 1of8)
+BUDGET_LABEL = {"cpu": "cpu (~60 updates)", "1of8": "1/8", "1of3": "1/3", "1": "1x"}
+LEVELS = ("0.5", "0.8", "0.9", "0.95")  # the central intervals' levels, keyed as the rows' calibration keys them
 TOKENIZERS = {
     "n2x8": ["--config.tokenizer.name=normalized", "--config.tokenizer.base=2", "--config.tokenizer.digits=8"],
     "n4x4": ["--config.tokenizer.name=normalized", "--config.tokenizer.base=4", "--config.tokenizer.digits=4"],
@@ -47,6 +50,11 @@ TOKENIZERS = {
     "ieee": ["--config.tokenizer.name=ieee", "--config.tokenizer.base=10", "--config.tokenizer.exponent_digits=1",
              "--config.tokenizer.mantissa_digits=3"],
 }
+
+
+def budget_order(budget: str) -> int:
+    """A budget tag's place along the budget axis (an unknown one goes last)."""
+    return BUDGET_ORDER.index(budget) if budget in BUDGET_ORDER else len(BUDGET_ORDER)
 
 
 def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
