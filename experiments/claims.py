@@ -200,7 +200,7 @@ def pending(args, config, data_dir: str, root: str, rows: list, sources: dict | 
     sizes = {d: sp.train_size(data_dir, d) for d in datasets}
     groups, rl_launches, skipped, seen = {}, [], [], set()
     for dataset, seed, ce_tag, name, budget, method, tokenizer, extra in plan(config, datasets, seeds, budgets, names):
-        tag = f"{name}@{budget.replace('/', 'of')}"  # 1/8 -> 1of8: one folder level
+        tag = f"{name}@{claims_config.budget_tag(budget)}"
         job = suite.Job(dataset, seed, method, f"claims/{args.study}/{tag}")
         if job.key in done or job.key in seen:
             continue
@@ -228,7 +228,7 @@ def pending(args, config, data_dir: str, root: str, rows: list, sources: dict | 
         ce = groups[group]
         workdir = os.path.join(seed_dir, tag)
         cmd = base(workdir) + ["--config.phases=rl,eval", *rl_flags(config, method, budget, sizes[dataset]), *extra]
-        source = (sources.get((dataset, seed, f"{reuse[name]}@{budget.replace('/', 'of')}"))
+        source = (sources.get((dataset, seed, f"{reuse[name]}@{claims_config.budget_tag(budget)}"))
                   if name in reuse and ce["launch"].reuse is not None else None)
         rl_launches.append(Launch(job, cmd, workdir, group, reuse=source))
         ce["needs_checkpoint"] |= source is None

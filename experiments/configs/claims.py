@@ -39,7 +39,7 @@ STUDIES = ("budget", "expert", "tokenizer")
 DATASETS = ("auction_verification,Abalone_reg,Wine_Quality_white,cpu_act,Bias_correction_r,airfoil_self_noise,"
             "boston,concrete_compressive_strength")
 PAPER_ROLLOUT_EPOCHS = 100  # the paper's RL budget: 100 epochs of every train input x G = 16
-BUDGET_ORDER = ("cpu", "1of8", "1of3", "1")  # as the rows' protocol tags write them (1/8 -> 1of8)
+BUDGETS = ("cpu", "1/8", "1/3", "1")  # the budget study's, in order along the budget axis
 BUDGET_LABEL = {"cpu": "cpu (~60 updates)", "1of8": "1/8", "1of3": "1/3", "1": "1x"}
 LEVELS = ("0.5", "0.8", "0.9", "0.95")  # the central intervals' levels, keyed as the rows' calibration keys them
 TOKENIZERS = {
@@ -50,6 +50,14 @@ TOKENIZERS = {
     "ieee": ["--config.tokenizer.name=ieee", "--config.tokenizer.base=10", "--config.tokenizer.exponent_digits=1",
              "--config.tokenizer.mantissa_digits=3"],
 }
+
+
+def budget_tag(budget: str) -> str:
+    """A budget as run folders and protocol tags write it: 1/8 -> 1of8 (one folder level)."""
+    return budget.replace("/", "of")
+
+
+BUDGET_ORDER = tuple(budget_tag(b) for b in BUDGETS)
 
 
 def budget_order(budget: str) -> int:
@@ -74,7 +82,7 @@ def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
     # variants: name -> (method, budget, tokenizer ("" = the authors' / quick's), extra rl flags)
     variants = {}
     if study == "budget":
-        c.budgets = "cpu,1/8,1/3,1"
+        c.budgets = ",".join(BUDGETS)
         for method in ("remax", "genre2"):
             for selection in ("reward", "aggregate_rmse"):
                 variants[f"{method}@{selection}"] = (method, "", [f"--config.rl.selection={selection}"])
