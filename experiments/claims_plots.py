@@ -41,23 +41,24 @@ def layout(table: list[dict], runs: list[dict]):
         f"{axis} (RL budget {BUDGET_LABEL.get(table[0]['budget'], table[0]['budget'])})"
 
 
-def joined(ts: list[dict]) -> list[bool]:
-    """Which of a series' points (summary rows) the plot joins by a line: those with the series'
-    most runs. A point over fewer runs (a budget or level not yet run everywhere) stands apart,
-    hollow, so the line never rises or falls because its datasets change."""
-    most = max(t["n"] for t in ts)
-    return [t["n"] == most for t in ts]
+def joined(pairs: list[frozenset]) -> list[bool]:
+    """Which neighbouring points of a series (ordered along the x-axis) the plot joins by a line,
+    given each point's (dataset, seed) pairs: only two that average the very same runs, so a segment
+    never rises or falls because its datasets or seeds change. A point joined to neither neighbour
+    is drawn hollow."""
+    return [a == b for a, b in zip(pairs, pairs[1:])]
 
 
 def plot(table: list[dict], path: str, runs: list[dict] = ()) -> None:
-    """Means with their intervals per series (``layout``), joined where they average the same number
-    of runs (``joined``); thin lines: each (dataset, seed) across the x-axis."""
+    """Means with their intervals per series (``layout``), neighbours joined where they average the
+    same runs (``joined``); thin lines: each (dataset, seed) across the x-axis."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     series_of, x_of, ticks, xlabel = layout(table, list(runs))
     names = sorted({series_of(t) for t in table})
     fig, axes = plt.subplots(1, 5, figsize=(21, 3.8))
+    hollow = False
     panels = [("d_r2", "ΔR² (RL − CE)"), ("d_rmse", "ΔRMSE, z (RL − CE)"), ("cov90", "test 90 % coverage"),
               ("crps_ratio", "test CRPS, RL / CE (geometric mean)"), ("rmse_1_ratio", "RMSE of one sample, RL / CE")]
     for ax, (key, title) in zip(axes, panels):
@@ -76,12 +77,16 @@ def plot(table: list[dict], path: str, runs: list[dict] = ()) -> None:
                 err = np.nan_to_num(np.array([[t[key][0] - t[key][1], t[key][2] - t[key][0]] for t in ts]).T)
             else:
                 mean, err = np.array([t[key] for t in ts], np.float64), None
-            line = np.array(joined(ts))
-            ax.errorbar(x[line], mean[line], yerr=None if err is None else err[:, line], marker="o", capsize=3,
-                        color=f"C{i}", label=name)
-            if not line.all():
-                ax.errorbar(x[~line], mean[~line], yerr=None if err is None else err[:, ~line], marker="o",
-                            capsize=3, color=f"C{i}", mfc="white", ls="none")
+            link = joined([frozenset((r["dataset"], r["seed"]) for r in runs
+                                     if series_of(r) == name and x_of(r) == x_of(t)) for t in ts])
+            alone = np.array([len(ts) > 1 and not any(link[max(j - 1, 0):j + 1]) for j in range(len(ts))])
+            hollow |= bool(alone.any())
+            for j in np.flatnonzero(link):
+                ax.plot(x[j:j + 2], mean[j:j + 2], color=f"C{i}")
+            for points, face, label in ((~alone, None, name), (alone, "white", None if (~alone).any() else name)):
+                if points.any():
+                    ax.errorbar(x[points], mean[points], yerr=None if err is None else err[:, points], marker="o",
+                                capsize=3, color=f"C{i}", mfc=face, ls="none", label=label)
         if key == "cov90":  # CE differs along a tokenizer axis (one CE per tokenizer): its mean at each x
             xs = sorted({x_of(t) for t in table})
             ce = [float(np.nanmean([t["ce_cov90"] for t in table if x_of(t) == x])) for x in xs]
@@ -98,9 +103,8 @@ def plot(table: list[dict], path: str, runs: list[dict] = ()) -> None:
         ax.set_title(title)
         ax.set_xlabel(xlabel)
     axes[0].legend(fontsize=8)
-    if any(not all(joined([t for t in table if series_of(t) == name])) for name in names):
-        fig.text(0.005, 0.005, "hollow: a mean over fewer runs than the rest of its series (see the table)",
-                 fontsize=8, color="gray")
+    fig.text(0.005, 0.005, "a line joins two means only where they average the same (dataset, seed) runs"
+             + ("; hollow: a mean joined to neither neighbour (see the table)" if hollow else ""), fontsize=8, color="gray")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

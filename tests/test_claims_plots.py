@@ -16,7 +16,11 @@ def test_one_budget_studies_put_the_variants_last_part_on_the_x_axis():
     assert series(several[1]) == "remax@n2x8" and x(several[-1]) == 3 and ticks[-1] == "1x"
 
 
-def test_a_mean_over_fewer_runs_is_not_joined_to_its_series_line():
-    rows = [{"n": 8}, {"n": 8}, {"n": 4}, {"n": 8}]
-    assert claims_plots.joined(rows) == [True, True, False, True]
-    assert claims_plots.joined([{"n": 3}]) == [True]
+def test_only_neighbours_over_the_same_runs_are_joined_by_a_line():
+    s16, s8 = frozenset((d, k) for d in "abcdefgh" for k in (0, 1)), frozenset((d, 0) for d in "abcdefgh")
+    s17 = s16 | {("i", 1)}
+    assert claims_plots.joined([s17, s16, s8, s8]) == [False, False, True]
+    assert claims_plots.joined([s16, s16, s8, s8]) == [True, False, True]
+    same_count = s8 - {("a", 0)} | {("a", 1)}  # as many runs is not enough: the same runs
+    assert claims_plots.joined([s8, same_count]) == [False]
+    assert claims_plots.joined([s8]) == []
