@@ -58,12 +58,17 @@ def plot(table: list[dict], path: str, runs: list[dict] = ()) -> None:
     series_of, x_of, ticks, xlabel = layout(table, list(runs))
     names = sorted({series_of(t) for t in table})
     fig, axes = plt.subplots(1, 5, figsize=(21, 3.8))
-    hollow = False
+    points_of = {name: sorted((t for t in table if series_of(t) == name), key=x_of) for name in names}
+    link_of = {name: joined([frozenset((r["dataset"], r["seed"]) for r in runs
+                                       if series_of(r) == name and x_of(r) == x_of(t)) for t in ts])
+               for name, ts in points_of.items()}
+    alone_of = {name: np.array([len(link) > 0 and not any(link[max(j - 1, 0):j + 1]) for j in range(len(link) + 1)])
+                for name, link in link_of.items()}
     panels = [("d_r2", "ΔR² (RL − CE)"), ("d_rmse", "ΔRMSE, z (RL − CE)"), ("cov90", "test 90 % coverage"),
               ("crps_ratio", "test CRPS, RL / CE (geometric mean)"), ("rmse_1_ratio", "RMSE of one sample, RL / CE")]
     for ax, (key, title) in zip(axes, panels):
         for i, name in enumerate(names):
-            ts = sorted((t for t in table if series_of(t) == name), key=x_of)
+            ts, link, alone = points_of[name], link_of[name], alone_of[name]
             shift = 0.06 * (i - (len(names) - 1) / 2)
             x = np.array([x_of(t) for t in ts]) + shift
             if key in ("d_r2", "d_rmse"):
@@ -77,10 +82,6 @@ def plot(table: list[dict], path: str, runs: list[dict] = ()) -> None:
                 err = np.nan_to_num(np.array([[t[key][0] - t[key][1], t[key][2] - t[key][0]] for t in ts]).T)
             else:
                 mean, err = np.array([t[key] for t in ts], np.float64), None
-            link = joined([frozenset((r["dataset"], r["seed"]) for r in runs
-                                     if series_of(r) == name and x_of(r) == x_of(t)) for t in ts])
-            alone = np.array([len(ts) > 1 and not any(link[max(j - 1, 0):j + 1]) for j in range(len(ts))])
-            hollow |= bool(alone.any())
             for j in np.flatnonzero(link):
                 ax.plot(x[j:j + 2], mean[j:j + 2], color=f"C{i}")
             for points, face, label in ((~alone, None, name), (alone, "white", None if (~alone).any() else name)):
@@ -104,7 +105,8 @@ def plot(table: list[dict], path: str, runs: list[dict] = ()) -> None:
         ax.set_xlabel(xlabel)
     axes[0].legend(fontsize=8)
     fig.text(0.005, 0.005, "a line joins two means only where they average the same (dataset, seed) runs"
-             + ("; hollow: a mean joined to neither neighbour (see the table)" if hollow else ""), fontsize=8, color="gray")
+             + ("; hollow: a mean joined to neither neighbour (see the table)"
+                if any(alone.any() for alone in alone_of.values()) else ""), fontsize=8, color="gray")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
