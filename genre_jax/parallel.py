@@ -36,26 +36,35 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def shard_batch(batch, mesh: Mesh, axis: int = 0):
     """Places a global host batch with its batch ``axis`` (0; 1 for stacked batches) split over the mesh.
 
-    Every host builds the same global batch (same seed, same order) and contributes only the rows
-    its own devices hold, so the same call works on one host and on a multi-host slice.
+    Every host builds the same global batch (same seed, same order) and each device takes its own
+    rows of it, so the same call works on one host and on a multi-host slice. The rows a process
+    holds come from the sharding, not from ``jax.process_index()``: on a TPU slice ``data_mesh`` orders
+    the devices as the ICI ring runs, so one process's devices hold interleaved blocks of rows (a
+    2-host v4-16: processes 0, 1, 0, 1, ... along the axis), never one contiguous block.
     """
     sharding = batch_sharding(mesh, axis)
-    num, index = jax.process_count(), jax.process_index()
 
     def put(a):
         a = np.asarray(a)
-        if num == 1:
+        if sharding.is_fully_addressable:
             return jax.device_put(a, sharding)
-        rows = a.shape[axis] // num
-        local = np.take(a, np.arange(index * rows, (index + 1) * rows), axis=axis)
-        return jax.make_array_from_process_local_data(sharding, local, a.shape)
+        return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
 
     return jax.tree.map(put, batch)
 
 
+def process_rows(mesh: Mesh, num_rows: int) -> dict[int, np.ndarray]:
+    """{process index: the rows of a ``num_rows`` batch that its devices hold}: what ``shard_batch`` feeds
+    each host of a multi-host mesh (the mesh may be of compile-only devices)."""
+    rows = {}
+    for device, index in batch_sharding(mesh).devices_indices_map((num_rows,)).items():
+        rows.setdefault(device.process_index, []).append(np.arange(num_rows)[index])
+    return {p: np.sort(np.concatenate(r)) for p, r in sorted(rows.items())}
+
+
 def to_host(x) -> np.ndarray:
     """A (possibly multi-host, batch-sharded) array as one NumPy array on every host."""
-    if jax.process_count() == 1:
+    if getattr(x, "is_fully_addressable", True):
         return np.asarray(x)
     from jax.experimental import multihost_utils
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
