@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from fractions import Fraction
 
 import numpy as np
 
@@ -42,9 +43,10 @@ def sorted_residuals(point_N, target_N) -> np.ndarray:
 
 def conformal_half_width(residuals_sorted, level: float) -> float | None:
     """The ⌈(n + 1)·level⌉-th smallest validation residual; None when that exceeds n (too few rows
-    to certify the level)."""
+    to certify the level). The index is computed exactly, on the level as the decimal it was written
+    as (0.68 = 17/25): in floating point 75 × 0.68 = 51.00000000000001, whose ceiling is 52."""
     n = len(residuals_sorted)
-    k = math.ceil((n + 1) * level)
+    k = math.ceil((n + 1) * Fraction(str(float(level))))
     return float(residuals_sorted[k - 1]) if k <= n else None
 
 

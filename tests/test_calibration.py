@@ -15,6 +15,17 @@ def test_conformal_half_width_is_the_ceil_n_plus_1_level_th_residual():
                                                                            "width": {"0.95": None}}
 
 
+def test_conformal_index_is_exact_where_floating_point_rounds_up():
+    # (74 + 1) * 0.68 = 51 exactly, 51.00000000000001 in floating point (whose ceiling is 52)
+    assert (74 + 1) * 0.68 > 51
+    residuals = np.arange(1.0, 75.0)  # the k-th smallest residual is k
+    assert calibration.conformal_half_width(residuals, 0.68) == 51.0
+    assert calibration.conformal_half_width(residuals, np.float64(0.68)) == 51.0
+    assert calibration.conformal_half_width(residuals, 0.9) == 68.0  # ceil(67.5)
+    assert calibration.conformal_half_width(residuals[:9], 0.9) == 9.0  # ceil(9.0): a true integer stays
+    assert calibration.conformal_half_width(residuals[:9], 0.95) is None  # ceil(9.5) = 10 > n
+
+
 def test_conformal_intervals_cover_at_least_the_level_on_exchangeable_data():
     rng = np.random.default_rng(0)
     covered = {k: [] for k in ("0.5", "0.8", "0.9")}
