@@ -185,18 +185,40 @@ def mean_entropy(logits_BGLV, weights_B):
 # GenRe² dense expert term.
 
 def expert_tokens(tokenizer, rollout_BGL, target_BL):
-    """The expert's next token at every position of every rollout, chosen by value.
+    """The expert's next token at every position of every rollout.
 
     While the rollout's prefix equals the target's, the expert emits the target token. Off that
-    path it emits the allowed token whose completions come closest to the target value: every
-    completion of ``prefix + t`` lies in [lo, hi], the least and greatest value over the
-    tokenizer's corner completions, and the expert picks the t with the smallest distance from the
-    target to [lo, hi] (lowest token id on ties). For normalized tokens (value order = token order)
-    this is the release's rule: the smallest digit once the prefix is above the target, the largest
-    once below. For IEEE tokens it stays right where token order and value order part: zero and
-    clamped small values carry leading-zero mantissas, and an exponent digit's direction depends
-    on both signs, so "above" is never judged from the tokens alone.
+    path it emits the allowed token whose completions come closest to the target value:
+
+    - where value order is token order (``tokenizer.lexicographic``: normalized digits) this is the
+      release's rule, decided on the tokens alone: the first token where the rollout left the target
+      says whether it is above (then the smallest allowed token) or below (the largest). Integer
+      comparisons, so it stays exact at any B^D; choosing by decoded float32 values did not
+      (from B^D ~ 2^24 on, e.g. (10, 8), neighbouring candidates round to one value);
+    - otherwise (IEEE tokens) by value: every completion of ``prefix + t`` lies in [lo, hi], the
+      least and greatest value over the tokenizer's corner completions, and the expert picks the t
+      with the smallest distance from the target to [lo, hi] (lowest token id on ties). This stays
+      right where token order and value order part: zero and clamped small values carry
+      leading-zero mantissas, and an exponent digit's direction depends on both signs.
     """
+    target_BGL = jnp.broadcast_to(target_BL[:, None, :], rollout_BGL.shape)
+    # on track at i: the first i tokens equal the target's (the empty prefix always does)
+    differs_BGL = (rollout_BGL != target_BGL).astype(jnp.int32)
+    off_BGL = jnp.cumsum(differs_BGL, axis=-1) - differs_BGL > 0
+    if tokenizer.lexicographic:
+        first_BGL = (differs_BGL > 0) & (jnp.cumsum(differs_BGL, axis=-1) == 1)  # where the rollout left
+        above_at_BGL = (first_BGL & (rollout_BGL > target_BGL)).astype(jnp.int32)
+        above_BGL = jnp.cumsum(above_at_BGL, axis=-1) - above_at_BGL > 0  # it left upwards before i
+        lowest_L, highest_L = (jnp.asarray(ids) for ids in tokenizer.token_range)
+        nearest_BGL = jnp.where(above_BGL, lowest_L, highest_L)
+    else:
+        nearest_BGL = _nearest_by_value(tokenizer, rollout_BGL, target_BL)
+    return jnp.where(off_BGL, nearest_BGL, target_BGL).astype(jnp.int32)
+
+
+def _nearest_by_value(tokenizer, rollout_BGL, target_BL):
+    """At every position i, the allowed token t whose completions of ``rollout[:i] + t`` come closest
+    to the target's decoded value (``expert_tokens``)."""
     length, vocab = tokenizer.allowed.shape
     corners_KL = jnp.asarray(tokenizer.corner_completions)
     pos_L = np.arange(length)
@@ -211,12 +233,7 @@ def expert_tokens(tokenizer, rollout_BGL, target_BL):
     target_B = tokenizer.decode(target_BL)[:, None, None, None]
     gap_BGIV = jnp.maximum(jnp.maximum(values_BGIVK.min(-1) - target_B, target_B - values_BGIVK.max(-1)), 0.0)
     gap_BGIV = jnp.where(jnp.asarray(tokenizer.allowed)[None, None], gap_BGIV, jnp.inf)
-    nearest_BGI = jnp.argmin(gap_BGIV, axis=-1)
-    target_BGL = jnp.broadcast_to(target_BL[:, None, :], rollout_BGL.shape)
-    # on track at i: the first i tokens equal the target's (the empty prefix always does)
-    differs_BGL = (rollout_BGL != target_BGL).astype(jnp.int32)
-    off_BGL = jnp.cumsum(differs_BGL, axis=-1) - differs_BGL > 0
-    return jnp.where(off_BGL, nearest_BGI, target_BGL).astype(jnp.int32)
+    return jnp.argmin(gap_BGIV, axis=-1)
 
 
 def expert_cross_entropy(logits_BGLV, expert_BGL, weights_B):

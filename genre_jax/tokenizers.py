@@ -85,6 +85,11 @@ class NormalizedTokenizer:
         return _token_range(self.allowed)
 
     @property
+    def lexicographic(self) -> bool:
+        """Value order is the lexicographic order of token sequences (so comparisons need no decode)."""
+        return True
+
+    @property
     def digit_positions(self) -> np.ndarray:
         """[L] bool: positions whose allowed tokens are digits (all of them here)."""
         return np.ones(self.length, bool)
@@ -182,6 +187,11 @@ class IEEETokenizer:
     @property
     def token_range(self) -> tuple[np.ndarray, np.ndarray]:
         return _token_range(self.allowed)
+
+    @property
+    def lexicographic(self) -> bool:
+        """No: signs flip the order, and zero and clamped values carry leading-zero mantissas."""
+        return False
 
     @property
     def digit_positions(self) -> np.ndarray:

@@ -192,7 +192,8 @@ def _release_expert(target_L, rollout_L, base):
     return out
 
 
-@pytest.mark.parametrize("base, digits", [(2, 8), (4, 6), (8, 4)])
+# (8, 8) and (10, 8): B^D >= 2^24, where float32 cannot tell neighbouring values apart
+@pytest.mark.parametrize("base, digits", [(2, 8), (4, 6), (8, 4), (8, 8), (10, 8)])
 def test_expert_tokens_normalized_equal_the_release_loop(base, digits):
     tok = NormalizedTokenizer(base, digits, -2.0, 3.0)
     rng = np.random.default_rng(base)
@@ -205,6 +206,30 @@ def test_expert_tokens_normalized_equal_the_release_loop(base, digits):
     got = np.asarray(objectives.expert_tokens(tok, jnp.asarray(rollouts), jnp.asarray(target)))
     expected = [[_release_expert(target[b], rollouts[b, g], base) for g in range(8)] for b in range(16)]
     np.testing.assert_array_equal(got, expected)
+
+
+def test_expert_token_where_float32_decoding_chose_wrong():
+    """Issue 36's case: one digit below the target at position 6 of (10, 8); decoded in float32 the
+    candidates of position 7 tie and the lowest id (3) won, the rule says the largest digit."""
+    tok = NormalizedTokenizer(10, 8, -2.5, 7.3)
+    target = np.array([[7, 7, 5, 8, 5, 6, 2, 2]], np.int32)
+    rollout = np.array([[[7, 7, 5, 8, 5, 6, 1, 0], [7, 7, 5, 8, 5, 6, 3, 0], [7, 7, 5, 8, 5, 6, 2, 2]]], np.int32)
+    got = np.asarray(objectives.expert_tokens(tok, jnp.asarray(rollout), jnp.asarray(target)))[0]
+    assert got[0, 7] == 9 and got[1, 7] == 0
+    np.testing.assert_array_equal(got, [_release_expert(target[0], r, 10) for r in rollout[0]])
+
+
+def test_expert_tokens_by_value_agree_with_the_release_rule_where_float32_resolves():
+    """The value-based rule (kept for IEEE tokens) is the release's on normalized tokens: one rule."""
+    tok = NormalizedTokenizer(4, 4, -1.0, 2.0)
+    rng = np.random.default_rng(4)
+    target = rng.integers(0, 4, size=(8, 4)).astype(np.int32)
+    rollouts = rng.integers(0, 4, size=(8, 6, 4)).astype(np.int32)
+    rollouts[:, :3, :2] = target[:, None, :2]
+    by_value = objectives._nearest_by_value(tok, jnp.asarray(rollouts), jnp.asarray(target))
+    off = np.cumsum(rollouts != target[:, None], -1) - (rollouts != target[:, None]) > 0
+    expected = np.asarray(objectives.expert_tokens(tok, jnp.asarray(rollouts), jnp.asarray(target)))
+    np.testing.assert_array_equal(np.where(off, by_value, expected), expected)
 
 
 # ---------------------------------------------------------------------------------------------
