@@ -33,6 +33,9 @@ class RLSpec:
     policy_loss: Callable | None  # (logp_BGL, old_logp_BGL, advantage_BG, weight_B, clip_eps) -> scalar
     expert: bool = False
     min_rollouts: int = 1  # group baselines need >= 2 rollouts per input
+    # the loss weighs each token by pi/pi_old (clipped), so config.rl.ppo_epochs > 1 passes over one batch
+    # of rollouts stay corrected; without it a second pass is a REINFORCE step on stale rollouts
+    ratio: bool = False
     exact: bool = False  # -sum_seq pi(seq) r(seq) over the whole (small) sequence tree
 
 
@@ -85,7 +88,7 @@ _ENTRIES = (
     Method("ce", "ce", about="token-level cross-entropy pretraining of the number decoder"),
     Method("remax", "rl", RLSpec(objectives.remax_advantage, objectives.reinforce_loss),
            "REINFORCE with the greedy decode's reward as baseline"),
-    Method("grpo", "rl", RLSpec(objectives.grpo_advantage, objectives.ppo_clip_loss, min_rollouts=2),
+    Method("grpo", "rl", RLSpec(objectives.grpo_advantage, objectives.ppo_clip_loss, min_rollouts=2, ratio=True),
            "group-standardized advantages, clipped per-token ratio"),
     Method("genre2", "rl", RLSpec(objectives.remax_advantage, objectives.reinforce_loss, expert=True),
            "ReMax plus the dense expert cross-entropy (the paper's method)"),

@@ -222,12 +222,17 @@ def _rl(config, tokenizer, ce_lr: float, evaluation: Eval) -> RL:
     if rollouts < method.spec.min_rollouts:
         raise GenreError(f"config.rl.num_rollouts: {method.name} needs at least {method.spec.min_rollouts} "
                          f"rollouts per input")
+    ppo_epochs = s.int("ppo_epochs")
+    if ppo_epochs > 1 and not method.spec.ratio:
+        raise GenreError(f"config.rl.ppo_epochs: expected 1 for {method.name}, whose loss has no importance ratio "
+                         f"(further passes would be uncorrected steps on stale rollouts), got {ppo_epochs}; "
+                         f"{'/'.join(n for n in methods.names('rl') if methods.METHODS[n].spec.ratio)} takes more")
     # RL keeps the CE rate unless told otherwise.
     lr = ce_lr if s.learning_rate is None else s.float("learning_rate", strict=True)
     expert = DEFAULT_EXPERT_WEIGHT[tokenizer.name] if s.expert_weight is None else s.float("expert_weight")
     loop = s.loop(s.optim(learning_rate=lr), patience=math.inf, steps_per_epoch=s.int("steps_per_epoch", 0))
     return RL(method, objectives.REWARDS[s.reward], s.bool("masked_expert"), rollouts, s.float("temperature", strict=True),
-              s.float("clip_eps"), s.int("ppo_epochs"), s.bool("requantize_targets"),
+              s.float("clip_eps"), ppo_epochs, s.bool("requantize_targets"),
               expert if method.spec.expert else 0.0,
               s.float("kl_weight"), s.float("entropy_weight"), loop,
               _fingerprint(s.cfg.to_dict()), s.choice("selection", SELECTIONS),

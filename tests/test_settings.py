@@ -36,6 +36,11 @@ def test_resolved_values_are_typed_and_defaulted(tiny_config):
     ({"rl.method": "ppo"}, r"config\.rl\.method: unknown rl method 'ppo'"),
     ({"rl.reward": "mse"}, r"config\.rl\.reward"),
     ({"rl.method": "grpo", "rl.num_rollouts": 1}, r"config\.rl\.num_rollouts: grpo needs at least 2"),
+    # REINFORCE losses have no importance ratio: a second pass would be an uncorrected step on stale rollouts
+    ({"rl.method": "remax", "rl.ppo_epochs": 2}, r"config\.rl\.ppo_epochs: expected 1 for remax.*grpo takes more"),
+    ({"rl.method": "genre2", "rl.ppo_epochs": 4}, r"config\.rl\.ppo_epochs: expected 1 for genre2"),
+    ({"rl.method": "rloo", "rl.ppo_epochs": 2}, r"config\.rl\.ppo_epochs: expected 1 for rloo"),
+    ({"rl.method": "exact_reward", "rl.ppo_epochs": 2}, r"config\.rl\.ppo_epochs: expected 1 for exact_reward"),
     ({"token.method": "ntl"}, r"config\.token\.method.*ntl_mse"),
     ({"token.method": "ce"}, r"config\.token\.method"),
     ({"token.method": "dist2", "token.tau": 0.0}, r"config\.token\.tau"),
@@ -62,6 +67,11 @@ def test_bad_values_are_one_line_errors(overrides, needle, tiny_config):
     with pytest.raises(GenreError, match=needle) as err:
         settings.resolve(tiny_config(**overrides), TOK)
     assert "\n" not in str(err.value)
+
+
+def test_only_methods_with_an_importance_ratio_take_several_passes(tiny_config):
+    assert [n for n in methods.names("rl") if methods.METHODS[n].spec.ratio] == ["grpo"]
+    assert settings.resolve(tiny_config(**{"rl.method": "grpo", "rl.ppo_epochs": 4}), TOK).rl.ppo_epochs == 4
 
 
 def test_rl_optimizer_as_released_in_paper_and_constant_in_quick():
