@@ -22,7 +22,7 @@ import numpy as np
 from genre_jax.sampling import mask_logits
 
 DECODES = ("sample", "exact", "auto")
-MAX_TRAIN_SEQUENCES = 4096  # the exact_reward RL method differentiates through the whole tree
+MAX_TRAIN_SEQUENCES = 4096  # the exact RL methods (exact_reward, exact_crps) differentiate through the whole tree
 
 
 class Enumerated(NamedTuple):
@@ -121,3 +121,26 @@ def probs_at_temperatures(model, params, x_BF, tokenizer, temperatures_K):
     """probs_KBS: the exact distribution at each of K temperatures from one decoder pass."""
     levels = level_logits(model, params, x_BF, tokenizer)
     return jax.vmap(lambda t: jnp.exp(tree_logprobs(levels, tokenizer, t).logp_BS))(temperatures_K)
+
+
+def expected_expert_cross_entropy(levels, probs_BS, expert_BSL, tokenizer, masked: bool = True):
+    """expert_ce_B: the GenRe² expert term (``objectives.expert_cross_entropy``: the mean over positions
+    of -log pi(expert token | prefix), averaged over sampled rollouts) as its expectation over every
+    sequence: sum_seq pi(seq) * mean_t -log pi(expert_t(seq) | seq_<t), with pi(seq) held constant as
+    sampled rollouts are, so its gradient is the expectation of GenRe²'s expert gradient with none of
+    its sampling noise. ``levels``: ``level_logits`` (raw; ``masked`` masks them by the allowed table,
+    as ``rl.masked_expert`` asks), untempered like every expert CE; ``expert_BSL``: the expert tokens of
+    ``all_sequences`` (position t depends only on the first t tokens, so each prefix of a level takes
+    the tokens of its first sequence)."""
+    num_sequences_ = probs_BS.shape[1]
+    allowed_LV = np.asarray(tokenizer.allowed, bool)
+    nll_BS = jnp.zeros(probs_BS.shape, jnp.float32)
+    for pos, logits_BNV in enumerate(levels):
+        if masked:
+            logits_BNV = mask_logits(logits_BNV, allowed_LV[pos])
+        logp_BNV = jax.nn.log_softmax(logits_BNV.astype(jnp.float32), axis=-1)
+        span = num_sequences_ // logits_BNV.shape[1]  # the sequences below each prefix, side by side
+        expert_BN = expert_BSL[:, ::span, pos]
+        nll_BN = -jnp.take_along_axis(logp_BNV, expert_BN[..., None], axis=-1)[..., 0]
+        nll_BS = nll_BS + jnp.repeat(nll_BN, span, axis=1)
+    return jnp.sum(jax.lax.stop_gradient(probs_BS) * nll_BS, axis=-1) / len(levels)

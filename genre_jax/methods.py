@@ -27,8 +27,9 @@ FROM_CE = ("rl", "token")  # kinds that start from the CE checkpoint of the same
 
 @dataclasses.dataclass(frozen=True)
 class RLSpec:
-    """An RL method: its advantage, its policy loss and whether the GenRe² expert term is added; or,
-    with ``exact``, the exact expected reward over every sequence instead of sampled rollouts."""
+    """An RL method: its advantage, its policy loss and whether the GenRe² expert term is added by
+    default (``config.rl.expert`` overrides it); or, with ``exact``, a loss on every sequence of the
+    (small) tree weighted by its probability, instead of sampled rollouts."""
     advantage: Callable | None  # (reward_BG, greedy_reward_B) -> advantage_BG
     policy_loss: Callable | None  # (logp_BGL, old_logp_BGL, advantage_BG, weight_B, clip_eps) -> scalar
     expert: bool = False
@@ -36,7 +37,11 @@ class RLSpec:
     # the loss weighs each token by pi/pi_old (clipped), so config.rl.ppo_epochs > 1 passes over one batch
     # of rollouts stay corrected; without it a second pass is a REINFORCE step on stale rollouts
     ratio: bool = False
-    exact: bool = False  # -sum_seq pi(seq) r(seq) over the whole (small) sequence tree
+    # (probs_BS, values_S, target_B, reward) -> loss_B over every sequence (objectives.exact_*_loss)
+    exact: Callable | None = None
+    # (pred_BG, target_B) -> reward_BG: a credit that depends on the whole group of rollouts, given to
+    # ``advantage`` in place of config.rl.reward (which still scores validation and the logs)
+    group_reward: Callable | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +99,13 @@ _ENTRIES = (
            "ReMax plus the dense expert cross-entropy (the paper's method)"),
     Method("rloo", "rl", RLSpec(objectives.rloo_advantage, objectives.reinforce_loss, min_rollouts=2),
            "REINFORCE with the leave-one-out mean reward as baseline"),
-    Method("exact_reward", "rl", RLSpec(None, None, exact=True),
+    Method("exact_reward", "rl", RLSpec(None, None, exact=objectives.exact_reward_loss),
            "the exact expected reward over every sequence (small tokenizers): a zero-variance gradient"),
+    Method("crps_loo", "rl", RLSpec(objectives.group_mean_advantage, objectives.reinforce_loss, min_rollouts=2,
+                                    group_reward=objectives.crps_loo_reward),
+           "REINFORCE on each rollout's leave-one-out share of its group's CRPS, group-mean baseline"),
+    Method("exact_crps", "rl", RLSpec(None, None, exact=objectives.exact_crps_loss),
+           "the exact CRPS of the whole predictive distribution (small tokenizers): a zero-variance gradient"),
     Method("ntl_mse", "token", TokenSpec(objectives.ntl_mse, 0.3), "CE + squared error of the expected digit"),
     Method("ntl_was", "token", TokenSpec(objectives.ntl_was, 0.3), "CE + Wasserstein-1 to the true digit"),
     Method("dist2", "token", TokenSpec(objectives.dist2, 0.1, uses_tau=True), "CE + KL from a smoothed target"),

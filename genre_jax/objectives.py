@@ -147,6 +147,70 @@ def rloo_advantage(reward_BG, greedy_reward_B, eps=1e-6):
     others = (reward_BG.sum(axis=1, keepdims=True) - reward_BG) / (group - 1)
     return reward_BG - others
 
+def group_mean_advantage(reward_BG, greedy_reward_B, eps=1e-6):
+    """Each rollout's reward minus the mean reward of its group of G (no normalization)."""
+    del greedy_reward_B, eps
+    return reward_BG - reward_BG.mean(axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rewards on the whole predictive distribution: CRPS(F, y) = ∫ (F(t) − 1{t ≥ y})² dt
+#                                                          = E|X − y| − ½ E|X − X'|, in z units.
+
+def crps_loo_reward(pred_BG, target_B):
+    """Distribution-Aware Reward's leave-one-out credit (arXiv 2605.20740): the G rollouts of an input
+    are an empirical distribution, and rollout i earns r_i = CRPS(x without x_i, y) − CRPS(x, y), what
+    the group's CRPS loses by having it. The empirical CRPS of n samples is
+        CRPS(x_1..x_n, y) = (1/n) Σ_i |x_i − y| − (1/(2n²)) Σ_{i,j} |x_i − x_j|,
+    so with a_i = |x_i − y|, A = Σ a_i, d_i = Σ_j |x_i − x_j| and D = Σ d_i:
+        CRPS(x) = A/G − D/(2G²),   CRPS(x without x_i) = (A − a_i)/(G − 1) − (D − 2 d_i)/(2(G − 1)²).
+    Per input O(G²) (the pairwise distances), vectorised over inputs. Up to a group-wide constant,
+    r_i = −a_i/(G − 1) + d_i/(G − 1)²: a rollout earns by being close to y and by lying away from the
+    rest of its group, which keeps spread where the group cannot tell where y is. A credit of size
+    ~|x − y|/(G − 1) (Adam's step does not care; the weight of an added expert term does)."""
+    group = pred_BG.shape[1]
+    abs_err_BG = jnp.abs(pred_BG - target_B[:, None])
+    spread_BG = jnp.abs(pred_BG[:, :, None] - pred_BG[:, None, :]).sum(-1)
+    total_err_B, total_spread_B = abs_err_BG.sum(1, keepdims=True), spread_BG.sum(1, keepdims=True)
+    crps_B = total_err_B / group - total_spread_B / (2 * group ** 2)
+    without_BG = ((total_err_B - abs_err_BG) / (group - 1)
+                  - (total_spread_B - 2 * spread_BG) / (2 * (group - 1) ** 2))
+    return without_BG - crps_B
+
+
+def distribution_crps(probs_BS, values_S, target_B):
+    """crps_B: the exact CRPS of the discrete distribution P(X = values_S[s]) = probs_BS[b, s] against
+    target_B[b], from its CDF: with the support sorted, v_1 ≤ ... ≤ v_S, and F_k = Σ_{j ≤ k} p_j,
+        CRPS = Σ_k ∫_{v_k}^{v_{k+1}} (F_k − 1{t ≥ y})² dt + (v_1 − y)⁺ + (y − v_S)⁺
+    (F = 0 below the support, 1 above it); the gap [v_k, v_{k+1}] splits at y into a part below y,
+    weighted F_k², and one above, weighted (1 − F_k)². O(S log S) once for the sort (the normalized
+    tokenizer's support is already in order), then O(S) per input; the same number as the O(S²)
+    E|X − y| − ½ E|X − X'| wherever Σ_s p_s = 1. Differentiable in ``probs_BS``."""
+    order_S = jnp.argsort(values_S)
+    v_S, p_BS = values_S[order_S], probs_BS[:, order_S]
+    cdf_BK = jnp.cumsum(p_BS, axis=-1)[:, :-1]  # F on the gap after each support point but the last
+    lo_K, hi_K = v_S[:-1], v_S[1:]
+    y_B1 = target_B[:, None]
+    cut_BK = jnp.clip(y_B1, lo_K, hi_K)
+    inner_B = jnp.sum(jnp.square(cdf_BK) * (cut_BK - lo_K) + jnp.square(1.0 - cdf_BK) * (hi_K - cut_BK), axis=-1)
+    return inner_B + jnp.maximum(v_S[0] - target_B, 0.0) + jnp.maximum(target_B - v_S[-1], 0.0)
+
+
+# Exact losses (``methods.RLSpec.exact``): (probs_BS, values_S, target_B, reward) -> loss_B over every
+# sequence the tokenizer allows, differentiated through probs_BS = π(seq | x).
+
+def exact_reward_loss(probs_BS, values_S, target_B, reward):
+    """−Σ_seq π(seq | x) r(seq): the exact expected reward, negated."""
+    return -jnp.sum(probs_BS * reward(jnp.broadcast_to(values_S, probs_BS.shape), target_B), axis=-1)
+
+
+def exact_crps_loss(probs_BS, values_S, target_B, reward):
+    """CRPS(π(·|x), y) = E|X − y| − ½ E|X − X'| of the whole predictive distribution, exactly
+    (``distribution_crps``); ``reward`` is not used (it still scores validation and the logs)."""
+    del reward
+    return distribution_crps(probs_BS, values_S, target_B)
+
+
 
 def _weighted_mean(value_BG, weights_B):
     w_BG = jnp.broadcast_to(weights_B[:, None], value_BG.shape)

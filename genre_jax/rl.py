@@ -1,4 +1,5 @@
-"""Sequence-level RL fine-tuning from the best CE checkpoint: ReMax, GRPO, RLOO and GenRe².
+"""Sequence-level RL fine-tuning from the best CE checkpoint: ReMax, GRPO, RLOO, GenRe², the CRPS credit
+(``crps_loo``) and the exact methods over the whole sequence tree (``exact_reward``, ``exact_crps``).
 
 One jitted step = sample G rollouts + a greedy decode per input (one encoding), decode them to
 values, reward them against the target (z units), form advantages, then ``ppo_epochs`` gradient
@@ -62,7 +63,7 @@ def make_rl_update(model, tokenizer, rl: RL, tx):
     """Pure (update(state, batch, (ref_params, base_key)), val_step(params, batch, key))."""
     spec, tok = rl.method.spec, tokenizer
     if spec.exact:
-        return _exact_reward_update(model, tokenizer, rl, tx), _val_step(model, tokenizer, rl)
+        return _exact_update(model, tokenizer, rl, tx), _val_step(model, tokenizer, rl)
 
     def loss_fn(params, batch, ro: Rollout, advantage_BG, ref_logits_BGLV):
         w = batch["weight"]
@@ -89,7 +90,8 @@ def make_rl_update(model, tokenizer, rl: RL, tx):
         # (y <- detok(tok(y))); validation always scores the real target.
         target_B = tok.decode(batch["tokens"]) if rl.requantize_targets else batch["z"]
         ro = draw_rollouts(model, tok, rl, state.params, batch["x"], jax.random.fold_in(base_key, state.step), target_B)
-        advantage_BG = spec.advantage(ro.reward_BG, ro.greedy_reward_B)
+        credit_BG = spec.group_reward(tok.decode(ro.tokens_BGL), target_B) if spec.group_reward else ro.reward_BG
+        advantage_BG = spec.advantage(credit_BG, ro.greedy_reward_B)
         ref_logits = (sampling.rollout_logits(model, ref_params, batch["x"], ro.tokens_BGL, tok)
                       if rl.kl_weight else None)
         for _ in range(rl.ppo_epochs):  # mu passes over the same rollouts (GRPO); 1 for ReMax
@@ -131,21 +133,33 @@ def _val_step(model, tok, rl: RL):
     return val_step
 
 
-def _exact_reward_update(model, tok, rl: RL, tx):
-    """``exact_reward``: minimize -sum_seq pi(seq | x) r(seq) over every sequence the tokenizer allows
-    (``exact.enumerate_sequences``), so the gradient has no sampling variance at all."""
-    values_S = jnp.asarray(tok.decode(exact.all_sequences(tok)))
+def _exact_update(model, tok, rl: RL, tx):
+    """An exact method (``RLSpec.exact``: ``exact_reward``, ``exact_crps``): its loss on every sequence
+    the tokenizer allows, weighted by pi(seq | x) (``exact.level_logits``), so the gradient has no
+    sampling variance at all; with the expert term, that term's expectation over the whole tree
+    (``exact.expected_expert_cross_entropy``). The logged reward is the exact expected ``rl.reward``."""
+    seqs_SL = exact.all_sequences(tok)
+    values_S = jnp.asarray(tok.decode(seqs_SL))
 
     def loss_fn(params, batch, target_B):
-        out = exact.enumerate_sequences(model, params, batch["x"], tok, rl.temperature)
-        reward_BS = rl.reward(jnp.broadcast_to(values_S, out.logp_BS.shape), target_B)
-        expected_B = jnp.sum(jnp.exp(out.logp_BS) * reward_BS, axis=-1)
         w = batch["weight"]
-        return -jnp.sum(w * expected_B) / jnp.maximum(w.sum(), 1.0), (expected_B, out.greedy_BL)
+        levels = exact.level_logits(model, params, batch["x"], tok)
+        out = exact.tree_logprobs(levels, tok, rl.temperature)
+        probs_BS = jnp.exp(out.logp_BS)
+        expected_B = -objectives.exact_reward_loss(probs_BS, values_S, target_B, rl.reward)
+        loss_B = rl.method.spec.exact(probs_BS, values_S, target_B, rl.reward)
+        expert_ce_B = jnp.zeros_like(loss_B)
+        if rl.expert_weight:
+            expert_BSL = objectives.expert_tokens(
+                tok, jnp.broadcast_to(jnp.asarray(seqs_SL), (len(w),) + seqs_SL.shape), batch["tokens"])
+            expert_ce_B = exact.expected_expert_cross_entropy(levels, probs_BS, expert_BSL, tok, rl.masked_expert)
+        mean = lambda v_B: jnp.sum(w * v_B) / jnp.maximum(w.sum(), 1.0)  # noqa: E731
+        expert_ce = mean(expert_ce_B)
+        return mean(loss_B) + rl.expert_weight * expert_ce, (expected_B, out.greedy_BL, expert_ce)
 
     def update(state: TrainState, batch, extras):
         target_B = tok.decode(batch["tokens"]) if rl.requantize_targets else batch["z"]
-        (loss, (expected_B, greedy_BL)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        (loss, (expected_B, greedy_BL, expert_ce)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, batch, target_B)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         state = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
@@ -153,8 +167,8 @@ def _exact_reward_update(model, tok, rl: RL, tx):
         n = w.sum()
         greedy_reward_B = rl.reward(tok.decode(greedy_BL)[:, None], target_B)[:, 0]
         zero = jnp.zeros(())
-        return state, RLStats(jnp.sum(w * expected_B), jnp.sum(w * greedy_reward_B), zero, loss * n, zero, zero,
-                              zero, n)
+        return state, RLStats(jnp.sum(w * expected_B), jnp.sum(w * greedy_reward_B), zero, loss * n,
+                              expert_ce * n, zero, zero, n)
 
     return update
 

@@ -29,7 +29,7 @@ LATER_FIELDS = {
     "": {"rng_streams": "shared", "last_batch": "pad"},
     "model": {"final_norm": True, "dtype": "float32"},
     "ce": {"masked_loss": True},
-    "rl": {"lr_floor": 1.0, "requantize_targets": False, "masked_expert": True, "selection": "reward"},
+    "rl": {"lr_floor": 1.0, "requantize_targets": False, "masked_expert": True, "selection": "reward", "expert": None},
     "token": {"masked_loss": True},
     "eval": {"decode": "sample", "exact_max_sequences": 4096, "calibration": "none"},
     "head": {"mlp_hidden": 0, "mlp_layers": 0, "targets": "integrated", "tails": "train_mean", "select": "loss"},
@@ -70,7 +70,7 @@ class RL:
     clip_eps: float
     ppo_epochs: int  # gradient passes over one batch of rollouts
     requantize_targets: bool  # train reward against detok(tok(y)), as released
-    expert_weight: float  # 0 unless the method adds the expert term
+    expert_weight: float  # 0 unless the expert term is added (rl.expert, else the method's default)
     kl_weight: float
     entropy_weight: float
     loop: Loop
@@ -230,10 +230,11 @@ def _rl(config, tokenizer, ce_lr: float, evaluation: Eval) -> RL:
     # RL keeps the CE rate unless told otherwise.
     lr = ce_lr if s.learning_rate is None else s.float("learning_rate", strict=True)
     expert = DEFAULT_EXPERT_WEIGHT[tokenizer.name] if s.expert_weight is None else s.float("expert_weight")
+    with_expert = method.spec.expert if s.expert is None else s.bool("expert")  # the GenRe² term on any method
     loop = s.loop(s.optim(learning_rate=lr), patience=math.inf, steps_per_epoch=s.int("steps_per_epoch", 0))
     return RL(method, objectives.REWARDS[s.reward], s.bool("masked_expert"), rollouts, s.float("temperature", strict=True),
               s.float("clip_eps"), ppo_epochs, s.bool("requantize_targets"),
-              expert if method.spec.expert else 0.0,
+              expert if with_expert else 0.0,
               s.float("kl_weight"), s.float("entropy_weight"), loop,
               _fingerprint(s.cfg.to_dict()), s.choice("selection", SELECTIONS),
               exact.resolve_decode(evaluation.decode, tokenizer, evaluation.exact_max_sequences), evaluation.temperature)

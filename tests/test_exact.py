@@ -58,3 +58,36 @@ def test_auto_decodes_exactly_only_small_trees():
     assert exact.resolve_decode("auto", NormalizedTokenizer(10, 6), 4096) == "sample"
     assert exact.resolve_decode("auto", IEEETokenizer(10, 1, 4), 4096) == "sample"
     assert exact.resolve_decode("sample", NormalizedTokenizer(2, 8), 4096) == "sample"
+
+
+def test_expected_expert_cross_entropy_and_its_gradient_equal_a_teacher_forced_enumeration(setup):
+    from genre_jax import objectives
+
+    tok, model, params, x = setup
+    masked = tok.name == "normalized"  # the IEEE case takes the release's raw logits
+    seqs_SL = jnp.asarray(exact.all_sequences(tok))
+    tokens_BSL = jnp.broadcast_to(seqs_SL, (x.shape[0],) + seqs_SL.shape)
+    target_BL = tokens_BSL[:, 5]  # the expert then leaves the target's path at every depth
+    expert_BSL = objectives.expert_tokens(tok, tokens_BSL, target_BL)
+    temperature = 0.7  # rollouts are drawn tempered; the expert CE is on the untempered model
+
+    def tree(p):
+        levels = exact.level_logits(model, p, x, tok)
+        probs_BS = jnp.exp(exact.tree_logprobs(levels, tok, temperature).logp_BS)
+        return jnp.sum(exact.expected_expert_cross_entropy(levels, probs_BS, expert_BSL, tok, masked))
+
+    def teacher_forced(p):  # every sequence as a rollout: the mean over positions of GenRe²'s expert CE
+        policy = rollout_logits(model, p, x, tokens_BSL, tok) / temperature
+        probs_BS = jnp.exp(sampling.token_logprobs(policy, tokens_BSL).sum(-1))
+        nll_BSL = -sampling.token_logprobs(rollout_logits(model, p, x, tokens_BSL, tok, masked=masked), expert_BSL)
+        return jnp.sum(jax.lax.stop_gradient(probs_BS) * nll_BSL.mean(-1))
+
+    value, grad = jax.jit(jax.value_and_grad(tree))(params)
+    ref_value, ref_grad = jax.jit(jax.value_and_grad(teacher_forced))(params)
+    # S sequences x L positions of float32 terms, summed along two different paths
+    terms = seqs_SL.shape[0] * tok.length
+    eps = np.finfo(np.float32).eps
+    np.testing.assert_allclose(value, ref_value, rtol=terms * eps)
+    scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(ref_grad))
+    assert scale > 0
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=terms * eps * scale), grad, ref_grad)

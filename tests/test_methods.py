@@ -6,11 +6,11 @@ from genre_jax.errors import GenreError
 
 
 def test_every_method_has_one_record_with_its_kind_and_folder():
-    assert methods.NAMES == ("ce", "remax", "grpo", "genre2", "rloo", "exact_reward", "ntl_mse", "ntl_was", "dist2",
-                             "pointwise", "riemann", "lightgbm")
+    assert methods.NAMES == ("ce", "remax", "grpo", "genre2", "rloo", "exact_reward", "crps_loo", "exact_crps",
+                             "ntl_mse", "ntl_was", "dist2", "pointwise", "riemann", "lightgbm")
     kinds = {n: methods.METHODS[n].kind for n in methods.NAMES}
     assert kinds == {"ce": "ce", "remax": "rl", "grpo": "rl", "genre2": "rl", "rloo": "rl", "exact_reward": "rl",
-                     "ntl_mse": "token",
+                     "crps_loo": "rl", "exact_crps": "rl", "ntl_mse": "token",
                      "ntl_was": "token", "dist2": "token", "pointwise": "head", "riemann": "head",
                      "lightgbm": "gbdt"}
     # folders as every earlier workdir has them, so old checkpoints restore
@@ -18,7 +18,7 @@ def test_every_method_has_one_record_with_its_kind_and_folder():
     assert methods.METHODS["dist2"].folder == "token/dist2" and methods.METHODS["riemann"].folder == "head/riemann"
     assert methods.METHODS["lightgbm"].folder is None
     assert [n for n in methods.NAMES if methods.METHODS[n].from_ce] == [
-        "remax", "grpo", "genre2", "rloo", "exact_reward", "ntl_mse", "ntl_was", "dist2"]
+        "remax", "grpo", "genre2", "rloo", "exact_reward", "crps_loo", "exact_crps", "ntl_mse", "ntl_was", "dist2"]
     assert [n for n in methods.NAMES if methods.METHODS[n].point_predictor] == ["pointwise", "lightgbm"]
     assert methods.only("ce").name == methods.BASELINE and methods.METHODS[methods.FLAGSHIP].spec.expert
 
@@ -29,7 +29,11 @@ def test_rl_entries_pair_the_paper_components():
     assert (remax.expert, genre2.expert) == (False, True)
     assert grpo.policy_loss is objectives.ppo_clip_loss and grpo.min_rollouts == 2
     assert rloo.advantage is objectives.rloo_advantage and rloo.policy_loss is objectives.reinforce_loss
-    assert methods.METHODS["exact_reward"].spec.exact and not remax.exact
+    assert methods.METHODS["exact_reward"].spec.exact is objectives.exact_reward_loss and not remax.exact
+    crps_loo, exact_crps = (methods.METHODS[n].spec for n in ("crps_loo", "exact_crps"))
+    assert crps_loo.group_reward is objectives.crps_loo_reward and crps_loo.min_rollouts == 2
+    assert crps_loo.advantage is objectives.group_mean_advantage and remax.group_reward is None
+    assert exact_crps.exact is objectives.exact_crps_loss and not (crps_loo.expert or exact_crps.expert)
     assert methods.METHODS["riemann"].spec is heads.RIEMANN and not heads.POINTWISE.binned
     assert {n: methods.METHODS[n].spec.default_weight for n in methods.names("token")} == {
         "ntl_mse": 0.3, "ntl_was": 0.3, "dist2": 0.1}

@@ -330,3 +330,113 @@ def test_token_objectives_padding_weight_zero_and_gradients(tok, method):
     grads = np.asarray(jax.jit(jax.grad(lambda l: objective(l, tokens, weights)[0]))(jnp.asarray(logits)))
     assert np.all(np.isfinite(grads))
     assert np.all(grads[weights == 0] == 0) and np.all(grads[..., ~tok.allowed.any(0)] == 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rewards on the whole predictive distribution (CRPS), against NumPy in float64.
+
+from genre_jax import exact  # noqa: E402
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def _np_empirical_crps(x, y):
+    """(1/n) Σ|x_i − y| − (1/(2n²)) Σ_{i,j}|x_i − x_j|, term by term."""
+    n = len(x)
+    return np.abs(x - y).sum() / n - np.abs(x[:, None] - x[None, :]).sum() / (2 * n * n)
+
+
+def test_crps_loo_reward_is_the_groups_crps_without_the_rollout_minus_with_it():
+    rng = np.random.default_rng(3)
+    pred = rng.normal(size=(4, 6)).astype(np.float32)
+    pred[2] = 0.7  # a collapsed group: every rollout alike
+    target = rng.normal(size=4).astype(np.float32)
+    reward = np.asarray(objectives.crps_loo_reward(jnp.asarray(pred), jnp.asarray(target)))
+    x, y = pred.astype(np.float64), target.astype(np.float64)
+    expected = np.array([[_np_empirical_crps(np.delete(x[b], i), y[b]) - _np_empirical_crps(x[b], y[b])
+                          for i in range(x.shape[1])] for b in range(len(x))])
+    # Each CRPS sums G² float32 terms of size <= scale and divides by ~2G²: its rounding error is
+    # within a few eps * scale; the credit is the difference of two of them.
+    scale = np.abs(x - y[:, None]).max() + np.abs(x[:, :, None] - x[:, None, :]).max()
+    np.testing.assert_allclose(reward, expected, rtol=0, atol=8 * EPS32 * scale)
+    advantage = np.asarray(objectives.group_mean_advantage(jnp.asarray(reward), None))
+    np.testing.assert_allclose(advantage, expected - expected.mean(1, keepdims=True), rtol=0, atol=16 * EPS32 * scale)
+    # the docstring's form: up to a group constant, −|x_i − y|/(G − 1) + Σ_j |x_i − x_j| / (G − 1)²
+    g = x.shape[1]
+    form = -np.abs(x - y[:, None]) / (g - 1) + np.abs(x[:, :, None] - x[:, None, :]).sum(-1) / (g - 1) ** 2
+    np.testing.assert_allclose(advantage, form - form.mean(1, keepdims=True), rtol=0, atol=16 * EPS32 * scale)
+    # not silently zero where rollouts differ; exactly zero where the group has collapsed
+    live = np.arange(4) != 2
+    assert np.all(np.abs(advantage[live]).max(1) > 1e3 * EPS32 * scale)
+    np.testing.assert_array_equal(advantage[2], 0.0)
+    # the rollout nearest the target gets the largest credit when the others sit symmetric around it
+    sym = jnp.asarray([[-1.0, 0.1, 1.0]])
+    assert int(np.argmax(objectives.crps_loo_reward(sym, jnp.asarray([0.0]))[0])) == 1
+
+
+def _np_pairwise_crps(p, v, y):
+    """The O(S²) form: E|X − y| − ½ E|X − X'|."""
+    return np.sum(p * np.abs(v - y)) - 0.5 * np.sum(p[:, None] * p[None, :] * np.abs(v[:, None] - v[None, :]))
+
+
+def _np_crps_logit_grad(p, v, y):
+    """d CRPS / d logits for p = softmax(logits): the pairwise form's d/dp_k = |v_k − y| − Σ_j p_j |v_k − v_j|,
+    through the softmax's Jacobian diag(p) − p pᵀ."""
+    g_p = np.abs(v - y) - np.abs(v[:, None] - v[None, :]) @ p
+    return p * (g_p - p @ g_p)
+
+
+def test_support_of_a_normalized_tokenizer_is_in_order_when_enumerated():
+    for base, digits in ((2, 3), (4, 3), (10, 2)):
+        tok = NormalizedTokenizer(base, digits, -1.5, 2.0)
+        values = np.asarray(tok.decode(exact.all_sequences(tok)))
+        assert np.all(np.diff(values) > 0)
+
+
+@pytest.mark.parametrize("support", ["normalized", "unsorted_with_ties"])
+def test_exact_crps_from_the_cdf_equals_the_pairwise_form_and_its_gradient(support):
+    rng = np.random.default_rng(5)
+    if support == "normalized":  # base 2 x 3 digits: 8 sequences, the smallest tree
+        tok = NormalizedTokenizer(2, 3, -1.0, 2.0)
+        values = np.asarray(tok.decode(exact.all_sequences(tok)), np.float32)
+    else:  # IEEE-like: the enumeration order is not the value order
+        values = rng.normal(size=9).astype(np.float32)
+        values[4] = values[1]
+    s = len(values)
+    logits = (rng.normal(size=(6, s)) * 2).astype(np.float32)
+    # targets below, inside and above the support, and on a support point
+    target = np.array([values.min() - 0.5, 0.1, values.max() + 0.3, values[3], -0.2, 0.4], np.float32)
+    weights = np.array([1, 1, 1, 1, 1, 0], np.float32)  # the last row is padding
+
+    def loss(l):
+        crps_B = objectives.exact_crps_loss(jax.nn.softmax(l, -1), jnp.asarray(values), jnp.asarray(target), None)
+        return jnp.sum(jnp.asarray(weights) * crps_B) / weights.sum(), crps_B
+
+    (_, crps), grad = jax.value_and_grad(loss, has_aux=True)(jnp.asarray(logits))
+    lg = logits.astype(np.float64)
+    p = np.exp(lg - lg.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    v, y = values.astype(np.float64), target.astype(np.float64)
+    expected = np.array([_np_pairwise_crps(p[b], v, y[b]) for b in range(len(y))])
+    # S cumulative sums and S products of magnitude <= scale in float32
+    scale = np.abs(v[:, None] - v[None, :]).max() + np.abs(v[None, :] - y[:, None]).max()
+    np.testing.assert_allclose(crps, expected, rtol=0, atol=4 * s * EPS32 * scale)
+    expected_grad = np.array([_np_crps_logit_grad(p[b], v, y[b]) * weights[b] / weights.sum() for b in range(len(y))])
+    np.testing.assert_allclose(grad, expected_grad, rtol=0, atol=4 * s * EPS32 * np.abs(expected_grad).max())
+    assert np.all(np.asarray(grad)[weights == 0] == 0) and np.abs(np.asarray(grad)).max() > 0
+    # a point mass has CRPS |v − y|; the metric on the same distribution agrees
+    point = np.zeros((1, s), np.float32)
+    point[0, 2] = 1.0
+    np.testing.assert_allclose(objectives.distribution_crps(jnp.asarray(point), jnp.asarray(values), jnp.asarray([0.3])),
+                               [abs(values[2] - 0.3)], rtol=0, atol=4 * EPS32 * scale)
+    if support == "normalized":
+        from genre_jax import metrics
+        np.testing.assert_allclose(np.mean(expected[:5]), metrics.Discrete(v, p[:5]).crps(y[:5]), rtol=1e-12, atol=1e-12)
+
+
+def test_exact_reward_loss_is_the_negated_expected_reward():
+    probs = jax.nn.softmax(jnp.asarray(RNG.normal(size=(3, 5)), jnp.float32), -1)
+    values, target = jnp.asarray(RNG.normal(size=5), jnp.float32), jnp.asarray(RNG.normal(size=3), jnp.float32)
+    expected = -np.sum(np.asarray(probs) * -(np.asarray(values)[None] - np.asarray(target)[:, None]) ** 2, -1)
+    np.testing.assert_allclose(objectives.exact_reward_loss(probs, values, target, objectives.neg_mse), expected,
+                               rtol=4 * 5 * EPS32)

@@ -216,3 +216,91 @@ def test_exact_reward_step_and_gradient_equal_a_teacher_forced_enumeration():
     config.rl.method = "exact_reward"
     with pytest.raises(GenreError, match="exact_reward enumerates every sequence"):
         settings.resolve(config, NormalizedTokenizer(10, 6))
+
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def test_crps_loo_step_credits_each_rollout_with_its_leave_one_out_crps_share():
+    params = init_params(MODEL, 3, TOK.length, jax.random.key(0))
+    batch, mesh = _batch(), parallel.data_mesh()
+    tx = optax.sgd(0.0)
+    rl_settings = _rl_settings("crps_loo", num_rollouts=6, expert=True)  # with the GenRe² expert term
+    assert rl_settings.expert_weight == 0.05 and _rl_settings("crps_loo").expert_weight == 0.0
+    step, _ = rl.make_rl_steps(MODEL, TOK, rl_settings, tx, mesh)
+    base_key = jax.random.key(7)
+    _, stats = step(_state(params, tx, mesh), params, parallel.shard_batch(batch, mesh), base_key)
+    stats = np.asarray(stats)
+    tokens, _, _ = sample(MODEL, params, batch["x"], jax.random.fold_in(base_key, 0), TOK, 6, 1.0, greedy=True)
+    x, y = np.asarray(TOK.decode(tokens), np.float64), batch["z"].astype(np.float64)
+
+    def crps(s, t):  # the group as an empirical distribution
+        return np.abs(s - t).mean() - np.abs(s[:, None] - s[None, :]).mean() / 2
+
+    credit = np.array([[crps(np.delete(x[b], i), y[b]) - crps(x[b], y[b]) for i in range(6)] for b in range(len(y))])
+    adv = credit - credit.mean(1, keepdims=True)  # the group-mean baseline
+    logits = np.asarray(rollout_logits(MODEL, params, batch["x"], tokens, TOK), np.float64)
+    logp = np.take_along_axis(_log_softmax(logits), np.asarray(tokens)[..., None], -1)[..., 0].sum(-1)
+    expert = np.asarray(objectives.expert_tokens(TOK, tokens, jnp.asarray(batch["tokens"])))
+    expert_logits = logits if rl_settings.masked_expert else np.asarray(
+        rollout_logits(MODEL, params, batch["x"], tokens, TOK, masked=False), np.float64)
+    expert_ce = -np.take_along_axis(_log_softmax(expert_logits), expert[..., None], -1)[..., 0].mean(-1)
+    w = batch["weight"] > 0
+    count = stats[-1]
+    np.testing.assert_allclose(stats[0] / count, (-(x - y[:, None]) ** 2)[w].mean(), rtol=1e-4)  # logs: rl.reward
+    np.testing.assert_allclose(stats[2] / count, np.abs(adv[w]).mean(), rtol=1e-4)
+    assert stats[2] / count > 1e-3  # a silently zero advantage would train nothing
+    loss = -(adv * logp)[w].mean() + 0.05 * expert_ce[w].mean()
+    np.testing.assert_allclose(stats[3] / count, loss, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(stats[4] / count, expert_ce[w].mean(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("expert", [False, True])
+def test_exact_crps_step_and_gradient_equal_a_teacher_forced_pairwise_crps(expert):
+    from genre_jax import exact
+
+    params = init_params(MODEL, 3, TOK.length, jax.random.key(0))
+    batch, mesh = _batch(), parallel.data_mesh()
+    rl_settings = _rl_settings("exact_crps", expert=expert)
+    seqs_SL = jnp.asarray(exact.all_sequences(TOK))
+    values_S = TOK.decode(seqs_SL)
+    w, z = jnp.asarray(batch["weight"]), jnp.asarray(batch["z"])
+    tokens_BSL = jnp.broadcast_to(seqs_SL, (len(w),) + seqs_SL.shape)
+    expert_BSL = objectives.expert_tokens(TOK, tokens_BSL, jnp.asarray(batch["tokens"]))
+
+    def reference_loss(p):
+        # every sequence teacher-forced, and the O(S²) form E|X − y| − ½ E|X − X'|: independent of the
+        # tree and of the sorted-CDF form the step uses
+        logp_BS = sampling.sequence_logprobs(MODEL, p, jnp.asarray(batch["x"]), tokens_BSL, TOK).sum(-1)
+        probs_BS = jnp.exp(logp_BS)
+        dist_SS = jnp.abs(values_S[:, None] - values_S[None, :])
+        crps_B = (jnp.sum(probs_BS * jnp.abs(values_S[None, :] - z[:, None]), -1)
+                  - 0.5 * jnp.einsum("bs,st,bt->b", probs_BS, dist_SS, probs_BS))
+        logits = rollout_logits(MODEL, p, jnp.asarray(batch["x"]), tokens_BSL, TOK, masked=rl_settings.masked_expert)
+        expert_B = jnp.sum(jax.lax.stop_gradient(probs_BS)
+                           * -sampling.token_logprobs(logits, expert_BSL).mean(-1), -1)
+        return jnp.sum(w * (crps_B + rl_settings.expert_weight * expert_B)) / w.sum(), expert_B
+
+    tx = optax.sgd(1.0)  # new params = params - gradient
+    step, _ = rl.make_rl_steps(MODEL, TOK, rl_settings, tx, mesh)
+    new_state, stats = step(_state(params, tx, mesh), params, parallel.shard_batch(batch, mesh), jax.random.key(0))
+    stats = np.asarray(stats)
+    (ref_loss, expert_B), ref_grad = jax.jit(jax.value_and_grad(reference_loss, has_aux=True))(params)
+    # S sequences x L positions of float32 terms along two different paths
+    terms = seqs_SL.shape[0] * TOK.length
+    np.testing.assert_allclose(stats[3] / stats[-1], ref_loss, rtol=terms * EPS32)
+    np.testing.assert_allclose(stats[4] / stats[-1], np.sum(w * expert_B) / w.sum() if expert else 0.0,
+                               rtol=terms * EPS32)
+    assert (rl_settings.expert_weight > 0) == expert
+    grad = jax.tree.map(lambda a, b: np.asarray(a, np.float64) - b, params, jax.device_get(new_state.params))
+    scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(ref_grad))
+    size = max(float(np.abs(a).max()) for a in jax.tree.leaves(params))
+    assert scale > 0
+    # + the rounding of params - gradient, read back by a subtraction
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=terms * EPS32 * scale + 2 * EPS32 * size),
+                 grad, ref_grad)
+    config = tabular.get_config("tiny")
+    config.rl.method = "exact_crps"
+    with pytest.raises(GenreError, match=r"^config.rl.method: exact_crps enumerates every sequence, and this "
+                                         r"tokenizer allows 1000000 \(at most 4096\)"):
+        settings.resolve(config, NormalizedTokenizer(10, 6))

@@ -70,13 +70,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         warmup_steps=100, lr_floor=0.1, grad_clip=1.0,
         masked_loss=False))  # as released: CE over the raw logits; True: over the tokenizer's allowed tokens
     # RL fine-tuning from the best CE checkpoint. method: genre2 (ReMax + dense expert CE), remax,
-    # grpo (group-normalized, clipped ratio, ppo_epochs passes), rloo. None = inherit / method default.
+    # grpo (group-normalized, clipped ratio, ppo_epochs passes), rloo, crps_loo, exact_reward, exact_crps
+    # (genre_jax/methods.py). None = inherit / method default; expert: the dense expert CE on any method
+    # (None = only where the method has it: genre2).
     # Optimizer as released: AdamW (wd 0.01), 100 warmup steps, cosine to 0.1x over the RL budget,
     # 512 inputs per update (128 per process x 4 processes in the release).
     c.rl = ml_collections.ConfigDict(dict(
         method="genre2", reward="neg_mse", num_rollouts=16, temperature=1.0, batch_size=512, max_epochs=100,
         steps_per_epoch=0,  # 0 = a full pass over the train split; > 0 caps the steps of each RL epoch
-        learning_rate=placeholder(float), expert_weight=placeholder(float), kl_weight=0.0, entropy_weight=0.0,
+        learning_rate=placeholder(float), expert=placeholder(bool), expert_weight=placeholder(float),
+        kl_weight=0.0, entropy_weight=0.0,
         clip_eps=0.2, ppo_epochs=1, warmup_steps=100, weight_decay=0.01, grad_clip=0.0,  # none in the release
         lr_floor=0.1,  # cosine decay to learning_rate * lr_floor over the RL budget; 1.0 = constant
         requantize_targets=True,  # train reward against detok(tok(y)) as released; validation uses y
