@@ -96,7 +96,8 @@ def calibrate(ctx, predict_fn, params, dists: dict, exact_values_S, how: str) ->
         evaluated_at = ctx.settings.eval.temperature  # dists were decoded there, with the same keys
         at_best = {s: val_by_t[best] if s == "val" else dists[s] if best == evaluated_at
                    else _decode(ctx, predict_fn, params, s, exact_values_S, best) for s in dists}
-        out["temperature"] = {"value": best, "criterion": "val_crps",
+        out["temperature"] = {"value": best, "criterion": "val_crps", "grid_top": max(calibration.TEMPERATURES),
+                              "at_grid_top": calibration.at_grid_top(best),
                               "val_crps_by_temperature": {f"{t:g}": crps_by_t[t] for t in sorted(crps_by_t)},
                               "splits": {s: calibration.distribution_report(d, targets[s]) for s, d in at_best.items()}}
     return out

@@ -93,7 +93,7 @@ def test_temperature_descent_finds_the_grid_minimum_of_unimodal_curves_with_fewe
     assert calibration.best_temperature(flat) == 0.85 == calibration.best_temperature(
         {t: 0.0 if t in (0.85, 1.0) else 1.0 for t in grid})
     # a start off the grid begins at the nearest grid point; a curve falling to the grid's edge walks there
-    assert calibration.best_temperature(_descend(lambda t: -t, start=1.9)) == 4.0
+    assert calibration.best_temperature(_descend(lambda t: -t, start=1.9)) == max(grid) == 16.0
     assert calibration.best_temperature(_descend(lambda t: t, start=0.6)) == 0.5
     assert calibration.descend_temperatures(lambda t: 0.3, temperatures=(1.5,)) == {1.5: 0.3}  # a one-point grid
     # where the curve is not unimodal the descent stops at the first rise (documented)
@@ -111,3 +111,11 @@ def test_calibration_file_in_a_bucket_workdir(tmp_path, bucket):
     assert calibration.load(out_dir) == fitted
     assert (bucket.root / "run" / "eval" / "genre2" / calibration.FILE).read_bytes() == \
         (tmp_path / calibration.FILE).read_bytes()
+
+
+def test_the_grid_reaches_past_4_and_its_top_is_flagged():
+    grid = calibration.TEMPERATURES
+    assert list(grid) == sorted(set(grid)) and grid[:10] == (0.5, 0.7, 0.85, 1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0)
+    assert max(grid) == 16.0  # the stated cap
+    assert calibration.at_grid_top(16.0) and not calibration.at_grid_top(4.0)
+    assert calibration.at_grid_top(4.0, temperatures=(1.0, 4.0))  # the old grid's top

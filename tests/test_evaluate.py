@@ -128,7 +128,27 @@ def test_sampled_temperature_calibration_decodes_only_what_the_descent_visits(tm
         samples = arrays["val"]["x"][:, :1] + t * 0.5 * np.abs(arrays["val"]["x"][:, 1:2]) * offsets_G
         every[t] = metrics.crps(samples, arrays["val"]["z"])
     assert fitted["value"] == calibration.best_temperature(every) > 1.0
+    assert fitted["at_grid_top"] is False and fitted["grid_top"] == max(calibration.TEMPERATURES)
     scored = {float(t): v for t, v in fitted["val_crps_by_temperature"].items()}
     assert all(np.isclose(v, every[t]) for t, v in scored.items()) and len(scored) < len(every)
     # one val decode per visited temperature but T = 1 (reused from the evaluation), then the test split at T*
     assert sorted(decoded) == sorted([t for t in scored if t != 1.0] + [fitted["value"]])
+
+
+def test_a_temperature_fit_that_ends_at_the_grids_top_is_flagged(tmp_path, make_context):
+    from genre_jax import calibration
+    rng = np.random.default_rng(1)
+    arrays = {s: {"x": rng.normal(size=(n, 2)).astype(np.float32)} for s, n in (("train", 8), ("val", 40), ("test", 8))}
+    for split in arrays:  # targets 100x wider than the samples at T = 1: the CRPS falls over the whole grid
+        arrays[split]["z"] = (100 * arrays[split]["x"][:, 1]).astype(np.float32)
+    ctx = make_context(arrays)
+    offsets_G = np.linspace(-1, 1, 16, dtype=np.float32)
+
+    def predict_fn(params, x_BF, key, temperature):  # samples spread in proportion to T
+        x = np.asarray(x_BF)
+        return float(temperature) * np.abs(x[:, 1:2]) * offsets_G, x[:, 0] * 0
+
+    header = {"method": "ce", "num_samples": 16, "temperature": 1.0}
+    _, dists = evaluate.score_splits(ctx, predict_fn, None, str(tmp_path / "eval"), header)
+    fitted = evaluate.calibrate(ctx, predict_fn, None, dists, None, "temperature")["temperature"]
+    assert fitted["value"] == max(calibration.TEMPERATURES) == fitted["grid_top"] and fitted["at_grid_top"] is True
