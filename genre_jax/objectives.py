@@ -147,6 +147,7 @@ def rloo_advantage(reward_BG, greedy_reward_B, eps=1e-6):
     others = (reward_BG.sum(axis=1, keepdims=True) - reward_BG) / (group - 1)
     return reward_BG - others
 
+
 def group_mean_advantage(reward_BG, greedy_reward_B, eps=1e-6):
     """Each rollout's reward minus the mean reward of its group of G (no normalization)."""
     del greedy_reward_B, eps
@@ -167,7 +168,15 @@ def crps_loo_reward(pred_BG, target_B):
     Per input O(G²) (the pairwise distances), vectorised over inputs. Up to a group-wide constant,
     r_i = −a_i/(G − 1) + d_i/(G − 1)²: a rollout earns by being close to y and by lying away from the
     rest of its group, which keeps spread where the group cannot tell where y is. A credit of size
-    ~|x − y|/(G − 1) (Adam's step does not care; the weight of an added expert term does)."""
+    ~|x − y|/(G − 1) (Adam's step does not care; the weight of an added expert term does).
+
+    Baseline (the ``crps_loo`` entry): the group's mean credit (``group_mean_advantage``), not the
+    greedy decode's (ReMax). The credit's group-wide constant (it holds the whole group's A and D) ranks
+    no rollout against another, and the mean removes it exactly, leaving the two terms above; the greedy
+    decode is no member of the group, so it has no leave-one-out credit of its own (one would have to
+    invent one by adding it to the group, which scores the greedy's sharpness, not the rollouts').
+    A collapsed group (every rollout alike) gets no gradient, as ReMax's does when every sample equals
+    the greedy decode."""
     group = pred_BG.shape[1]
     abs_err_BG = jnp.abs(pred_BG - target_B[:, None])
     spread_BG = jnp.abs(pred_BG[:, :, None] - pred_BG[:, None, :]).sum(-1)
@@ -209,7 +218,6 @@ def exact_crps_loss(probs_BS, values_S, target_B, reward):
     (``distribution_crps``); ``reward`` is not used (it still scores validation and the logs)."""
     del reward
     return distribution_crps(probs_BS, values_S, target_B)
-
 
 
 def _weighted_mean(value_BG, weights_B):
