@@ -208,6 +208,10 @@ def pending(args, config, data_dir: str, root: str, rows: list, sources: dict | 
         seed_dir = os.path.join(root, dataset, f"seed{seed}")
         group = (dataset, seed, ce_tag)
         base = lambda workdir: base_command(config, data_dir, dataset, seed, workdir, tokenizer, authors)  # noqa: E731
+        why = refusal(method, base(seed_dir) + extra)
+        if why is not None:
+            print(f"left out {dataset} seed{seed} {tag}: {why}", file=sys.stderr)
+            continue
         if group not in groups:
             ce_job = suite.Job(dataset, seed, "ce", f"claims/{args.study}/{ce_tag}")
             ce_row = latest.get(ce_job.key)
@@ -325,6 +329,38 @@ def main(argv=None, launcher=None) -> int:
           + (f", {counts['reused']} row(s) reused from {config.reuse_from}" if counts["reused"] else "")
           + f"; rows in {out}")
     return 0
+
+
+def refusal(method: str, cmd: list) -> str | None:
+    """launch.py's one-line refusal of an exact method (``RLSpec.exact``) on a tokenizer that allows
+    more sequences than exact.MAX_TRAIN_SEQUENCES, or None. The plan leaves such a run out
+    (``distribution``: exact_crps on Abalone_reg) instead of recording it failed. The tokenizer is
+    ``cmd``'s (its config file and --config.tokenizer.* flags), checked by the same
+    ``settings.resolve`` as a launch, so the limit and the message live in one place."""
+    import importlib.util
+
+    import numpy as np
+
+    from genre_jax import methods, settings, tokenizers
+
+    if not getattr(methods.get(method).spec, "exact", None):
+        return None
+    path, _, variant = next(a.partition("=")[2] for a in cmd if a.startswith("--config=")).partition(":")
+    spec = importlib.util.spec_from_file_location("run_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(variant)
+    for flag in cmd:
+        field, _, value = flag.partition("=")
+        if field.startswith("--config.tokenizer."):
+            name = field.rpartition(".")[2]
+            config.tokenizer[name] = type(config.tokenizer[name])(value)
+    config.rl.method = method
+    try:  # the number of sequences does not depend on the range a tokenizer fits
+        settings.resolve(config, tokenizers.make_tokenizer(config.tokenizer, np.array([0.0, 1.0])))
+    except GenreError as e:
+        return str(e)
+    return None
 
 
 def sp_budget(config):

@@ -252,3 +252,24 @@ def test_an_rl_row_records_the_ce_it_started_from_even_when_a_retrained_ce_diffe
     assert "ce,eval" not in [c["config.phases"] for c in expert.commands]
     launched = [json.loads(line) for line in open(tmp_path / "expert.jsonl")][2:]
     assert len(launched) == 4 and {r["ce"]["params_digest"] for r in launched} == {"retrained"}
+
+
+def test_the_distribution_study_leaves_out_exact_runs_the_tokenizer_refuses(tmp_path, capsys):
+    config = claims_config.get_config("distribution")
+    assert {config.variants[n][0] for n in config.variants} == {"crps_loo", "exact_crps", "remax", "genre2"}
+    assert config.budgets == "1/8" and config.reuse_from == "budget"
+    base = ["python", f"--config={claims.REPO}/experiments/configs/tabular.py:quick"]
+    big = base + ["--config.tokenizer.base=4", "--config.tokenizer.digits=8"]  # Abalone_reg's: 65,536 sequences
+    assert claims.refusal("exact_crps", big) == (
+        "config.rl.method: exact_crps enumerates every sequence, and this tokenizer allows 65536 (at most 4096); "
+        "use a smaller base/digits or a sampled method")
+    assert claims.refusal("exact_crps", base + ["--config.tokenizer.base=4", "--config.tokenizer.digits=6"]) is None
+    assert claims.refusal("crps_loo", big) is None  # sampled methods take any tokenizer
+    # in a plan: the refused runs are named on stderr and left out, the others run
+    write_talent_dataset(tmp_path / "data", "toy", n=200)
+    (tmp_path / "data" / "authors_hparams.csv").write_text("dataset,base,digits\ntoy,4,8\n")
+    assert claims.main(["--study=distribution", f"--data_dir={tmp_path / 'data'}", "--datasets=toy", "--dry_run",
+                        f"--out={tmp_path / 'rows.jsonl'}", f"--workroot={tmp_path / 'runs'}"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("--config.phases=rl,eval") == len(config.variants) - 2
+    assert "exact_crps" not in out and err.count("left out toy seed0 exact_crps") == 2

@@ -29,12 +29,21 @@ Studies (``get_config(study)``; fields: study, config, datasets, seeds, budgets 
   tokenizer  CE → ReMax, CE → GRPO (μ = 1) and GRPO with μ = 4 passes (clipping acts) at budget 1/8,
              with the normalized tokenizer at (B, D) ∈ {(2, 8), (4, 4), (8, 3), (10, 3)} and IEEE
              (base 10, 1 exponent digit, 3 mantissa digits).
+  distribution  RL on the whole predictive distribution (issue 37) at budget 1/8: ``crps_loo`` (each
+             rollout's leave-one-out share of its group's CRPS) and ``exact_crps`` (the exact CRPS of
+             the enumerated distribution), each without and with the GenRe² expert term
+             (``--config.rl.expert=True``), rl.selection = reward. ``exact_crps`` runs only where the
+             tokenizer allows it (≤ exact.MAX_TRAIN_SEQUENCES sequences; Abalone_reg's 4 × 8 digits do
+             not): the runner leaves a run launch.py would refuse out of the plan. The CE and the
+             comparisons (ReMax, GenRe² at reward selection) are the budget study's: where budget.jsonl
+             has them they are copied (``reuse``). The second stage, 1x on the four smallest:
+             ``--budgets=1 --datasets=boston,concrete_compressive_strength,airfoil_self_noise,auction_verification``.
 """
 from __future__ import annotations
 
 import ml_collections
 
-STUDIES = ("budget", "expert", "tokenizer")
+STUDIES = ("budget", "expert", "tokenizer", "distribution")
 # ≤ ~5k train rows; the first five have TALENT's own splits
 DATASETS = ("auction_verification,Abalone_reg,Wine_Quality_white,cpu_act,Bias_correction_r,airfoil_self_noise,"
             "boston,concrete_compressive_strength")
@@ -95,6 +104,16 @@ def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
         # finished rows are copied, not re-run (on boston and concrete the re-runs matched to the last digit).
         c.reuse_from = "budget"
         c.reuse = {"ce": "ce", "genre2@lambda0": "remax@reward", "genre2@lambda0p05": "genre2@reward"}
+    elif study == "distribution":
+        c.budgets = "1/8"
+        for method in ("crps_loo", "exact_crps"):
+            variants[f"{method}@reward"] = (method, "", ["--config.rl.selection=reward"])
+            variants[f"{method}_expert@reward"] = (method, "", ["--config.rl.selection=reward",
+                                                                "--config.rl.expert=True"])
+        for method in ("remax", "genre2"):  # the comparisons at the same budget
+            variants[f"{method}@reward"] = (method, "", ["--config.rl.selection=reward"])
+        c.reuse_from = "budget"
+        c.reuse = {"ce": "ce", "remax@reward": "remax@reward", "genre2@reward": "genre2@reward"}
     else:
         c.budgets = "1/8"
         for tok in TOKENIZERS:
