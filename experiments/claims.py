@@ -112,6 +112,8 @@ def parse_args(argv=None):
                    help="launches at once (a GPU each on a GPU host, its own cores on CPU)")
     p.add_argument("--retry_failed", action="store_true")
     p.add_argument("--dry_run", action="store_true")
+    p.add_argument("--shard", default=None, help="K/N: this machine's share of the study (K from 0), by (dataset, "
+                   "seed, CE), as experiments/suite.py --shard; rows go to <out> with .shard-K-of-N before .jsonl")
     return p.parse_args(argv)
 
 
@@ -130,7 +132,7 @@ def source_rows(config, out: str) -> dict:
         return {}
     path = os.path.join(os.path.dirname(out), f"{config.reuse_from}.jsonl")
     return {(r["dataset"], int(r["seed"]), r["protocol"].split("/", 2)[-1]): r
-            for r in read_rows(path) if r.get("status") == "ok"}
+            for p in suite.row_files(path) for r in read_rows(p) if r.get("status") == "ok"}
 
 
 def reused_row(row: dict, job: suite.Job) -> dict:
@@ -199,7 +201,10 @@ def pending(args, config, data_dir: str, root: str, rows: list, sources: dict | 
     authors = sp.read_authors_hparams(os.path.join(data_dir, "authors_hparams.csv"))
     sizes = {d: sp.train_size(data_dir, d) for d in datasets}
     groups, rl_launches, skipped, seen = {}, [], [], set()
+    shard = suite.parse_shard(getattr(args, "shard", None))
     for dataset, seed, ce_tag, name, budget, method, tokenizer, extra in plan(config, datasets, seeds, budgets, names):
+        if not suite.in_shard((dataset, seed, ce_tag), shard):  # a CE and every run from it on one machine
+            continue
         tag = f"{name}@{claims_config.budget_tag(budget)}"
         job = suite.Job(dataset, seed, method, f"claims/{args.study}/{tag}")
         if job.key in done or job.key in seen:
@@ -252,8 +257,10 @@ def main(argv=None, launcher=None) -> int:
         gpus = launches.visible_gpus()
         # one set per stage: each stage's pool has threads of its own, and a slot is held per thread
         ce_slots, rl_slots = (launches.DeviceSlots(args.workers, gpus) for _ in range(2))
+        sources = source_rows(config, out)
+        out = suite.shard_path(out, suite.parse_shard(args.shard))
         ce_launches, rl_launches, skipped = pending(args, config, data_dir, root, read_rows(out, repair=not args.dry_run),
-                                                    source_rows(config, out))
+                                                    sources)
     except (GenreError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -360,7 +360,7 @@ def markdown(table: list[dict], runs: list[dict], command: str, aggregate: str =
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("rows")
+    p.add_argument("rows", nargs="+", help="the study's JSONL; several (claims.py --shard files) are read as one")
     p.add_argument("--out", required=True, help="path prefix: writes <out>.md, <out>.csv, <out>.png")
     p.add_argument("--aggregate", default="mean", choices=("mean", "median", "greedy"),
                    help="the point prediction scored (median for IEEE tokens, whose rare huge samples "
@@ -369,17 +369,19 @@ def main(argv=None) -> int:
                    help="the TALENT folder: each dataset's info.json (split kind) and talent_published_rmse.csv "
                         "(TALENT's published RMSEs); the comparison is skipped where they are absent")
     args = p.parse_args(argv)
-    if not os.path.exists(args.rows):
-        print(f"error: {args.rows} not found; expected a claim study's JSONL (experiments/claims.py --out)",
+    missing = [path for path in args.rows if not os.path.exists(path)]
+    if missing:
+        print(f"error: {missing[0]} not found; expected a claim study's JSONL (experiments/claims.py --out)",
               file=sys.stderr)
         return 2
-    rows = read_rows(args.rows, repair=False)
+    rows = [row for path in args.rows for row in read_rows(path, repair=False)]
     runs = paired_runs(rows, args.aggregate)
     if not runs:
-        print(f"error: {args.rows} has no finished RL run with its CE row yet", file=sys.stderr)
+        print(f"error: {' '.join(args.rows)} has no finished RL run with its CE row yet", file=sys.stderr)
         return 2
     table = summary(runs)
-    command = (f"python experiments/claims_report.py {os.path.relpath(args.rows, REPO)} --out={args.out}"
+    command = (f"python experiments/claims_report.py {' '.join(os.path.relpath(p, REPO) for p in args.rows)} "
+               f"--out={args.out}"
                + (f" --aggregate={args.aggregate}" if args.aggregate != "mean" else ""))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     published = read_published(os.path.join(args.data_dir, "talent_published_rmse.csv"))

@@ -37,6 +37,12 @@ times include the sharing. On a GPU host each worker owns one GPU (its launches 
 `env CUDA_VISIBLE_DEVICES=<its GPU>`, recorded in the row's command; more workers than visible
 GPUs is refused); on a TPU host every launch needs all the chips, so --workers > 1 is refused.
 
+Several machines: --shard=K/N (K from 0) runs only the (dataset, seed) workdirs whose key hashes to
+K of N (sha256 of "dataset/seed" mod N: a workdir's machine depends on that workdir alone, so every
+machine computes the same partition of the whole plan, CE and its RL methods stay together, and
+adding a dataset later moves nothing), into <out> with ".shard-K-of-N" before its extension;
+summarize.py reads the N files together (docs/accelerators.md has a SLURM and a TPU-VM recipe).
+
 Stopping: Ctrl-C or SIGTERM stops the running launches (SIGTERM, SIGKILL after 30 s), writes no
 row for them and exits with status 130 and one line; the same command then resumes.
 """
@@ -47,6 +53,8 @@ import dataclasses
 import datetime
 import os
 import shlex
+import glob
+import hashlib
 import signal
 import sys
 import threading
@@ -90,6 +98,42 @@ def list_jobs(datasets, seeds, method_names, protocol: str) -> list[Job]:
     """Every job, dataset-major, so one workdir's CE is trained before the methods that use it."""
     ordered = methods.with_dependencies(method_names)
     return [Job(d, int(s), m, protocol) for d in datasets for s in seeds for m in ordered]
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``--shard=K/N`` -> (K, N) with 0 <= K < N; None (no sharding) for None or ""."""
+    if not text:
+        return None
+    k, sep, n = str(text).partition("/")
+    if not (sep and k.strip().isdigit() and n.strip().isdigit() and 0 <= int(k) < int(n)):
+        raise ValueError(f"--shard={text}: expected K/N with 0 <= K < N, e.g. --shard=0/4")
+    return int(k), int(n)
+
+
+def in_shard(group: tuple, shard: tuple[int, int] | None) -> bool:
+    """Whether the runs of ``group`` (dataset, seed[, CE tag]: one CE and the runs that start from it)
+    belong to ``shard``. The hash reads the group alone, not the plan around it, so every machine
+    assigns every group alike."""
+    if shard is None:
+        return True
+    # sha256, not crc32: crc32 is linear over GF(2), and its low bit alone put all six of
+    # (toy|toy2, seed 0-2) in one of two shards
+    digest = hashlib.sha256("/".join(str(part) for part in group).encode()).digest()
+    return int.from_bytes(digest[:8], "big") % shard[1] == shard[0]
+
+
+def shard_path(path: str, shard: tuple[int, int] | None) -> str:
+    """The row file of one shard: ``results/x.jsonl`` -> ``results/x.shard-1-of-4.jsonl``."""
+    if shard is None:
+        return path
+    stem, ext = os.path.splitext(path)
+    return f"{stem}.shard-{shard[0]}-of-{shard[1]}{ext}"
+
+
+def row_files(path: str) -> list[str]:
+    """``path`` and every shard file written beside it (``shard_path``), which together hold one study."""
+    stem, ext = os.path.splitext(path)
+    return [path] + sorted(glob.glob(glob.escape(stem) + ".shard-*-of-*" + glob.escape(ext)))
 
 
 def list_datasets(data_dir: str) -> list[str]:
@@ -277,6 +321,8 @@ def parse_args(argv=None):
                              "where there are enough, a GPU each on a GPU host")
     parser.add_argument("--retry_failed", action="store_true", help="re-run jobs whose row says failed")
     parser.add_argument("--dry_run", action="store_true", help="print the pending commands and exit")
+    parser.add_argument("--shard", default=None, help="K/N: this machine's share of the plan (K from 0), by "
+                        "(dataset, seed); rows go to <out> with .shard-K-of-N before its extension")
     return parser.parse_args(argv)
 
 
@@ -295,7 +341,10 @@ def main(argv=None, launcher: Launcher | None = None) -> int:
         if missing:
             raise ValueError(f"dataset folder(s) {missing} not in {data_dir}")
         seeds = [int(s) for s in split_list(args.seeds if args.seeds is not None else config.seeds)]
-        jobs = list_jobs(datasets, seeds, split_list(args.methods or config.methods), args.protocol)
+        shard = parse_shard(args.shard)
+        jobs = [j for j in list_jobs(datasets, seeds, split_list(args.methods or config.methods), args.protocol)
+                if in_shard(j.workdir_key[:2], shard)]
+        out = shard_path(out, shard)
         authors_path = sp.authors_hparams_path(config, data_dir)
         authors = sp.read_authors_hparams(authors_path)
         slots = DeviceSlots(args.workers)

@@ -273,3 +273,21 @@ def test_the_distribution_study_leaves_out_exact_runs_the_tokenizer_refuses(tmp_
     out, err = capsys.readouterr()
     assert out.count("--config.phases=rl,eval") == len(config.variants) - 2
     assert "exact_crps" not in out and err.count("left out toy seed0 exact_crps") == 2
+
+
+def test_two_shards_split_the_study_by_dataset_seed_and_ce(tmp_path, capsys):
+    from experiments import suite
+    write_talent_dataset(tmp_path / "data", "toy", n=200)
+    write_talent_dataset(tmp_path / "data", "toy2", n=250, seed=1)
+    common = [f"--data_dir={tmp_path / 'data'}", "--datasets=toy,toy2", "--seeds=0,1,2", "--study=tokenizer",
+              "--budgets=cpu", "--variants=remax@n4x4,remax@ieee", f"--out={tmp_path / 'rows.jsonl'}",
+              f"--workroot={tmp_path / 'runs'}"]
+    for k in (0, 1):
+        assert claims.main(common + [f"--shard={k}/2"], launcher=FakeLaunch()) == 0
+    shards = [[json.loads(line) for line in open(tmp_path / f"rows.shard-{k}-of-2.jsonl")] for k in (0, 1)]
+    keys = [(r["dataset"], r["seed"], r["method"], r["protocol"]) for s in shards for r in s]
+    assert all(shards) and len(set(keys)) == len(keys) == 2 * 3 * 4  # 12 CEs and 12 RL runs, each once
+    for k, s in enumerate(shards):  # every row of a (dataset, seed, CE) in the shard that owns it
+        for r in s:
+            ce_tag = "ce-" + ("ieee" if "ieee" in r["protocol"] else "n4x4")
+            assert suite.in_shard((r["dataset"], r["seed"], ce_tag), (k, 2)), r["protocol"]

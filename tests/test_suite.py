@@ -319,3 +319,40 @@ def test_a_launch_that_cannot_start_is_a_failed_row(tmp_path):
     row = suite.launch_row(job, ["/missing/python", "launch.py"], str(tmp_path), str(tmp_path / "x.log"), no_interpreter)
     assert row["status"] == "failed" and row["error"].startswith("could not launch: [Errno 2]")
     assert "/missing/python" in row["error"]
+
+
+def test_shards_of_a_plan_are_disjoint_cover_it_and_keep_each_workdir_whole():
+    jobs = suite.list_jobs([f"d{i}" for i in range(12)], [0, 1, 2], ["genre2", "remax", "riemann"], "paper")
+    for n in (2, 3, 5):
+        shards = [[j for j in jobs if suite.in_shard(j.workdir_key[:2], (k, n))] for k in range(n)]
+        keys = [j.key for shard in shards for j in shard]
+        assert sorted(keys) == sorted(j.key for j in jobs) and len(set(keys)) == len(keys)  # a partition
+        owners = {}
+        for k, shard in enumerate(shards):
+            assert shard, (k, n)  # 36 workdirs: every shard gets some
+            for j in shard:
+                assert owners.setdefault(j.workdir_key, k) == k  # CE and its methods on one machine
+        # a group's shard reads the group alone: a smaller plan assigns its groups alike
+        assert all(suite.in_shard(("d3", 1), (k, n)) == (owners[("d3", 1, "paper")] == k) for k in range(n))
+    assert suite.parse_shard("1/4") == (1, 4) and suite.parse_shard(None) is None
+    for bad in ("4/4", "-1/2", "1", "a/b"):
+        with pytest.raises(ValueError, match="--shard"):
+            suite.parse_shard(bad)
+    assert suite.shard_path("results/x.jsonl", (1, 4)) == "results/x.shard-1-of-4.jsonl"
+
+
+def test_two_shards_write_two_row_files_that_read_together_as_the_whole_study(data_dir, tmp_path, capsys):
+    from experiments import summarize
+    extra = ["--seeds=0,1,2", "--methods=ce,genre2"]
+    for k in (0, 1):
+        assert suite.main(_args(data_dir, tmp_path, extra=[*extra, f"--shard={k}/2"]), launcher=FakeLauncher()) == 0
+    files = [tmp_path / f"out.shard-{k}-of-2.jsonl" for k in (0, 1)]
+    shards = [[json.loads(line) for line in open(f)] for f in files]
+    assert all(shards) and not (tmp_path / "out.jsonl").exists()
+    assert not {row_key(r) for r in shards[0]} & {row_key(r) for r in shards[1]}
+    assert sorted(row_key(r) for s in shards for r in s) == sorted(
+        (d, m, s, "cpu") for d in ("toy", "toy2") for s in (0, 1, 2) for m in ("ce", "genre2"))
+    assert suite.row_files(str(tmp_path / "out.jsonl")) == [str(tmp_path / "out.jsonl"), *map(str, files)]
+    assert summarize.main([*map(str, files), f"--out={tmp_path / 'table'}"]) == 0
+    with open(tmp_path / "table" / "per_dataset.csv") as f:
+        assert len(f.read().splitlines()) > 1
