@@ -74,7 +74,9 @@ def folder_digest(path: str) -> str:
 
 
 class PhaseCheckpoints:
-    """The two checkpoints of one training phase; ``last`` is rewritten as the phase goes on.
+    """The two checkpoints of one training phase; ``last`` is rewritten as the phase goes on. A phase
+    that selects by further rules (``loop.Selection``) keeps each rule's best beside them, as
+    ``best_<rule>``.
 
     Integrity: each saved step's folder digest goes to ``checksums.json`` beside it and is checked
     before the step is read. A ``best`` step that fails is an error (never evaluated or trained
@@ -83,11 +85,13 @@ class PhaseCheckpoints:
 
     def __init__(self, workdir: str, phase: str):
         self.root = os.path.join(paths.resolve(workdir), phase)
-        self._last = _manager(os.path.join(self.root, "last"), keep=2)
-        self._best = _manager(os.path.join(self.root, "best"))
+        self._managers = {"last": _manager(os.path.join(self.root, "last"), keep=2),
+                          "best": _manager(os.path.join(self.root, "best"))}
 
     def _manager_of(self, which: str):
-        return self._last if which == "last" else self._best
+        if which not in self._managers:  # a further rule's best: its folder is made when first used
+            self._managers[which] = _manager(os.path.join(self.root, which))
+        return self._managers[which]
 
     def _checksums(self, which: str) -> dict:
         path = os.path.join(self.root, which, CHECKSUMS)
@@ -169,9 +173,9 @@ class PhaseCheckpoints:
     def has(self, which: str) -> bool:
         return self._manager_of(which).latest_step() is not None
 
-    def best_step(self) -> int | None:
-        """Identifies the best checkpoint (its epoch step), e.g. to tell whether an evaluation is stale."""
-        return self._best.latest_step()
+    def best_step(self, which: str = "best") -> int | None:
+        """Identifies a best checkpoint (its epoch step), e.g. to tell whether an evaluation is stale."""
+        return self._manager_of(which).latest_step()
 
     def meta(self, which: str) -> dict | None:
         step = self._verified_step(which)

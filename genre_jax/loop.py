@@ -6,8 +6,8 @@ whole epoch's updates as one compiled ``lax.scan`` over the stacked batches (one
 per epoch: on small models dispatch, not arithmetic, dominates a step), or one call per batch when a
 profiler traces single steps. The loop owns everything else: the optimizer and
 its schedule, the train state, resume from ``<workdir>/<folder>/last``, the epochs and their
-shuffling, the progress bar, ``log.jsonl``, selection of the best epoch by the first validation value,
-early stopping, the non-finite stop and the ``best`` / ``last`` checkpoints.
+shuffling, the progress bar, ``log.jsonl``, selection of the best epoch by the first validation value
+(and by any further rule a phase names: ``Selection``), early stopping, the non-finite stop and the ``best`` / ``last`` checkpoints.
 
 Shuffling and dropout keys derive from (seed, phase, epoch, step), and the state is checkpointed after
 every epoch, so a resumed phase reproduces an uninterrupted one. With ``rng_streams = per_phase`` each
@@ -68,6 +68,23 @@ def make_optimizer(optim: Optim, total_steps: int) -> optax.GradientTransformati
                                            weight_decay=optim.weight_decay))
 
 
+class Selection(NamedTuple):
+    """A further rule the loop keeps a best checkpoint by, beside the first validation value's ``best``:
+    under ``<folder>/best_<name>`` (``best_checkpoint``), its record in the progress under "also"."""
+    name: str
+    value: str  # the validation value it reads
+    maximize: bool
+
+
+def best_checkpoint(selection_name: str) -> str:
+    """The checkpoint a further selection rule's best epoch is kept in (``PhaseCheckpoints``' ``which``)."""
+    return f"best_{selection_name}"
+
+
+def _improves(value: float, best: float, maximize: bool) -> bool:
+    return value > best if maximize else value < best
+
+
 @dataclasses.dataclass(frozen=True)
 class Phase:
     """What one phase brings to the loop."""
@@ -82,10 +99,11 @@ class Phase:
     shuffle_offset: int = 0  # shared streams: epoch e is shuffled by rng([seed, shuffle_offset + e])
     updates_per_step: int = 1  # optimizer updates per batch (GRPO's ppo_epochs), for the schedule's length
     meta: dict = dataclasses.field(default_factory=dict)  # into every best checkpoint's meta
-    # RL: the starting params compete as epoch -1 (saved as best step 0), a resumed run must share
-    # ``fingerprint``, and a finished phase continues when max_epochs is raised.
+    # The starting params compete as epoch -1 (saved as best step 0; RL's rl.keep_start).
     start_competes: bool = False
+    # RL: a resumed run must share it, and a finished phase continues when max_epochs is raised.
     fingerprint: dict | None = None
+    also_best: tuple[Selection, ...] = ()  # further rules with a best checkpoint each (RL's both_selections)
     rollouts_per_example: int = 0  # RL: G, so TensorBoard gets rollouts/s
 
 
@@ -208,11 +226,20 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
     else:
         progress = {"epoch": 0, "best_val": -np.inf if phase.maximize else np.inf, "best_epoch": -1,
                     "bad_epochs": 0, "done": cfg.max_epochs == 0}
+        also = {s.name: {"best_val": -np.inf if s.maximize else np.inf, "best_epoch": -1} for s in phase.also_best}
         if phase.start_competes:
-            name, value = next(iter(phase.validate(state.params).items()))
-            progress.update(best_val=value, start_val=value, settings=phase.fingerprint)
+            val = phase.validate(state.params)
+            name, value = next(iter(val.items()))
+            progress.update(best_val=value, start_val=value)
             ckpt.save("best", 0, state.params, {**phase.meta, "epoch": -1, name: value})
-    if progress["done"] and (not phase.start_competes or progress["epoch"] >= cfg.max_epochs):
+            for s in phase.also_best:
+                also[s.name].update(best_val=val[s.value], start_val=val[s.value])
+                ckpt.save(best_checkpoint(s.name), 0, state.params, {**phase.meta, "epoch": -1, s.value: val[s.value]})
+        if phase.fingerprint is not None:
+            progress["settings"] = phase.fingerprint
+        if also:
+            progress["also"] = also
+    if progress["done"] and (phase.fingerprint is None or progress["epoch"] >= cfg.max_epochs):
         return ckpt.restore("best", state.params)[0], progress
 
     # ----- epochs
@@ -255,14 +282,21 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
                 raise GenreError(f"{phase.folder} phase: {name} became {value} at epoch {epoch}; "
                                  f"lower config.{cfg.section}.learning_rate")
         select_name, select = next(iter(val.items()))
-        improved = select > progress["best_val"] if phase.maximize else select < progress["best_val"]
+        improved = _improves(select, progress["best_val"], phase.maximize)
         bad_epochs = 0 if improved else progress.get("bad_epochs", 0) + 1
         progress = {**progress, "epoch": epoch + 1, "best_val": select if improved else progress["best_val"],
                     "best_epoch": epoch if improved else progress["best_epoch"], "bad_epochs": bad_epochs,
                     "done": bad_epochs >= cfg.patience or epoch + 1 >= cfg.max_epochs}
+        also_improved = [s for s in phase.also_best
+                         if _improves(val[s.value], progress["also"][s.name]["best_val"], s.maximize)]
+        if also_improved:
+            progress["also"] = {**progress["also"], **{s.name: {**progress["also"][s.name], "best_val": val[s.value],
+                                                               "best_epoch": epoch} for s in also_improved}}
         lr = float(schedule(int(state.step) - 1))  # the rate of the epoch's last update
         append_log(log_path, {"epoch": epoch, **{f"train_{k}": v for k, v in train_stats.items()}, **val,
-                              f"best_{select_name}": progress["best_val"], "lr": lr})
+                              f"best_{select_name}": progress["best_val"],
+                              **{f"best_{s.value}": progress["also"][s.name]["best_val"] for s in phase.also_best},
+                              "lr": lr})
         # timings only go to TensorBoard, so identical runs keep byte-identical logs
         timing = {"epoch_s": time.perf_counter() - started, "steps_per_s": len(batches) / train_s,
                   "examples_per_s": sum(len(b["weight"]) for b in batches) / train_s}
@@ -271,9 +305,12 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
         board.scalars(epoch, {**{f"train/{k}": v for k, v in train_stats.items()},
                               **{f"val/{k.removeprefix('val_')}": v for k, v in val.items()},
                               "lr": lr, **{f"time/{k}": v for k, v in timing.items()}})
+        best_step = epoch + 1 if phase.start_competes else epoch
         if improved:
-            best_step = epoch + 1 if phase.start_competes else epoch
             ckpt.save("best", best_step, state.params, {**phase.meta, "epoch": epoch, select_name: select})
+        for s in also_improved:
+            ckpt.save(best_checkpoint(s.name), best_step, state.params,
+                      {**phase.meta, "epoch": epoch, s.value: val[s.value]})
         ckpt.save("last", epoch, state, progress)
         preemption.check(f"{phase.folder} epoch {epoch + 1}/{cfg.max_epochs}")
         first = next(iter(train_stats))

@@ -9,6 +9,7 @@ an entry whose checkpoint and evaluation settings are unchanged is not recompute
 """
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import os
 import platform
@@ -31,6 +32,19 @@ class Trained(NamedTuple):
     method: methods.Method
     params: Any
     progress: dict  # the loop's selection record (RL), reported beside the metrics
+    which: str = "best"  # its checkpoint in the method's folder: "best", or a further rule's best_<rule>
+    rule: str | None = None  # that further rule (rl.both_selections), named in the entry's selection
+
+
+def also_selected(method: methods.Method, progress: dict, restore) -> dict[str, Trained]:
+    """{"<method>@<rule>": Trained} for each further rule the loop kept a best checkpoint by
+    (``loop.Selection``; RL with rl.both_selections), each restored by ``restore(which)``, with the
+    rule's own selection record."""
+    out = {}
+    for rule, record in (progress.get("also") or {}).items():
+        which = loop.best_checkpoint(rule)
+        out[f"{method.name}@{rule}"] = Trained(method, restore(which), record, which, rule)
+    return out
 
 
 # kind -> (ctx, starting params) -> (best params, progress); rl and token start from CE's best params.
@@ -143,6 +157,8 @@ def _train(ctx, params) -> dict[str, Trained]:
         method = ctx.settings.method(kind)
         best, progress = trainer(ctx, ce_params if method.from_ce else params)
         trained[method.name] = Trained(method, best, progress)
+        trained.update(also_selected(method, progress, lambda which, like=best: PhaseCheckpoints(
+            ctx.workdir, method.folder).restore(which, like)[0]))
         if kind == "ce":
             ce_params = best
         preemption.check(f"the {method.name} phase")
@@ -169,7 +185,9 @@ def _restore_existing(ctx, params) -> dict[str, Trained]:
         if kind == "head":
             found[method.name] = Trained(method, ckpt.restore("best", train.init_head_params(ctx))[0], {})
         else:
-            found[method.name] = Trained(method, ckpt.restore("best", params)[0], ckpt.meta("last") or {})
+            progress = ckpt.meta("last") or {}
+            found[method.name] = Trained(method, ckpt.restore("best", params)[0], progress)
+            found.update(also_selected(method, progress, lambda which: ckpt.restore(which, params)[0]))
     if not found:
         raise GenreError(f"{ctx.workdir}: no checkpoint to evaluate; add a training phase to --config.phases")
     return found
@@ -178,13 +196,13 @@ def _restore_existing(ctx, params) -> dict[str, Trained]:
 def _evaluate(ctx, trained: dict[str, Trained], earlier: dict, results: dict) -> None:
     """Evaluates every trained method into ``results`` ({name: entry}), one method at a time."""
     config = ctx.meta["config"]
-    for name, (method, params, progress) in trained.items():
+    for name, (method, params, progress, which, rule) in trained.items():
         ckpt = PhaseCheckpoints(ctx.workdir, method.folder)
         # ``params`` came through a checksum-verified restore, so a damaged best checkpoint never gets
         # here; a replaced one (same step, other values) is evaluated again. The digest is of the
         # values, not the folder, whose Orbax metadata holds write times: identical runs keep
         # byte-identical results.json files.
-        stamp = {"best_step": ckpt.best_step(), "params_digest": checkpoint.tree_digest(params),
+        stamp = {"best_step": ckpt.best_step(which), "params_digest": checkpoint.tree_digest(params),
                  "eval": settings.without_later_fields("eval", config["eval"])}
         if method.kind == "head":  # heads sample with their own settings
             stamp["head"] = settings.without_later_fields("head", config["head"])
@@ -192,11 +210,20 @@ def _evaluate(ctx, trained: dict[str, Trained], earlier: dict, results: dict) ->
             results[name] = earlier[name]  # same checkpoint, same evaluation: nothing to recompute
             continue
         out_dir = os.path.join(ctx.workdir, "eval", name)
-        if method.kind == "head":
+        # both selection rules often pick the same epoch: its evaluation (which depends on the params,
+        # the seed and the settings, not on the entry's name) is copied, predictions included
+        primary = (results.get(method.name) or {}).get("stamp", {}) if rule is not None else {}
+        if (primary.get("params_digest"), primary.get("eval")) == (stamp["params_digest"], stamp["eval"]):
+            results[name] = {k: copy.deepcopy(v) for k, v in results[method.name].items() if k != "wall_time_s"}
+            results[name]["method"] = name
+            paths.copytree(os.path.join(ctx.workdir, "eval", method.name), out_dir)
+        elif method.kind == "head":
             results[name] = evaluate.evaluate_head(ctx, params, train.head_model(ctx), out_dir)
         else:
             results[name] = evaluate.evaluate(ctx, params, out_dir, method=name)
         results[name]["stamp"] = stamp
         if progress:
             results[name]["selection"] = {k: progress.get(k) for k in ("best_epoch", "start_val", "best_val")}
+            if rule is not None:
+                results[name]["selection"]["rule"] = rule
         preemption.check(f"evaluating {name}")

@@ -5,8 +5,11 @@ One jitted step = sample G rollouts + a greedy decode per input (one encoding), 
 values, reward them against the target (z units), form advantages, then ``ppo_epochs`` gradient
 updates of the policy loss (+ the dense expert CE for GenRe², + optional exact KL to the frozen CE
 policy and entropy bonus). Dropout is off. Model selection (``rl.selection``): best validation mean
-sampled reward, or best validation RMSE of the reported mean prediction; the CE starting point itself
-competes as epoch -1, so RL never reports a worse validation value than it started from. The method's parts come from its registry entry (``methods.RLSpec``).
+sampled reward, or best validation RMSE of the reported mean prediction; with ``rl.keep_start`` the CE
+starting point competes as epoch -1 (RL then never reports a worse validation value than it started
+from; the release selects among RL epochs only), and with ``rl.both_selections`` the other rule's best
+checkpoint is kept too (``<folder>/best_<rule>``), so one run serves both rules. The method's parts
+come from its registry entry (``methods.RLSpec``).
 """
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ class RLStats(NamedTuple):
 class ValSums(NamedTuple):
     reward: jax.Array
     greedy_reward: jax.Array
-    sq_err: jax.Array  # of the mean prediction (rl.selection = aggregate_rmse; else 0)
+    sq_err: jax.Array  # of the mean prediction (where aggregate_rmse selects; else 0)
     count: jax.Array
 
 
@@ -112,13 +115,14 @@ def _val_step(model, tok, rl: RL):
     """Validation for every method alike: mean reward of G sampled rollouts and of the greedy decode;
     for ``aggregate_rmse`` selection also the squared error of the mean prediction evaluation reports
     (exact distribution mean, or the mean of G samples at the evaluation temperature)."""
+    rmse = "aggregate_rmse" in (rl.selection, rl.other_selection)
     values_S = jnp.asarray(tok.decode(exact.all_sequences(tok))) if (
-        rl.selection == "aggregate_rmse" and rl.selection_decode == "exact") else None
+        rmse and rl.selection_decode == "exact") else None
 
     def val_step(params, batch, key):
         ro = draw_rollouts(model, tok, rl, params, batch["x"], key, batch["z"])
         w = batch["weight"]
-        if rl.selection != "aggregate_rmse":
+        if not rmse:
             sq_err_B = jnp.zeros_like(w)
         elif values_S is not None:
             logp_BS = exact.enumerate_sequences(model, params, batch["x"], tok, rl.selection_temperature).logp_BS
@@ -181,14 +185,21 @@ def make_rl_steps(model, tokenizer, rl: RL, tx, mesh):
             parallel.data_parallel(val_step, mesh))
 
 
-def validation_reward(val_step, params, arrays, batch_size: int, mesh, key, selection: str = "reward") -> dict:
-    """Mean sampled reward and mean greedy reward over a split, aggregated exactly; with
-    ``selection = aggregate_rmse`` the mean prediction's RMSE comes first (it picks the checkpoint)."""
+# rl.selection's rules: the validation value each one reads, and whether larger is better
+SELECTION_VALUES = {"reward": ("val_reward", True), "aggregate_rmse": ("val_rmse", False)}
+
+
+def validation_reward(val_step, params, arrays, batch_size: int, mesh, key, selection: str = "reward",
+                      other: str | None = None) -> dict:
+    """Mean sampled reward and mean greedy reward over a split, aggregated exactly, and the mean
+    prediction's RMSE where ``selection`` or ``other`` is aggregate_rmse; ``selection``'s value comes
+    first (it picks the checkpoint)."""
     means = loop.split_sums(val_step, params, {k: arrays[k] for k in FIELDS}, batch_size, mesh, key)
-    rewards = {"val_reward": means["reward"], "val_greedy_reward": means["greedy_reward"]}
-    if selection == "aggregate_rmse":
-        return {"val_rmse": float(np.sqrt(means["sq_err"])), **rewards}
-    return rewards
+    values = {"val_reward": means["reward"], "val_greedy_reward": means["greedy_reward"]}
+    if "aggregate_rmse" in (selection, other):
+        values["val_rmse"] = float(np.sqrt(means["sq_err"]))
+    first = SELECTION_VALUES[selection][0]
+    return {first: values.pop(first), **values}
 
 
 def run_rl_phase(ctx, ce_params):
@@ -207,10 +218,13 @@ def run_rl_phase(ctx, ce_params):
         return update, (ref_params, base_key)
 
     def validate(params):
-        return validation_reward(val_step, params, ctx.arrays["val"], batch_size, mesh, val_key, rl.selection)
+        return validation_reward(val_step, params, ctx.arrays["val"], batch_size, mesh, val_key, rl.selection,
+                                 rl.other_selection)
 
-    phase = loop.Phase(rl.method.folder, rl.loop, make_step, validate, FIELDS, maximize=rl.selection == "reward",
-                       shuffle_offset=1000,
-                       updates_per_step=rl.ppo_epochs, meta=ctx.meta, start_competes=True,
-                       fingerprint=rl.fingerprint, rollouts_per_example=rl.num_rollouts)
+    also = () if rl.other_selection is None else (loop.Selection(rl.other_selection,
+                                                                  *SELECTION_VALUES[rl.other_selection]),)
+    phase = loop.Phase(rl.method.folder, rl.loop, make_step, validate, FIELDS,
+                       maximize=SELECTION_VALUES[rl.selection][1], shuffle_offset=1000,
+                       updates_per_step=rl.ppo_epochs, meta=ctx.meta, start_competes=rl.keep_start,
+                       fingerprint=rl.fingerprint, rollouts_per_example=rl.num_rollouts, also_best=also)
     return loop.run(ctx, phase, ce_params)

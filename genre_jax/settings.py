@@ -29,7 +29,8 @@ LATER_FIELDS = {
     "": {"rng_streams": "shared", "last_batch": "pad"},
     "model": {"final_norm": True, "dtype": "float32"},
     "ce": {"masked_loss": True},
-    "rl": {"lr_floor": 1.0, "requantize_targets": False, "masked_expert": True, "selection": "reward", "expert": None},
+    "rl": {"lr_floor": 1.0, "requantize_targets": False, "masked_expert": True, "selection": "reward",
+           "keep_start": True, "both_selections": False, "expert": None},
     "token": {"masked_loss": True},
     "eval": {"decode": "sample", "exact_max_sequences": 4096, "calibration": "none"},
     "head": {"mlp_hidden": 0, "mlp_layers": 0, "targets": "integrated", "tails": "train_mean", "select": "loss"},
@@ -83,6 +84,13 @@ class RL:
     selection: str = "reward"
     selection_decode: str = "sample"
     selection_temperature: float = 1.0
+    keep_start: bool = True  # the CE start competes in selection as epoch -1 (the release: RL epochs only)
+    both_selections: bool = False  # also keep the other rule's best checkpoint (``other_selection``)
+
+    @property
+    def other_selection(self) -> str | None:
+        """The rule whose best checkpoint is kept beside ``selection``'s, or None."""
+        return next(r for r in SELECTIONS if r != self.selection) if self.both_selections else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,7 +245,8 @@ def _rl(config, tokenizer, ce_lr: float, evaluation: Eval) -> RL:
               expert if with_expert else 0.0,
               s.float("kl_weight"), s.float("entropy_weight"), loop,
               _fingerprint(s.cfg.to_dict()), s.choice("selection", SELECTIONS),
-              exact.resolve_decode(evaluation.decode, tokenizer, evaluation.exact_max_sequences), evaluation.temperature)
+              exact.resolve_decode(evaluation.decode, tokenizer, evaluation.exact_max_sequences), evaluation.temperature,
+              s.bool("keep_start"), s.bool("both_selections"))
 
 
 def without_later_fields(section: str, values):

@@ -212,6 +212,55 @@ def test_competing_start_fingerprint_and_extension(make_context):
     assert progress["epoch"] == 3 and [r["epoch"] for r in read_log(ctx)] == [0, 1, 2]
 
 
+def test_a_further_rule_keeps_its_own_best_without_the_start_and_resumes(make_context, tmp_path, monkeypatch):
+    """A second selection rule (RL's both_selections) keeps its own best checkpoint; without
+    start_competes (RL's keep_start = False) only trained epochs compete, though the start is best
+    under that rule here; a resumed run reproduces both; a finished phase with a fingerprint
+    continues when max_epochs is raised."""
+
+    def validate(params):  # val_loss falls every epoch; |w0 - 0.6| is smallest midway (w0: 0 -> 1)
+        w = np.asarray(params["w"])
+        return {"val_loss": float(np.sum((w - np.array([1.0, -2.0, 0.5])) ** 2)), "val_near": abs(float(w[0]) - 0.6),
+                "val_start": float(np.sum(w ** 2))}
+
+    rules = (loop.Selection("near", "val_near", False), loop.Selection("start", "val_start", False))
+    phase = lambda c: linear_phase(c, validate=validate, also_best=rules, fingerprint={"a": 1})  # noqa: E731
+    init = {"w": np.zeros(3, np.float32)}
+    straight = make_context(linear_arrays(), config(learning_rate=0.02), workdir=tmp_path / "a")
+    best, progress = loop.run(straight, phase(straight), init)
+    log = read_log(straight)
+    near = int(np.argmin([r["val_near"] for r in log]))
+    assert 0 < near < 5 and progress["best_epoch"] == 5  # the rules part
+    assert progress["also"] == {"near": {"best_val": log[near]["val_near"], "best_epoch": near},
+                                "start": {"best_val": log[0]["val_start"], "best_epoch": 0}}  # not the start's 0
+    assert log[near]["best_val_near"] == log[near]["val_near"]
+    ckpt = checkpoint.PhaseCheckpoints(straight.workdir, "lin")
+    assert ckpt.meta("best_near")["epoch"] == near and ckpt.best_step("best_near") == near
+    assert ckpt.meta("best")["epoch"] == 5 and ckpt.best_step("best_start") == 0
+    w_near = ckpt.restore(loop.best_checkpoint("near"), init)[0]["w"]
+    assert abs(float(w_near[0]) - 0.6) == pytest.approx(log[near]["val_near"])
+
+    original_save = checkpoint.PhaseCheckpoints.save
+
+    def save_then_die(self, which, step, tree, meta):
+        original_save(self, which, step, tree, meta)
+        if which == "last" and step == near + 1:
+            raise KeyboardInterrupt
+
+    resumed = make_context(linear_arrays(), config(learning_rate=0.02), workdir=tmp_path / "b")
+    monkeypatch.setattr(checkpoint.PhaseCheckpoints, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(resumed, phase(resumed), init)
+    monkeypatch.setattr(checkpoint.PhaseCheckpoints, "save", original_save)
+    _, progress_b = loop.run(resumed, phase(resumed), init)
+    assert progress_b == progress and read_log(resumed) == log
+    np.testing.assert_array_equal(checkpoint.PhaseCheckpoints(resumed.workdir, "lin").restore("best_near", init)[0]["w"],
+                                  w_near)
+    longer = make_context(linear_arrays(), config(learning_rate=0.02, max_epochs=7), workdir=tmp_path / "a")
+    _, progress = loop.run(longer, phase(longer), init)
+    assert progress["epoch"] == 7 and [r["epoch"] for r in read_log(longer)] == list(range(7))
+
+
 def test_killed_loop_resumes_to_the_same_result(make_context, tmp_path, monkeypatch):
     init = {"w": np.zeros(3, np.float32)}
     straight = make_context(linear_arrays(), config(), workdir=tmp_path / "a")

@@ -1,5 +1,6 @@
 """RL step wiring, device-count invariance and resume."""
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -304,3 +305,65 @@ def test_exact_crps_step_and_gradient_equal_a_teacher_forced_pairwise_crps(exper
     with pytest.raises(GenreError, match=r"^config.rl.method: exact_crps enumerates every sequence, and this "
                                          r"tokenizer allows 1000000 \(at most 4096\)"):
         settings.resolve(config, NormalizedTokenizer(10, 6))
+
+
+def test_both_selection_rules_are_read_from_one_validation_pass():
+    params = init_params(MODEL, 3, TOK.length, jax.random.key(0))
+    batch, mesh = _batch(), parallel.data_mesh()
+    real = batch["weight"] > 0
+    arrays = {k: v[real] for k, v in batch.items() if k != "weight"}
+    both = _rl_settings("genre2", both_selections=True)
+    assert (both.selection, both.other_selection) == ("reward", "aggregate_rmse")
+    assert _rl_settings("genre2", both_selections=True, selection="aggregate_rmse").other_selection == "reward"
+    assert _rl_settings("genre2").other_selection is None
+    values = {}
+    for name, settings_ in (("both", both), ("alone", _rl_settings("genre2"))):
+        val_step = rl.make_rl_steps(MODEL, TOK, settings_, optax.sgd(0.1), mesh)[1]
+        values[name] = rl.validation_reward(val_step, params, arrays, 8, mesh, jax.random.key(1), settings_.selection,
+                                            settings_.other_selection)
+    assert list(values["both"]) == ["val_reward", "val_greedy_reward", "val_rmse"]  # the first entry selects
+    assert list(values["alone"]) == ["val_reward", "val_greedy_reward"]
+    # the RMSE's samples come from a key of their own: the rewards are those of reward selection alone
+    for k, v in values["alone"].items():
+        np.testing.assert_allclose(values["both"][k], v, rtol=8 * EPS32)
+
+
+def test_one_run_keeps_both_rules_and_a_killed_run_resumes_to_the_same_results(tmp_path, toy_data_dir, monkeypatch):
+    """rl.both_selections: the reward rule's checkpoint is the method's entry, the aggregate_rmse rule's a
+    second entry, each with its own selection record; without keep_start the CE start never competes."""
+    config = tabular.get_config("tiny")
+    config.update(dict(data_dir=str(toy_data_dir), dataset="toy", phases="ce,rl,eval"))
+    config.ce.max_epochs = 1
+    config.rl.update(max_epochs=3, keep_start=False, both_selections=True)
+    config.eval.update(splits="val", calibration="conformal")
+    straight = launch.run(config, str(tmp_path / "straight"))["phases"]
+    assert set(straight) == {"ce", "genre2", "genre2@aggregate_rmse"}
+    log = [json.loads(line) for line in open(tmp_path / "straight" / "rl" / "genre2" / "log.jsonl")]
+    by_reward, by_rmse = straight["genre2"]["selection"], straight["genre2@aggregate_rmse"]["selection"]
+    assert by_reward["best_epoch"] == int(np.argmax([r["val_reward"] for r in log]))
+    assert by_rmse == {"best_epoch": int(np.argmin([r["val_rmse"] for r in log])), "start_val": None,
+                       "best_val": min(r["val_rmse"] for r in log), "rule": "aggregate_rmse"}
+    assert by_reward["start_val"] is None and "rule" not in by_reward
+    assert straight["genre2@aggregate_rmse"]["method"] == "genre2@aggregate_rmse"
+    same = by_reward["best_epoch"] == by_rmse["best_epoch"]
+    assert (straight["genre2"]["stamp"]["params_digest"] == straight["genre2@aggregate_rmse"]["stamp"]["params_digest"]) == same
+    if same:  # one epoch under both rules: the evaluation is copied
+        assert straight["genre2"]["splits"] == straight["genre2@aggregate_rmse"]["splits"]
+    assert os.path.isfile(tmp_path / "straight" / "eval" / "genre2@aggregate_rmse" / "predictions_val.npz")
+
+    original_save = checkpoint.PhaseCheckpoints.save
+
+    def save_then_die(self, which, step, tree, meta):
+        original_save(self, which, step, tree, meta)
+        if self.root.endswith("genre2") and which == "last" and step == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.PhaseCheckpoints, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        launch.run(config, str(tmp_path / "resumed"))
+    monkeypatch.setattr(checkpoint.PhaseCheckpoints, "save", original_save)
+    launch.run(config, str(tmp_path / "resumed"))
+    assert (tmp_path / "resumed" / "results.json").read_bytes() == (tmp_path / "straight" / "results.json").read_bytes()
+    # evaluation alone finds both checkpoints and, unchanged, recomputes nothing
+    config.phases = "eval"
+    assert launch.run(config, str(tmp_path / "resumed"))["phases"] == json.loads(json.dumps(straight))

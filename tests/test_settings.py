@@ -85,6 +85,12 @@ def test_rl_optimizer_as_released_in_paper_and_constant_in_quick():
     # RL folders written before rl.lr_floor existed resume: the field is left out while it is 1.0
     assert "lr_floor" not in quick.fingerprint and paper.fingerprint["lr_floor"] == 0.1
     assert not quick.requantize_targets and "requantize_targets" not in quick.fingerprint
+    # selection: as released among RL epochs only, both rules kept; quick as its tables were made
+    assert (paper.keep_start, paper.both_selections, paper.other_selection) == (False, True, "aggregate_rmse")
+    assert (quick.keep_start, quick.both_selections, quick.other_selection) == (True, False, None)
+    assert not {"keep_start", "both_selections"} & set(quick.fingerprint)  # older quick RL folders resume
+    tiny = settings.resolve(tabular.get_config("tiny"), TOK).rl
+    assert (tiny.keep_start, tiny.both_selections) == (True, False)
 
 
 def test_paper_baselines_as_released_and_quick_as_before():

@@ -15,7 +15,9 @@ Variants (the part after the colon):
          1e-4, batch 128, up to 200 epochs with patience 20, warmup 100 steps, cosine floor 0.1x; RL 100 epochs,
          G = 16, the CE learning rate, expert weight 0.05 (0.1 with IEEE tokens), the released RL
          optimizer (AdamW wd 0.01, warmup 100, cosine to 0.1x, 512 inputs per update, no clipping)
-         and training reward against the re-quantized target; CE and expert CE over raw logits.
+         and training reward against the re-quantized target; CE and expert CE over raw logits; the
+         RL checkpoint selected among RL epochs only, as released, under both rules at once (the
+         configured one is the method's; quick and tiny let the CE start compete, one rule).
          Baselines as released: token-level losses 100 epochs (warmup 100); heads on their own MLP
          (3 x 2048, AdamW lr 1e-5, wd 0, 100 epochs, warmup 100, cosine to 0.1x, best epoch by
          validation MSE), Riemann soft labels of sigma 0.75 bin width at the bin centres, tails at
@@ -86,7 +88,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         masked_expert=False,  # the expert CE over raw logits, as released
         # the checkpoint kept: best validation mean sampled reward (as released), or aggregate_rmse:
         # best validation RMSE of the reported mean prediction (exact mean where eval decodes exactly)
-        selection="reward"))
+        selection="reward",
+        keep_start=False,  # as released, RL epochs only compete; True: the CE start too, as epoch -1
+        # also keep the other rule's best checkpoint, evaluated as "<method>@<rule>" beside the method
+        both_selections=True))
     # Token-level baselines fine-tuned from the CE checkpoint: ntl_mse, ntl_was, dist2 (or ce).
     # weight None = the method's default (0.3, 0.3, 0.1); tau: DIST2's smoothing temperature.
     # As released: 100 epochs, warmup 100 then cosine; the best validation-loss epoch is kept.
@@ -117,6 +122,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.rng_streams = "shared"
         c.last_batch = "pad"
         c.ce.masked_loss = c.token.masked_loss = c.rl.masked_expert = True
+        # selection as their tables were made: the CE start competes, one rule's checkpoint kept
+        c.rl.update(keep_start=True, both_selections=False)
         c.token.update(max_epochs=50, patience=10, warmup_steps=10)
         c.head.update(smoothing=1.0, targets="integrated", tails="train_mean", mlp_hidden=0, mlp_layers=0,
                       select="loss", learning_rate=1e-4, weight_decay=0.01, max_epochs=200, patience=20,
