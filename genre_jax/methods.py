@@ -37,6 +37,8 @@ class RLSpec:
     # the loss weighs each token by pi/pi_old (clipped), so config.rl.ppo_epochs > 1 passes over one batch
     # of rollouts stay corrected; without it a second pass is a REINFORCE step on stale rollouts
     ratio: bool = False
+    # no rollouts: the CE loss on the target tokens, trained and selected as an RL method is (rl.py)
+    teacher_forced: bool = False
     # (probs_BS, values_S, target_B, reward) -> loss_B over every sequence (objectives.exact_*_loss)
     exact: Callable | None = None
     # (pred_BG, target_B) -> reward_BG: a credit that depends on the whole group of rollouts, given to
@@ -106,6 +108,8 @@ _ENTRIES = (
            "REINFORCE on each rollout's leave-one-out share of its group's CRPS, group-mean baseline"),
     Method("exact_crps", "rl", RLSpec(None, None, exact=objectives.exact_crps_loss),
            "the exact CRPS of the whole predictive distribution (small tokenizers): a zero-variance gradient"),
+    Method("ce_continued", "rl", RLSpec(None, None, teacher_forced=True),
+           "more CE training under the RL phase's schedule and selection: the control that tells RL from more training"),
     Method("ntl_mse", "token", TokenSpec(objectives.ntl_mse, 0.3), "CE + squared error of the expected digit"),
     Method("ntl_was", "token", TokenSpec(objectives.ntl_was, 0.3), "CE + Wasserstein-1 to the true digit"),
     Method("dist2", "token", TokenSpec(objectives.dist2, 0.1, uses_tau=True), "CE + KL from a smoothed target"),

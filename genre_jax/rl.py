@@ -9,7 +9,8 @@ sampled reward, or best validation RMSE of the reported mean prediction; with ``
 starting point competes as epoch -1 (RL then never reports a worse validation value than it started
 from; the release selects among RL epochs only), and with ``rl.both_selections`` the other rule's best
 checkpoint is kept too (``<folder>/best_<rule>``), so one run serves both rules. The method's parts
-come from its registry entry (``methods.RLSpec``).
+come from its registry entry (``methods.RLSpec``); ``ce_continued`` trains the CE loss instead, the
+control for "RL or more training".
 """
 from __future__ import annotations
 
@@ -67,6 +68,8 @@ def make_rl_update(model, tokenizer, rl: RL, tx):
     spec, tok = rl.method.spec, tokenizer
     if spec.exact:
         return _exact_update(model, tokenizer, rl, tx), _val_step(model, tokenizer, rl)
+    if spec.teacher_forced:
+        return _teacher_forced_update(model, tokenizer, rl, tx), _val_step(model, tokenizer, rl)
 
     def loss_fn(params, batch, ro: Rollout, advantage_BG, ref_logits_BGLV):
         w = batch["weight"]
@@ -173,6 +176,29 @@ def _exact_update(model, tok, rl: RL, tx):
         zero = jnp.zeros(())
         return state, RLStats(jnp.sum(w * expected_B), jnp.sum(w * greedy_reward_B), zero, loss * n,
                               expert_ce * n, zero, zero, n)
+
+    return update
+
+
+def _teacher_forced_update(model, tok, rl: RL, tx):
+    """``ce_continued``: pretraining's CE loss (teacher-forced, the mean over target tokens; over the
+    masked logits where ``rl.masked_expert``, the section's CE switch) trained with the RL phase's
+    optimizer, schedule, batches, dropout (off) and checkpoint selection, so that an RL method's gain
+    over it is the objective's, not more training's. It draws no rollouts: the train reward columns
+    of its log read 0 (validation samples as for every method)."""
+
+    def loss_fn(params, batch):
+        logits_BLV = sampling.teacher_forced_logits(model, params, batch["x"], batch["tokens"], tok,
+                                                    masked=rl.masked_expert)
+        total, count = objectives.token_cross_entropy(logits_BLV, batch["tokens"], batch["weight"])
+        return total / jnp.maximum(count, 1.0)
+
+    def update(state: TrainState, batch, extras):
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        state = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
+        n, zero = batch["weight"].sum(), jnp.zeros(())
+        return state, RLStats(zero, zero, zero, loss * n, zero, zero, zero, n)
 
     return update
 

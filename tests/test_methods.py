@@ -7,10 +7,10 @@ from genre_jax.errors import GenreError
 
 def test_every_method_has_one_record_with_its_kind_and_folder():
     assert methods.NAMES == ("ce", "remax", "grpo", "genre2", "rloo", "exact_reward", "crps_loo", "exact_crps",
-                             "ntl_mse", "ntl_was", "dist2", "pointwise", "riemann", "lightgbm")
+                             "ce_continued", "ntl_mse", "ntl_was", "dist2", "pointwise", "riemann", "lightgbm")
     kinds = {n: methods.METHODS[n].kind for n in methods.NAMES}
     assert kinds == {"ce": "ce", "remax": "rl", "grpo": "rl", "genre2": "rl", "rloo": "rl", "exact_reward": "rl",
-                     "crps_loo": "rl", "exact_crps": "rl", "ntl_mse": "token",
+                     "crps_loo": "rl", "exact_crps": "rl", "ce_continued": "rl", "ntl_mse": "token",
                      "ntl_was": "token", "dist2": "token", "pointwise": "head", "riemann": "head",
                      "lightgbm": "gbdt"}
     # folders as every earlier workdir has them, so old checkpoints restore
@@ -18,7 +18,8 @@ def test_every_method_has_one_record_with_its_kind_and_folder():
     assert methods.METHODS["dist2"].folder == "token/dist2" and methods.METHODS["riemann"].folder == "head/riemann"
     assert methods.METHODS["lightgbm"].folder is None
     assert [n for n in methods.NAMES if methods.METHODS[n].from_ce] == [
-        "remax", "grpo", "genre2", "rloo", "exact_reward", "crps_loo", "exact_crps", "ntl_mse", "ntl_was", "dist2"]
+        "remax", "grpo", "genre2", "rloo", "exact_reward", "crps_loo", "exact_crps", "ce_continued", "ntl_mse",
+        "ntl_was", "dist2"]
     assert [n for n in methods.NAMES if methods.METHODS[n].point_predictor] == ["pointwise", "lightgbm"]
     assert methods.only("ce").name == methods.BASELINE and methods.METHODS[methods.FLAGSHIP].spec.expert
 
@@ -34,6 +35,8 @@ def test_rl_entries_pair_the_paper_components():
     assert crps_loo.group_reward is objectives.crps_loo_reward and crps_loo.min_rollouts == 2
     assert crps_loo.advantage is objectives.group_mean_advantage and remax.group_reward is None
     assert exact_crps.exact is objectives.exact_crps_loss and not (crps_loo.expert or exact_crps.expert)
+    ce_continued = methods.METHODS["ce_continued"].spec  # the control: no rollouts, no expert, one pass
+    assert ce_continued.teacher_forced and not (ce_continued.expert or ce_continued.ratio or remax.teacher_forced)
     assert methods.METHODS["riemann"].spec is heads.RIEMANN and not heads.POINTWISE.binned
     assert {n: methods.METHODS[n].spec.default_weight for n in methods.names("token")} == {
         "ntl_mse": 0.3, "ntl_was": 0.3, "dist2": 0.1}

@@ -307,6 +307,38 @@ def test_exact_crps_step_and_gradient_equal_a_teacher_forced_pairwise_crps(exper
         settings.resolve(config, NormalizedTokenizer(10, 6))
 
 
+def test_ce_continued_takes_pretrainings_ce_step_under_the_rl_phase():
+    """``ce_continued``: no rollouts, no advantage; the teacher-forced CE of the target tokens (dropout
+    off, masked as rl.masked_expert says), one optimizer step per batch like every RL method."""
+    params = init_params(MODEL, 3, TOK.length, jax.random.key(0))
+    batch, mesh = _batch(), parallel.data_mesh()
+    rl_settings = _rl_settings("ce_continued")
+    assert methods.METHODS["ce_continued"].kind == "rl" and rl_settings.expert_weight == 0.0
+    real = batch["weight"] > 0
+    tokens = jnp.asarray(batch["tokens"])
+
+    def reference_loss(p):  # -log pi(target token | target prefix), mean over real rows and positions
+        logits = rollout_logits(MODEL, p, jnp.asarray(batch["x"]), tokens[:, None], TOK)[:, 0]
+        logp = jax.nn.log_softmax(logits, -1)
+        nll_BL = -jnp.take_along_axis(logp, tokens[..., None], -1)[..., 0]
+        return jnp.sum(jnp.where(real[:, None], nll_BL, 0.0)) / (real.sum() * TOK.length)
+
+    tx = optax.sgd(1.0)  # new params = params - gradient
+    step, _ = rl.make_rl_steps(MODEL, TOK, rl_settings, tx, mesh)
+    new_state, stats = step(_state(params, tx, mesh), params, parallel.shard_batch(batch, mesh), jax.random.key(0))
+    stats = np.asarray(stats)
+    ref_loss, ref_grad = jax.jit(jax.value_and_grad(reference_loss))(params)
+    terms = int(real.sum()) * TOK.length * TOK.vocab_size
+    assert stats[-1] == real.sum() and np.all(stats[[0, 1, 2, 4, 5, 6]] == 0)  # no rollouts, no extra terms
+    np.testing.assert_allclose(stats[3] / stats[-1], ref_loss, rtol=terms * EPS32)
+    grad = jax.tree.map(lambda a, b: np.asarray(a, np.float64) - b, params, jax.device_get(new_state.params))
+    scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(ref_grad))
+    size = max(float(np.abs(a).max()) for a in jax.tree.leaves(params))
+    assert scale > 0
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=terms * EPS32 * scale + 2 * EPS32 * size),
+                 grad, ref_grad)
+
+
 def test_both_selection_rules_are_read_from_one_validation_pass():
     params = init_params(MODEL, 3, TOK.length, jax.random.key(0))
     batch, mesh = _batch(), parallel.data_mesh()
