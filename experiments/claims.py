@@ -7,7 +7,10 @@ then every (variant, budget) RL run from a copy of it, appending one JSONL row p
 
 Layout: <workroot>/<study>/<dataset>/seed<k>/ce[-<tokenizer>] trains CE (row method "ce", protocol
 "claims/<study>/ce[-<tokenizer>]"); each RL run gets <...>/<variant>@<budget>, starting from a copy
-of that CE folder (row protocol "claims/<study>/<variant>@<budget>", method the RL method). Rows
+of that CE folder (row protocol "claims/<study>/<variant>@<budget>", method the RL method; a
+token-level variant the same way, with the RL recipe's optimizer for the same updates). A paired
+variant (``config.paired``: the other selection rule of the same run) gets its row from its source
+variant's run, from the results entry "<method>@<rule>", where both rows are pending. Rows
 carry test/val metrics, the RL selection record and the calibration block, like the suite's, plus the
 one-sample RMSE (``one_sample_rmse``) and, for an RL run, the CE it started from (``ce``: its digest,
 metrics, calibration, one-sample RMSE and versions, CPU included), which the report measures the
@@ -48,6 +51,7 @@ from experiments import launches, suite  # noqa: E402
 from experiments.configs import claims as claims_config  # noqa: E402
 from experiments.configs import suite_protocols as sp  # noqa: E402
 from experiments.rows import append_row, method_entries, one_sample_rmse, read_json, read_rows, row_key  # noqa: E402
+from genre_jax import methods  # noqa: E402
 from genre_jax.errors import GenreError  # noqa: E402
 
 
@@ -72,6 +76,25 @@ def rl_flags(config, method: str, budget: str, n_train: int) -> list[str]:
     return [f"--config.rl.method={method}", f"--config.rl.max_epochs={epochs}",
             f"--config.rl.learning_rate={config.rl_learning_rate}",
             f"--config.rl.warmup_steps={min(100, max(1, updates // 10))}", *config.rl]
+
+
+# the optimizer fields a token-level variant takes from the RL recipe (config.rl)
+SHARED_OPTIMIZER = ("weight_decay", "lr_floor", "grad_clip", "batch_size")
+
+
+def run_flags(config, method: str, budget: str, n_train: int) -> list[str]:
+    """The phases and flags of one run: an RL method with the RL recipe at the budget; a token-level
+    method (``ntl_mse``) with the same optimizer, rate, warmup and number of updates, no early stop."""
+    kind = methods.get(method, field="--variants").kind
+    if kind == "rl":
+        return ["--config.phases=rl,eval", *rl_flags(config, method, budget, n_train)]
+    if kind != "token":
+        raise ValueError(f"--variants: {method} is a {kind} method; expected an RL or token-level one")
+    rl = rl_flags(config, method, budget, n_train)
+    same = [f.replace("--config.rl.", "--config.token.") for f in rl
+            if f.split("=")[0].rpartition(".")[2] in ("max_epochs", "learning_rate", "warmup_steps", *SHARED_OPTIMIZER)]
+    epochs = budget_epochs(budget, n_train)
+    return ["--config.phases=token,eval", f"--config.token.method={method}", *same, f"--config.token.patience={epochs}"]
 
 
 def base_command(config, data_dir: str, dataset: str, seed: int, workdir: str, tokenizer: str, authors) -> list:
@@ -124,6 +147,7 @@ class Launch(NamedTuple):
     group: tuple  # (dataset, seed, CE tag): the CE an RL launch starts from
     new_row: bool = True  # False: a CE retrained for a lost checkpoint, whose row is kept
     reuse: dict | None = None  # the source study's finished row of the same run: copied, nothing launched
+    also: tuple = ()  # ((job, results entry), ...): the paired variants' rows this run writes too
 
 
 def source_rows(config, out: str) -> dict:
@@ -236,14 +260,60 @@ def pending(args, config, data_dir: str, root: str, rows: list, sources: dict | 
             continue
         ce = groups[group]
         workdir = os.path.join(seed_dir, tag)
-        cmd = base(workdir) + ["--config.phases=rl,eval", *rl_flags(config, method, budget, sizes[dataset]), *extra]
+        cmd = base(workdir) + [*run_flags(config, method, budget, sizes[dataset]), *extra]
         source = (sources.get((dataset, seed, f"{reuse[name]}@{claims_config.budget_tag(budget)}"))
                   if name in reuse and ce["launch"].reuse is not None else None)
         rl_launches.append(Launch(job, cmd, workdir, group, reuse=source))
         ce["needs_checkpoint"] |= source is None
+    rl_launches = with_pairs(config, rl_launches)
     ce_launches = [g["launch"] for key, g in groups.items() if key not in skipped and (
         g["launch"].new_row or (g["needs_checkpoint"] and not ce_finished(g["launch"].workdir)))]
     return ce_launches, rl_launches, skipped
+
+
+def with_pairs(config, launches_: list) -> list:
+    """The launches with each paired variant (``config.paired``) folded into its source variant's
+    launch of the same dataset, seed and budget, where that one runs too (not copied from another
+    study): one run, both rows. A paired variant whose source is not launched keeps its own run."""
+    paired = dict(config.get("paired") or {})
+    by_tag = {(l.job.dataset, l.job.seed, l.job.protocol): i for i, l in enumerate(launches_) if l.reuse is None}
+    folded, out = {}, list(launches_)
+    for i, launch in enumerate(launches_):
+        study, _, tag = launch.job.protocol.rpartition("/")
+        name, _, budget = tag.rpartition("@")
+        if name not in paired or launch.reuse is not None:
+            continue
+        source, rule = paired[name]
+        j = by_tag.get((launch.job.dataset, launch.job.seed, f"{study}/{source}@{budget}"))
+        if j is not None:
+            folded.setdefault(j, []).append((launch.job, f"{launch.job.method}@{rule}"))
+            out[i] = None
+    for j, pairs in folded.items():
+        out[j] = out[j]._replace(also=out[j].also + tuple(pairs))
+    return [l for l in out if l is not None]
+
+
+def paired_rows(launch: Launch, row: dict) -> list[dict]:
+    """The rows of ``launch.also`` from the same run: its failure, or each entry's metrics."""
+    out = []
+    for job, entry in launch.also:
+        if row["status"] != "ok":
+            out.append({**row, "method": job.method, "protocol": job.protocol})
+            continue
+        results = read_json(os.path.join(launch.workdir, "results.json")) or {}
+        phases = results.get("phases") or {}
+        if entry not in phases:
+            out.append(suite.build_row(job, launch.workdir, launch.cmd, row["wall_time_s"], error=(
+                f"launch exited 0 but {launch.workdir}/results.json has no {entry!r} entry"),
+                config_json=read_json(os.path.join(launch.workdir, "config.json"))))
+            continue
+        view = {**results, "phases": {job.method: phases[entry]}}  # the entry, read as the method's
+        paired = suite.build_row(job, launch.workdir, launch.cmd, row["wall_time_s"], view,
+                                 read_json(os.path.join(launch.workdir, "config.json")))
+        paired.update(results_entry=entry, one_sample_rmse=one_sample_rmse(launch.workdir, entry),
+                      finished_at=row["finished_at"], **({"ce": row["ce"]} if "ce" in row else {}))
+        out.append(paired)
+    return out
 
 
 def main(argv=None, launcher=None) -> int:
@@ -271,6 +341,8 @@ def main(argv=None, launcher=None) -> int:
         for launch in ce_launches + rl_launches:
             print(f"# reuses {launch.reuse['protocol']}: {launch.reuse['workdir']}" if launch.reuse
                   else " ".join(launch.cmd))
+            for job, entry in launch.also:
+                print(f"#   and {job.protocol} from its {entry!r} entry")
         return 0
     os.makedirs(os.path.dirname(out), exist_ok=True)
     lock, ce_failed, counts = threading.Lock(), set(), {"ran": 0, "failed": 0, "reused": 0}
@@ -286,20 +358,27 @@ def main(argv=None, launcher=None) -> int:
             if not os.path.isdir(os.path.join(launch.workdir, "ce")):
                 error = copy_error(group_ce, launch.workdir)
         if error is not None:
-            return suite.build_row(launch.job, launch.workdir, launch.cmd, 0.0, error=error, returncode=None)
+            row = suite.build_row(launch.job, launch.workdir, launch.cmd, 0.0, error=error, returncode=None)
+            return [row, *paired_rows(launch, row)] if launch.also else row
         if launch.reuse is not None:
             return reused_row(launch.reuse, launch.job)  # its workdir stays the source's, where its predictions are
         ce = launch.job.method == "ce"
-        return _run(launcher, launch.job, [*(ce_slots if ce else rl_slots).prefix(), *launch.cmd], launch.workdir,
-                    ce_dir=None if ce else group_ce)
+        row = _run(launcher, launch.job, [*(ce_slots if ce else rl_slots).prefix(), *launch.cmd], launch.workdir,
+                   ce_dir=None if ce else group_ce)
+        return [row, *paired_rows(launch, row)] if launch.also else row
 
-    def record(launch: Launch, row):
-        if row is None:
+    def record(launch: Launch, rows):
+        if rows is None:
             return
+        for i, row in enumerate(rows if isinstance(rows, list) else [rows]):
+            # a paired row is the same run's: counted once, printed under its own folder name
+            _record(launch if i == 0 else launch._replace(job=launch.also[i - 1][0]), row, first=i == 0)
+
+    def _record(launch: Launch, row, first: bool = True):
         job = launch.job
         with lock:
             if launch.reuse is None:
-                counts["ran"] += 1
+                counts["ran"] += first
             elif launch.new_row and row["status"] == "ok":  # a copied checkpoint whose row is here is no reused row
                 counts["reused"] += 1
                 print(f"reused  {job.dataset} seed{job.seed} {os.path.basename(launch.workdir)}: "
@@ -314,7 +393,7 @@ def main(argv=None, launcher=None) -> int:
                       flush=True)
             elif job.method != "ce" and launch.reuse is None:
                 rmse = ((row.get("test") or {}).get("mean") or {}).get("rmse", float("nan"))
-                print(f"ok      {job.dataset} seed{job.seed} {os.path.basename(launch.workdir)}: test RMSE (z) "
+                print(f"ok      {job.dataset} seed{job.seed} {job.protocol.rpartition('/')[2]}: test RMSE (z) "
                       f"{rmse:.4f}, {row['wall_time_s']:.0f}s", flush=True)
 
     previous = signal.signal(signal.SIGTERM, launches.sigterm_as_interrupt)
@@ -390,7 +469,7 @@ def started_from(ce_dir: str) -> dict | None:
     splits = entry.get("splits") or {}
     return {"params_digest": (entry.get("stamp") or {}).get("params_digest"), "test": splits.get("test"),
             "val": splits.get("val"), "calibration": entry.get("calibration"),
-            "one_sample_rmse": one_sample_rmse(ce_dir),  # where it was trained: a retrained CE writes no row
+            "one_sample_rmse": one_sample_rmse(ce_dir, "ce"),  # where it was trained: a retrained CE writes no row
             "versions": (read_json(os.path.join(ce_dir, "config.json")) or {}).get("versions")}
 
 
@@ -400,7 +479,7 @@ def _run(launcher, job, cmd: list, workdir: str, ce_dir: str | None = None) -> d
     os.makedirs(workdir, exist_ok=True)
     row = suite.launch_row(job, cmd, workdir, os.path.join(workdir, "claims.log"), launcher)
     if row["status"] == "ok":
-        row["one_sample_rmse"] = one_sample_rmse(workdir)
+        row["one_sample_rmse"] = one_sample_rmse(workdir, job.method)  # a run may evaluate several entries
         base = started_from(ce_dir) if ce_dir is not None else None
         if base is not None:
             row["ce"] = base

@@ -81,12 +81,13 @@ def method_entries(workdir: str) -> dict:
     return (read_json(os.path.join(workdir, "results.json")) or {}).get("phases", {})
 
 
-def one_sample_rmse(workdir: str) -> float:
-    """sqrt(mean over rows of E[(Y - y)^2]) for one draw Y of the test distribution; nan if unavailable."""
+def one_sample_rmse(workdir: str, entry: str | None = None) -> float:
+    """sqrt(mean over rows of E[(Y - y)^2]) for one draw Y of the test distribution of ``entry`` (a
+    results.json entry; None: the workdir's only evaluation); nan if unavailable."""
     folder = os.path.join(workdir or "", "eval")
     if not os.path.isdir(folder):
         return math.nan
-    names = os.listdir(folder)
+    names = [entry] if entry is not None else os.listdir(folder)
     if len(names) != 1:
         return math.nan
     path = os.path.join(folder, names[0], "predictions_test.npz")

@@ -27,19 +27,25 @@ class FakeLaunch:
             os.makedirs(os.path.join(workdir, "ce", "best", "3"), exist_ok=True)
         else:
             assert os.path.isdir(os.path.join(workdir, "ce", "best", "3"))  # RL starts from the copied CE
-        method = "ce" if "ce" in phases else flags["config.rl.method"]
-        r2 = {"ce": 0.75 if self.digest == "retrained" else 0.8}.get(method, 0.85)  # which run made a number
-        split = {agg: {"rmse": 0.4, "r2": r2} for agg in ("mean", "median", "greedy")}
+        method = "ce" if "ce" in phases else flags.get("config.rl.method", flags.get("config.token.method"))
+        names = [method]
+        if flags.get("config.rl.both_selections") == "True":  # the other rule's entry too (genre_jax/pipeline.py)
+            other = "reward" if flags.get("config.rl.selection") == "aggregate_rmse" else "aggregate_rmse"
+            names.append(f"{method}@{other}")
         with open(os.path.join(workdir, "config.json"), "w") as f:
             json.dump({"versions": {"cpu": f"cpu of {self.digest}"}}, f)
-        entry = {"splits": {"val": split, "test": split}, "num_samples": 128,
-                 "calibration": {"temperature": {"value": 1.5}},
-                 "stamp": {"params_digest": self.digest if method == "ce" else f"{method}-from-{self.digest}"}}
-        os.makedirs(os.path.join(workdir, "eval", method), exist_ok=True)  # one draw off by 0.3 or 0.4 z
-        np.savez(os.path.join(workdir, "eval", method, "predictions_test.npz"), target_z=np.zeros(2),
-                 samples_z=np.array([[0.3, -0.3], [0.4, -0.4]]))
+        entries = {}
+        for i, name in enumerate(names):
+            r2 = {"ce": 0.75 if self.digest == "retrained" else 0.8}.get(method, 0.85 - 0.05 * i)  # which run made it
+            split = {agg: {"rmse": 0.4, "r2": r2} for agg in ("mean", "median", "greedy")}
+            entries[name] = {"splits": {"val": split, "test": split}, "num_samples": 128,
+                             "calibration": {"temperature": {"value": 1.5}},
+                             "stamp": {"params_digest": self.digest if method == "ce" else f"{name}-from-{self.digest}"}}
+            os.makedirs(os.path.join(workdir, "eval", name), exist_ok=True)  # one draw off by 0.3 or 0.4 z (x 2)
+            np.savez(os.path.join(workdir, "eval", name, "predictions_test.npz"), target_z=np.zeros(2),
+                     samples_z=np.array([[0.3, -0.3], [0.4, -0.4]]) * (i + 1))
         with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump({"phases": {method: entry}}, f)
+            json.dump({"phases": entries}, f)
         return 0
 
 
@@ -61,7 +67,11 @@ def test_every_study_plans_its_variants(study, tmp_path, capsys):
     assert claims.main([f"--study={study}", f"--data_dir={tmp_path / 'data'}", "--datasets=toy", "--dry_run",
                         f"--out={tmp_path / 'rows.jsonl'}", f"--workroot={tmp_path / 'runs'}"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("--config.phases=rl,eval") == len(config.variants) * len(config.budgets.split(","))
+    runs = printed.count("--config.phases=rl,eval") + printed.count("--config.phases=token,eval")
+    budgets = len(config.budgets.split(","))
+    assert runs == (len(config.variants) - len(config.get("paired") or {})) * budgets  # a pair is one run
+    assert printed.count("#   and claims/") == len(config.get("paired") or {}) * budgets
+    assert "--config.rl.keep_start=False" in printed
     if study == "expert":
         assert "--config.rl.expert_weight=0.05" in printed and "genre2@lambda0p05@1of8" in printed
 
@@ -252,6 +262,47 @@ def test_an_rl_row_records_the_ce_it_started_from_even_when_a_retrained_ce_diffe
     assert "ce,eval" not in [c["config.phases"] for c in expert.commands]
     launched = [json.loads(line) for line in open(tmp_path / "expert.jsonl")][2:]
     assert len(launched) == 4 and {r["ce"]["params_digest"] for r in launched} == {"retrained"}
+
+
+def test_both_rules_are_one_run_and_the_controls_run_with_the_rl_recipe(tmp_path, capsys):
+    """A paired variant (the other selection rule) is read from its source's run; ce_continued runs as
+    an RL method; ntl_mse as a token-level one with the same optimizer for the same updates."""
+    write_talent_dataset(tmp_path / "data", "toy", n=200)
+    args = [f"--data_dir={tmp_path / 'data'}", "--datasets=toy", "--budgets=1", f"--out={tmp_path / 'rows.jsonl'}",
+            f"--workroot={tmp_path / 'runs'}",
+            "--variants=genre2@reward,genre2@aggregate_rmse,ce_continued@reward,ntl_mse"]
+    fake = FakeLaunch()
+    assert claims.main(args, launcher=fake) == 0
+    runs = {os.path.basename(c["workdir"]): c for c in fake.commands}
+    assert sorted(runs) == ["ce", "ce_continued@reward@1", "genre2@reward@1", "ntl_mse@1"]  # no genre2@aggregate_rmse
+    genre2, token = runs["genre2@reward@1"], runs["ntl_mse@1"]
+    assert genre2["config.rl.both_selections"] == "True" and genre2["config.rl.keep_start"] == "False"
+    assert runs["ce_continued@reward@1"]["config.rl.method"] == "ce_continued"
+    assert token["config.phases"] == "token,eval" and token["config.token.method"] == "ntl_mse"
+    # 200 rows: 64 % train = 128, one update per epoch; 100 epochs at 1x, no early stop, the RL optimizer
+    assert (token["config.token.max_epochs"], token["config.token.patience"]) == ("100", "100")
+    shared = ("learning_rate", "warmup_steps", "weight_decay", "lr_floor", "grad_clip", "batch_size")
+    assert [token[f"config.token.{k}"] for k in shared] == [genre2[f"config.rl.{k}"] for k in shared]
+    rows = {r["protocol"].rpartition("/")[2]: r for r in map(json.loads, open(tmp_path / "rows.jsonl"))}
+    assert set(rows) == {"ce", "genre2@reward@1", "genre2@aggregate_rmse@1", "ce_continued@reward@1", "ntl_mse@1"}
+    pair, source = rows["genre2@aggregate_rmse@1"], rows["genre2@reward@1"]
+    assert pair["method"] == "genre2" and pair["workdir"] == source["workdir"] and pair["status"] == "ok"
+    assert pair["results_entry"] == "genre2@aggregate_rmse" and "results_entry" not in source
+    assert (pair["test"]["mean"]["r2"], source["test"]["mean"]["r2"]) == (pytest.approx(0.80), 0.85)  # its own entry
+    assert pair["params_digest"] == "genre2@aggregate_rmse-from-ce0" and pair["ce"] == source["ce"]
+    assert pair["one_sample_rmse"] == pytest.approx(2 * source["one_sample_rmse"])  # its own predictions
+    assert rows["ntl_mse@1"]["method"] == "ntl_mse" and rows["ntl_mse@1"]["ce"]["params_digest"] == "ce0"
+    out = capsys.readouterr().out
+    assert "ok      toy seed0 genre2@aggregate_rmse@1" in out and out.splitlines()[-1].startswith("4 launch(es)")
+
+    with open(tmp_path / "rows.jsonl") as f:  # the pair's row lost, its source's kept: it runs on its own
+        kept = [line for line in f if "genre2@aggregate_rmse@1" not in line]
+    with open(tmp_path / "rows.jsonl", "w") as f:
+        f.writelines(kept)
+    again = FakeLaunch()
+    assert claims.main(args, launcher=again) == 0
+    assert [(os.path.basename(c["workdir"]), c["config.rl.selection"]) for c in again.commands] == [
+        ("genre2@aggregate_rmse@1", "aggregate_rmse")]
 
 
 def test_the_distribution_study_leaves_out_exact_runs_the_tokenizer_refuses(tmp_path, capsys):

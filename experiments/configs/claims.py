@@ -20,9 +20,20 @@ Budgets are fractions of the paper's rollouts per input (100 epochs × 16 rollou
 `1/8` = 13 RL epochs, `1/3` = 34, `1` = 100, and `cpu` = the `cpu` protocol's RL (~60 updates of
 128 inputs: 2-8 % of the paper's on datasets of 1-5k train rows).
 
+RL selects among RL epochs only, as released (rl.keep_start = False; rows made before it let the CE
+start compete as epoch -1: their command lines lack the flag). The budget study keeps the best
+checkpoint of both selection rules (rl.both_selections), so a (dataset, method, budget) is one run
+whose two rows differ in the rule (``paired``: the aggregate_rmse variant's row is read from the
+reward variant's run, its results entry "<method>@aggregate_rmse"; a paired variant whose source row
+already exists runs on its own, as before).
+
 Studies (``get_config(study)``; fields: study, config, datasets, seeds, budgets and the variant grid):
   budget     ReMax and GenRe² at every budget, each with rl.selection = reward (as released) and
-             aggregate_rmse (validation RMSE of the exact mean).
+             aggregate_rmse (validation RMSE of the exact mean); the controls: ``ce_continued`` (the
+             CE loss trained on with the RL recipe, budget and selection: is a gain RL's objective or
+             more training?) and ``ntl_mse`` (the token-level baseline the `cpu` table ranks best by
+             mean R², fine-tuned with the RL recipe's optimizer for the same updates, no early stop,
+             its best validation-loss epoch kept).
   expert     GenRe² at budget 1/8 with expert weight λ ∈ {0, 0.01, 0.05 (the default for normalized
              tokens), 0.1 (the default for IEEE tokens), 0.2}. Its CE, λ = 0 (ReMax) and λ = 0.05 are
              the budget study's runs: where budget.jsonl has them they are copied (``reuse``).
@@ -87,14 +98,21 @@ def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
     c.rl_learning_rate = 1e-4
     c.common = ["--config.eval.decode=auto", "--config.eval.num_samples=128", "--config.eval.calibration=both"]
     c.rl = ["--config.rl.weight_decay=0.01", "--config.rl.lr_floor=0.1", "--config.rl.grad_clip=1.0",
-            "--config.rl.batch_size=128", "--config.rl.num_rollouts=16", "--config.rl.requantize_targets=True"]
-    # variants: name -> (method, budget, tokenizer ("" = the authors' / quick's), extra rl flags)
+            "--config.rl.batch_size=128", "--config.rl.num_rollouts=16", "--config.rl.requantize_targets=True",
+            "--config.rl.keep_start=False"]
+    # variants: name -> (method, tokenizer ("" = the authors' / quick's), extra flags); an RL method runs
+    # the RL recipe above, a token-level one (methods.py's kind) the same optimizer for the same updates
     variants = {}
+    # paired variant -> (the variant whose run also writes its row, the rule of the entry it reads)
+    c.paired = {}
     if study == "budget":
         c.budgets = ",".join(BUDGETS)
-        for method in ("remax", "genre2"):
+        for method in ("remax", "genre2", "ce_continued"):
             for selection in ("reward", "aggregate_rmse"):
-                variants[f"{method}@{selection}"] = (method, "", [f"--config.rl.selection={selection}"])
+                variants[f"{method}@{selection}"] = (method, "", [f"--config.rl.selection={selection}",
+                                                                  "--config.rl.both_selections=True"])
+            c.paired[f"{method}@aggregate_rmse"] = (f"{method}@reward", "aggregate_rmse")
+        variants["ntl_mse"] = ("ntl_mse", "", [])
     elif study == "expert":
         c.budgets = "1/8"
         for weight in (0.0, 0.01, 0.05, 0.1, 0.2):
