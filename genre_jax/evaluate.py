@@ -205,11 +205,12 @@ def evaluate_head(ctx, params, model, out_dir: str) -> dict:
 def format_table(results: dict) -> str:
     """A small fixed-width table of every evaluated phase, split and aggregation."""
     cols = ("rmse", "mae", "r2", "spearman", "rmse_original")
-    lines = [f"{'phase':<10}{'split':<6}{'agg':<8}" + "".join(f"{c:>14}" for c in cols)]
+    w = max([10, *(len(phase) + 2 for phase in results)])  # "genre2@aggregate_rmse" is wider than 10
+    lines = [f"{'phase':<{w}}{'split':<6}{'agg':<8}" + "".join(f"{c:>14}" for c in cols)]
     for phase, res in results.items():
         for split, scores in res["splits"].items():
             for agg in metrics.AGGREGATIONS:
-                lines.append(f"{phase:<10}{split:<6}{agg:<8}" + "".join(f"{scores[agg][c]:>14.4f}" for c in cols))
+                lines.append(f"{phase:<{w}}{split:<6}{agg:<8}" + "".join(f"{scores[agg][c]:>14.4f}" for c in cols))
     calibrated = [(phase, res["calibration"]) for phase, res in results.items()
                   if "test" in res.get("calibration", {}).get("raw", {})]
     if calibrated:
@@ -222,5 +223,5 @@ def format_table(results: dict) -> str:
             parts.append(f"T={cal['temperature']['value']:g} {t['coverage']['0.9']:.2f} / {t['crps']:.4f}")
         if "conformal" in cal and cal["conformal"]["splits"]["test"]["coverage"]["0.9"] is not None:
             parts.append(f"conformal {cal['conformal']['splits']['test']['coverage']['0.9']:.2f}")
-        lines.append(f"{phase:<10}" + "   ".join(parts))
+        lines.append(f"{phase:<{w}}" + "   ".join(parts))
     return "\n".join(lines)
