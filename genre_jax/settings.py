@@ -239,6 +239,10 @@ def _rl(config, tokenizer, ce_lr: float, evaluation: Eval) -> RL:
     lr = ce_lr if s.learning_rate is None else s.float("learning_rate", strict=True)
     expert = DEFAULT_EXPERT_WEIGHT[tokenizer.name] if s.expert_weight is None else s.float("expert_weight")
     with_expert = method.spec.expert if s.expert is None else s.bool("expert")  # the GenRe² term on any method
+    extras = {"expert": with_expert, "kl_weight": s.float("kl_weight"), "entropy_weight": s.float("entropy_weight")}
+    if method.spec.teacher_forced and any(extras.values()):
+        raise GenreError(f"config.rl.{next(k for k, v in extras.items() if v)}: {method.name} trains the CE loss "
+                         f"alone (no rollouts to put an expert, KL or entropy term on); expected it off")
     loop = s.loop(s.optim(learning_rate=lr), patience=math.inf, steps_per_epoch=s.int("steps_per_epoch", 0))
     return RL(method, objectives.REWARDS[s.reward], s.bool("masked_expert"), rollouts, s.float("temperature", strict=True),
               s.float("clip_eps"), ppo_epochs, s.bool("requantize_targets"),

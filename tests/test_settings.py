@@ -41,6 +41,8 @@ def test_resolved_values_are_typed_and_defaulted(tiny_config):
     ({"rl.method": "genre2", "rl.ppo_epochs": 4}, r"config\.rl\.ppo_epochs: expected 1 for genre2"),
     ({"rl.method": "rloo", "rl.ppo_epochs": 2}, r"config\.rl\.ppo_epochs: expected 1 for rloo"),
     ({"rl.method": "exact_reward", "rl.ppo_epochs": 2}, r"config\.rl\.ppo_epochs: expected 1 for exact_reward"),
+    ({"rl.method": "ce_continued", "rl.expert": True}, r"config\.rl\.expert: ce_continued trains the CE loss alone"),
+    ({"rl.method": "ce_continued", "rl.kl_weight": 0.1}, r"config\.rl\.kl_weight: ce_continued"),
     ({"token.method": "ntl"}, r"config\.token\.method.*ntl_mse"),
     ({"token.method": "ce"}, r"config\.token\.method"),
     ({"token.method": "dist2", "token.tau": 0.0}, r"config\.token\.tau"),
