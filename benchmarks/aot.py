@@ -343,12 +343,13 @@ def compile_all(topology: str, variant: str, dtypes, wanted, features: int, trai
     rows = []
     for dtype in dtypes:
         config = variant_config(variant, dtype, overrides)
-        programs, params, tok = build_programs(config, mesh, features, train_rows, wanted)
+        programs, _, tok = build_programs(config, mesh, features, train_rows, wanted)
         for name, (jitted, args, note) in programs.items():
             start = time.perf_counter()
             compiled = jitted.lower(*args).compile()
+            own = getattr(args[0], "params", args[0])  # a train state's params, or the params themselves
             row = {"program": name, "dtype": dtype, "variant": variant, "shapes": note, "length": tok.length,
-                   "compile_s": round(time.perf_counter() - start, 2), **analyse(compiled, chip, tree_bytes(params))}
+                   "compile_s": round(time.perf_counter() - start, 2), **analyse(compiled, chip, tree_bytes(own))}
             rows.append(row)
             print(f"[{topology} {variant} {dtype}] {name}: {row['per_chip_bytes'] / 2**20:.1f} MiB/chip, "
                   f"{row['flops'] / 1e9:.2f} GFLOP, XLA est. {ms(row['optimal_seconds'])} ms, all-reduce "
@@ -472,7 +473,8 @@ def markdown(topology: str, rows: list[dict], chips: int) -> str:
 
 
 def process_shapes(mesh, rows: int) -> dict:
-    return {p: {"rows": int(len(r)), "blocks": [int(b) for b in np.flatnonzero(np.diff(r, prepend=-2) != 1)]}
+    """{process: its rows of a ``rows``-row batch and the first row of each contiguous block of them}."""
+    return {p: {"rows": int(len(r)), "blocks": [int(r[i]) for i in np.flatnonzero(np.diff(r, prepend=-2) != 1)]}
             for p, r in parallel.process_rows(mesh, rows).items()}
 
 
