@@ -38,8 +38,10 @@ def test_conformal_intervals_cover_at_least_the_level_on_exchangeable_data():
         for k, q in half.items():
             covered[k].append(np.mean(np.abs(y[30:] - point[30:]) <= q))
     for k, cov in covered.items():
-        # guaranteed in expectation: >= level (and < level + 1/(n+1)); 400 repeats give +-0.01
-        assert float(k) - 0.015 <= np.mean(cov) <= float(k) + 1 / 31 + 0.015, (k, np.mean(cov))
+        # guaranteed in expectation: >= level (and < level + 1/(n+1)); the mean of 400 repeats lies
+        # within 4 standard errors of that range (0.026, 0.020 and 0.015 for these levels)
+        margin = 4 * np.std(cov) / np.sqrt(len(cov))
+        assert float(k) - margin <= np.mean(cov) <= float(k) + 1 / 31 + margin, (k, np.mean(cov), margin)
 
 
 def test_distribution_report_of_a_discrete_distribution():
