@@ -139,6 +139,15 @@ class PhaseCheckpoints:
             sums[str(step)] = folder_digest(os.path.join(self.root, which, str(step)))
             write_json_atomic(os.path.join(self.root, which, CHECKSUMS), sums)
 
+    def discard_after(self, which: str, step: int) -> None:
+        """Deletes ``which``'s steps after ``step``: a ``best`` written after the ``last`` a phase
+        resumes from (``checkpoint_every_s``) belongs to epochs the resumed phase trains again."""
+        if not paths.isdir(os.path.join(self.root, which)):
+            return
+        manager = self._manager_of(which)
+        for newer in [s for s in manager.all_steps() if s > step]:
+            manager.delete(newer)
+
     def _remove_partial(self, which: str) -> None:
         """Orbax's temporary folder of a save that failed midway (the next start would remove it too)."""
         folder = os.path.join(self.root, which)

@@ -10,7 +10,8 @@ shuffling, the progress bar, ``log.jsonl``, selection of the best epoch by the f
 (and by any further rule a phase names: ``Selection``), early stopping, the non-finite stop and the ``best`` / ``last`` checkpoints.
 
 Shuffling and dropout keys derive from (seed, phase, epoch, step), and the state is checkpointed after
-every epoch, so a resumed phase reproduces an uninterrupted one. With ``rng_streams = per_phase`` each
+every epoch (or, with ``checkpoint_every_s``, every that many seconds, at the phase's end and on SIGTERM),
+so a resumed phase reproduces an uninterrupted one. With ``rng_streams = per_phase`` each
 phase draws from its own stream (keyed by its folder); ``shared`` is the older layout, kept so runs
 made with it reproduce: every supervised phase replays CE's dropout keys and batch orders, and RL's
 keys equal CE's step-2/3 dropout keys.
@@ -105,6 +106,23 @@ class Phase:
     fingerprint: dict | None = None
     also_best: tuple[Selection, ...] = ()  # further rules with a best checkpoint each (RL's both_selections)
     rollouts_per_example: int = 0  # RL: G, so TensorBoard gets rollouts/s
+
+
+class Cadence:
+    """When ``last`` is next written: after every epoch (``every_s`` 0), or once ``every_s`` seconds
+    have passed since the previous write. An Orbax save costs a fixed ~0.2 s on 2 CPU cores (1.6-2.2 s
+    for a paper-size RL state), more than a small dataset's whole epoch; resuming from an older
+    ``last`` retrains the epochs after it to the same result, deterministically."""
+
+    def __init__(self, every_s: float):
+        self.every_s, self.since = every_s, time.perf_counter()
+
+    def due(self) -> bool:
+        # every process must agree: an Orbax save is collective on several hosts
+        return self.every_s <= 0 or parallel.any_process(time.perf_counter() - self.since >= self.every_s)
+
+    def wrote(self) -> None:
+        self.since = time.perf_counter()
 
 
 class StepProfiler:
@@ -218,12 +236,20 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
     state = parallel.replicate(TrainState(jnp.zeros((), jnp.int32), params, tx.init(params)), mesh)
 
     # ----- resume, or start
+    start_step = 1 if phase.start_competes else 0  # best step = epoch + start_step (the start is step 0)
     if ckpt.has("last"):
         state, progress = ckpt.restore("last", state)
         if phase.fingerprint is not None and progress.get("settings") != phase.fingerprint:
             raise GenreError(f"{ckpt.root}: holds a run with other settings ({progress.get('settings')}); "
                              f"use a fresh --workdir or the same config.{cfg.section}")
+        # best checkpoints newer than ``last`` are of epochs this run trains again (and saves again)
+        ckpt.discard_after("best", progress["best_epoch"] + start_step)
+        for s in phase.also_best:
+            record = progress.get("also", {}).get(s.name, {"best_epoch": -1})
+            ckpt.discard_after(best_checkpoint(s.name), record["best_epoch"] + start_step)
     else:
+        for which in ("best", *(best_checkpoint(s.name) for s in phase.also_best)):
+            ckpt.discard_after(which, -1)  # of a run killed before its first ``last``
         progress = {"epoch": 0, "best_val": -np.inf if phase.maximize else np.inf, "best_epoch": -1,
                     "bad_epochs": 0, "done": cfg.max_epochs == 0}
         also = {s.name: {"best_val": -np.inf if s.maximize else np.inf, "best_epoch": -1} for s in phase.also_best}
@@ -250,6 +276,7 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
                initial=progress["epoch"], total=cfg.max_epochs, dynamic_ncols=True,
                disable=os.environ.get("GENRE_JAX_PROGRESS", "1") == "0")  # 0: no bars (the estimator's default)
     board = Board(os.path.join(ctx.workdir, "tensorboard", phase.folder))
+    last_writes = Cadence(cfg.checkpoint_every_s)
     for epoch in bar:
         started = time.perf_counter()
         order = epoch_order(base_seed, phase, epoch, len(train["x"]))
@@ -305,14 +332,17 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
         board.scalars(epoch, {**{f"train/{k}": v for k, v in train_stats.items()},
                               **{f"val/{k.removeprefix('val_')}": v for k, v in val.items()},
                               "lr": lr, **{f"time/{k}": v for k, v in timing.items()}})
-        best_step = epoch + 1 if phase.start_competes else epoch
+        best_step = epoch + start_step
         if improved:
             ckpt.save("best", best_step, state.params, {**phase.meta, "epoch": epoch, select_name: select})
         for s in also_improved:
             ckpt.save(best_checkpoint(s.name), best_step, state.params,
                       {**phase.meta, "epoch": epoch, s.value: val[s.value]})
-        ckpt.save("last", epoch, state, progress)
-        preemption.check(f"{phase.folder} epoch {epoch + 1}/{cfg.max_epochs}")
+        # every process takes the same branch: done is deterministic, the other two are collectives
+        if progress["done"] or preemption.requested() or last_writes.due():
+            ckpt.save("last", epoch, state, progress)
+            last_writes.wrote()
+            preemption.check(f"{phase.folder} epoch {epoch + 1}/{cfg.max_epochs}")  # a stop only after a save
         first = next(iter(train_stats))
         bar.set_postfix({first: f"{train_stats[first]:.4f}", "val": f"{select:.4f}",
                          "best": f"{progress['best_val']:.4f}"})

@@ -1,10 +1,11 @@
 """A graceful stop on SIGTERM, the signal schedulers and preemptible VMs send before they kill.
 
 The first SIGTERM only raises a flag: training finishes the epoch it is in (one jitted scan),
-writes ``last`` as after every epoch, and then stops with ``Stopped``, which ``launch.py`` turns
-into one line and exit code ``EXIT_CODE``; evaluation stops between methods. The same command
-resumes. A second SIGTERM stops at once, like the kill -9 that usually follows: the checkpoints
-are written atomically, so that loses at most the epoch in progress.
+writes ``last`` (whatever ``checkpoint_every_s`` says), and then stops with ``Stopped``, which
+``launch.py`` turns into one line and exit code ``EXIT_CODE``; evaluation stops between methods. The
+same command resumes. A second SIGTERM stops at once, like the kill -9 that usually follows: the
+checkpoints are written atomically, so that loses at most what was trained since ``last`` was
+written (the epoch in progress, plus up to ``checkpoint_every_s`` seconds of epochs).
 
 On several hosts every process asks ``parallel.any_process`` at the same points, so all of them
 stop after the same epoch even when the signal reaches them at different times.
@@ -51,8 +52,14 @@ def graceful_sigterm():
         _requested = False
 
 
+def requested() -> bool:
+    """Whether a SIGTERM came to any process (a collective on several hosts: call it at the same point
+    on all of them)."""
+    from genre_jax import parallel
+    return parallel.any_process(_requested)
+
+
 def check(done: str) -> None:
     """Raises ``Stopped`` if a SIGTERM came (on any process); ``done`` names what was saved."""
-    from genre_jax import parallel
-    if parallel.any_process(_requested):
+    if requested():
         raise Stopped(f"stopped by SIGTERM after {done} (saved); run the same command to resume")

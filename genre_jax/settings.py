@@ -26,7 +26,7 @@ HEAD_SELECT = ("mse", "loss")
 # those runs. A config without the field reads that value; a resumed phase or a workdir's model
 # identity leaves the field out while it holds that value, so older workdirs still match.
 LATER_FIELDS = {
-    "": {"rng_streams": "shared", "last_batch": "pad"},
+    "": {"rng_streams": "shared", "last_batch": "pad", "checkpoint_every_s": 0.0},
     "model": {"final_norm": True, "dtype": "float32"},
     "ce": {"masked_loss": True},
     "rl": {"lr_floor": 1.0, "requantize_targets": False, "masked_expert": True, "selection": "reward",
@@ -59,6 +59,9 @@ class Loop:
     patience: float  # epochs without improvement before stopping; inf = never
     steps_per_epoch: int  # 0 = a full pass over the train split
     optim: Optim
+    # ``last`` is written when this many seconds of training have passed since the previous write (0 =
+    # after every epoch), and always at the phase's end and on SIGTERM; ``best`` on every improvement
+    checkpoint_every_s: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +168,7 @@ class _Reader:
         self.cfg, self.name = config[name], name
         self.rng_streams = config.get("rng_streams", LATER_FIELDS[""]["rng_streams"])
         self.trim_last = config.get("last_batch", LATER_FIELDS[""]["last_batch"]) == "trim"
+        self.checkpoint_every_s = config.get("checkpoint_every_s", LATER_FIELDS[""]["checkpoint_every_s"])
 
     def __getattr__(self, field: str):
         return self.get(field)
@@ -211,7 +215,7 @@ class _Reader:
     def loop(self, optim: Optim | None = None, patience: float | None = None, steps_per_epoch: int = 0) -> Loop:
         patience = float(self.int("patience")) if patience is None else patience
         return Loop(self.name, self.rng_streams, self.int("batch_size"), self.trim_last, self.int("max_epochs", 0),
-                    patience, steps_per_epoch, optim or self.optim())
+                    patience, steps_per_epoch, optim or self.optim(), float(self.checkpoint_every_s))
 
 
 SELECTIONS = ("reward", "aggregate_rmse")
@@ -315,6 +319,9 @@ def resolve(config, tokenizer) -> Settings:
     for field, choices in (("rng_streams", RNG_STREAMS), ("last_batch", LAST_BATCH)):
         if config.get(field, LATER_FIELDS[""][field]) not in choices:
             raise GenreError(f"config.{field}: expected one of {list(choices)}, got {config[field]!r}")
+    every = config.get("checkpoint_every_s", LATER_FIELDS[""]["checkpoint_every_s"])
+    if isinstance(every, bool) or not isinstance(every, numbers.Real) or not math.isfinite(every) or every < 0:
+        raise GenreError(f"config.checkpoint_every_s: expected seconds >= 0 (0 = after every epoch), got {every!r}")
     seed = config.seed
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise GenreError(f"config.seed: expected an integer >= 0, got {seed!r}")

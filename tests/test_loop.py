@@ -338,3 +338,64 @@ def test_tensorboard_on_a_bucket_needs_its_package_or_is_skipped_with_one_warnin
     assert os.listdir(tmp_path) == []  # no local folder named gs:
     monkeypatch.setattr(record_writer, "GCS_ENABLED", True)  # with the package, tensorboardX writes gs:// itself
     assert loop.board_unsupported("gs://b/run/tensorboard/ce") == ""
+
+
+def test_a_sparse_last_checkpoint_resumes_to_the_same_result(make_context, tmp_path, monkeypatch):
+    """checkpoint_every_s: ``last`` only when due, at the end and on SIGTERM; a run killed after best
+    checkpoints newer than its ``last`` drops them, retrains those epochs and ends as the straight run."""
+    from genre_jax import preemption
+    init = {"w": np.zeros(3, np.float32)}
+
+    def sparse():
+        c = config()
+        c.checkpoint_every_s = 1e9
+        return c
+
+    writes = []
+    original_save = checkpoint.PhaseCheckpoints.save
+
+    def recording_save(self, which, step, tree, meta):
+        writes.append((which, step))
+        original_save(self, which, step, tree, meta)
+
+    monkeypatch.setattr(checkpoint.PhaseCheckpoints, "save", recording_save)
+    straight = make_context(linear_arrays(), sparse(), workdir=tmp_path / "a")
+    best_a, progress_a = loop.run(straight, linear_phase(straight), init)
+    assert [step for which, step in writes if which == "last"] == [5]  # the end only
+    assert progress_a["best_epoch"] == 5 and ("best", 4) in writes  # val_loss fell every epoch
+
+    def save_then_die(self, which, step, tree, meta):
+        original_save(self, which, step, tree, meta)
+        if which == "best" and step == 3:
+            raise KeyboardInterrupt  # after best of epochs 2 and 3, which the last of epoch 1 predates
+
+    killed = make_context(linear_arrays(), sparse(), workdir=tmp_path / "b")
+    monkeypatch.setattr(loop.Cadence, "due", lambda self: len(read_log(killed)) == 2)  # last after epoch 1 only
+    monkeypatch.setattr(checkpoint.PhaseCheckpoints, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(killed, linear_phase(killed), init)
+    ckpt = checkpoint.PhaseCheckpoints(killed.workdir, "lin")
+    assert ckpt.meta("last")["epoch"] == 2 and ckpt.best_step() == 3
+    monkeypatch.setattr(checkpoint.PhaseCheckpoints, "save", original_save)
+    monkeypatch.setattr(loop.Cadence, "due", lambda self: False)
+    best_b, progress_b = loop.run(killed, linear_phase(killed), init)
+    np.testing.assert_array_equal(best_a["w"], best_b["w"])  # a run against itself on one machine
+    assert progress_b == progress_a and read_log(killed) == read_log(straight)
+    assert checkpoint.PhaseCheckpoints(killed.workdir, "lin").meta("best")["epoch"] == 5
+
+    # SIGTERM writes last whether or not it is due, then stops
+    epochs = []
+
+    def validate_then_sigterm(params):
+        epochs.append(len(epochs))
+        if epochs[-1] == 1:
+            preemption._requested = True
+        return {"val_loss": float(np.sum(np.asarray(params["w"]) ** 2))}
+
+    stopped = make_context(linear_arrays(), sparse(), workdir=tmp_path / "c")
+    try:
+        with pytest.raises(preemption.Stopped):
+            loop.run(stopped, linear_phase(stopped, validate=validate_then_sigterm), init)
+    finally:
+        preemption._requested = False
+    assert checkpoint.PhaseCheckpoints(stopped.workdir, "lin").meta("last")["epoch"] == 2
