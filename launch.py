@@ -1,6 +1,6 @@
 """Entry point: a config, a workdir, and the phases to run.
 
-  python launch.py                                       # default job: CE -> GenRe² -> eval on bundled cpu_act
+  python launch.py                                       # default job: CE -> GenRe² -> eval on bundled airfoil_self_noise
   python launch.py --config=experiments/configs/tabular.py:paper --workdir=runs/x --config.dataset=NAME \
       --config.data_dir=/path/to/talent --config.phases=ce,rl,eval --config.rl.method=remax
   python launch.py --workdir=runs/prof --config.phases=rl --profile=5   # trace 5 RL steps (runs/prof/profile)
