@@ -110,14 +110,9 @@ def test_rl_step_on_8_devices_equals_1_device(method):
     np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-4, atol=1e-6)
 
 
-def test_interrupted_rl_resumes_to_the_same_parameters(tmp_path, toy_data_dir, monkeypatch):
-    config = tabular.get_config("tiny")
-    config.update(dict(data_dir=str(toy_data_dir), dataset="toy", phases="ce,rl"))
-    config.ce.max_epochs = 1
-    config.rl.max_epochs = 3
-    config.rl.selection = "aggregate_rmse"  # (the default, reward, is what tiny_run trains)
-    launch.run(config, str(tmp_path / "straight"))
-
+def _kill_after_rl_epoch_1_then_resume(config, workdir: str, monkeypatch) -> None:
+    """Runs ``config`` into ``workdir``, killed once GenRe²'s ``last`` of epoch 1 is written, then again
+    to the end: a resumed run."""
     original_save = checkpoint.PhaseCheckpoints.save
 
     def save_then_die(self, which, step, tree, meta):
@@ -127,9 +122,20 @@ def test_interrupted_rl_resumes_to_the_same_parameters(tmp_path, toy_data_dir, m
 
     monkeypatch.setattr(checkpoint.PhaseCheckpoints, "save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        launch.run(config, str(tmp_path / "resumed"))
+        launch.run(config, workdir)
     monkeypatch.setattr(checkpoint.PhaseCheckpoints, "save", original_save)
-    launch.run(config, str(tmp_path / "resumed"))
+    launch.run(config, workdir)
+
+
+def test_interrupted_rl_resumes_to_the_same_parameters(tmp_path, toy_data_dir, monkeypatch):
+    config = tabular.get_config("tiny")
+    config.update(dict(data_dir=str(toy_data_dir), dataset="toy", phases="ce,rl"))
+    config.ce.max_epochs = 1
+    config.rl.max_epochs = 3
+    config.rl.selection = "aggregate_rmse"  # (the default, reward, is what tiny_run trains)
+    launch.run(config, str(tmp_path / "straight"))
+
+    _kill_after_rl_epoch_1_then_resume(config, str(tmp_path / "resumed"), monkeypatch)
 
     ckpt_a = checkpoint.PhaseCheckpoints(str(tmp_path / "straight"), methods.METHODS["genre2"].folder)
     ckpt_b = checkpoint.PhaseCheckpoints(str(tmp_path / "resumed"), methods.METHODS["genre2"].folder)
@@ -403,18 +409,7 @@ def test_one_run_keeps_both_rules_and_a_killed_run_resumes_to_the_same_results(t
         assert straight["genre2"]["splits"] == straight["genre2@aggregate_rmse"]["splits"]
     assert os.path.isfile(tmp_path / "straight" / "eval" / "genre2@aggregate_rmse" / "predictions_val.npz")
 
-    original_save = checkpoint.PhaseCheckpoints.save
-
-    def save_then_die(self, which, step, tree, meta):
-        original_save(self, which, step, tree, meta)
-        if self.root.endswith("genre2") and which == "last" and step == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoint.PhaseCheckpoints, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        launch.run(config, str(tmp_path / "resumed"))
-    monkeypatch.setattr(checkpoint.PhaseCheckpoints, "save", original_save)
-    launch.run(config, str(tmp_path / "resumed"))
+    _kill_after_rl_epoch_1_then_resume(config, str(tmp_path / "resumed"), monkeypatch)
     assert (tmp_path / "resumed" / "results.json").read_bytes() == (tmp_path / "straight" / "results.json").read_bytes()
     # evaluation alone finds both checkpoints and, unchanged, recomputes nothing
     config.phases = "eval"
