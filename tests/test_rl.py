@@ -319,18 +319,23 @@ def test_exact_crps_step_and_gradient_equal_a_teacher_forced_pairwise_crps(exper
     np.testing.assert_allclose(stats[4] / stats[-1], np.sum(w * expert_B) / w.sum() if expert else 0.0,
                                rtol=terms * EPS32)
     assert (rl_settings.expert_weight > 0) == expert
-    grad = jax.tree.map(lambda a, b: np.asarray(a, np.float64) - b, params, jax.device_get(new_state.params))
-    scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(ref_grad))
-    size = max(float(np.abs(a).max()) for a in jax.tree.leaves(params))
-    assert scale > 0
-    # + the rounding of params - gradient, read back by a subtraction
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=terms * EPS32 * scale + 2 * EPS32 * size),
-                 grad, ref_grad)
+    _assert_sgd1_step_took_the_gradient(params, new_state.params, ref_grad, terms)
     config = tabular.get_config("tiny")
     config.rl.method = "exact_crps"
     with pytest.raises(GenreError, match=r"^config.rl.method: exact_crps enumerates every sequence, and this "
                                          r"tokenizer allows 1000000 \(at most 4096\)"):
         settings.resolve(config, NormalizedTokenizer(10, 6))
+
+
+def _assert_sgd1_step_took_the_gradient(params, new_params, ref_grad, terms: int) -> None:
+    """A step under optax.sgd(1.0) moved ``params`` by ``ref_grad``: both paths sum ``terms`` float32
+    terms of the gradient's scale, plus the rounding of params - gradient, read back by a subtraction."""
+    grad = jax.tree.map(lambda a, b: np.asarray(a, np.float64) - b, params, jax.device_get(new_params))
+    scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(ref_grad))
+    size = max(float(np.abs(a).max()) for a in jax.tree.leaves(params))
+    assert scale > 0
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=terms * EPS32 * scale + 2 * EPS32 * size),
+                 grad, ref_grad)
 
 
 def test_ce_continued_takes_pretrainings_ce_step_under_the_rl_phase():
@@ -357,12 +362,7 @@ def test_ce_continued_takes_pretrainings_ce_step_under_the_rl_phase():
     terms = int(real.sum()) * TOK.length * TOK.vocab_size
     assert stats[-1] == real.sum() and np.all(stats[[0, 1, 2, 4, 5, 6]] == 0)  # no rollouts, no extra terms
     np.testing.assert_allclose(stats[3] / stats[-1], ref_loss, rtol=terms * EPS32)
-    grad = jax.tree.map(lambda a, b: np.asarray(a, np.float64) - b, params, jax.device_get(new_state.params))
-    scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(ref_grad))
-    size = max(float(np.abs(a).max()) for a in jax.tree.leaves(params))
-    assert scale > 0
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=terms * EPS32 * scale + 2 * EPS32 * size),
-                 grad, ref_grad)
+    _assert_sgd1_step_took_the_gradient(params, new_state.params, ref_grad, terms)
 
 
 def test_both_selection_rules_are_read_from_one_validation_pass():
