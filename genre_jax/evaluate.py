@@ -157,12 +157,11 @@ def score_splits(ctx, predict_fn, params, out_dir: str, header: dict, exact_valu
         if exact_values_S is None:
             samples_NG = outputs_NG
             scores = metrics.prediction_metrics(samples_NG, greedy_N, target_N, ctx.y_std)
-            scores["distribution"] = {"crps": metrics.crps(samples_NG, target_N),
-                                      "coverage_90": metrics.interval_coverage(samples_NG, target_N, 0.9)}
+            scores["distribution"] = metrics.distribution_scores(metrics.Samples(samples_NG), target_N)
         else:
             dist = metrics.Discrete(exact_values_S, outputs_NG)
             scores = metrics.exact_prediction_metrics(dist, greedy_N, target_N, ctx.y_std)
-            scores["distribution"] = {"crps": dist.crps(target_N), "coverage_90": dist.coverage(target_N, 0.9)}
+            scores["distribution"] = metrics.distribution_scores(dist, target_N)
             samples_NG = dist.sample(np.random.default_rng([ctx.seed, ctx.settings.eval.splits.index(split)]),
                                      header["num_samples"])
             extra = {"exact_probs": outputs_NG.astype(np.float32), "exact_values_z": exact_values_S}

@@ -237,7 +237,7 @@ def error_vs_num_samples(
 
 class Samples:
     """Row-wise empirical distributions of G samples, with ``Discrete``'s interface (mean, quantile,
-    crps, coverage), so one report serves sampled and exact evaluations."""
+    crps, coverage, log_score), so one report serves sampled and exact evaluations."""
 
     def __init__(self, samples_NG):
         self.samples_NG = _as_samples(samples_NG)
@@ -254,6 +254,11 @@ class Samples:
 
     def coverage(self, target_N, level: float = 0.9) -> float:
         return interval_coverage(self.samples_NG, target_N, level)
+
+    def log_score(self, target_N) -> None:
+        """None: samples have no density without an estimate of one (a KDE's bandwidth would be a choice
+        the score depends on), so only the exact distribution gets a log score."""
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,6 +302,42 @@ class Discrete:
         lo, hi = self.quantile((1.0 - level) / 2.0), self.quantile((1.0 + level) / 2.0)
         return float(np.mean((lo <= target) & (target <= hi)))
 
+    def histogram(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(values_U, edges_U1, probs_NU): the distribution as a histogram with one bin per distinct
+        support value (tied values, e.g. IEEE's several zeros, pooled). Bins meet halfway between
+        neighbouring values, where the normalized tokenizer's rounding puts them too, so a uniform grid
+        gives every bin the grid's width; the outer bins reach as far out as their inner half. Needs two
+        distinct values (a tokenizer always has them)."""
+        values_U, first_U = np.unique(self.values_S, return_index=True)
+        if values_U.shape[0] < 2:
+            raise ValueError(f"a histogram needs two distinct support values, got {values_U}")
+        probs_NU = np.add.reduceat(self.probs_NS, first_U, axis=1)  # values_S is sorted: ties adjacent
+        mid = (values_U[1:] + values_U[:-1]) / 2.0
+        edges_U1 = np.concatenate([[2.0 * values_U[0] - mid[0]], mid, [2.0 * values_U[-1] - mid[-1]]])
+        return values_U, edges_U1, probs_NU
+
+    def log_score(self, target_N) -> tuple[float, float]:
+        """(mean log score, fraction of targets floored): -log of the histogram's density at y,
+        p_bin / width_bin (``histogram``), in z units (add log y_std for original units). Dividing by
+        the width makes it a density, so tokenizers with other grids, and continuous models, are
+        compared on one scale. Bins are [e_i, e_i+1), the last one closed. A target with no mass
+        (outside every bin, or in a bin of probability 0) scores -log LOG_DENSITY_FLOOR, never inf;
+        a NaN target stays NaN."""
+        target = np.asarray(target_N, np.float64)
+        _, edges_U1, probs_NU = self.histogram()
+        if target.shape != probs_NU.shape[:1]:
+            raise ValueError(f"target_N must have shape ({probs_NU.shape[0]},), got {target.shape}")
+        num_bins = probs_NU.shape[1]
+        bin_N = np.searchsorted(edges_U1, target, side="right") - 1
+        bin_N = np.where(target == edges_U1[-1], num_bins - 1, bin_N)
+        inside = (bin_N >= 0) & (bin_N < num_bins)
+        safe_N = np.clip(bin_N, 0, num_bins - 1)
+        p_N = np.where(inside, probs_NU[np.arange(target.shape[0]), safe_N], 0.0)
+        density_N = p_N / np.diff(edges_U1)[safe_N]
+        floored = density_N < LOG_DENSITY_FLOOR
+        score_N = np.where(np.isnan(target), np.nan, -np.log(np.maximum(density_N, LOG_DENSITY_FLOOR)))
+        return float(np.mean(score_N)), float(np.mean(floored))
+
     def sample(self, rng: np.random.Generator, num_samples: int) -> np.ndarray:
         """samples_NG by inverse-CDF sampling (kept beside exact scores for sample-based analyses)."""
         u_NG = rng.random((self.cdf_NS.shape[0], num_samples))
@@ -308,3 +349,69 @@ def exact_prediction_metrics(dist: Discrete, greedy_N, target_z_N, y_std) -> dic
     """``prediction_metrics``' schema from an exact distribution: its mean, its median, the greedy decode."""
     point = {"mean": dist.mean(), "median": dist.quantile(0.5), "greedy": np.asarray(greedy_N, np.float64)}
     return {how: regression_metrics(point[how], target_z_N, y_std) for how in AGGREGATIONS}
+
+
+# ---------------------------------------------------------------------------------------------
+# Proper scores beyond CRPS (what ScoringBench-style evaluation reports): pinball loss at quantile
+# levels, the interval (Winkler) score of central intervals, the log score of the exact
+# distribution. Quantiles and intervals are each distribution's own (``quantile``), the ones its
+# coverage is measured on, so the scores of one results entry describe one set of intervals.
+
+# 19 levels 0.05, 0.10, ..., 0.95: the usual grid of probabilistic-forecast benchmarks, the central
+# intervals' ends at 0.9 (0.05, 0.95) and 0.8 (0.1, 0.9) among them. Their mean pinball loss is a
+# 19-point approximation of CRPS / 2 (CRPS = 2 ∫₀¹ pinball_τ dτ, Gneiting & Raftery 2007 eq. 21).
+QUANTILE_LEVELS = tuple(round(0.05 * k, 2) for k in range(1, 20))
+# The central intervals' levels: calibration.LEVELS (a test keeps them equal; metrics sits below
+# calibration in the import order, so the tuple is written here).
+INTERVAL_LEVELS = (0.5, 0.8, 0.9, 0.95)
+# The log score's floor on the predicted density (per z unit): a target where the histogram has no
+# mass (outside every bin, or a bin of probability 0, or one underflowed in float32) would score
+# +inf and dominate any mean. It scores -log(1e-6) = 13.8 nats instead, about a standard normal's
+# density 5 sigma out; ``log_score_floored`` reports how many targets hit the floor.
+LOG_DENSITY_FLOOR = 1e-6
+
+
+def pinball_loss(quantiles_QN, target_N, levels_Q) -> np.ndarray:
+    """[Q] mean pinball (quantile) loss per level: ρ_τ(y − q) = max(τ (y − q), (τ − 1)(y − q))."""
+    q = np.asarray(quantiles_QN, np.float64)
+    target = np.asarray(target_N, np.float64)
+    tau = np.asarray(levels_Q, np.float64)
+    if q.shape != (tau.shape[0], target.shape[0]):
+        raise ValueError(f"quantiles_QN must have shape {(tau.shape[0], target.shape[0])}, got {q.shape}")
+    if np.any((tau <= 0.0) | (tau >= 1.0)):
+        raise ValueError(f"levels_Q must lie in (0, 1), got {tau}")
+    diff = target[None, :] - q
+    return np.mean(np.maximum(tau[:, None] * diff, (tau[:, None] - 1.0) * diff), axis=1)
+
+
+def interval_score(lower_N, upper_N, target_N, level: float) -> float:
+    """Mean interval (Winkler) score of central intervals at ``level`` (α = 1 − level; Gneiting &
+    Raftery 2007 eq. 43): (u − l) + (2/α)(l − y)·1[y < l] + (2/α)(y − u)·1[y > u]. Lower is better;
+    a target on an end is inside, as in ``interval_coverage``."""
+    level = float(level)
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    lo, hi, target = (np.asarray(a, np.float64) for a in (lower_N, upper_N, target_N))
+    alpha = 1.0 - level
+    penalty = np.maximum(lo - target, 0.0) + np.maximum(target - hi, 0.0)
+    return float(np.mean(hi - lo + (2.0 / alpha) * penalty))
+
+
+def quantile_scores(dist, target_N, interval_levels=INTERVAL_LEVELS, quantile_levels=QUANTILE_LEVELS) -> dict:
+    """Pinball loss (mean over ``quantile_levels``), the interval score per level (keyed '0.9' as
+    calibration keys levels) and the log score with its floored fraction (None for ``Samples``)."""
+    target = np.asarray(target_N, np.float64)
+    quantiles_QN = np.stack([dist.quantile(t) for t in quantile_levels])
+    log = dist.log_score(target)
+    return {"pinball": float(np.mean(pinball_loss(quantiles_QN, target, quantile_levels))),
+            "interval_score": {f"{level:g}": interval_score(dist.quantile((1.0 - level) / 2.0),
+                                                            dist.quantile((1.0 + level) / 2.0), target, level)
+                               for level in interval_levels},
+            "log_score": None if log is None else log[0], "log_score_floored": None if log is None else log[1]}
+
+
+def distribution_scores(dist, target_N) -> dict:
+    """The ``distribution`` block of a results entry, for a ``Samples`` or a ``Discrete``: crps and
+    coverage_90 (as they always were), then ``quantile_scores``. All in z units."""
+    return {"crps": dist.crps(target_N), "coverage_90": dist.coverage(target_N, 0.9),
+            **quantile_scores(dist, target_N)}

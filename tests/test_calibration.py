@@ -121,3 +121,12 @@ def test_the_grid_reaches_past_4_and_its_top_is_flagged():
     assert max(grid) == 16.0  # the stated cap
     assert calibration.at_grid_top(16.0) and not calibration.at_grid_top(4.0)
     assert calibration.at_grid_top(4.0, temperatures=(1.0, 4.0))  # the old grid's top
+
+
+def test_distribution_report_carries_the_quantile_scores_at_its_levels():
+    dist = metrics.Discrete([-1.0, 0.0, 1.0], [[0.25, 0.5, 0.25], [0.0, 0.0, 1.0]])
+    report = calibration.distribution_report(dist, [0.0, 0.0], levels=(0.5, 0.9))
+    assert {"rmse_mean", "crps", "coverage", "width"} <= set(report)  # the keys results.json had
+    scores = metrics.quantile_scores(dist, np.array([0.0, 0.0]), interval_levels=(0.5, 0.9))
+    assert report["interval_score"] == scores["interval_score"] and set(scores["interval_score"]) == {"0.5", "0.9"}
+    assert report["log_score"] == scores["log_score"] and report["pinball"] == scores["pinball"]

@@ -49,6 +49,10 @@ def test_exact_evaluation_scores_the_enumerated_distribution(tmp_path, make_cont
     test = result["splits"]["test"]
     assert np.isclose(test["mean"]["rmse"], metrics.rmse(dist.mean(), arrays["test"]["z"]), rtol=1e-5)
     assert np.isclose(test["distribution"]["crps"], dist.crps(arrays["test"]["z"]), rtol=1e-5)
+    # the whole block, pinball / interval / log scores included, is metrics' of the saved distribution
+    saved_dist = metrics.Discrete(saved["exact_values_z"], saved["exact_probs"])
+    assert test["distribution"] == metrics.distribution_scores(saved_dist, arrays["test"]["z"])
+    assert np.isfinite(test["distribution"]["log_score"])
 
     # calibration (tiny's eval.calibration = both), fitted on val: every temperature's val CRPS is the
     # CRPS of exact.predict at that temperature, the lowest one is kept, and split-conformal intervals
@@ -95,6 +99,10 @@ def test_predictions_of_a_bucket_workdir_match_local_ones(tmp_path, bucket, make
     local, _ = evaluate.score_splits(ctx, predict_fn, None, str(tmp_path / "eval"), header)
     remote, _ = evaluate.score_splits(ctx, predict_fn, None, bucket.URI + "/run/eval/ce", header)
     assert remote["splits"] == local["splits"]
+    samples_NG = np.asarray(arrays["test"]["x"][:, :1] + np.linspace(-1, 1, 4, dtype=np.float32), np.float64)
+    assert local["splits"]["test"]["distribution"] == metrics.distribution_scores(metrics.Samples(samples_NG),
+                                                                                  arrays["test"]["z"])
+    assert local["splits"]["test"]["distribution"]["log_score"] is None  # samples: no density without a KDE
     assert sorted(os.listdir(bucket.root / "run" / "eval" / "ce")) == \
         sorted(f"predictions_{s}.npz" for s in ctx.settings.eval.splits)
     for split in ctx.settings.eval.splits:

@@ -281,3 +281,148 @@ def test_discrete_distribution_metrics_equal_those_of_its_expanded_samples():
     assert scores["mean"]["rmse"] == pytest.approx(metrics.rmse(samples_NG.mean(1), target_N))
     with pytest.raises(ValueError, match="probs_NS"):
         metrics.Discrete(values_S, np.ones((2, 3)))
+
+
+# --- pinball, interval and log scores -----------------------------------------------------------
+# References are written out branch by branch (not the vectorized max form the module uses) or come
+# from another implementation (NumPy's inverted-CDF quantile). Float64 sums of a few dozen terms of
+# size <= 10: 64 * eps64 * 10 is far above their rounding and far below any formula mistake.
+
+_TOL = 64 * np.finfo(np.float64).eps * 10
+
+
+def _pinball_reference(q, y, tau):
+    return tau * (y - q) if y >= q else (1.0 - tau) * (q - y)
+
+
+def _winkler_reference(lo, hi, y, level):
+    alpha = 1.0 - level
+    if y < lo:
+        return hi - lo + 2.0 / alpha * (lo - y)
+    if y > hi:
+        return hi - lo + 2.0 / alpha * (y - hi)
+    return hi - lo
+
+
+def _scores_from_quantiles(quantile_fn, target_N):
+    """pinball and interval scores from a quantile function (level -> [N]), element by element."""
+    pinball = np.mean([[_pinball_reference(q, y, tau) for q, y in zip(quantile_fn(tau), target_N)]
+                       for tau in metrics.QUANTILE_LEVELS])
+    interval = {f"{lv:g}": np.mean([_winkler_reference(lo, hi, y, lv) for lo, hi, y in
+                                     zip(quantile_fn((1 - lv) / 2), quantile_fn((1 + lv) / 2), target_N)])
+                for lv in metrics.INTERVAL_LEVELS}
+    return pinball, interval
+
+
+def test_levels_are_the_standard_grid_and_calibrations():
+    from genre_jax import calibration
+    assert metrics.INTERVAL_LEVELS == calibration.LEVELS
+    np.testing.assert_allclose(metrics.QUANTILE_LEVELS, np.arange(1, 20) * 0.05, rtol=0, atol=1e-15)
+
+
+def test_pinball_and_interval_score_hand_computed():
+    # tau = 0.9, q = 1: y = 3 -> 0.9 * 2; y = 0 -> 0.1 * 1; mean 0.95.
+    np.testing.assert_allclose(metrics.pinball_loss([[1.0, 1.0]], [3.0, 0.0], [0.9]), [0.95], rtol=0, atol=_TOL)
+    # [0, 2] at level 0.9 (2/alpha = 20): y = 1 inside -> 2; y = 2 on the end -> 2; y = 2.5 -> 2 + 10;
+    # y = -0.1 -> 2 + 2.
+    got = metrics.interval_score([0.0] * 4, [2.0] * 4, [1.0, 2.0, 2.5, -0.1], 0.9)
+    assert got == pytest.approx((2 + 2 + 12 + 4) / 4, rel=0, abs=_TOL)
+    with pytest.raises(ValueError, match="level"):
+        metrics.interval_score([0.0], [1.0], [0.5], 1.0)
+    with pytest.raises(ValueError, match="levels_Q"):
+        metrics.pinball_loss([[0.0]], [0.0], [0.0])
+    with pytest.raises(ValueError, match="quantiles_QN"):
+        metrics.pinball_loss([[0.0, 1.0]], [0.0], [0.5])
+
+
+def test_samples_scores_match_a_reference_with_ties():
+    samples_NG = np.array([[0.0, 1.0, 1.0, 1.0, 5.0], [2.0, 2.0, 2.0, 2.0, 2.0], [-1.0, 3.0, 0.5, 0.5, 8.0]])
+    target_N = np.array([1.0, 2.5, -4.0])  # inside; beside a point mass; below every sample
+    got = metrics.distribution_scores(metrics.Samples(samples_NG), target_N)
+    pinball, interval = _scores_from_quantiles(lambda q: np.quantile(samples_NG, q, axis=1), target_N)
+    assert got["pinball"] == pytest.approx(pinball, rel=0, abs=_TOL)
+    assert got["interval_score"] == pytest.approx(interval, rel=0, abs=_TOL)
+    assert got["log_score"] is None and got["log_score_floored"] is None  # no density without a KDE
+    # the existing keys, exactly as evaluation wrote them before
+    assert got["crps"] == metrics.crps(samples_NG, target_N)
+    assert got["coverage_90"] == metrics.interval_coverage(samples_NG, target_N, 0.9)
+    assert set(got["interval_score"]) == {"0.5", "0.8", "0.9", "0.95"}
+
+
+def test_discrete_scores_match_numpys_inverted_cdf_of_expanded_samples():
+    """Probabilities in sevenths: no level of either grid is a CDF value (k/7 != j/40), so the inverse
+    CDF is unambiguous and NumPy's inverted_cdf quantile of the 7 repeated values is a reference."""
+    values_S = np.array([0.5, -1.0, 2.0, 0.0, 3.0])  # unsorted on purpose
+    counts_NS = np.array([[1, 2, 1, 3, 0], [0, 7, 0, 0, 0], [2, 1, 1, 1, 2]])
+    dist = metrics.Discrete(values_S, counts_NS / 7.0)
+    samples_NG = np.stack([np.repeat(values_S, c) for c in counts_NS])
+    target_N = np.array([0.3, 4.0, -2.0])
+    got = metrics.distribution_scores(dist, target_N)
+    pinball, interval = _scores_from_quantiles(
+        lambda q: np.quantile(samples_NG, q, axis=1, method="inverted_cdf"), target_N)
+    assert got["pinball"] == pytest.approx(pinball, rel=0, abs=_TOL)
+    assert got["interval_score"] == pytest.approx(interval, rel=0, abs=_TOL)
+    assert got["crps"] == dist.crps(target_N) and got["coverage_90"] == dist.coverage(target_N, 0.9)
+
+
+def test_pinball_at_midpoint_levels_is_half_the_crps():
+    """For G equal-weight atoms the inverse CDF is constant on ((k-1)/G, k/G] and the pinball loss
+    linear in tau there, so the midpoint rule is exact: (1/G) sum_k pinball_{(k-1/2)/G} = CRPS / 2."""
+    rng = np.random.default_rng(5)
+    samples_NG = rng.normal(size=(6, 7))
+    target_N = rng.normal(size=6)
+    levels = (np.arange(7) + 0.5) / 7
+    dist = metrics.Discrete(samples_NG.ravel(), np.kron(np.eye(6), np.ones(7)) / 7)  # row i: its own 7 atoms
+    quantiles = np.stack([dist.quantile(t) for t in levels])
+    half_crps = 0.5 * metrics.crps(samples_NG, target_N)
+    assert np.mean(metrics.pinball_loss(quantiles, target_N, levels)) == pytest.approx(half_crps, rel=0, abs=_TOL)
+
+
+def test_interval_score_is_the_sum_of_its_ends_pinball_losses():
+    """IS_alpha(l, u; y) = (2 / alpha) (pinball_{alpha/2}(l) + pinball_{1-alpha/2}(u)): an identity of the
+    definitions, checked on random intervals with targets inside and outside."""
+    rng = np.random.default_rng(6)
+    lo = rng.normal(size=40)
+    hi = lo + rng.exponential(size=40)
+    y = rng.normal(scale=2.0, size=40)
+    for level in (0.5, 0.9):
+        alpha = 1 - level
+        ends = metrics.pinball_loss(np.stack([lo, hi]), y, [alpha / 2, 1 - alpha / 2])
+        assert metrics.interval_score(lo, hi, y, level) == pytest.approx(2 / alpha * ends.sum(), rel=0, abs=_TOL)
+
+
+def test_discrete_histogram_pools_ties_and_puts_edges_halfway():
+    dist = metrics.Discrete([2.0, 0.0, 4.0, 1.0, 0.0], [[0.0, 0.125, 0.25, 0.5, 0.125]])
+    values, edges, probs = dist.histogram()
+    np.testing.assert_array_equal(values, [0.0, 1.0, 2.0, 4.0])
+    np.testing.assert_array_equal(edges, [-0.5, 0.5, 1.5, 3.0, 5.0])  # the outer bins mirror their inner half
+    np.testing.assert_array_equal(probs, [[0.25, 0.5, 0.0, 0.25]])
+    with pytest.raises(ValueError, match="two distinct"):
+        metrics.Discrete([1.0, 1.0], [[0.5, 0.5]]).histogram()
+
+
+def test_discrete_log_score_hand_computed_with_edge_cases():
+    # bins [-0.5, 0.5) p .25 w 1 | [0.5, 1.5) p .5 w 1 | [1.5, 3) p 0 w 1.5 | [3, 5] p .25 w 2
+    dist = metrics.Discrete([2.0, 0.0, 4.0, 1.0, 0.0], np.tile([0.0, 0.125, 0.25, 0.5, 0.125], (7, 1)))
+    target_N = np.array([0.2, 0.5, 3.9, 5.0, -0.5, 2.0, 7.0])
+    floor = -math.log(metrics.LOG_DENSITY_FLOOR)
+    expected_N = [-math.log(0.25), -math.log(0.5),  # the left edge belongs to the bin above it
+                  -math.log(0.25 / 2), -math.log(0.25 / 2),  # the wide outer bin, closed on the right
+                  -math.log(0.25),  # the lowest edge is inside
+                  floor,  # a bin of probability 0
+                  floor]  # outside every bin
+    score, floored = dist.log_score(target_N)
+    assert score == pytest.approx(np.mean(expected_N), rel=0, abs=_TOL)
+    assert floored == pytest.approx(2 / 7)
+    assert np.isfinite(score)
+    assert math.isnan(dist.log_score(np.array([0.0, np.nan, 1, 1, 1, 1, 1]))[0])  # NaN propagates
+    assert metrics.distribution_scores(dist, target_N)["log_score"] == score
+
+
+def test_log_score_is_comparable_across_grids():
+    """A uniform density on [0, 1] binned at two resolutions scores -log 1 = 0 on both: the width turns
+    bin probabilities into one density."""
+    for num_bins in (4, 16):
+        values = (np.arange(num_bins) + 0.5) / num_bins
+        dist = metrics.Discrete(values, np.full((3, num_bins), 1.0 / num_bins))
+        assert dist.log_score(np.array([0.01, 0.5, 0.99]))[0] == pytest.approx(0.0, abs=_TOL)
