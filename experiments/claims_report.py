@@ -11,7 +11,9 @@ coverage, and CRPS and one sample's RMSE as ratios to CE, against the budget) an
 predictive distribution (exact where the tree was enumerated). Single-sample RMSE is the RMSE of one
 draw, sqrt(E[(Y - y)²]): the row's ``one_sample_rmse`` (claims.py computes it from the run's
 predictions_test.npz), else that file when the workdir is still there. An RL row with a ``ce`` record
-is measured against it (the CE it started from), else against its dataset's CE row.
+is measured against it (the CE it started from), else against its dataset's CE row. Rows written since
+metrics.distribution_scores also carry the 90 % interval score and the log score (exact rows only):
+the table gives them columns beside CRPS when some row has them ('-' where one lacks them).
 """
 from __future__ import annotations
 
@@ -59,7 +61,16 @@ def metrics_of(row: dict, aggregate: str = "mean") -> dict:
             "cov90": dist.get("coverage_90", math.nan), "crps": dist.get("crps", math.nan),
             "cov90_T": (tempered.get("coverage") or {}).get("0.9", math.nan), "crps_T": tempered.get("crps", math.nan),
             "T": (cal.get("temperature") or {}).get("value", math.nan), "cov90_conformal": conformal.get("0.9", math.nan),
+            # pinball, interval and log scores (metrics.distribution_scores): NaN on rows written before
+            # them, and the log score on sampled rows (None: samples have no density)
+            "pinball": _number(dist.get("pinball")), "interval_90": _number((dist.get("interval_score") or {}).get("0.9")),
+            "interval_90_T": _number((tempered.get("interval_score") or {}).get("0.9")),
+            "log_score": _number(dist.get("log_score")), "log_score_T": _number(tempered.get("log_score")),
             "rmse_1": row["one_sample_rmse"] if "one_sample_rmse" in row else one_sample_rmse(row.get("workdir", ""))}
+
+
+def _number(value) -> float:
+    return math.nan if value is None else float(value)
 
 
 def paired_runs(rows: list[dict], aggregate: str = "mean") -> list[dict]:
@@ -155,10 +166,13 @@ def summary(runs: list[dict]) -> list[dict]:
             row[f"{key}_ratio"] = math.exp(dataset_mean(logs, datasets))
         coverage_keys = [k for k in rs[0] if k.startswith(("cov_", "ce_cov_"))]
         for key in ("cov90", "cov90_T", "cov90_conformal", "crps", "crps_T", "rmse_1", "ce_cov90", "ce_crps",
-                    "ce_rmse_1", *coverage_keys):
+                    "ce_rmse_1", *coverage_keys, *(f"{ce}{k}" for ce in ("", "ce_") for k in PROPER_SCORES)):
             row[key] = dataset_mean([r[key] for r in rs], datasets)
         out.append(row)
     return out
+
+
+PROPER_SCORES = ("pinball", "interval_90", "interval_90_T", "log_score", "log_score_T")
 
 
 def matched(runs: list[dict]) -> list[dict]:
@@ -311,8 +325,18 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
+def _proper_cell(t: dict, key: str) -> str:
+    """'CE → RL → T*' of a score, '-' for a number the rows lack."""
+    cells = [t.get(f"ce_{key}", math.nan), t.get(key, math.nan), t.get(f"{key}_T", math.nan)]
+    return " → ".join("-" if not np.isfinite(x) else f"{x:.4f}" for x in cells) + " | "
+
+
 def markdown(table: list[dict], runs: list[dict], command: str, aggregate: str = "mean") -> str:
     seeds = any(t["seed_sd"][1] for t in table)  # a column only where some dataset has several seeds
+    # columns only where some run has the score (rows before pinball / interval / log scores have none)
+    proper = [k for k in ("interval_90", "log_score")
+              if any(np.isfinite(t.get(f"{ce}{k}{tt}", math.nan)) for t in table for ce in ("", "ce_") for tt in ("", "_T"))]
+    proper_head = {"interval_90": "90 % interval score: CE → RL → T* | ", "log_score": "log score: CE → RL → T* | "}
     lines = [f"Command: `{command}`", "",
              f"{len(runs)} RL runs on {len({r['dataset'] for r in runs})} datasets; test split, {aggregate} of "
              "the predictive distribution; Δ = RL − the CE it started from, averaged over datasets (each "
@@ -320,8 +344,9 @@ def markdown(table: list[dict], runs: list[dict], command: str, aggregate: str =
              + (" Seed SD: the SD of ΔR² between seeds of one dataset (pooled over the datasets with two or "
                 "more), how far a new seed would move one dataset's number." if seeds else ""), "",
              "| variant | budget | runs (datasets) | ΔR² | " + ("seed SD (datasets) | " if seeds else "")
-             + "ΔRMSE (z) | R² up | 90 % coverage: CE → RL → T* / conformal | CRPS: CE → RL → T* | 1-sample RMSE: CE → RL |",
-             "|---|---|---|---|---|---|---|---|---|" + ("---|" if seeds else "")]
+             + "ΔRMSE (z) | R² up | 90 % coverage: CE → RL → T* / conformal | CRPS: CE → RL → T* | "
+             + "".join(proper_head[k] for k in proper) + "1-sample RMSE: CE → RL |",
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if seeds else "") + "---|" * len(proper)]
     for t in table:
         sd, sd_n = t["seed_sd"]
         seed_cell = ("- | " if not sd_n else f"{sd:.4f} ({sd_n}) | ") if seeds else ""
@@ -329,7 +354,8 @@ def markdown(table: list[dict], runs: list[dict], command: str, aggregate: str =
             f"| {t['variant']} | {BUDGET_LABEL.get(t['budget'], t['budget'])} | {t['n']} ({t['datasets']}) | "
             f"{_fmt_ci(t['d_r2'])} | {seed_cell}{_fmt_ci(t['d_rmse'])} | {t['wins']}/{t['n']} | "
             f"{t['ce_cov90']:.2f} → {t['cov90']:.2f} → {t['cov90_T']:.2f} / {t['cov90_conformal']:.2f} | "
-            f"{t['ce_crps']:.4f} → {t['crps']:.4f} → {t['crps_T']:.4f} | {t['ce_rmse_1']:.4f} → {t['rmse_1']:.4f} |")
+            f"{t['ce_crps']:.4f} → {t['crps']:.4f} → {t['crps_T']:.4f} | "
+            + "".join(_proper_cell(t, k) for k in proper) + f"{t['ce_rmse_1']:.4f} → {t['rmse_1']:.4f} |")
     lines += ["", "Per dataset (ΔR²):", "", "| dataset | seed | " + " | ".join(
         f"{t['variant']} {BUDGET_LABEL.get(t['budget'], t['budget'])}" for t in table) + " |",
         "|---|---|" + "---|" * len(table)]

@@ -19,7 +19,7 @@ Outputs in --out:
                     several seeds a last column gives the seed spread (per-dataset sd of test RMSE,
                     averaged over datasets).
   per_dataset.csv   one line per (dataset, method): status, seeds, test metrics, RMSE sd over seeds, CRPS, coverage,
-                    val RMSE, wall time, whether the dataset is complete, and its rank there.
+                    pinball loss, 90 % interval score, log score (exact rows; NaN where a row lacks one), val RMSE, wall time, whether the dataset is complete, and its rank there.
   r2_by_method.png, genre2_vs_ce_rmse.png, error_vs_samples.png, distribution_by_method.png;
                     a plot whose methods are absent is skipped (and said so).
 
@@ -46,6 +46,9 @@ from experiments.suite import split_list  # noqa: E402
 from genre_jax.methods import BASELINE, FLAGSHIP, METHODS, NAMES  # noqa: E402
 
 POINT_METRICS = ("rmse", "mae", "r2", "spearman")
+# The distribution block's scores (metrics.distribution_scores); rows written before pinball, interval
+# and log scores existed lack them (NaN here), and sampled rows have no log score (None -> NaN).
+DIST_METRICS = ("crps", "coverage_90", "pinball", "interval_score_90", "log_score")
 
 
 def pick_protocol(rows, protocol: str | None) -> str:
@@ -61,12 +64,14 @@ def pick_protocol(rows, protocol: str | None) -> str:
 
 def split_metrics(split: dict | None, aggregation: str) -> dict:
     """One split's point metrics of ``aggregation`` (falling back to the mean's) with the
-    distribution's CRPS and 90 % coverage; NaN where the row lacks one."""
+    distribution's CRPS, 90 % coverage, pinball loss, 90 % interval score and log score; NaN where the
+    row lacks one."""
     split = split or {}
     point = split.get(aggregation) or split.get("mean") or {}
-    dist = split.get("distribution") or {}
+    dist = dict(split.get("distribution") or {})
+    dist["interval_score_90"] = (dist.get("interval_score") or {}).get("0.9")
     return {**{m: point.get(m, np.nan) for m in POINT_METRICS},
-            "crps": dist.get("crps", np.nan), "coverage_90": dist.get("coverage_90", np.nan)}
+            **{m: np.nan if dist.get(m) is None else dist[m] for m in DIST_METRICS}}
 
 
 def collect(latest: dict, aggregation: str = "mean") -> dict:
@@ -114,7 +119,7 @@ def summarize(records: dict, methods, baseline: str = BASELINE, tie_tol: float =
     for m in methods:
         rows = [records[(d, m)] for d in complete]
         stats = {k: float(np.mean([r[k] for r in rows])) if rows else np.nan
-                 for k in (*POINT_METRICS, "crps", "coverage_90")}
+                 for k in (*POINT_METRICS, *DIST_METRICS)}
         sds = [r["rmse_sd"] for r in rows if np.isfinite(r["rmse_sd"])]
         stats["rmse_sd"] = float(np.mean(sds)) if sds else np.nan
         stats["avg_rank"] = float(np.mean([ranks[(d, m)] for d in complete])) if complete else np.nan
@@ -163,7 +168,7 @@ def format_table(summary: dict, aggregation: str, protocol: str = "", seeds=()) 
 
 
 CSV_FIELDS = ("dataset", "method", "status", "seeds", "complete", "rank", "rmse", "rmse_sd", "mae", "r2", "spearman",
-              "crps", "coverage_90", "val_rmse", "wall_time_s", "error")
+              *DIST_METRICS, "val_rmse", "wall_time_s", "error")
 
 
 def write_per_dataset_csv(path: str, records: dict, summary: dict) -> None:

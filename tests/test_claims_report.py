@@ -167,3 +167,18 @@ def test_seed_spread_is_pooled_over_datasets_with_several_seeds(tmp_path):
     assert np.isclose(t["d_r2"][0], 0.035) and np.isclose(t["cov90"], 0.6)  # a's mean (0.02, 0.3) weighs as b
     text = claims_report.markdown([t], claims_report.paired_runs(rows), "cmd")
     assert "| ΔR² | seed SD (datasets) | ΔRMSE (z) |" in text and f"| {np.std([0.01, 0.03], ddof=1):.4f} (1) |" in text
+
+
+def test_interval_and_log_scores_get_columns_only_where_rows_have_them():
+    old = [_row("a", 0, "claims/budget/ce", "ce", 0.5, 0.7), _row("a", 0, "claims/budget/remax@reward@1of8", "remax", 0.6, 0.6)]
+    text = claims_report.markdown(claims_report.summary(claims_report.paired_runs(old)), [], "x")
+    assert "log score" not in text and "interval score" not in text  # rows before these scores: no column
+    new = json.loads(json.dumps(old))
+    for row, (interval, log) in zip(new, ((3.0, 1.5), (2.0, None))):  # the RL row sampled: no log score
+        row["test"]["distribution"].update(pinball=0.1, interval_score={"0.9": interval}, log_score=log)
+    row["calibration"]["temperature"]["splits"]["test"]["interval_score"] = {"0.9": 1.75}
+    run, = claims_report.paired_runs(new)
+    assert (run["ce_interval_90"], run["interval_90"], run["interval_90_T"], run["ce_log_score"]) == (3.0, 2.0, 1.75, 1.5)
+    assert np.isnan(run["log_score"]) and np.isnan(run["log_score_T"])
+    text = claims_report.markdown(claims_report.summary([run]), [run], "x")
+    assert "| 3.0000 → 2.0000 → 1.7500 | 1.5000 → - → - |" in text

@@ -173,3 +173,15 @@ def test_methods_default_to_the_registry_order_then_unknown_names(tmp_path):
     assert summarize.main([str(path), f"--out={out}"]) == 0
     listed = [line.split(" | ")[0][2:] for line in (out / "table.md").read_text().splitlines()[-len(found):]]
     assert listed == ["ce", "remax", "genre2", "rloo", "lightgbm", "zz_new"]
+
+
+def test_split_metrics_carries_the_new_distribution_scores_and_old_rows_read_nan():
+    new = {"mean": {"rmse": 0.5}, "distribution": {"crps": 0.2, "coverage_90": 0.9, "pinball": 0.1,
+                                                   "interval_score": {"0.5": 1.0, "0.9": 2.5}, "log_score": 1.3}}
+    got = summarize.split_metrics(new, "mean")
+    assert (got["pinball"], got["interval_score_90"], got["log_score"]) == (0.1, 2.5, 1.3)
+    sampled = {"mean": {"rmse": 0.5}, "distribution": {**new["distribution"], "log_score": None}}
+    assert np.isnan(summarize.split_metrics(sampled, "mean")["log_score"])  # samples: no log score
+    old = summarize.split_metrics(_split(0.5), "mean")  # a row written before these scores
+    assert old["crps"] == 0.25 and all(np.isnan(old[k]) for k in ("pinball", "interval_score_90", "log_score"))
+    assert set(summarize.DIST_METRICS) <= set(summarize.CSV_FIELDS)
