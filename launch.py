@@ -32,15 +32,16 @@ def _define_flags() -> None:
     flags.DEFINE_integer("profile", 0, "Trace this many training steps of the first phase this launch trains "
                          "(after its compiling first step) with jax.profiler.", lower_bound=0)
     flags.DEFINE_string("profile_dir", "", "Where the trace goes (default <workdir>/profile).")
+    flags.DEFINE_bool("progress", True, "Show the training loop's progress bars (--noprogress: none).")
 
 
 FLAGS = flags.FLAGS
 
 
-def run(config, workdir: str, profile_steps: int = 0, profile_dir: str = "") -> dict:
+def run(config, workdir: str, profile_steps: int = 0, profile_dir: str = "", progress: bool = True) -> dict:
     """Runs the configured phases (see genre_jax/pipeline.py); returns this run's results."""
     from genre_jax import pipeline
-    return pipeline.run(config, workdir, profile_steps, profile_dir)
+    return pipeline.run(config, workdir, profile_steps, profile_dir, progress=progress)
 
 
 def _enable_compilation_cache() -> None:
@@ -76,7 +77,7 @@ def main(argv) -> int:
     from genre_jax import preemption
     try:
         with preemption.graceful_sigterm():
-            summary = run(config, FLAGS.workdir, FLAGS.profile, FLAGS.profile_dir)
+            summary = run(config, FLAGS.workdir, FLAGS.profile, FLAGS.profile_dir, FLAGS.progress)
     except GenreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -71,7 +71,7 @@ import numpy as np  # noqa: E402
 
 from bench_rl import model_flops  # noqa: E402
 from experiments.configs import suite_protocols, tabular  # noqa: E402
-from genre_jax import evaluate, exact, loop, models, parallel, rl, settings, train  # noqa: E402
+from genre_jax import evaluate, exact, loop, models, parallel, rl, settings, supervised  # noqa: E402
 from genre_jax.tokenizers import make_tokenizer  # noqa: E402
 
 
@@ -184,7 +184,7 @@ def build_programs(config, mesh, features: int, train_rows: int, wanted=PROGRAMS
 
     if {"ce_epoch", "ce_update", "ce_eval"} & set(wanted):
         tx = loop.make_optimizer(run.ce.optim, 1000)
-        update, eval_fn = train.supervised_update(train.decoder_loss_fn(model, tok, masked=run.ce_masked_loss), tx)
+        update, eval_fn = supervised.supervised_update(supervised.decoder_loss_fn(model, tok, masked=run.ce_masked_loss), tx)
         size, batches = epoch_batch(run.ce, ("x", "tokens", "weight"))
         out["ce_epoch"] = (loop.jit_epoch(update, mesh), (state_of(tx, params), batches, key),
                            f"{EPOCH_STEPS} x {size} rows, dropout on")
@@ -225,14 +225,14 @@ def build_programs(config, mesh, features: int, train_rows: int, wanted=PROGRAMS
                                      f"{x_eval.shape[0]} rows x {len(calibration.TEMPERATURES)} temperatures")
     if "head_epoch" in wanted:
         ctx = types.SimpleNamespace(settings=run, model_config=config.model.to_dict())
-        head_model = train.head_model(ctx)
+        head_model = supervised.head_model(ctx)
         values_C = heads_values(run.head)
         loss_fn = run.head.method.spec.make_loss(head_model, run.head, values_C)
         tx = loop.make_optimizer(run.head.loop.optim, 1000)
         head_params = jax.eval_shape(lambda k: head_model.init({"params": k}, jnp.zeros((1, features)),
                                                                train=False)["params"], key)
         size, batches = epoch_batch(run.head.loop, ("x", "z", "weight"))
-        out["head_epoch"] = (loop.jit_epoch(train.supervised_update(loss_fn, tx)[0], mesh),
+        out["head_epoch"] = (loop.jit_epoch(supervised.supervised_update(loss_fn, tx)[0], mesh),
                              (state_of(tx, head_params), batches, key),
                              f"{run.head.method.name}, {EPOCH_STEPS} x {size} rows")
     return {k: v for k, v in out.items() if k in wanted}, params, tok

@@ -35,7 +35,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.configs import tabular  # noqa: E402
-from genre_jax import loop, models, parallel, rl, sampling, settings, train  # noqa: E402
+from genre_jax import loop, models, parallel, rl, sampling, settings, supervised  # noqa: E402
 from genre_jax.tokenizers import NormalizedTokenizer  # noqa: E402
 
 PEER_DIR = os.path.normpath(os.path.join(REPO, "..", "shared", "peers", "torch_remax"))
@@ -82,7 +82,7 @@ def genre_jax_ops(size: str, seed: int = 0, dtype: str = "float32"):
     rl_tx = loop.make_optimizer(resolved.rl.loop.optim, 1000)
     rl_step = rl.make_rl_steps(model, tok, resolved.rl, rl_tx, mesh)[0]
     ce_tx = loop.make_optimizer(resolved.ce.optim, 1000)
-    ce_step = train.supervised_steps(train.decoder_loss_fn(model, tok, masked=False), ce_tx, mesh, key)[0]
+    ce_step = supervised.supervised_steps(supervised.decoder_loss_fn(model, tok, masked=False), ce_tx, mesh, key)[0]
     predict = jax.jit(lambda p, x, k: sampling.predict(model, p, x, k, tok, s["G"]))
     states = {"rl": fresh_state(rl_tx), "ce": fresh_state(ce_tx)}
 

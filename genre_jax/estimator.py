@@ -7,17 +7,17 @@ behind scikit-learn's estimator API, on in-memory arrays or DataFrames.
     model.predict_interval(X_test, 0.9)         # split-conformal, fitted on the held-out validation rows
     model.predict_quantiles(X_test, [0.1, 0.9]) # at the validation-calibrated temperature
 
-``fit`` writes the data as a TALENT folder (numeric columns -> N_*.npy, other DataFrame columns ->
-C_*.npy as strings) under a temporary directory, runs ``pipeline.run`` with the config file
-``experiments/configs/tabular.py:<config>`` into ``workdir`` (a temporary one by default) and loads
-the trained method's ``Predictor``: everything launch.py does (preprocessing fitted on train only,
-early stopping and RL selection on the validation rows, checkpoints, calibration) happens the same
-way. A fitted estimator pickles with its checkpoint inside; ``save(path)`` / ``load(path)`` copy the
+``fit`` passes the arrays in memory (numeric columns as numbers, other DataFrame columns as
+category strings; ``genre_jax.data.from_splits``) to ``pipeline.run`` with the library's recipe
+``genre_jax.recipes.get_config(<config>)`` (the one ``experiments/configs/tabular.py:<config>``
+names), writes the checkpoints into ``workdir`` (a temporary one by default) and loads the trained
+method's ``Predictor``: everything launch.py does (preprocessing fitted on train only, early stopping
+and RL selection on the validation rows, checkpoints, calibration) happens the same way, and no data
+file is written. A fitted estimator pickles with its checkpoint inside; ``save(path)`` / ``load(path)`` copy the
 workdir, which launch.py and ``Predictor.from_workdir`` also read.
 """
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import shutil
@@ -32,19 +32,14 @@ from sklearn.utils.validation import check_is_fitted
 from genre_jax import methods, paths
 from genre_jax.errors import GenreError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_FILE = os.path.join(REPO, "experiments", "configs", "tabular.py")
-DATASET = "fit"
+DATASET = "fit"  # the results.json key of a fitted run
 
 
 def _load_config(variant: str):
-    if not os.path.isfile(CONFIG_FILE):
-        raise GenreError(f"GenReRegressor: {CONFIG_FILE} not found; the estimator reads the repository's config "
-                         f"files (install with pip install -e from a checkout)")
-    spec = importlib.util.spec_from_file_location("_genre_jax_tabular_config", CONFIG_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    from genre_jax import recipes
+    if variant not in recipes.VARIANTS:
+        raise ValueError(f"GenReRegressor: config must be one of {', '.join(recipes.VARIANTS)}, got {variant!r}")
+    return recipes.get_config(variant)
 
 
 def _split_columns(X, where: str):
@@ -107,7 +102,7 @@ class GenReRegressor(RegressorMixin, BaseEstimator):
     ----------
     method: "genre2" (default), another RL method ("remax", "grpo", "rloo", "exact_reward"), or "ce"
         (CE pretraining only).
-    config: the ``experiments/configs/tabular.py`` variant: "quick" (default) | "paper" | "tiny".
+    config: the recipe (``genre_jax/recipes.py``): "quick" (default) | "paper" | "tiny".
     ce_epochs, rl_epochs, learning_rate, rl_learning_rate: budgets and rates (None = the variant's).
     tokenizer_base, tokenizer_digits: the normalized tokenizer (base^digits levels over the training
         targets' range, in z units).
@@ -143,16 +138,16 @@ class GenReRegressor(RegressorMixin, BaseEstimator):
 
     # ----- fit
 
-    def _run_config(self, data_dir: str):
+    def _run_config(self):
         spec = methods.get(self.method, field="GenReRegressor method")
-        if spec.kind not in ("ce", "rl"):
-            raise ValueError(f"GenReRegressor: method {self.method!r} is a {spec.kind} method; expected 'ce' or an "
-                             f"RL method ({', '.join(n for n in methods.NAMES if methods.METHODS[n].kind == 'rl')})")
+        if not spec.decoder:  # the Predictor reads number-decoder checkpoints
+            raise ValueError(f"GenReRegressor: method {self.method!r} is a {spec.kind} method; expected a "
+                             f"number-decoder method ({', '.join(n for n in methods.NAMES if methods.METHODS[n].decoder)})")
         c = _load_config(self.config)
-        c.data_dir, c.dataset, c.seed = data_dir, DATASET, int(self.random_state)
-        c.phases = "ce,eval" if spec.kind == "ce" else "ce,rl,eval"
-        if spec.kind == "rl":
-            c.rl.method = self.method
+        c.data_dir, c.dataset, c.seed = "", DATASET, int(self.random_state)  # data_dir unread: the arrays come in memory
+        c.phases = ",".join(spec.phases(with_ce=True))
+        if spec.phase_kind.selected:
+            c[spec.kind].method = self.method
         c.tokenizer.update(name="normalized", base=int(self.tokenizer_base), digits=int(self.tokenizer_digits))
         c.eval.update(splits="val", calibration=self.calibration)
         for field, value in (("ce.max_epochs", self.ce_epochs), ("rl.max_epochs", self.rl_epochs),
@@ -175,6 +170,7 @@ class GenReRegressor(RegressorMixin, BaseEstimator):
         """Trains CE then the RL method on (X, y); ``eval_set`` = (X_val, y_val) replaces the random
         ``validation_fraction`` hold-out."""
         from genre_jax import pipeline
+        from genre_jax.data import RawSplit, from_splits
         from genre_jax.predictor import Predictor
 
         num, cat, names, kinds = _split_columns(X, "GenReRegressor.fit")
@@ -198,35 +194,12 @@ class GenReRegressor(RegressorMixin, BaseEstimator):
             val, train = order[:n_val], order[n_val:]
             pick = lambda a, rows: None if a is None else a[rows]  # noqa: E731
             splits = {"train": (num[train], pick(cat, train), y[train]), "val": (num[val], pick(cat, val), y[val])}
-        splits["test"] = splits["val"]  # TALENT folders have three splits; evaluation reads val only
-
-        data_dir = tempfile.mkdtemp(prefix="genre_jax_fit_")
-        try:
-            folder = os.path.join(data_dir, DATASET)
-            os.makedirs(folder)
-            for split, (n_, c_, y_) in splits.items():
-                suffix = {"train": "train", "val": "val", "test": "test"}[split]
-                if n_.shape[1]:
-                    np.save(os.path.join(folder, f"N_{suffix}.npy"), n_)
-                if c_ is not None:
-                    np.save(os.path.join(folder, f"C_{suffix}.npy"), c_.astype(str).astype(object),
-                            allow_pickle=True)
-                np.save(os.path.join(folder, f"y_{suffix}.npy"), y_)
-            with open(os.path.join(folder, "info.json"), "w") as f:
-                f.write('{"task_type": "regression"}')
-            config = self._run_config(data_dir)
-            workdir = paths.resolve(self.workdir) if self.workdir else tempfile.mkdtemp(prefix="genre_jax_run_")
-            previous = os.environ.get("GENRE_JAX_PROGRESS")
-            os.environ["GENRE_JAX_PROGRESS"] = "1" if self.verbose else "0"
-            try:
-                self.results_ = pipeline.run(config, workdir)["phases"]
-            finally:
-                if previous is None:
-                    os.environ.pop("GENRE_JAX_PROGRESS", None)
-                else:
-                    os.environ["GENRE_JAX_PROGRESS"] = previous
-        finally:
-            shutil.rmtree(data_dir, ignore_errors=True)
+        # categories as strings, as a TALENT folder's C_*.npy holds them (the same numbers either way)
+        data = from_splits({split: RawSplit(n_, None if c_ is None else c_.astype(str).astype(object), y_)
+                            for split, (n_, c_, y_) in splits.items()}, DATASET, {"task_type": "regression"})
+        config = self._run_config()  # evaluates the val split only (eval.splits = "val"): there is no test split
+        workdir = paths.resolve(self.workdir) if self.workdir else tempfile.mkdtemp(prefix="genre_jax_run_")
+        self.results_ = pipeline.run(config, workdir, data=data, progress=bool(self.verbose))["phases"]
         self._own_workdir(None if self.workdir else workdir)
         self.workdir_ = workdir
         self.predictor_ = Predictor.from_workdir(workdir, self.method)

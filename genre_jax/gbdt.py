@@ -2,7 +2,9 @@
 
 It sees exactly what the neural methods see (``load_tabular``: train-fitted imputation and
 standardization, categorical columns as standardized ordinal codes) and is scored with the same
-metrics in the same ``results.json`` schema, so the suite can place it in one table with them.
+metrics in the same ``results.json`` schema, so the suite can place it in one table with them. It is
+the ``gbdt`` phase kind of ``methods.PHASE_KINDS`` (launch.py ``--config.phases=gbdt,eval``) and has
+its own command line too (below), which the suite calls.
 
 Protocol: L2 regression on z, early stopping on the val split's L2 (at most
 ``num_boost_round`` rounds, stop after ``early_stopping_rounds`` without improvement), the
@@ -119,6 +121,17 @@ def evaluate_lightgbm(data, model, splits=("val", "test")) -> dict:
     result["params"] = dict(getattr(model, "genre_params", {}))
     result["versions"] = {"lightgbm": md.version("lightgbm"), "numpy": np.__version__}
     return result
+
+
+def train_phase(ctx, _decoder_params):
+    """The ``gbdt`` PhaseKind's training: the default booster on the run's data and seed (no checkpoint:
+    a launch that asks for the phase fits again, in seconds)."""
+    return fit_lightgbm(ctx.data, seed=ctx.seed), {}
+
+
+def evaluate_phase(ctx, model, out_dir: str, name: str) -> dict:
+    """The ``gbdt`` PhaseKind's evaluation: the entry ``evaluate_lightgbm`` writes (val and test)."""
+    return evaluate_lightgbm(ctx.data, model)
 
 
 def run_lightgbm(data_dir, dataset: str, workdir: str, seed: int = 0, params: dict | None = None) -> dict:

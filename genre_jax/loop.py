@@ -87,6 +87,18 @@ def _improves(value: float, best: float, maximize: bool) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
+class RLPart:
+    """What only an RL phase brings to the loop (``Phase.rl``); the defaults are a supervised phase's."""
+    # The starting params compete as epoch -1 (saved as best step 0; rl.keep_start).
+    start_competes: bool = False
+    # A resumed run must share it, and a finished phase continues when max_epochs is raised.
+    fingerprint: dict | None = None
+    also_best: tuple[Selection, ...] = ()  # further rules with a best checkpoint each (rl.both_selections)
+    updates_per_step: int = 1  # optimizer updates per batch (GRPO's ppo_epochs), for the schedule's length
+    rollouts_per_example: int = 0  # G, so TensorBoard gets rollouts/s
+
+
+@dataclasses.dataclass(frozen=True)
 class Phase:
     """What one phase brings to the loop."""
     folder: str  # checkpoints and log under <workdir>/<folder>; also the progress bar's label
@@ -98,14 +110,8 @@ class Phase:
     fields: tuple[str, ...]  # the arrays a train batch carries
     maximize: bool = False
     shuffle_offset: int = 0  # shared streams: epoch e is shuffled by rng([seed, shuffle_offset + e])
-    updates_per_step: int = 1  # optimizer updates per batch (GRPO's ppo_epochs), for the schedule's length
     meta: dict = dataclasses.field(default_factory=dict)  # into every best checkpoint's meta
-    # The starting params compete as epoch -1 (saved as best step 0; RL's rl.keep_start).
-    start_competes: bool = False
-    # RL: a resumed run must share it, and a finished phase continues when max_epochs is raised.
-    fingerprint: dict | None = None
-    also_best: tuple[Selection, ...] = ()  # further rules with a best checkpoint each (RL's both_selections)
-    rollouts_per_example: int = 0  # RL: G, so TensorBoard gets rollouts/s
+    rl: RLPart = RLPart()
 
 
 class Cadence:
@@ -224,7 +230,8 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
     train = {k: ctx.arrays["train"][k] for k in phase.fields}
     batch_size = parallel.batch_size_for(cfg.batch_size, len(train["x"]), mesh)
     steps = steps_per_epoch(len(train["x"]), batch_size, cfg.steps_per_epoch)
-    total_updates = cfg.max_epochs * steps * phase.updates_per_step
+    rl = phase.rl
+    total_updates = cfg.max_epochs * steps * rl.updates_per_step
     tx = make_optimizer(cfg.optim, total_updates)
     schedule = learning_rate_schedule(cfg.optim, total_updates)
     update, extras = phase.make_step(tx)
@@ -236,36 +243,36 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
     state = parallel.replicate(TrainState(jnp.zeros((), jnp.int32), params, tx.init(params)), mesh)
 
     # ----- resume, or start
-    start_step = 1 if phase.start_competes else 0  # best step = epoch + start_step (the start is step 0)
+    start_step = 1 if rl.start_competes else 0  # best step = epoch + start_step (the start is step 0)
     if ckpt.has("last"):
         state, progress = ckpt.restore("last", state)
-        if phase.fingerprint is not None and progress.get("settings") != phase.fingerprint:
+        if rl.fingerprint is not None and progress.get("settings") != rl.fingerprint:
             raise GenreError(f"{ckpt.root}: holds a run with other settings ({progress.get('settings')}); "
                              f"use a fresh --workdir or the same config.{cfg.section}")
         # best checkpoints newer than ``last`` are of epochs this run trains again (and saves again)
         ckpt.discard_after("best", progress["best_epoch"] + start_step)
-        for s in phase.also_best:
+        for s in rl.also_best:
             record = progress.get("also", {}).get(s.name, {"best_epoch": -1})
             ckpt.discard_after(best_checkpoint(s.name), record["best_epoch"] + start_step)
     else:
-        for which in ("best", *(best_checkpoint(s.name) for s in phase.also_best)):
+        for which in ("best", *(best_checkpoint(s.name) for s in rl.also_best)):
             ckpt.discard_after(which, -1)  # of a run killed before its first ``last``
         progress = {"epoch": 0, "best_val": -np.inf if phase.maximize else np.inf, "best_epoch": -1,
                     "bad_epochs": 0, "done": cfg.max_epochs == 0}
-        also = {s.name: {"best_val": -np.inf if s.maximize else np.inf, "best_epoch": -1} for s in phase.also_best}
-        if phase.start_competes:
+        also = {s.name: {"best_val": -np.inf if s.maximize else np.inf, "best_epoch": -1} for s in rl.also_best}
+        if rl.start_competes:
             val = phase.validate(state.params)
             name, value = next(iter(val.items()))
             progress.update(best_val=value, start_val=value)
             ckpt.save("best", 0, state.params, {**phase.meta, "epoch": -1, name: value})
-            for s in phase.also_best:
+            for s in rl.also_best:
                 also[s.name].update(best_val=val[s.value], start_val=val[s.value])
                 ckpt.save(best_checkpoint(s.name), 0, state.params, {**phase.meta, "epoch": -1, s.value: val[s.value]})
-        if phase.fingerprint is not None:
-            progress["settings"] = phase.fingerprint
+        if rl.fingerprint is not None:
+            progress["settings"] = rl.fingerprint
         if also:
             progress["also"] = also
-    if progress["done"] and (phase.fingerprint is None or progress["epoch"] >= cfg.max_epochs):
+    if progress["done"] and (rl.fingerprint is None or progress["epoch"] >= cfg.max_epochs):
         return ckpt.restore("best", state.params)[0], progress
 
     # ----- epochs
@@ -274,7 +281,7 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
     truncate_log(log_path, progress["epoch"])
     bar = tqdm(range(progress["epoch"], cfg.max_epochs), desc=phase.folder, unit="epoch",
                initial=progress["epoch"], total=cfg.max_epochs, dynamic_ncols=True,
-               disable=os.environ.get("GENRE_JAX_PROGRESS", "1") == "0")  # 0: no bars (the estimator's default)
+               disable=not ctx.progress)
     board = Board(os.path.join(ctx.workdir, "tensorboard", phase.folder))
     last_writes = Cadence(cfg.checkpoint_every_s)
     for epoch in bar:
@@ -314,7 +321,7 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
         progress = {**progress, "epoch": epoch + 1, "best_val": select if improved else progress["best_val"],
                     "best_epoch": epoch if improved else progress["best_epoch"], "bad_epochs": bad_epochs,
                     "done": bad_epochs >= cfg.patience or epoch + 1 >= cfg.max_epochs}
-        also_improved = [s for s in phase.also_best
+        also_improved = [s for s in rl.also_best
                          if _improves(val[s.value], progress["also"][s.name]["best_val"], s.maximize)]
         if also_improved:
             progress["also"] = {**progress["also"], **{s.name: {**progress["also"][s.name], "best_val": val[s.value],
@@ -322,13 +329,13 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
         lr = float(schedule(int(state.step) - 1))  # the rate of the epoch's last update
         append_log(log_path, {"epoch": epoch, **{f"train_{k}": v for k, v in train_stats.items()}, **val,
                               f"best_{select_name}": progress["best_val"],
-                              **{f"best_{s.value}": progress["also"][s.name]["best_val"] for s in phase.also_best},
+                              **{f"best_{s.value}": progress["also"][s.name]["best_val"] for s in rl.also_best},
                               "lr": lr})
         # timings only go to TensorBoard, so identical runs keep byte-identical logs
         timing = {"epoch_s": time.perf_counter() - started, "steps_per_s": len(batches) / train_s,
                   "examples_per_s": sum(len(b["weight"]) for b in batches) / train_s}
-        if phase.rollouts_per_example:
-            timing["rollouts_per_s"] = timing["examples_per_s"] * phase.rollouts_per_example
+        if rl.rollouts_per_example:
+            timing["rollouts_per_s"] = timing["examples_per_s"] * rl.rollouts_per_example
         board.scalars(epoch, {**{f"train/{k}": v for k, v in train_stats.items()},
                               **{f"val/{k.removeprefix('val_')}": v for k, v in val.items()},
                               "lr": lr, **{f"time/{k}": v for k, v in timing.items()}})

@@ -8,21 +8,71 @@ Kinds are the launch phases, in run order:
   head   a regression head on the decoder model's encoder, from scratch (``head/<name>``), ``config.head.method``
   gbdt   LightGBM on the same features (no checkpoint; ``genre_jax.gbdt``)
 
-The pipeline, the suite, the summaries and the predictor read this table; nothing else lists method
-names. A new method of an existing kind is its function (an advantage, a token loss, a head) plus one
-entry in ``_ENTRIES``.
+Each kind is a ``PhaseKind`` record (``PHASE_KINDS``): how the pipeline trains it, restores its
+checkpoint and evaluates it, so the pipeline has no branch on a kind's name. The pipeline, the suite,
+the summaries and the predictor read these tables; nothing else lists method names or kinds. A new
+method of an existing kind is its function (an advantage, a token loss, a head) plus one entry in
+``_ENTRIES``; a new kind is one ``PhaseKind`` (its train / evaluate functions) plus its methods.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any, Callable
 
 from genre_jax import heads, objectives
 from genre_jax.errors import GenreError
 
-KINDS = ("ce", "rl", "token", "head", "gbdt")
-SELECTED_KINDS = ("rl", "token", "head")  # kinds whose method is named by config.<kind>.method
-FROM_CE = ("rl", "token")  # kinds that start from the CE checkpoint of the same workdir
+
+
+def _late(path: str) -> Callable:
+    """``"module:function"``, imported at its first call: the phases' modules import this registry
+    (through settings), so the registry cannot import them when it loads."""
+    module, _, name = path.partition(":")
+
+    def call(*args):
+        return getattr(importlib.import_module(module), name)(*args)
+
+    call.__qualname__ = call.__name__ = path
+    return call
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseKind:
+    """How the pipeline runs one kind of phase; every function takes the run's ``RunContext`` first."""
+    name: str
+    train: Callable  # (ctx, start params) -> (best params, progress: the loop's selection record or {})
+    evaluate: Callable  # (ctx, params, out_dir, entry name) -> the results.json entry
+    # (ctx, decoder params) -> the tree its checkpoints restore into; None: it keeps no checkpoint
+    template: Callable | None = None
+    from_ce: bool = False  # starts from the CE checkpoint of the same workdir
+    starts_others: bool = False  # its best params are what from_ce kinds start from
+    selected: bool = False  # its method is named by config.<kind>.method
+    decoder: bool = False  # predicts by decoding the number decoder (sample-count curves apply)
+    point: bool = False  # one value per input (every aggregation carries the same numbers)
+    tabular_only: bool = False  # needs tabular features (not the code-metric data format)
+    # the config sections (besides the checkpoint) an evaluation depends on: an entry whose stamp of
+    # them is unchanged is not evaluated again
+    stamp_sections: tuple[str, ...] = ("eval",)
+
+
+def _decoder_template(ctx, params):
+    return params
+
+
+_DECODER = dict(evaluate=_late("genre_jax.evaluate:evaluate"), template=_decoder_template, decoder=True)
+PHASE_KINDS: dict[str, PhaseKind] = {k.name: k for k in (  # in run order
+    PhaseKind("ce", _late("genre_jax.supervised:train_ce"), starts_others=True, **_DECODER),
+    PhaseKind("rl", _late("genre_jax.rl:run_rl_phase"), from_ce=True, selected=True, **_DECODER),
+    PhaseKind("token", _late("genre_jax.supervised:train_token"), from_ce=True, selected=True, **_DECODER),
+    PhaseKind("head", _late("genre_jax.supervised:train_head"), _late("genre_jax.supervised:evaluate_head"),
+              _late("genre_jax.supervised:head_template"), selected=True, stamp_sections=("eval", "head")),
+    PhaseKind("gbdt", _late("genre_jax.gbdt:train_phase"), _late("genre_jax.gbdt:evaluate_phase"), point=True,
+              tabular_only=True, stamp_sections=()),
+)}
+KINDS = tuple(PHASE_KINDS)
+SELECTED_KINDS = tuple(k for k, v in PHASE_KINDS.items() if v.selected)  # config.<kind>.method names the method
+FROM_CE = tuple(k for k, v in PHASE_KINDS.items() if v.from_ce)  # start from the CE checkpoint of the workdir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,31 +112,38 @@ class Method:
     about: str = ""
 
     @property
+    def phase_kind(self) -> PhaseKind:
+        return PHASE_KINDS[self.kind]
+
+    @property
     def folder(self) -> str | None:
         """Checkpoint folder under the workdir (None: the method keeps no checkpoint)."""
-        if self.kind == "gbdt":
+        if self.phase_kind.template is None:
             return None
-        return "ce" if self.kind == "ce" else f"{self.kind}/{self.name}"
+        return self.kind if self.phase_kind.starts_others else f"{self.kind}/{self.name}"
 
     @property
     def from_ce(self) -> bool:
-        return self.kind in FROM_CE
+        return self.phase_kind.from_ce
 
     @property
     def decoder(self) -> bool:
         """Predicts by sampling the number decoder (so sample-count curves apply to it)."""
-        return self.kind in ("ce", "rl", "token")
+        return self.phase_kind.decoder
 
     @property
     def point_predictor(self) -> bool:
         """One value per input: every aggregation carries the same numbers."""
-        return self.kind == "gbdt" or (self.kind == "head" and not self.spec.binned)
+        return self.phase_kind.point or not getattr(self.spec, "binned", True)
+
+    def phases(self, with_ce: bool = False) -> list[str]:
+        """The config.phases that train and evaluate this method (``with_ce``: train CE first)."""
+        return ([BASELINE] if with_ce and self.name != BASELINE else []) + [self.kind, "eval"]
 
     def launch_flags(self, with_ce: bool = False) -> list[str]:
         """launch.py flags that train and evaluate this method (``with_ce``: train CE first)."""
-        phases = (["ce"] if with_ce and self.kind != "ce" else []) + [self.kind, "eval"]
-        flags = [f"--config.phases={','.join(phases)}"]
-        if self.kind in SELECTED_KINDS:
+        flags = [f"--config.phases={','.join(self.phases(with_ce))}"]
+        if self.phase_kind.selected:
             flags.append(f"--config.{self.kind}.method={self.name}")
         return flags
 

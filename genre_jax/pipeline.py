@@ -1,11 +1,14 @@
-"""The phases of one run, in order: validate everything, then train, then evaluate.
+"""The phases of one run, in order: validate everything (``prepare``), then train, then evaluate
+(``run_phases``); ``run`` does both, for launch.py.
 
 Phases (``config.phases``) are the method kinds of ``methods.py`` plus ``eval``: ``ce`` (decoder CE
 pretraining), ``rl`` (``config.rl.method`` from the CE checkpoint), ``token`` (``config.token.method``
 fine-tuned from the CE checkpoint), ``head`` (``config.head.method``, trained from scratch), ``gbdt``
-(the LightGBM reference) and ``eval``. Each method keeps its own checkpoint folder, so one workdir
-can hold CE and every method started from it; ``results.json`` accumulates one entry per method, and
-an entry whose checkpoint and evaluation settings are unchanged is not recomputed.
+(the LightGBM reference, no checkpoint) and ``eval``. How each kind trains, restores and evaluates is
+its ``methods.PhaseKind`` record. Each method keeps its own checkpoint folder, so one workdir can hold
+CE and every method started from it; ``results.json`` accumulates one entry per method, and an entry
+whose checkpoint and evaluation settings are unchanged is not recomputed. The data come from the
+config's TALENT folder (or code-metric files), or in memory (``prepare(..., data=...)``: the estimator).
 """
 from __future__ import annotations
 
@@ -18,8 +21,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from genre_jax import (checkpoint, evaluate, gbdt, loop, methods, models, parallel, paths, preemption, rl, settings,
-                       train)
+from genre_jax import checkpoint, loop, methods, models, parallel, paths, preemption, settings
 from genre_jax.checkpoint import PhaseCheckpoints
 from genre_jax.context import RunContext, encode_splits
 from genre_jax.data import load_for_config
@@ -45,15 +47,6 @@ def also_selected(method: methods.Method, progress: dict, restore) -> dict[str, 
         which = loop.best_checkpoint(rule)
         out[f"{method.name}@{rule}"] = Trained(method, restore(which), record, which, rule)
     return out
-
-
-# kind -> (ctx, starting params) -> (best params, progress); rl and token start from CE's best params.
-TRAINERS = {
-    "ce": lambda ctx, params: (train.run_ce_phase(ctx, params), {}),
-    "rl": rl.run_rl_phase,
-    "token": lambda ctx, params: (train.run_token_phase(ctx, params), {}),
-    "head": lambda ctx, params: (train.run_head_phase(ctx), {}),
-}
 
 
 def host_cpu() -> str:
@@ -83,17 +76,28 @@ def versions() -> dict:
     return out
 
 
-def run(config, workdir: str, profile_steps: int = 0, profile_dir: str = "") -> dict:
-    """Runs the configured phases; returns the results of this run (also merged into results.json).
-    ``profile_steps`` > 0 traces that many training steps into ``profile_dir`` (<workdir>/profile)."""
-    # Everything that can reject the input runs before the workdir is touched.
+class Prepared(NamedTuple):
+    """A run validated and built, before its workdir is touched (``prepare``); ``run_phases`` runs it."""
+    ctx: RunContext
+    params: Any  # the decoder's freshly initialized (seeded) params: where CE starts
+    record: dict  # what <workdir>/config.json records
+
+
+def prepare(config, workdir: str, data=None, progress: bool = True, profile_steps: int = 0,
+            profile_dir: str = "") -> Prepared:
+    """Validates the config (resolved once into ``settings.Settings``), loads the data and builds the
+    model and the context. ``data``: a dataset object already in memory (``genre_jax.data.from_splits``:
+    arrays plus the preprocessing fitted on their train split); None = the one ``config.data_format``,
+    ``config.data_dir`` and ``config.dataset`` name (a TALENT folder by default). ``progress``: the
+    loop's progress bars. ``profile_steps`` > 0 traces that many training steps into ``profile_dir``
+    (<workdir>/profile). Everything that can reject the input runs here, before the workdir is touched."""
     if not str(workdir).strip():
         raise GenreError("--workdir is empty; expected the run's folder (created if missing)")
-    settings.parse_phases(config.phases)
-    data = load_for_config(config)
+    settings.parse_phases(config.phases)  # before a data set is read: a typo costs no loading time
+    data = load_for_config(config) if data is None else data
     tokenizer = make_tokenizer(config.tokenizer, data.splits["train"].z)
     model = models.make_model(config.model, tokenizer)
-    run_settings = settings.resolve(config, tokenizer)
+    run_settings = settings.resolve(config, tokenizer)  # from here on, the records: no config field is read again
     workdir = paths.resolve(workdir)  # a local folder (made absolute) or a bucket URI such as gs://b/run
     paths.check_backend(workdir)
     profile_dir = paths.resolve(profile_dir or os.path.join(workdir, "profile"))
@@ -101,40 +105,49 @@ def run(config, workdir: str, profile_steps: int = 0, profile_dir: str = "") -> 
         raise GenreError(f"--profile writes to a local folder, not {profile_dir}; pass --profile_dir=<local folder>")
     if paths.exists(workdir) and not paths.isdir(workdir):
         raise GenreError(f"--workdir {workdir} is a file; expected a folder (created if missing)")
-    checkpoint.check_workdir_matches(workdir, config)
+    full = run_settings.config
+    checkpoint.check_workdir_matches(workdir, full)
     params = models.init_params(model, data.preprocessor.num_features, tokenizer.length,
                                 jax.random.key(run_settings.seed))
     arrays, clipped = encode_splits(data, tokenizer)
-    meta = {"config": config.to_dict(), "tokenizer": tokenizer.spec(), "preprocessor": data.preprocessor.to_dict()}
-    profiler = loop.StepProfiler(profile_steps, profile_dir) \
-        if profile_steps > 0 else None
-    ctx = RunContext(run_settings, arrays, float(data.preprocessor.y_std), model, tokenizer, config.model.to_dict(),
-                     parallel.data_mesh(), workdir, meta, data, profiler)
+    meta = {"config": full, "tokenizer": tokenizer.spec(), "preprocessor": data.preprocessor.to_dict()}
+    profiler = loop.StepProfiler(profile_steps, profile_dir) if profile_steps > 0 else None
+    ctx = RunContext(run_settings, arrays, float(data.preprocessor.y_std), model, tokenizer, full["model"],
+                     parallel.data_mesh(), workdir, meta, data, profiler, progress)
+    record = {"config": full, "seed": ctx.seed, "identity": checkpoint.model_identity(full), "versions": versions(),
+              "devices": [str(d) for d in jax.devices()], "command": sys.argv, "tokenizer": tokenizer.spec(),
+              "clipped_targets": clipped}
+    return Prepared(ctx, params, record)
 
+
+def run_phases(prepared: Prepared) -> dict:
+    """Runs the prepared run's phases; returns this run's results (also merged into results.json)."""
+    ctx, params = prepared.ctx, prepared.params
+    workdir, dataset, phases = ctx.workdir, ctx.settings.dataset, ctx.settings.phases
     created = not paths.exists(workdir)
     with checkpoint.WorkdirLock(workdir):  # a second launch on this workdir stops here, with one line
-        write_json_atomic(os.path.join(workdir, "config.json"), {
-            "config": config.to_dict(), "seed": ctx.seed, "identity": checkpoint.model_identity(config),
-            "versions": versions(), "devices": [str(d) for d in jax.devices()], "command": sys.argv,
-            "tokenizer": tokenizer.spec(), "clipped_targets": clipped})
-        earlier = read_phases(workdir, config.dataset, ctx.seed)
-        phases, results = run_settings.phases, {}
+        write_json_atomic(os.path.join(workdir, "config.json"), prepared.record)
+        earlier = read_phases(workdir, dataset, ctx.seed)
+        results = {}
         try:
-            trained = _train(ctx, params) if run_settings.trains() else _restore_existing(ctx, params)
+            trained = _train(ctx, params) if ctx.settings.trains() else _restore_existing(ctx, params)
             if "eval" in phases:
                 _evaluate(ctx, trained, earlier, results)
-            if "gbdt" in phases:
-                results[gbdt.METHOD] = gbdt.evaluate_lightgbm(data, gbdt.fit_lightgbm(data, seed=ctx.seed))
         except (GenreError, OSError):
-            if created and not PhaseCheckpoints(workdir, methods.only("ce").folder).has("best"):
+            if created and not PhaseCheckpoints(workdir, methods.METHODS[methods.BASELINE].folder).has("best"):
                 paths.rmtree(workdir)  # nothing worth resuming: leave no half-written folder
             raise
         finally:
-            if profiler is not None:
-                profiler.close()
+            if ctx.profiler is not None:
+                ctx.profiler.close()
             if results and paths.isdir(workdir):  # what finished is kept, also when a later step fails or stops
-                _write_results(workdir, config.dataset, ctx.seed, results)
-    return {"dataset": config.dataset, "seed": ctx.seed, "phases": results}
+                _write_results(workdir, dataset, ctx.seed, results)
+    return {"dataset": dataset, "seed": ctx.seed, "phases": results}
+
+
+def run(config, workdir: str, profile_steps: int = 0, profile_dir: str = "", data=None, progress: bool = True) -> dict:
+    """``prepare`` then ``run_phases``: what launch.py runs."""
+    return run_phases(prepare(config, workdir, data, progress, profile_steps, profile_dir))
 
 
 def _write_results(workdir: str, dataset: str, seed: int, results: dict) -> None:
@@ -147,20 +160,21 @@ def _write_results(workdir: str, dataset: str, seed: int, results: dict) -> None
 
 
 def _train(ctx, params) -> dict[str, Trained]:
-    """Runs the training phases in order; returns {method name: Trained}."""
-    phases, trained, ce_params = ctx.settings.phases, {}, None
-    if "ce" not in phases and any(kind in phases for kind in methods.FROM_CE):
-        ce_params = _restore_best(ctx, methods.only("ce"), params, "add 'ce' to --config.phases")
-    for kind, trainer in TRAINERS.items():
-        if kind not in phases:
-            continue
-        method = ctx.settings.method(kind)
-        best, progress = trainer(ctx, ce_params if method.from_ce else params)
+    """Runs the training phases in order (``methods.PHASE_KINDS``); returns {method name: Trained}."""
+    kinds = [methods.PHASE_KINDS[k] for k in methods.KINDS if k in ctx.settings.phases]
+    start = None  # the CE best params the from_ce kinds start from
+    if any(k.from_ce for k in kinds) and not any(k.starts_others for k in kinds):
+        base = methods.METHODS[methods.BASELINE]
+        start = _restore_best(ctx, base, params, f"add '{base.kind}' to --config.phases")
+    trained = {}
+    for kind in kinds:
+        method = ctx.settings.method(kind.name)
+        best, progress = kind.train(ctx, start if kind.from_ce else params)
         trained[method.name] = Trained(method, best, progress)
         trained.update(also_selected(method, progress, lambda which, like=best: PhaseCheckpoints(
             ctx.workdir, method.folder).restore(which, like)[0]))
-        if kind == "ce":
-            ce_params = best
+        if kind.starts_others:
+            start = best
         preemption.check(f"the {method.name} phase")
     return trained
 
@@ -175,19 +189,18 @@ def _restore_best(ctx, method, like, hint: str):
 def _restore_existing(ctx, params) -> dict[str, Trained]:
     """``eval`` alone: every checkpoint of the configured methods that exists in the workdir."""
     found = {}
-    for kind in TRAINERS:
-        method = ctx.settings.method(kind)
-        if not paths.isdir(os.path.join(ctx.workdir, method.folder)):
-            continue
+    for kind in methods.PHASE_KINDS.values():
+        method = ctx.settings.method(kind.name)
+        if kind.template is None or not paths.isdir(os.path.join(ctx.workdir, method.folder)):
+            continue  # a kind that keeps no checkpoint (gbdt) is trained by its own phase only
         ckpt = PhaseCheckpoints(ctx.workdir, method.folder)
         if not ckpt.has("best"):
             continue
-        if kind == "head":
-            found[method.name] = Trained(method, ckpt.restore("best", train.init_head_params(ctx))[0], {})
-        else:
-            progress = ckpt.meta("last") or {}
-            found[method.name] = Trained(method, ckpt.restore("best", params)[0], progress)
-            found.update(also_selected(method, progress, lambda which: ckpt.restore(which, params)[0]))
+        like = kind.template(ctx, params)
+        # a decoder's selection record is its last checkpoint's progress; heads report none
+        progress = (ckpt.meta("last") or {}) if kind.decoder else {}
+        found[method.name] = Trained(method, ckpt.restore("best", like)[0], progress)
+        found.update(also_selected(method, progress, lambda which, like=like: ckpt.restore(which, like)[0]))
     if not found:
         raise GenreError(f"{ctx.workdir}: no checkpoint to evaluate; add a training phase to --config.phases")
     return found
@@ -195,33 +208,32 @@ def _restore_existing(ctx, params) -> dict[str, Trained]:
 
 def _evaluate(ctx, trained: dict[str, Trained], earlier: dict, results: dict) -> None:
     """Evaluates every trained method into ``results`` ({name: entry}), one method at a time."""
-    config = ctx.meta["config"]
     for name, (method, params, progress, which, rule) in trained.items():
-        ckpt = PhaseCheckpoints(ctx.workdir, method.folder)
-        # ``params`` came through a checksum-verified restore, so a damaged best checkpoint never gets
-        # here; a replaced one (same step, other values) is evaluated again. The digest is of the
-        # values, not the folder, whose Orbax metadata holds write times: identical runs keep
-        # byte-identical results.json files.
-        stamp = {"best_step": ckpt.best_step(which), "params_digest": checkpoint.tree_digest(params),
-                 "eval": settings.without_later_fields("eval", config["eval"])}
-        if method.kind == "head":  # heads sample with their own settings
-            stamp["head"] = settings.without_later_fields("head", config["head"])
-        if earlier.get(name, {}).get("stamp") == stamp:
-            results[name] = earlier[name]  # same checkpoint, same evaluation: nothing to recompute
-            continue
+        kind, stamp = method.phase_kind, None
+        if method.folder is not None:  # a kind without checkpoints (gbdt) is fitted anew, so evaluated anew
+            # ``params`` came through a checksum-verified restore, so a damaged best checkpoint never gets
+            # here; a replaced one (same step, other values) is evaluated again. The digest is of the
+            # values, not the folder, whose Orbax metadata holds write times: identical runs keep
+            # byte-identical results.json files.
+            stamp = {"best_step": PhaseCheckpoints(ctx.workdir, method.folder).best_step(which),
+                     "params_digest": checkpoint.tree_digest(params),
+                     **{section: getattr(ctx.settings, section).stamp for section in kind.stamp_sections}}
+            if earlier.get(name, {}).get("stamp") == stamp:
+                results[name] = earlier[name]  # same checkpoint, same evaluation: nothing to recompute
+                continue
         out_dir = os.path.join(ctx.workdir, "eval", name)
         # both selection rules often pick the same epoch: its evaluation (which depends on the params,
         # the seed and the settings, not on the entry's name) is copied, predictions included
-        primary = (results.get(method.name) or {}).get("stamp", {}) if rule is not None else {}
-        if (primary.get("params_digest"), primary.get("eval")) == (stamp["params_digest"], stamp["eval"]):
+        primary = (results.get(method.name) or {}).get("stamp", {})
+        if rule is not None and (primary.get("params_digest"), primary.get("eval")) == \
+                (stamp["params_digest"], stamp["eval"]):
             results[name] = {k: copy.deepcopy(v) for k, v in results[method.name].items() if k != "wall_time_s"}
             results[name]["method"] = name
             paths.copytree(os.path.join(ctx.workdir, "eval", method.name), out_dir)
-        elif method.kind == "head":
-            results[name] = evaluate.evaluate_head(ctx, params, train.head_model(ctx), out_dir)
         else:
-            results[name] = evaluate.evaluate(ctx, params, out_dir, method=name)
-        results[name]["stamp"] = stamp
+            results[name] = kind.evaluate(ctx, params, out_dir, name)
+        if stamp is not None:
+            results[name]["stamp"] = stamp
         if progress:
             results[name]["selection"] = {k: progress.get(k) for k in ("best_epoch", "start_val", "best_val")}
             if rule is not None:

@@ -250,7 +250,7 @@ def run_rl_phase(ctx, ce_params):
     also = () if rl.other_selection is None else (loop.Selection(rl.other_selection,
                                                                   *SELECTION_VALUES[rl.other_selection]),)
     phase = loop.Phase(rl.method.folder, rl.loop, make_step, validate, FIELDS,
-                       maximize=SELECTION_VALUES[rl.selection][1], shuffle_offset=1000,
-                       updates_per_step=rl.ppo_epochs, meta=ctx.meta, start_competes=rl.keep_start,
-                       fingerprint=rl.fingerprint, rollouts_per_example=rl.num_rollouts, also_best=also)
+                       maximize=SELECTION_VALUES[rl.selection][1], shuffle_offset=1000, meta=ctx.meta,
+                       rl=loop.RLPart(start_competes=rl.keep_start, fingerprint=rl.fingerprint, also_best=also,
+                                      updates_per_step=rl.ppo_epochs, rollouts_per_example=rl.num_rollouts))
     return loop.run(ctx, phase, ce_params)

@@ -2,7 +2,8 @@
 
 ``resolve(config, tokenizer)`` runs before the workdir is touched, so a bad value costs no training
 time and leaves nothing behind; it also builds what the phases use (the selected method records,
-the reward function, the token objective), so no phase re-reads or re-casts a config field.
+the reward function, the token objective, the evaluation stamps, the config as a dict for
+config.json and checkpoint meta), so no later step re-reads or re-casts a config field.
 """
 from __future__ import annotations
 
@@ -120,6 +121,8 @@ class Head:
     select: str  # the validation value that picks the best epoch: point-prediction MSE or the loss
     num_samples: int
     loop: Loop
+    config: dict = dataclasses.field(default_factory=dict, compare=False)  # config.head, into its checkpoints' meta
+    stamp: dict = dataclasses.field(default_factory=dict, compare=False)  # see Eval.stamp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +134,9 @@ class Eval:
     decode: str  # exact.DECODES
     exact_max_sequences: int  # auto decodes exactly up to this many sequences
     calibration: str = "none"  # calibration.CALIBRATIONS, fitted on the validation split
+    # the section minus later fields at their old values: a results.json entry evaluated under the
+    # same stamp is not evaluated again (so its content must not change for existing workdirs)
+    stamp: dict = dataclasses.field(default_factory=dict, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,13 +149,15 @@ class Settings:
     token: Token
     head: Head
     eval: Eval
+    dataset: str = ""  # the results.json key
+    config: dict = dataclasses.field(default_factory=dict, compare=False)  # the whole config (config.json, meta)
 
     def trains(self) -> bool:
         return any(p in self.phases for p in methods.KINDS)
 
     def method(self, kind: str) -> methods.Method:
         """The method this run trains (or evaluates) for a phase kind."""
-        return getattr(self, kind).method if kind in methods.SELECTED_KINDS else methods.only(kind)
+        return getattr(self, kind).method if methods.PHASE_KINDS[kind].selected else methods.only(kind)
 
 
 def parse_phases(text: str) -> tuple[str, ...]:
@@ -288,7 +296,8 @@ def _head(config) -> Head:
     mlp_hidden = s.int("mlp_hidden", 0)
     return Head(method, s.int("num_bins"), low, high, s.float("smoothing"), s.choice("targets", heads.TARGETS),
                 s.choice("tails", heads.TAILS), mlp_hidden, s.int("mlp_layers", 1 if mlp_hidden else 0),
-                s.choice("select", HEAD_SELECT), s.int("num_samples") if method.spec.binned else 1, s.loop())
+                s.choice("select", HEAD_SELECT), s.int("num_samples") if method.spec.binned else 1, s.loop(),
+                s.cfg.to_dict(), without_later_fields("head", s.cfg.to_dict()))
 
 
 def _eval(config) -> Eval:
@@ -298,7 +307,7 @@ def _eval(config) -> Eval:
         raise GenreError(f"config.eval.splits: expected a comma-separated subset of {list(SPLITS)}, got {s.splits!r}")
     return Eval(s.int("num_samples"), s.float("temperature", strict=True), s.int("batch_size"), splits,
                 s.choice("decode", exact.DECODES), s.int("exact_max_sequences"),
-                s.choice("calibration", calibration.CALIBRATIONS))
+                s.choice("calibration", calibration.CALIBRATIONS), without_later_fields("eval", s.cfg.to_dict()))
 
 
 def resolve(config, tokenizer) -> Settings:
@@ -313,9 +322,11 @@ def resolve(config, tokenizer) -> Settings:
     for kind in ("ce", "token", "head"):  # a supervised phase that trains needs at least one epoch
         if kind in phases and kind in config:
             _Reader(config, kind).int("max_epochs", 1)
-    if "gbdt" in phases and config.get("data_format", "talent") != "talent":
-        raise GenreError("config.phases: 'gbdt' needs tabular features; it does not apply to "
-                         f"data_format={config.data_format!r}")
+    for kind in phases:
+        if kind in methods.PHASE_KINDS and methods.PHASE_KINDS[kind].tabular_only \
+                and config.get("data_format", "talent") != "talent":
+            raise GenreError(f"config.phases: {kind!r} needs tabular features; it does not apply to "
+                             f"data_format={config.data_format!r}")
     for field, choices in (("rng_streams", RNG_STREAMS), ("last_batch", LAST_BATCH)):
         if config.get(field, LATER_FIELDS[""][field]) not in choices:
             raise GenreError(f"config.{field}: expected one of {list(choices)}, got {config[field]!r}")
@@ -329,4 +340,4 @@ def resolve(config, tokenizer) -> Settings:
     ce = ce_section.loop()
     evaluation = _eval(config)
     return Settings(int(seed), phases, ce, ce_section.bool("masked_loss"), _rl(config, tokenizer, ce.optim.learning_rate, evaluation),
-                    _token(config, tokenizer), _head(config), evaluation)
+                    _token(config, tokenizer), _head(config), evaluation, str(config.dataset), config.to_dict())

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import tabular
-from genre_jax import checkpoint, loop, settings, train
+from genre_jax import checkpoint, loop, settings, supervised
 from genre_jax.errors import GenreError
 from genre_jax.settings import Optim
 from genre_jax.tokenizers import NormalizedTokenizer
@@ -48,12 +48,13 @@ def squared_error(params, batch, key, train):
 
 def linear_phase(ctx, validate=None, **overrides):
     def make_step(tx):
-        return train.supervised_update(squared_error, tx)[0], jax.random.key(ctx.seed)
+        return supervised.supervised_update(squared_error, tx)[0], jax.random.key(ctx.seed)
 
     val = ctx.arrays["val"]
     validate = validate or (lambda params: {"val_loss": float(np.mean((val["x"] @ np.asarray(params["w"])
                                                                          - val["z"]) ** 2))})
-    return loop.Phase("lin", ctx.settings.ce, make_step, validate, ("x", "z"), **overrides)
+    rl = {k: overrides.pop(k) for k in [k for k in overrides if k in loop.RLPart.__dataclass_fields__]}
+    return loop.Phase("lin", ctx.settings.ce, make_step, validate, ("x", "z"), rl=loop.RLPart(**rl), **overrides)
 
 
 def config(**ce):

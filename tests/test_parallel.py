@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from genre_jax import loop, parallel, train
+from genre_jax import loop, parallel, supervised
 from genre_jax.models import TabularRegressor, init_params
 from genre_jax.tokenizers import NormalizedTokenizer
 
@@ -45,7 +45,7 @@ def test_ce_step_on_8_devices_equals_1_device():
     params = init_params(model, 3, tok.length, jax.random.key(0))
     results = []
     for mesh in (parallel.data_mesh(jax.devices()[:1]), parallel.data_mesh()):
-        step, _ = train.supervised_steps(train.decoder_loss_fn(model, tok), tx, mesh, jax.random.key(1))
+        step, _ = supervised.supervised_steps(supervised.decoder_loss_fn(model, tok), tx, mesh, jax.random.key(1))
         fresh = jax.tree.map(jnp.copy, params)  # the step donates its input state
         state = parallel.replicate(loop.TrainState(jnp.zeros((), jnp.int32), fresh, tx.init(fresh)), mesh)
         for _ in range(3):

@@ -26,13 +26,14 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED = os.path.join(REPO, "datasets")
-ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "GENRE_JAX_PROGRESS": "0"}
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 ENV.pop("XLA_FLAGS", None)
 
 
 def launch_cmd(workdir: str, data_dir: str = BUNDLED, *overrides: str) -> list[str]:
     return [sys.executable, os.path.join(REPO, "launch.py"), f"--config={REPO}/experiments/configs/tabular.py:tiny",
-            f"--workdir={workdir}", f"--config.data_dir={data_dir}", "--config.dataset=cpu_act", *overrides]
+            f"--workdir={workdir}", f"--config.data_dir={data_dir}", "--config.dataset=cpu_act", "--noprogress",
+            *overrides]
 
 
 def run(cmd, timeout=900) -> tuple[int, str]:

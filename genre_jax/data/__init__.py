@@ -8,6 +8,7 @@ from genre_jax.data.talent import (
     SPLITS,
     Split,
     TabularData,
+    from_splits,
     load_tabular,
     read_talent,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "RawSplit",
     "Split",
     "TabularData",
+    "from_splits",
     "load_tabular",
     "read_talent",
 ]

@@ -243,8 +243,39 @@ class TabularData:
 def load_tabular(data_dir: str | os.PathLike | None, name: str) -> TabularData:
     """Reads a TALENT dataset, fits the preprocessor on train and transforms every split."""
     raw, info = read_talent(data_dir, name)
-    pre = Preprocessor.fit(raw["train"])
     folder = _resolve_root(data_dir) / name
-    splits = {s: Split(x=pre.transform_x(r, str(folder / f"N_{s}.npy")), z=pre.y_to_z(r.y, str(folder / f"y_{s}.npy")),
-                       y=r.y) for s, r in raw.items()}
+    return _preprocessed(name, raw, info, lambda s, kind: str(folder / f"{kind}_{s}.npy"))
+
+
+def from_splits(raw: dict[str, RawSplit], name: str = "arrays", info: dict | None = None) -> TabularData:
+    """The in-memory way in (``pipeline.prepare(..., data=...)``, the estimator): ``raw`` maps
+    "train", "val" and optionally "test" to ``RawSplit``s of arrays; the preprocessing is fitted on
+    train exactly as for a TALENT folder, so the same arrays give the same numbers either way."""
+    if not isinstance(raw, dict) or not {"train", "val"} <= set(raw) or not set(raw) <= set(SPLITS):
+        raise _error(f"data splits: expected a dict with 'train', 'val' (and optionally 'test') RawSplits, got "
+                     f"{sorted(raw) if isinstance(raw, dict) else type(raw).__name__}")
+    def columns(part: RawSplit) -> tuple:
+        return tuple(None if a is None or np.ndim(a) != 2 else a.shape[1] for a in (part.num, part.cat))
+
+    for split, part in raw.items():
+        if not isinstance(part, RawSplit):
+            raise _error(f"data splits[{split!r}]: expected a RawSplit(num, cat, y), got {type(part).__name__}")
+        if columns(part) != columns(raw["train"]):  # shapes beyond columns: the preprocessor's checks
+            raise _error(f"data splits[{split!r}]: (numeric, categorical) columns {columns(part)} differ from the "
+                         f"train split's {columns(raw['train'])}; every split needs the same features")
+        least = 2 if split == "train" else 1
+        if part.num_rows < least:
+            raise _error(f"data splits[{split!r}]: has {part.num_rows} rows; expected at least {least}")
+        n_bad = int((~np.isfinite(np.asarray(part.y, np.float64))).sum())
+        if n_bad:
+            raise _error(f"data splits[{split!r}].y has {n_bad} non-finite values (NaN or inf); expected all finite")
+    return _preprocessed(name, raw, dict(info or {}), lambda s, kind: f"data splits[{s!r}].{'num' if kind == 'N' else 'y'}")
+
+
+def _preprocessed(name: str, raw: dict[str, RawSplit], info: dict, where) -> TabularData:
+    """Fits the preprocessor on train and transforms every split; ``where(split, "N"|"y")`` names a
+    split's features or targets in messages."""
+    pre = Preprocessor.fit(raw["train"])
+    splits = {s: Split(x=pre.transform_x(r, where(s, "N")), z=pre.y_to_z(r.y, where(s, "y")), y=r.y)
+              for s, r in raw.items()}
     return TabularData(name=name, splits=splits, preprocessor=pre, info=info)

@@ -1,5 +1,7 @@
 """Supervised phases: CE pretraining of the number decoder, token-level baselines fine-tuned from it
-and the regression heads, all through one supervised step handed to the loop in ``loop.py``.
+and the regression heads, all through one supervised step handed to the loop in ``loop.py``. The
+``train_*`` / ``head_template`` / ``evaluate_head`` functions are what the registry's ``PhaseKind``
+records (``methods.PHASE_KINDS``) call.
 
 A supervised phase minimizes a loss that returns (sum, count), early-stopped on the same loss over
 the validation split; the best-validation params are kept under ``<workdir>/<folder>/best``.
@@ -12,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from genre_jax import heads, loop, objectives, parallel, sampling
+from genre_jax import evaluate, heads, loop, objectives, parallel, sampling
 from genre_jax.loop import LossSums, TrainState
 from genre_jax.settings import Loop
 
@@ -120,4 +122,26 @@ def run_head_phase(ctx) -> Any:
     loss_fn = head.method.spec.make_loss(model, head, values_C)
     select_fn = heads.point_error_fn(head.method.spec, model, values_C) if head.select == "mse" else None
     return run_supervised(ctx, head.method.folder, head.loop, loss_fn, ("x", "z"), init_head_params(ctx),
-                          {"head": ctx.meta["config"]["head"]}, select_fn)
+                          {"head": head.config}, select_fn)
+
+
+# ----- the PhaseKind entry points: (ctx, start params) -> (best params, progress), and the head's others
+
+def train_ce(ctx, params_init):
+    return run_ce_phase(ctx, params_init), {}
+
+
+def train_token(ctx, ce_params):
+    return run_token_phase(ctx, ce_params), {}
+
+
+def train_head(ctx, _decoder_params):
+    return run_head_phase(ctx), {}  # from scratch: a head does not start from the decoder's params
+
+
+def head_template(ctx, _decoder_params):
+    return init_head_params(ctx)
+
+
+def evaluate_head(ctx, params, out_dir: str, name: str) -> dict:
+    return evaluate.evaluate_head(ctx, params, head_model(ctx), out_dir)  # heads sample with their own settings

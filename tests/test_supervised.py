@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import tabular
-from genre_jax import evaluate, metrics, train
+from genre_jax import evaluate, metrics, supervised
 
 
 def test_config_variants():
@@ -44,8 +44,8 @@ def head_config(method, **overrides):
 def test_head_phase_trains_and_evaluates_in_evaluate_schema(method, overrides, tmp_path, make_context):
     arrays = synthetic_arrays()
     ctx = make_context(arrays, head_config(method, **overrides), y_std=2.0)
-    params = train.run_head_phase(ctx)
-    restored = train.run_head_phase(ctx)  # done: restores best
+    params = supervised.run_head_phase(ctx)
+    restored = supervised.run_head_phase(ctx)  # done: restores best
     jax.tree.map(np.testing.assert_array_equal, restored, params)
 
     with open(tmp_path / "head" / method / "log.jsonl") as f:
@@ -58,13 +58,13 @@ def test_head_phase_trains_and_evaluates_in_evaluate_schema(method, overrides, t
     assert log[-1][f"best_{select}"] == best[select]
     if overrides:
         assert "hidden_2" in params and "encoder" not in params
-        point_N = evaluate.heads.head_predict(ctx.settings.head.method.spec, train.head_model(ctx), params,
+        point_N = evaluate.heads.head_predict(ctx.settings.head.method.spec, supervised.head_model(ctx), params,
                                               arrays["val"]["x"], None, 0,
                                               *reversed(evaluate.heads.bin_layout(ctx.settings.head,
                                                                                   arrays["train"]["z"])))[1]
         np.testing.assert_allclose(np.mean((np.asarray(point_N) - arrays["val"]["z"]) ** 2), best[select], rtol=1e-4)
 
-    result = evaluate.evaluate_head(ctx, params, train.head_model(ctx), str(tmp_path / "eval"))
+    result = evaluate.evaluate_head(ctx, params, supervised.head_model(ctx), str(tmp_path / "eval"))
     num_samples = 16 if method == "riemann" else 1
     assert set(result) == {"method", "num_samples", "temperature", "splits", "wall_time_s"}
     assert (result["method"], result["num_samples"]) == (method, num_samples)
