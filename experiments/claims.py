@@ -419,7 +419,7 @@ def main(argv=None, launcher=None) -> int:
 
 def refusal(method: str, cmd: list) -> str | None:
     """launch.py's one-line refusal of an exact method (``RLSpec.exact``) on a tokenizer that allows
-    more sequences than exact.MAX_TRAIN_SEQUENCES, or None. The plan leaves such a run out
+    more sequences than exact.MAX_SEQUENCES, or None. The plan leaves such a run out
     (``distribution``: exact_crps on Abalone_reg) instead of recording it failed. The tokenizer is
     ``cmd``'s (its config file and --config.tokenizer.* flags), checked by the same
     ``settings.resolve`` as a launch, so the limit and the message live in one place."""

@@ -236,36 +236,44 @@ class GenReRegressor(RegressorMixin, BaseEstimator):
                              f"{self.feature_kinds_[0]} and {self.feature_kinds_[1]}")
         return num, cat
 
-    def predict(self, X, aggregate: str = "mean"):
-        """The point prediction: the mean of the predictive distribution (default; exact when the
-        tokenizer has at most 4,096 sequences, else of ``num_samples`` samples), the median of
-        ``num_samples`` samples, or the greedy decode (``aggregate="greedy"``). With IEEE tokens
-        (``overrides={"tokenizer.name": "ieee"}``) prefer the median: a rare sample with a large
-        exponent can dominate the mean (measured on boston: test RMSE of the mean 2.7e6 z, of the
-        median 0.45; results/claims/README.md, tokenizer study)."""
-        if aggregate not in ("mean", "median", "greedy"):
-            raise ValueError(f"GenReRegressor.predict: aggregate must be mean, median or greedy, got {aggregate!r}")
+    def predict(self, X, output_type: str = "mean", quantiles=None):
+        """The prediction ``output_type`` asks for, in the target's units (TabPFN's names):
+        ``mean`` (default; the predictive distribution's, exact where the run decodes exactly — up to
+        4,096 sequences with the ``quick`` recipe — else of ``num_samples`` samples), ``median``,
+        ``mode``, ``greedy`` (the greedy decode): arrays [N]; ``quantiles``: a list of [N] arrays, one per
+        level of ``quantiles`` (default 0.1, ..., 0.9); ``full``: the whole distribution,
+        {"support": [S], "probabilities": [N, S]} where the tokenizer has at most 4,096 sequences, else
+        {"samples": [N, num_samples]}; ``main``: a dict of the four point predictions and [N, Q] quantiles.
+        With IEEE tokens (``overrides={"tokenizer.name": "ieee"}``) prefer the median: a rare sample with
+        a large exponent can dominate the mean (measured on boston: test RMSE of the mean 2.7e6 z, of
+        the median 0.45; results/claims/README.md, tokenizer study)."""
+        from genre_jax import decode
+        if output_type not in decode.OUTPUT_TYPES:
+            raise ValueError(f"GenReRegressor.predict: output_type must be one of {', '.join(decode.OUTPUT_TYPES)}, "
+                             f"got {output_type!r}")
         num, cat = self._features(X, "GenReRegressor.predict")
-        if aggregate == "mean":  # exact where the tree is small, and then the same for a row in any batch
-            z = self.predictor_.mean_z(num, cat, num_samples=self.num_samples, seed=self.random_state)
-            return self.predictor_.preprocessor.z_to_y(z)
-        return self.predictor_.predict(num, cat, num_samples=self.num_samples, seed=self.random_state)[aggregate]
+        levels = decode.DEFAULT_QUANTILES if quantiles is None else quantiles
+        try:
+            return self.predictor_.predict(num, cat, output_type, levels, num_samples=self.num_samples,
+                                           seed=self.random_state)
+        except GenreError as e:
+            raise ValueError(f"GenReRegressor.predict: {e}") from None
 
     def sample(self, X, n: int = 128):
         """[N, n] samples of the predictive distribution (temperature 1, original units)."""
         num, cat = self._features(X, "GenReRegressor.sample")
-        return self.predictor_.predict(num, cat, num_samples=n, seed=self.random_state)["samples"]
+        return self.predictor_.sample(num, cat, n, seed=self.random_state)
 
     def predict_quantiles(self, X, q=(0.05, 0.5, 0.95), calibrated: bool = True):
         """[N, len(q)] quantiles, at the temperature calibrated on the validation rows if ``calibrated``."""
         num, cat = self._features(X, "GenReRegressor.predict_quantiles")
-        return self.predictor_.quantiles(num, cat, q, calibrated, max(self.num_samples, 256), self.random_state)
+        return self.predictor_.quantiles(num, cat, q, calibrated, self.num_samples, self.random_state)
 
     def predict_interval(self, X, coverage: float = 0.9, kind: str = "conformal"):
         """(lower, upper) arrays: split-conformal around the mean (default), or the central interval
         of the temperature-calibrated (``temperature``) or raw (``raw``) distribution."""
         num, cat = self._features(X, "GenReRegressor.predict_interval")
-        return self.predictor_.interval(num, cat, coverage, kind, max(self.num_samples, 256), self.random_state)
+        return self.predictor_.interval(num, cat, coverage, kind, self.num_samples, self.random_state)
 
     # ----- persistence
 

@@ -18,49 +18,20 @@ import time
 import jax
 import numpy as np
 
-from genre_jax import calibration, exact, heads, metrics, parallel, paths, sampling
-
-
-def make_predict_fn(ctx, num_samples: int, decode: str = "sample"):
-    """The decoder's jitted (params, x_BF, key, temperature) -> (samples_BG, greedy_B), rows split over
-    devices; with ``decode="exact"``: (probs_BS over ``exact.all_sequences``, greedy_B). The temperature
-    is an argument, not a constant, so calibration tries several without recompiling."""
-    return _predict_fn(ctx.model, ctx.tokenizer, ctx.mesh, num_samples, decode)
-
-
-@parallel.reused
-def _predict_fn(model, tokenizer, mesh, num_samples: int, decode: str):
-    def predict(params, x_BF, key, temperature):
-        if decode == "exact":
-            return exact.predict(model, params, x_BF, tokenizer, temperature)
-        return sampling.predict(model, params, x_BF, key, tokenizer, num_samples, temperature)
-
-    return parallel.data_parallel(predict, mesh, batch_out=True)
-
-
-def predict_split(predict_fn, params, x_NF: np.ndarray, key, batch_size: int, mesh, temperature: float = 1.0):
-    """(samples_NG, greedy_N) for every row; padding rows are dropped, one compiled shape."""
-    samples, greedy = [], []
-    temperature = jax.numpy.float32(temperature)
-    for i, batch in enumerate(parallel.padded_batches({"x": x_NF}, batch_size)):
-        s, g = predict_fn(params, parallel.shard_batch(batch["x"], mesh), jax.random.fold_in(key, i), temperature)
-        keep = batch["weight"] > 0
-        samples.append(parallel.to_host(s)[keep])
-        greedy.append(parallel.to_host(g)[keep])
-    return np.concatenate(samples), np.concatenate(greedy)
+from genre_jax import calibration, decode, exact, heads, metrics, parallel, paths
 
 
 def evaluate(ctx, params, out_dir: str, method: str) -> dict:
     """Scores decoder ``params`` on the configured splits; writes predictions under ``out_dir``."""
     cfg = ctx.settings.eval
-    decode = exact.resolve_decode(cfg.decode, ctx.tokenizer, cfg.exact_max_sequences)
-    predict_fn = make_predict_fn(ctx, cfg.num_samples, decode)
-    header = {"method": method, "num_samples": cfg.num_samples, "temperature": cfg.temperature, "decode": decode}
-    values_S = np.asarray(ctx.tokenizer.decode(exact.all_sequences(ctx.tokenizer))) if decode == "exact" else None
+    decoding = decode.resolve(cfg.decode, ctx.tokenizer, cfg.num_samples, cfg.temperature, cfg.exact_max_sequences)
+    predict_fn = decode.predict_fn(ctx.model, ctx.tokenizer, ctx.mesh, decoding.how, cfg.num_samples)
+    header = {"method": method, "num_samples": cfg.num_samples, "temperature": cfg.temperature, "decode": decoding.how}
+    values_S = decode.support_z(ctx.tokenizer) if decoding.how == "exact" else None
     start = time.time()
     result, dists = score_splits(ctx, predict_fn, params, out_dir, header, values_S)
     if cfg.calibration != "none" and "val" in dists:
-        fitted = calibrate(ctx, predict_fn, params, dists, values_S, cfg.calibration)
+        fitted = calibrate(ctx, predict_fn, params, dists, values_S, cfg.calibration, decoding)
         calibration.save(out_dir, fitted)  # with the validation residuals, which results.json leaves out
         result["calibration"] = calibration.summary(fitted)
     result["wall_time_s"] = round(time.time() - start, 2)
@@ -68,25 +39,27 @@ def evaluate(ctx, params, out_dir: str, method: str) -> dict:
 
 
 def _split_key(ctx, split: str):
-    """The PRNG key of a split's decode: the same at every temperature (common random numbers)."""
-    key = jax.random.fold_in(jax.random.key(ctx.seed), 1)
-    return jax.random.fold_in(key, ctx.settings.eval.splits.index(split))
+    return split_key(ctx.seed, ctx.settings.eval.splits.index(split))
 
 
-def _distribution(outputs_NG, exact_values_S):
-    return metrics.Samples(outputs_NG) if exact_values_S is None else metrics.Discrete(exact_values_S, outputs_NG)
+def split_key(seed: int, index: int):
+    """The PRNG key of a split's decode (``index``: its place in eval.splits): the same at every
+    temperature (common random numbers)."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1), index)
 
 
-def calibrate(ctx, predict_fn, params, dists: dict, exact_values_S, how: str) -> dict:
+def calibrate(ctx, predict_fn, params, dists: dict, exact_values_S, how: str, decoding=None) -> dict:
     """Fits the calibrations ``how`` asks for on the validation split (``calibration.py``) and scores
-    them, and the raw distribution, on every evaluated split."""
+    them, and the raw distribution, on every evaluated split. The conformal entry records ``decoding``
+    (how the mean its residuals are of was decoded), so a Predictor centres its intervals on the same
+    predictor."""
     targets = {split: ctx.arrays[split]["z"] for split in dists}
     out = {"levels": list(calibration.LEVELS), "fitted_on": "val",
            "raw": {s: calibration.distribution_report(d, targets[s]) for s, d in dists.items()}}
     if how in ("conformal", "both"):
         residuals = calibration.sorted_residuals(dists["val"].mean(), targets["val"])
         half = calibration.conformal_half_widths(residuals)
-        out["conformal"] = {"point": "mean", "half_width_z": half,
+        out["conformal"] = {"point": "mean", **({"decoding": decoding.to_dict()} if decoding else {}), "half_width_z": half,
                             "residuals_z": [round(float(r), 6) for r in residuals],  # any level, at predict time
                             "splits": {s: calibration.conformal_report(d.mean(), targets[s], half)
                                        for s, d in dists.items()}}
@@ -105,9 +78,9 @@ def calibrate(ctx, predict_fn, params, dists: dict, exact_values_S, how: str) ->
 
 def _decode(ctx, predict_fn, params, split: str, exact_values_S, temperature: float):
     batch_size = parallel.round_up(ctx.settings.eval.batch_size, ctx.mesh.size)
-    outputs, _ = predict_split(predict_fn, params, ctx.arrays[split]["x"], _split_key(ctx, split), batch_size,
+    outputs, _ = decode.decode_rows(predict_fn, params, ctx.arrays[split]["x"], _split_key(ctx, split), batch_size,
                                ctx.mesh, temperature)
-    return _distribution(outputs, exact_values_S)
+    return decode.distribution(outputs, exact_values_S)
 
 
 def _val_distributions(ctx, predict_fn, params, exact_values_S, val_dist, val_z) -> tuple[dict, dict]:
@@ -151,7 +124,7 @@ def score_splits(ctx, predict_fn, params, out_dir: str, header: dict, exact_valu
     paths.makedirs(out_dir)
     for split in ctx.settings.eval.splits:
         split_arrays = ctx.arrays[split]
-        outputs_NG, greedy_N = predict_split(predict_fn, params, split_arrays["x"], _split_key(ctx, split),
+        outputs_NG, greedy_N = decode.decode_rows(predict_fn, params, split_arrays["x"], _split_key(ctx, split),
                                              batch_size, ctx.mesh, header["temperature"])
         target_N, extra = split_arrays["z"], {}
         if exact_values_S is None:
@@ -166,7 +139,7 @@ def score_splits(ctx, predict_fn, params, out_dir: str, header: dict, exact_valu
                                      header["num_samples"])
             extra = {"exact_probs": outputs_NG.astype(np.float32), "exact_values_z": exact_values_S}
         result["splits"][split] = scores
-        dists[split] = _distribution(outputs_NG, exact_values_S)
+        dists[split] = decode.distribution(outputs_NG, exact_values_S)
         if parallel.is_main_process():  # built in memory: a bucket takes the file as one object write
             buffer = io.BytesIO()
             np.savez_compressed(buffer, samples_z=samples_NG.astype(np.float32), greedy_z=greedy_N,

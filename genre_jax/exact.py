@@ -21,8 +21,9 @@ import numpy as np
 
 from genre_jax.sampling import mask_logits
 
-DECODES = ("sample", "exact", "auto")
-MAX_TRAIN_SEQUENCES = 4096  # the exact RL methods (exact_reward, exact_crps) differentiate through the whole tree
+# The most sequences anything enumerates: exact evaluation (``decode.resolve``: eval.decode = auto | exact), the
+# Predictor, and the exact RL methods (exact_reward, exact_crps), which differentiate through the whole tree.
+MAX_SEQUENCES = 4096
 
 
 class Enumerated(NamedTuple):
@@ -44,13 +45,6 @@ def all_sequences(tokenizer) -> np.ndarray:
     (lexicographic in the allowed-token order, the first position slowest)."""
     grids = np.meshgrid(*allowed_tokens(tokenizer), indexing="ij")
     return np.stack([g.reshape(-1) for g in grids], axis=-1).astype(np.int32)
-
-
-def resolve_decode(decode: str, tokenizer, max_sequences: int) -> str:
-    """``auto`` -> exact when the tree has at most ``max_sequences`` leaves, else sample."""
-    if decode == "auto":
-        return "exact" if num_sequences(tokenizer) <= max_sequences else "sample"
-    return decode
 
 
 def level_logits(model, params, x_BF, tokenizer) -> list[jax.Array]:

@@ -6,9 +6,10 @@
 ``--input``: a .npy array [rows, numeric features] (with ``--cat C.npy`` for categorical columns, as
 in TALENT's N_*/C_* files), or a .csv with a header row whose first columns are the numeric features
 and the rest the categorical ones, in the order the run was trained on. Writes one CSV row per input
-row: mean, median, greedy (original units), then q<level> columns for ``--quantiles`` (at the
-run's calibrated temperature) and lower/upper for ``--interval`` (split-conformal, fitted on the
-run's validation split). ``--method`` picks the decoder method (default: the one trained last).
+row: mean, median, mode, greedy (original units; decoded as the run's evaluation decoded, exactly
+where it did: ``genre_jax.decode``), then q<level> columns for ``--quantiles`` (at the run's
+calibrated temperature) and lower/upper for ``--interval`` (split-conformal, fitted on the run's
+validation split). ``--method`` picks the decoder method (default: the one trained last).
 """
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ def main(argv=None) -> int:
     p.add_argument("--cat", default=None, help="categorical columns (.npy), with a .npy --input")
     p.add_argument("--out", default="-", help="CSV path ('-' = stdout)")
     p.add_argument("--method", default=None)
-    p.add_argument("--num_samples", type=int, default=128)
+    p.add_argument("--num_samples", type=int, default=None, help="draws per row where the run samples "
+                   "(default: the run's eval.num_samples)")
     p.add_argument("--quantiles", default="", help="comma list of levels in [0, 1]")
     p.add_argument("--interval", type=float, default=None, help="coverage of a split-conformal interval")
     p.add_argument("--seed", type=int, default=0)
@@ -69,8 +71,8 @@ def main(argv=None) -> int:
         from genre_jax.predictor import Predictor
         predictor = Predictor.from_workdir(args.workdir, args.method)
         num, cat = read_input(args.input, args.cat, len(predictor.preprocessor.num_mean))
-        out = predictor.predict(num, cat, num_samples=args.num_samples, seed=args.seed)
-        columns = {"mean": out["mean"], "median": out["median"], "greedy": out["greedy"]}
+        out = predictor.predict(num, cat, "main", num_samples=args.num_samples, seed=args.seed)
+        columns = {k: out[k] for k in ("mean", "median", "mode", "greedy")}
         if args.quantiles:
             try:
                 levels = [float(q) for q in args.quantiles.split(",") if q.strip()]

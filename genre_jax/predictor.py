@@ -1,16 +1,18 @@
 """Predict from a workdir alone: the best checkpoint's meta holds the model config, the tokenizer
-spec and the fitted preprocessing, so raw TALENT-style features go in and original units come out.
+spec, the fitted preprocessing and the evaluation settings, so raw TALENT-style features go in and
+original units come out, decoded the way the run's evaluation decoded (``decode.py``: exactly where
+the tokenizer is small and ``eval.decode`` is auto or exact, else ``eval.num_samples`` draws).
 
 ``Predictor.from_workdir(W)`` loads the decoder method the run trained last (GenRe² for the default
-job; CE for a CE-only run), or ``method=``. Predictions run in fixed-size batches (one compiled
-shape, bounded memory). Quantiles and intervals use the run's calibration where evaluation fitted
-one (``eval/<method>/calibration.json``): the temperature chosen on the validation split, and
-split-conformal intervals around the mean.
+job; CE for a CE-only run), or ``method=``. ``predict(num, cat, output_type=)`` answers mean, median,
+mode, greedy, quantiles, full (the whole distribution) or main (decode.OUTPUT_TYPES). Quantiles and
+intervals use the run's calibration where evaluation fitted one (``eval/<method>/calibration.json``):
+the temperature chosen on the validation split, and split-conformal intervals around the mean of the
+predictor the residuals were measured on (the decoding the calibration file records).
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from typing import Any
 
@@ -18,19 +20,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from genre_jax import calibration, exact, methods, models, paths, sampling
+from genre_jax import calibration, decode, exact, methods, models, parallel, paths
 from genre_jax.checkpoint import CHECKSUMS, PhaseCheckpoints
 from genre_jax.data import Preprocessor, RawSplit
 from genre_jax.errors import GenreError
 from genre_jax.tokenizers import tokenizer_from_spec
 
 INTERVALS = ("conformal", "temperature", "raw")
-EXACT_MAX_SEQUENCES = 4096  # as evaluation's eval.decode = auto
-
-
-@functools.partial(jax.jit, static_argnums=(0, 4, 5))
-def _predict_batch(model, params, x_BF, key, tokenizer, num_samples: int, temperature):
-    return sampling.predict(model, params, x_BF, key, tokenizer, num_samples, temperature)
 
 
 def trained_methods(workdir: str) -> list[str]:
@@ -57,6 +53,7 @@ class Predictor:
     preprocessor: Preprocessor
     method: str = methods.BASELINE
     calibration: dict | None = None  # eval/<method>/calibration.json, if the run wrote one
+    eval_section: dict = dataclasses.field(default_factory=dict)  # the run's config.eval (how it decoded)
 
     @classmethod
     def from_workdir(cls, workdir: str, method: str | None = None) -> "Predictor":
@@ -91,7 +88,7 @@ class Predictor:
                                                          jax.random.key(0)))
         params, _ = ckpt.restore("best", like)
         return cls(model, params, tokenizer, preprocessor, method,
-                   calibration.load(os.path.join(workdir, "eval", method)))
+                   calibration.load(os.path.join(workdir, "eval", method)), dict(meta["config"].get("eval") or {}))
 
     # ----- raw decodes
 
@@ -105,45 +102,59 @@ class Predictor:
         return self.preprocessor.transform_x(RawSplit(num, None if cat is None else np.asarray(cat, object),
                                                       np.zeros(len(num))))
 
-    @staticmethod
-    def _batched(fn, x: np.ndarray, batch_size: int, fixed: bool = False) -> list:
-        """``fn(x_BF, i)`` over ``batch_size``-row batches, the last one padded (one compiled shape);
-        each output trimmed back to the batch's real rows. ``fixed``: pad even a smaller input to
-        ``batch_size`` rows, so a row's result does not depend on how many rows came with it."""
-        batch, out = (batch_size if fixed else min(batch_size, len(x))), []
-        for i, start in enumerate(range(0, len(x), batch)):
-            rows = x[start:start + batch]
-            padded = np.concatenate([rows, np.zeros((batch - len(rows), x.shape[1]), x.dtype)])
-            out.append([np.asarray(o, np.float64)[:len(rows)] for o in fn(padded, i)])
-        return [np.concatenate(parts) for parts in zip(*out)]
+    def decoding(self, how: str | None = None, num_samples: int | None = None,
+                 temperature: float | None = None) -> decode.Decoding:
+        """The run's evaluation decoding (``decode.from_eval_section``), with any of its fields replaced."""
+        run = decode.from_eval_section(self.eval_section, self.tokenizer)
+        if how is not None:
+            run = decode.resolve(how, self.tokenizer, run.num_samples, run.temperature,
+                                 self.eval_section.get("exact_max_sequences", exact.MAX_SEQUENCES))
+        return decode.Decoding(run.how, int(num_samples or run.num_samples),
+                               float(run.temperature if temperature is None else temperature))
 
-    def sample_z(self, num, cat=None, num_samples: int = 128, temperature: float = 1.0, seed: int = 0,
-                 batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-        """(samples_NG, greedy_N) in z units, decoded ``batch_size`` rows at a time."""
-        key = jax.random.key(seed)
-        return tuple(self._batched(
-            lambda x_BF, i: _predict_batch(self.model, self.params, x_BF, jax.random.fold_in(key, i), self.tokenizer,
-                                           num_samples, np.float32(temperature)),
-            self.features(num, cat), batch_size))
+    def distribution(self, num, cat=None, decoding: decode.Decoding | None = None, seed: int = 0, key=None):
+        """(the predictive distribution in z units, a ``metrics.Discrete`` or ``metrics.Samples``; the
+        greedy decode_N in z units) of every row, ``decoding`` (the run's by default) in fixed-size
+        batches over this host's devices (one compiled shape; an exact row's numbers do not depend on
+        the rows that came with it). ``key``, a PRNG key in place of ``seed``, reproduces an
+        evaluation's draws (``evaluate.split_key``)."""
+        decoding = decoding or self.decoding()
+        x_NF = self.features(num, cat)
+        mesh = parallel.data_mesh()
+        batch_size = parallel.round_up(int(self.eval_section.get("batch_size", 256)), mesh.size)
+        fn = decode.predict_fn(self.model, self.tokenizer, mesh, decoding.how, decoding.num_samples)
+        key = jax.random.key(seed) if key is None else key
+        outputs, greedy_z = decode.decode_rows(fn, self.params, x_NF, key, batch_size, mesh,
+                                               decoding.temperature)
+        values_S = decode.support_z(self.tokenizer) if decoding.how == "exact" else None
+        return decode.distribution(outputs, values_S), greedy_z
 
-    def mean_z(self, num, cat=None, num_samples: int = 512, seed: int = 0, batch_size: int = 256) -> np.ndarray:
-        """The predictive mean in z units: exact where the tokenizer allows at most 4,096 sequences
-        (as evaluation's ``auto``; then a row's mean is the same bits in any batch, any order), else
-        the mean of ``num_samples`` draws."""
-        if exact.num_sequences(self.tokenizer) > EXACT_MAX_SEQUENCES:
-            return self.sample_z(num, cat, num_samples, 1.0, seed, batch_size)[0].mean(1)
-        values_S = np.asarray(self.tokenizer.decode(exact.all_sequences(self.tokenizer)), np.float64)
-        probs, = self._batched(lambda x_BF, i: exact.predict(self.model, self.params, x_BF, self.tokenizer)[:1],
-                               self.features(num, cat), batch_size, fixed=True)
-        return probs @ values_S / probs.sum(1)
+    def predict(self, num, cat=None, output_type: str = "mean", quantiles=decode.DEFAULT_QUANTILES,
+                num_samples: int | None = None, temperature: float | None = None, seed: int = 0,
+                decode_as: str | None = None):
+        """``output_type`` (``decode.output``: mean | median | mode | greedy [N]; quantiles, a list of [N]
+        per level; full, the whole distribution; main, a dict of the point predictions and [N, Q]
+        quantiles) in the target's original units, from the run's decoding (``decode_as``: exact |
+        sample | auto instead; ``num_samples`` and ``temperature`` replace the run's). ``full`` decodes
+        exactly wherever the tokenizer allows (``auto``) unless ``decode_as`` says otherwise."""
+        if output_type not in decode.OUTPUT_TYPES:  # before any decoding
+            raise GenreError(f"Predictor.predict: output_type must be one of {list(decode.OUTPUT_TYPES)}, got "
+                             f"{output_type!r}")
+        if output_type in ("quantiles", "main"):
+            decode.check_levels(quantiles, "Predictor.predict")
+        if output_type == "full" and decode_as is None:
+            decode_as = "auto"  # the whole distribution: exact wherever the tokenizer allows, whatever evaluation did
+        dist, greedy_z = self.distribution(num, cat, self.decoding(decode_as, num_samples, temperature), seed)
+        return decode.output(dist, greedy_z, output_type, quantiles, self.preprocessor.z_to_y)
 
-    def predict(self, num, cat=None, num_samples: int = 128, temperature: float = 1.0, seed: int = 0,
-                batch_size: int = 1024) -> dict[str, np.ndarray]:
-        """Mean, median and greedy predictions (and all samples) in the target's original units."""
-        samples_z, greedy_z = self.sample_z(num, cat, num_samples, temperature, seed, batch_size)
-        samples = self.preprocessor.z_to_y(samples_z)
-        return {"mean": samples.mean(-1), "median": np.median(samples, -1),
-                "greedy": self.preprocessor.z_to_y(greedy_z), "samples": samples}
+    def sample(self, num, cat=None, num_samples: int = 128, temperature: float = 1.0, seed: int = 0) -> np.ndarray:
+        """[N, num_samples] draws of the predictive distribution (original units): drawn from the exact
+        distribution (inverse CDF) where the run decodes exactly, else by the sampler."""
+        decoding = self.decoding(num_samples=num_samples, temperature=temperature)
+        dist, _ = self.distribution(num, cat, decoding, seed)
+        if decoding.how == "exact":
+            return self.preprocessor.z_to_y(dist.sample(np.random.default_rng(seed), num_samples))
+        return self.preprocessor.z_to_y(dist.samples_NG)
 
     # ----- calibrated uncertainty
 
@@ -151,23 +162,21 @@ class Predictor:
     def calibrated_temperature(self) -> float | None:
         return (self.calibration or {}).get("temperature", {}).get("value")
 
-    def quantiles(self, num, cat=None, q=(0.05, 0.5, 0.95), calibrated: bool = True, num_samples: int = 512,
+    def quantiles(self, num, cat=None, q=(0.05, 0.5, 0.95), calibrated: bool = True, num_samples: int | None = None,
                   seed: int = 0) -> np.ndarray:
-        """[N, len(q)] quantiles of the predictive distribution (original units), from ``num_samples``
-        draws at the calibrated temperature when the run fitted one (``calibrated``), else at 1."""
-        q = np.atleast_1d(np.asarray(q, np.float64))
-        if q.size == 0 or np.any((q < 0) | (q > 1)):
-            raise GenreError(f"Predictor.quantiles: q must be in [0, 1], got {q.tolist()}")
-        temperature = (self.calibrated_temperature if calibrated else None) or 1.0
-        samples_z, _ = self.sample_z(num, cat, num_samples, temperature, seed)
-        return self.preprocessor.z_to_y(np.quantile(samples_z, q, axis=1).T)
+        """[N, len(q)] quantiles of the predictive distribution (original units), at the calibrated
+        temperature when the run fitted one (``calibrated``), else at the run's evaluation temperature."""
+        q = decode.check_levels(q, "Predictor.quantiles")
+        temperature = (self.calibrated_temperature if calibrated else None)
+        dist, _ = self.distribution(num, cat, self.decoding(num_samples=num_samples, temperature=temperature), seed)
+        return self.preprocessor.z_to_y(decode.quantiles(dist, q))
 
-    def interval(self, num, cat=None, coverage: float = 0.9, kind: str = "conformal", num_samples: int = 512,
+    def interval(self, num, cat=None, coverage: float = 0.9, kind: str = "conformal", num_samples: int | None = None,
                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """(lower, upper) in original units. ``conformal``: the predictive mean (``mean_z``, as the
-        calibration used it) ± the split-conformal half-width fitted on the validation split (needs
-        the run's calibration); ``temperature``: the central
-        interval of the distribution at the calibrated temperature; ``raw``: at temperature 1."""
+        """(lower, upper) in original units. ``conformal``: the mean ± the split-conformal half-width
+        fitted on the validation split, the mean decoded as it was when the residuals were measured
+        (``conformal_decoding``; needs the run's calibration); ``temperature``: the central interval of
+        the distribution at the calibrated temperature; ``raw``: at the run's evaluation temperature."""
         if kind not in INTERVALS:
             raise GenreError(f"Predictor.interval: kind must be one of {list(INTERVALS)}, got {kind!r}")
         if not 0 < coverage < 1:
@@ -180,8 +189,17 @@ class Predictor:
                                     num_samples, seed)
             return bounds[:, 0], bounds[:, 1]
         half_z = self.conformal_half_width(coverage)
-        mean_z = self.mean_z(num, cat, num_samples, seed)
+        dist, _ = self.distribution(num, cat, self.conformal_decoding(), seed)
+        mean_z = dist.mean()
         return self.preprocessor.z_to_y(mean_z - half_z), self.preprocessor.z_to_y(mean_z + half_z)
+
+    def conformal_decoding(self) -> decode.Decoding:
+        """How the mean the conformal residuals are of was decoded: recorded in the calibration file
+        (runs evaluated before it was, the run's evaluation settings, which made it)."""
+        recorded = ((self.calibration or {}).get("conformal") or {}).get("decoding")
+        if recorded is None:
+            return self.decoding()
+        return decode.Decoding(recorded["decode"], int(recorded["num_samples"]), float(recorded["temperature"]))
 
     def conformal_half_width(self, coverage: float) -> float:
         """The split-conformal half-width (z units) for ``coverage`` from the stored validation residuals."""

@@ -12,7 +12,7 @@ import math
 import numbers
 from typing import Callable
 
-from genre_jax import calibration, exact, heads, methods, objectives
+from genre_jax import calibration, decode, exact, heads, methods, objectives
 from genre_jax.errors import GenreError
 
 PHASES = (*methods.KINDS, "eval")  # always run in this order
@@ -33,7 +33,7 @@ LATER_FIELDS = {
     "rl": {"lr_floor": 1.0, "requantize_targets": False, "masked_expert": True, "selection": "reward",
            "keep_start": True, "both_selections": False, "expert": None},
     "token": {"masked_loss": True},
-    "eval": {"decode": "sample", "exact_max_sequences": 4096, "calibration": "none"},
+    "eval": {"decode": "sample", "exact_max_sequences": exact.MAX_SEQUENCES, "calibration": "none"},
     "head": {"mlp_hidden": 0, "mlp_layers": 0, "targets": "integrated", "tails": "train_mean", "select": "loss"},
 }
 _MODEL_SIZES = ("d_model", "num_heads", "num_layers", "d_ff", "mlp_hidden", "enc_layers", "memory_slots",
@@ -131,7 +131,7 @@ class Eval:
     temperature: float
     batch_size: int
     splits: tuple[str, ...]
-    decode: str  # exact.DECODES
+    decode: str  # decode.DECODES
     exact_max_sequences: int  # auto decodes exactly up to this many sequences
     calibration: str = "none"  # calibration.CALIBRATIONS, fitted on the validation split
     # the section minus later fields at their old values: a results.json entry evaluated under the
@@ -234,9 +234,9 @@ def _rl(config, tokenizer, ce_lr: float, evaluation: Eval) -> RL:
     method = methods.get(s.method, "rl", "config.rl.method")
     if s.reward not in objectives.REWARDS:
         raise GenreError(f"config.rl.reward: unknown reward {s.reward!r}; expected one of {sorted(objectives.REWARDS)}")
-    if method.spec.exact and exact.num_sequences(tokenizer) > exact.MAX_TRAIN_SEQUENCES:
+    if method.spec.exact and exact.num_sequences(tokenizer) > exact.MAX_SEQUENCES:
         raise GenreError(f"config.rl.method: {method.name} enumerates every sequence, and this tokenizer allows "
-                         f"{exact.num_sequences(tokenizer)} (at most {exact.MAX_TRAIN_SEQUENCES}); use a smaller "
+                         f"{exact.num_sequences(tokenizer)} (at most {exact.MAX_SEQUENCES}); use a smaller "
                          f"base/digits or a sampled method")
     rollouts = s.int("num_rollouts")
     if rollouts < method.spec.min_rollouts:
@@ -261,7 +261,8 @@ def _rl(config, tokenizer, ce_lr: float, evaluation: Eval) -> RL:
               expert if with_expert else 0.0,
               s.float("kl_weight"), s.float("entropy_weight"), loop,
               _fingerprint(s.cfg.to_dict()), s.choice("selection", SELECTIONS),
-              exact.resolve_decode(evaluation.decode, tokenizer, evaluation.exact_max_sequences), evaluation.temperature,
+              decode.resolve(evaluation.decode, tokenizer, evaluation.num_samples, evaluation.temperature,
+                            evaluation.exact_max_sequences).how, evaluation.temperature,
               s.bool("keep_start"), s.bool("both_selections"))
 
 
@@ -306,7 +307,7 @@ def _eval(config) -> Eval:
     if not splits or any(p not in SPLITS for p in splits):
         raise GenreError(f"config.eval.splits: expected a comma-separated subset of {list(SPLITS)}, got {s.splits!r}")
     return Eval(s.int("num_samples"), s.float("temperature", strict=True), s.int("batch_size"), splits,
-                s.choice("decode", exact.DECODES), s.int("exact_max_sequences"),
+                s.choice("decode", decode.DECODES), s.int("exact_max_sequences"),
                 s.choice("calibration", calibration.CALIBRATIONS), without_later_fields("eval", s.cfg.to_dict()))
 
 

@@ -45,6 +45,10 @@ def test_fit_predict_quantiles_intervals_inside_a_pipeline(fitted):
     half = model.predictor_.conformal_half_width(0.8) * model.predictor_.preprocessor.y_std
     np.testing.assert_allclose(hi - lo, 2 * half, rtol=1e-6)  # conformal: a constant width around the mean
     assert model.sample(X, 5).shape == (60, 5)
+    full = model.predict(X, output_type="full")  # base 2 x 8 digits: the exact distribution
+    assert full["probabilities"].shape == (60, len(full["support"]))
+    low, high = model.predict(X, output_type="quantiles", quantiles=[0.1, 0.9])
+    assert low.shape == (60,) and (low <= high).all()
     assert np.isfinite(pipe.score(X, y))
     assert set(model.results_) == {"ce", "genre2"} and "calibration" in model.results_["genre2"]
 
@@ -79,7 +83,7 @@ def test_bad_inputs_are_one_line_value_errors(fitted):
         (lambda: GenReRegressor(overrides={"model.width": 3}).fit(X.to_numpy()[:, :2], y),
          "unknown config field 'model.width'"),
         (lambda: model.predict(X.rename(columns={"b": "beta"})), r"columns differ from those seen in fit \(\['beta'\]"),
-        (lambda: model.predict(X, aggregate="mode"), "aggregate must be mean, median or greedy"),
+        (lambda: model.predict(X, output_type="modal"), "output_type must be one of mean, median, mode"),
         # scikit-learn's wording, which its estimator checks look for
         (lambda: model.predict(X.to_numpy()[:, :2].astype(float)), "X has 2 features, but GenReRegressor is expecting 3"),
         (lambda: GenReRegressor().fit(np.ones((20, 2)) + 0j, y), "Complex data not supported"),

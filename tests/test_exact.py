@@ -53,12 +53,6 @@ def test_sample_means_converge_to_the_exact_mean(setup):
     assert np.all(np.abs(drawn.mean(1) - dist.mean()) < 4 * sd_B / np.sqrt(4000) + 1e-6)
 
 
-def test_auto_decodes_exactly_only_small_trees():
-    assert exact.resolve_decode("auto", NormalizedTokenizer(2, 8), 4096) == "exact"
-    assert exact.resolve_decode("auto", NormalizedTokenizer(10, 6), 4096) == "sample"
-    assert exact.resolve_decode("auto", IEEETokenizer(10, 1, 4), 4096) == "sample"
-    assert exact.resolve_decode("sample", NormalizedTokenizer(2, 8), 4096) == "sample"
-
 
 def test_expected_expert_cross_entropy_and_its_gradient_equal_a_teacher_forced_enumeration(setup):
     from genre_jax import objectives

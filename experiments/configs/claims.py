@@ -44,7 +44,7 @@ Studies (``get_config(study)``; fields: study, config, datasets, seeds, budgets 
              rollout's leave-one-out share of its group's CRPS) and ``exact_crps`` (the exact CRPS of
              the enumerated distribution), each without and with the GenRe² expert term
              (``--config.rl.expert=True``), rl.selection = reward. ``exact_crps`` runs only where the
-             tokenizer allows it (≤ exact.MAX_TRAIN_SEQUENCES sequences; Abalone_reg's 4 × 8 digits do
+             tokenizer allows it (≤ exact.MAX_SEQUENCES sequences; Abalone_reg's 4 × 8 digits do
              not): the runner leaves a run launch.py would refuse out of the plan. The CE and the
              comparisons (ReMax, GenRe² at reward selection) are the budget study's: where budget.jsonl
              has them they are copied (``reuse``). The second stage, 1x on the four smallest:
