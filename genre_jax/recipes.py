@@ -33,6 +33,8 @@ Variants:
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from genre_jax import exact
+
 VARIANTS = ("quick", "paper", "tiny")
 # The default job's dataset: small (961 train rows), so CE stops on its patience and RL visibly moves the
 # test error within two minutes on 2 cores; cpu_act (5,242 rows) gains ~0.001 R² from RL at this budget.
@@ -119,7 +121,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # intervals around the mean) | both.
     c.eval = ml_collections.ConfigDict(dict(
         num_samples=128, temperature=1.0, batch_size=256, splits="val,test", decode="sample",
-        exact_max_sequences=4096, calibration="both"))
+        exact_max_sequences=exact.MAX_SEQUENCES, calibration="both"))
 
     if variant in ("quick", "tiny"):  # our choices where the release's are not needed (see the docstring)
         c.rng_streams = "shared"
