@@ -1,0 +1,56 @@
+"""Claim (a)'s decision: the rule's verdicts, the t-interval, near-duplicates merged, controls paired."""
+import json
+import math
+
+import numpy as np
+import scipy.stats
+
+from experiments import claim_a
+
+
+def test_the_verdicts_follow_the_written_rule():
+    assert claim_a.verdict(0.001, 0.05) == "reproduced"  # excludes 0, reaches +0.034
+    assert claim_a.verdict(0.04, 0.06) == "reproduced"  # lies above it
+    assert claim_a.verdict(0.001, 0.03) == "a smaller effect"
+    assert claim_a.verdict(-0.001, 0.05) == "not shown"
+    assert claim_a.verdict(0.0, 0.05) == "not shown"  # touching 0 is not excluding it
+    assert claim_a.verdict(-0.05, -0.001) == "reversed"
+    assert claim_a.verdict(math.nan, math.nan) == "too few datasets"
+
+
+def test_t_interval_and_merging_by_hand():
+    x = [0.01, 0.03, -0.02, 0.05]
+    mean, low, high = claim_a.t_interval(x)
+    half = scipy.stats.t.ppf(0.975, 3) * np.std(x, ddof=1) / 2.0
+    np.testing.assert_allclose([mean, low, high], [0.0175, 0.0175 - half, 0.0175 + half], rtol=1e-12)
+    values = {"Wine_Quality_red": 0.1, "wine+quality": 0.3, "cpu_act": 0.2, "boston": -0.1}
+    assert sorted(claim_a.merged(values)) == sorted([0.2, 0.2, -0.1])
+
+
+def _row(dataset, protocol, r2, ce_r2=None):
+    row = {"dataset": dataset, "seed": 0, "method": "x", "protocol": f"claims/budget/{protocol}", "status": "ok",
+           "test": {"mean": {"r2": r2, "rmse": 1 - r2}}}
+    if ce_r2 is not None:
+        row["ce"] = {"test": {"mean": {"r2": ce_r2, "rmse": 1 - ce_r2}}}
+    return row
+
+
+def test_controls_are_paired_as_gains_over_each_runs_own_ce(tmp_path):
+    rows = [_row("boston", "ce", 0.80), _row("boston", "genre2@reward@1", 0.85),
+            _row("boston", "ce_continued@reward@1", 0.83, ce_r2=0.81),  # from a retrained CE
+            _row("stock", "ce", 0.90), _row("stock", "genre2@reward@1", 0.89), _row("stock", "ntl_mse@1", 0.92),
+            _row("stock", "genre2@reward@1of8", 0.99)]  # another budget: not the rule's
+    path = tmp_path / "budget.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    by_dataset = claim_a.gains(claim_a.read_rows(str(path)))
+    np.testing.assert_allclose(claim_a.differences(by_dataset, "genre2@reward", "ce_continued@reward")["boston"],
+                               0.05 - 0.02, rtol=1e-12)
+    assert claim_a.retrained(by_dataset["boston"]["ce_continued@reward"])
+    assert not claim_a.retrained(by_dataset["boston"]["genre2@reward"])
+    table = {t["comparison"]: t for t in claim_a.decide(by_dataset)}
+    assert table["GenRe² − CE"]["n"] == 2 and table["GenRe² − CE"]["up"] == 1
+    np.testing.assert_allclose(table["GenRe² − CE"]["mean"], (0.05 - 0.01) / 2, rtol=1e-12)
+    assert table["GenRe² − ntl_mse"]["n"] == 1 and table["GenRe² − ntl_mse"]["verdict"] == "too few datasets"
+    out = tmp_path / "decision"
+    assert claim_a.main([str(path), f"--out={out}"]) == 0
+    assert "**interim**: 2 of 21" in (tmp_path / "decision.md").read_text()
