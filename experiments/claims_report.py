@@ -427,7 +427,7 @@ def main(argv=None) -> int:
         writer = csv.DictWriter(f, fieldnames=list(runs[0]))
         writer.writeheader()
         writer.writerows(runs)
-    claims_plots.plot(table, args.out + ".png", runs)
+    claims_plots.plot(table, args.out + ".png", runs, args.aggregate)
     claims_plots.plot_reliability(table, args.out + "_reliability.png")
     print(text.split("\n\nPer dataset")[0])
     return 0
