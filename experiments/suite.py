@@ -181,8 +181,8 @@ def launch_command(job: Job, config, data_dir: str, workdir: str, python: str = 
     """``with_ce``: the job starts from CE but the workdir lost its CE checkpoint (a new machine, a
     cleaned workroot) while CE's row is kept: the launch retrains CE first (same seed, same numbers)."""
     method = methods.METHODS[job.method]
-    if method.kind == "gbdt":
-        return [python, "-m", "genre_jax.gbdt", f"--data_dir={data_dir}", f"--dataset={job.dataset}",
+    if method.phase_kind.cli is not None:  # a kind with its own command line (the LightGBM reference)
+        return [python, "-m", method.phase_kind.cli, f"--data_dir={data_dir}", f"--dataset={job.dataset}",
                 f"--workdir={workdir}", f"--seed={job.seed}"]
     cfg_path, _, variant = config.config.partition(":")
     cfg_path = cfg_path if os.path.isabs(cfg_path) else os.path.join(REPO, cfg_path)

@@ -54,6 +54,9 @@ class PhaseKind:
     # the config sections (besides the checkpoint) an evaluation depends on: an entry whose stamp of
     # them is unchanged is not evaluated again
     stamp_sections: tuple[str, ...] = ("eval",)
+    # a module with its own command line (``python -m <cli>``: --data_dir --dataset --workdir --seed)
+    # that the suite runs instead of launch.py; such a kind takes none of launch.py's flags
+    cli: str | None = None
 
 
 def _decoder_template(ctx, params):
@@ -68,7 +71,7 @@ PHASE_KINDS: dict[str, PhaseKind] = {k.name: k for k in (  # in run order
     PhaseKind("head", _late("genre_jax.supervised:train_head"), _late("genre_jax.supervised:evaluate_head"),
               _late("genre_jax.supervised:head_template"), selected=True, stamp_sections=("eval", "head")),
     PhaseKind("gbdt", _late("genre_jax.gbdt:train_phase"), _late("genre_jax.gbdt:evaluate_phase"), point=True,
-              tabular_only=True, stamp_sections=()),
+              tabular_only=True, stamp_sections=(), cli="genre_jax.gbdt"),
 )}
 KINDS = tuple(PHASE_KINDS)
 SELECTED_KINDS = tuple(k for k, v in PHASE_KINDS.items() if v.selected)  # config.<kind>.method names the method

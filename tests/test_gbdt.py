@@ -97,3 +97,15 @@ def test_missing_lightgbm_is_a_clear_error(monkeypatch, toy):
     monkeypatch.setattr(builtins, "__import__", no_lightgbm)
     with pytest.raises(GenreError, match="pip install lightgbm"):
         gbdt.fit_lightgbm(toy)
+
+
+def test_gbdt_is_a_phase_kind_of_the_pipeline(toy_data_dir, tiny_config, tmp_path):
+    """launch.py --config.phases=gbdt,eval writes the entry the command line writes (same data, seed and
+    booster), with no checkpoint and no stamp: it is fitted again by every launch that asks for it."""
+    from genre_jax import pipeline
+    config = tiny_config(phases="gbdt,eval", data_dir=str(toy_data_dir), dataset="toy", seed=3)
+    entry = pipeline.run(config, str(tmp_path / "p"), progress=False)["phases"]["lightgbm"]
+    cli = gbdt.run_lightgbm(str(toy_data_dir), "toy", str(tmp_path / "c"), seed=3)["phases"]["lightgbm"]
+    assert "stamp" not in entry and not (tmp_path / "p" / "gbdt").exists()
+    assert entry["splits"] == cli["splits"] and entry["best_iteration"] == cli["best_iteration"]
+    assert "lightgbm" in json.loads((tmp_path / "p" / "timings.json").read_text())["phases"]

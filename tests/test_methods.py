@@ -75,3 +75,20 @@ def test_one_new_entry_is_a_usable_method(monkeypatch):
     assert resolved.method("rl") is entry and resolved.rl.method.folder == "rl/meanbase"
     assert entry.launch_flags() == ["--config.phases=rl,eval", "--config.rl.method=meanbase"]
     assert methods.with_dependencies(["meanbase"]) == ["ce", "meanbase"]
+
+
+def test_every_kind_is_one_phase_kind_whose_functions_exist():
+    """The pipeline reads kinds only through these records; their functions are imported at first call,
+    so a renamed function would only fail in a run: resolve each one here."""
+    import importlib
+    assert methods.KINDS == tuple(methods.PHASE_KINDS) == ("ce", "rl", "token", "head", "gbdt")
+    for kind in methods.PHASE_KINDS.values():
+        for fn in (kind.train, kind.evaluate, kind.template):
+            if fn is not None and ":" in fn.__qualname__:
+                module, _, name = fn.__qualname__.partition(":")
+                assert callable(getattr(importlib.import_module(module), name)), fn.__qualname__
+    assert [k for k, v in methods.PHASE_KINDS.items() if v.template is None] == ["gbdt"]  # no checkpoint
+    assert methods.FROM_CE == ("rl", "token") and methods.SELECTED_KINDS == ("rl", "token", "head")
+    assert methods.PHASE_KINDS["head"].stamp_sections == ("eval", "head")  # heads sample with their own settings
+    assert methods.METHODS["genre2"].phases(with_ce=True) == ["ce", "rl", "eval"]
+    assert methods.METHODS["ce"].phases(with_ce=True) == ["ce", "eval"]

@@ -158,3 +158,36 @@ def test_empty_val_split_is_a_one_line_error(tmp_path):
     with pytest.raises(GenreError, match="y_val.npy has no rows") as err:
         read_talent(tmp_path, "emptyval")
     assert "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------------------- in memory
+
+
+def test_from_splits_is_the_folder_without_the_folder(toy_data_dir):
+    """The same arrays in memory and as a TALENT folder: the same features, targets and preprocessing."""
+    from genre_jax.data import from_splits
+    raw, _ = read_talent(toy_data_dir, "toy")
+    folder, memory = load_tabular(toy_data_dir, "toy"), from_splits(raw, "toy")
+    assert memory.preprocessor.to_dict() == folder.preprocessor.to_dict()
+    for split in SPLITS:
+        for field in ("x", "z", "y"):
+            np.testing.assert_array_equal(getattr(memory.splits[split], field), getattr(folder.splits[split], field))
+    assert set(from_splits({s: raw[s] for s in ("train", "val")}).splits) == {"train", "val"}  # no test split needed
+
+
+def test_from_splits_bad_inputs_are_one_line_errors_naming_the_split(toy_data_dir):
+    from genre_jax.data import RawSplit, from_splits
+    raw, _ = read_talent(toy_data_dir, "toy")
+    val, train = raw["val"], raw["train"]
+    cases = [
+        ({"train": train}, "expected a dict with 'train', 'val'"),
+        ({"train": train, "val": (val.num, val.y)}, r"splits\['val'\]: expected a RawSplit"),
+        ({"train": train, "val": RawSplit(val.num[:, :1], val.cat, val.y)}, r"splits\['val'\].*differ from the train"),
+        ({"train": RawSplit(train.num[:1], None, train.y[:1]), "val": val}, r"splits\['train'\]: has 1 rows"),
+        ({"train": train, "val": RawSplit(val.num, val.cat, np.r_[val.y[:-1], np.inf])},
+         r"splits\['val'\]\.y has 1 non-finite"),
+    ]
+    for splits, pattern in cases:
+        with pytest.raises(GenreError, match=pattern) as excinfo:
+            from_splits(splits)
+        fakes.one_line_message(excinfo)

@@ -210,7 +210,7 @@ def launch_overrides(config, dataset: str, method: str, data_dir: str, authors: 
     ``authors`` (from read_authors_hparams) avoids re-reading the CSV per call.
     """
     phase = methods.get(method).kind
-    if phase == "gbdt":  # genre_jax.gbdt takes none of launch.py's flags
+    if methods.PHASE_KINDS[phase].cli is not None:  # its own command line (genre_jax.gbdt) takes no launch.py flags
         return []
     if authors is None:
         authors = read_authors_hparams(authors_hparams_path(config, data_dir))
