@@ -9,8 +9,8 @@ scored it, and calibrations fitted there (the conformal residuals of the mean) a
 predictor. ``OUTPUT_TYPES`` are the names probabilistic regressors answer ``predict(X, output_type=)``
 with (TabPFN's, plus the greedy decode); ``output`` computes them from one distribution.
 
-Shapes: N rows, F features, G samples per row, S support values (sequences) of the exact
-distribution, Q quantile levels; everything here is in z units (``Predictor`` converts).
+Shape letters as in ``models.py``'s legend (N rows, G samples per row, S sequences, U distinct values,
+P quantile levels); everything here is in z units (``Predictor`` converts).
 """
 from __future__ import annotations
 
@@ -98,22 +98,13 @@ def mode(dist) -> np.ndarray:
     of equal value pooled). Samples: the most frequent sampled value, the smallest among ties (decoded
     values sit on the tokenizer's grid, so repeats are the rule where the distribution is peaked)."""
     if isinstance(dist, metrics.Discrete):
-        values, probs_NS = pooled(dist)
+        values, probs_NS = dist.pooled()
         return values[np.argmax(probs_NS, axis=1)]
     out = np.empty(dist.samples_NG.shape[0])
     for n, row in enumerate(dist.samples_NG):
         values, counts = np.unique(row, return_counts=True)
         out[n] = values[np.argmax(counts)]
     return out
-
-
-def pooled(dist: "metrics.Discrete") -> tuple[np.ndarray, np.ndarray]:
-    """(values_U, probs_NU): the exact distribution with sequences that decode to the same value merged
-    (values sorted, each once)."""
-    values, index = np.unique(dist.values_S, return_inverse=True)
-    probs = np.zeros((dist.probs_NS.shape[0], len(values)))
-    np.add.at(probs.T, index, dist.probs_NS.T)
-    return values, probs
 
 
 def check_levels(q, where: str) -> np.ndarray:
@@ -124,7 +115,7 @@ def check_levels(q, where: str) -> np.ndarray:
 
 
 def quantiles(dist, q) -> np.ndarray:
-    """[N, Q] quantiles: the inverse CDF of an exact distribution, NumPy's linear-interpolation quantile
+    """[N, P] quantiles: the inverse CDF of an exact distribution, NumPy's linear-interpolation quantile
     of samples (as ``metrics.interval_coverage``)."""
     return np.stack([dist.quantile(float(level)) for level in check_levels(q, "quantiles")], axis=1)
 
@@ -149,14 +140,14 @@ def output(dist, greedy_N, output_type: str, levels=DEFAULT_QUANTILES, to_y=lamb
       quantiles                       a list of [N] arrays, one per level (TabPFN's form)
       full                            exact: {"support": [U], "probabilities": [N, U]} (rows sum to 1;
                                       sequences of equal value pooled); sampled: {"samples": [N, G]}
-      main                            {"mean", "median", "mode", "greedy": [N], "quantiles": [N, Q]}"""
+      main                            {"mean", "median", "mode", "greedy": [N], "quantiles": [N, P]}"""
     if output_type not in OUTPUT_TYPES:
         raise GenreError(f"output_type: expected one of {list(OUTPUT_TYPES)}, got {output_type!r}")
     if output_type == "quantiles":
         return list(to_y(quantiles(dist, levels)).T)
     if output_type == "full":
         if isinstance(dist, metrics.Discrete):
-            values, probs = pooled(dist)
+            values, probs = dist.pooled()
             return {"support": to_y(values), "probabilities": probs}
         return {"samples": to_y(dist.samples_NG)}
     if output_type == "main":

@@ -243,7 +243,7 @@ class GenReRegressor(RegressorMixin, BaseEstimator):
         ``mode``, ``greedy`` (the greedy decode): arrays [N]; ``quantiles``: a list of [N] arrays, one per
         level of ``quantiles`` (default 0.1, ..., 0.9); ``full``: the whole distribution,
         {"support": [S], "probabilities": [N, S]} where the tokenizer has at most 4,096 sequences, else
-        {"samples": [N, num_samples]}; ``main``: a dict of the four point predictions and [N, Q] quantiles.
+        {"samples": [N, num_samples]}; ``main``: a dict of the four point predictions and [N, P] quantiles.
         With IEEE tokens (``overrides={"tokenizer.name": "ieee"}``) prefer the median: a rare sample with
         a large exponent can dominate the mean (measured on boston: test RMSE of the mean 2.7e6 z, of
         the median 0.45; results/claims/README.md, tokenizer study)."""

@@ -103,13 +103,13 @@ def _val_distributions(ctx, predict_fn, params, exact_values_S, val_dist, val_z)
     temperatures = calibration.TEMPERATURES
     probs_fn = _probs_at_temperatures_fn(ctx.model, ctx.tokenizer, ctx.mesh)
     batch_size = parallel.round_up(ctx.settings.eval.batch_size, ctx.mesh.size)
-    temperatures_K = jax.numpy.asarray(temperatures, jax.numpy.float32)
+    temperatures_J = jax.numpy.asarray(temperatures, jax.numpy.float32)
     chunks = []
     for batch in parallel.padded_batches({"x": ctx.arrays["val"]["x"]}, batch_size):
-        p = probs_fn(params, parallel.shard_batch(batch["x"], ctx.mesh), temperatures_K)
+        p = probs_fn(params, parallel.shard_batch(batch["x"], ctx.mesh), temperatures_J)
         chunks.append(parallel.to_host(p)[batch["weight"] > 0])
-    probs_NKS = np.concatenate(chunks)
-    by_t = {t: metrics.Discrete(exact_values_S, probs_NKS[:, k]) for k, t in enumerate(temperatures)}
+    probs_NJS = np.concatenate(chunks)
+    by_t = {t: metrics.Discrete(exact_values_S, probs_NJS[:, k]) for k, t in enumerate(temperatures)}
     return by_t, {t: d.crps(val_z) for t, d in by_t.items()}
 
 
@@ -151,11 +151,11 @@ def score_splits(ctx, predict_fn, params, out_dir: str, header: dict, exact_valu
 
 @parallel.reused
 def _probs_at_temperatures_fn(model, tokenizer, mesh):
-    """Jitted (params, x_BF, temperatures_K) -> probs_BKS: the exact distribution at every temperature."""
+    """Jitted (params, x_BF, temperatures_J) -> probs_BJS: the exact distribution at every temperature."""
 
-    def probs(params, x_BF, temperatures_K):
-        probs_KBS = exact.probs_at_temperatures(model, params, x_BF, tokenizer, temperatures_K)
-        return jax.numpy.swapaxes(probs_KBS, 0, 1)
+    def probs(params, x_BF, temperatures_J):
+        probs_JBS = exact.probs_at_temperatures(model, params, x_BF, tokenizer, temperatures_J)
+        return jax.numpy.swapaxes(probs_JBS, 0, 1)
 
     return parallel.data_parallel(probs, mesh, batch_out=True)
 

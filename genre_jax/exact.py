@@ -48,7 +48,7 @@ def all_sequences(tokenizer) -> np.ndarray:
 
 
 def level_logits(model, params, x_BF, tokenizer) -> list[jax.Array]:
-    """The decoder's raw logits_BNV at every level p of the prefix tree (N_p allowed prefixes, in
+    """The decoder's raw logits_BRV at every level p of the prefix tree (R_p allowed prefixes, in
     ``all_sequences`` order). They do not depend on the temperature: tempering only changes the
     softmax, so one pass serves every temperature (``tree_logprobs``)."""
     allowed = allowed_tokens(tokenizer)
@@ -56,25 +56,25 @@ def level_logits(model, params, x_BF, tokenizer) -> list[jax.Array]:
     memory_BMD = model.apply({"params": params}, x_BF, method=model.encode)
     cache = model.apply({"params": params}, memory_BMD, tokenizer.length, method=model.init_cache)
     shared = [{"mem_k": c["mem_k"], "mem_v": c["mem_v"]} for c in cache["layers"]]
-    per_prefix = [{"k": c["k"][:, None], "v": c["v"][:, None]} for c in cache["layers"]]  # N = 1 prefix
+    per_prefix = [{"k": c["k"][:, None], "v": c["v"][:, None]} for c in cache["layers"]]  # R = 1 prefix
 
     def step(token_B, pos, own):
         layers = [{**s, **o} for s, o in zip(shared, own)]
         logits_BV, cache = model.apply({"params": params}, token_B, pos, {"layers": layers}, method=model.step)
         return logits_BV, [{"k": c["k"], "v": c["v"]} for c in cache["layers"]]
 
-    # vmap over the prefix axis N; the shared encoding stays unbatched
-    step_N = jax.vmap(step, in_axes=(1, None, 1), out_axes=(1, 1))
-    last_BN = jnp.full((batch, 1), tokenizer.bos_id, jnp.int32)  # the token each prefix feeds next
+    # vmap over the prefix axis R; the shared encoding stays unbatched
+    step_R = jax.vmap(step, in_axes=(1, None, 1), out_axes=(1, 1))
+    last_BR = jnp.full((batch, 1), tokenizer.bos_id, jnp.int32)  # the token each prefix feeds next
     levels = []
     for pos, tokens_A in enumerate(allowed):
-        logits_BNV, per_prefix = step_N(last_BN, pos, per_prefix)
-        levels.append(logits_BNV)
+        logits_BRV, per_prefix = step_R(last_BR, pos, per_prefix)
+        levels.append(logits_BRV)
         num_a = len(tokens_A)
         if pos + 1 < len(allowed):  # each prefix's cache is shared by its children
             per_prefix = jax.tree.map(lambda a: jnp.repeat(a, num_a, axis=1), per_prefix)
-            last_BN = jnp.broadcast_to(jnp.asarray(tokens_A, jnp.int32), (batch, logits_BNV.shape[1], num_a))
-            last_BN = last_BN.reshape(batch, -1)
+            last_BR = jnp.broadcast_to(jnp.asarray(tokens_A, jnp.int32), (batch, logits_BRV.shape[1], num_a))
+            last_BR = last_BR.reshape(batch, -1)
     return levels
 
 
@@ -83,17 +83,17 @@ def tree_logprobs(levels, tokenizer, temperature=1.0) -> Enumerated:
     greedy decode (the most likely token at each level; the same at every T > 0)."""
     allowed_LV = np.asarray(tokenizer.allowed, bool)
     batch = levels[0].shape[0]
-    logp_BN = jnp.zeros((batch, 1), jnp.float32)
+    logp_BR = jnp.zeros((batch, 1), jnp.float32)
     greedy_index_B = jnp.zeros((batch,), jnp.int32)
     greedy = []
-    for pos, (tokens_A, logits_BNV) in enumerate(zip(allowed_tokens(tokenizer), levels)):
-        cond_BNV = jax.nn.log_softmax(mask_logits(logits_BNV / temperature, allowed_LV[pos]), axis=-1)
-        cond_BNA = cond_BNV[..., tokens_A]
-        best_B = jnp.argmax(jnp.take_along_axis(cond_BNA, greedy_index_B[:, None, None], axis=1)[:, 0], axis=-1)
+    for pos, (tokens_A, logits_BRV) in enumerate(zip(allowed_tokens(tokenizer), levels)):
+        cond_BRV = jax.nn.log_softmax(mask_logits(logits_BRV / temperature, allowed_LV[pos]), axis=-1)
+        cond_BRA = cond_BRV[..., tokens_A]
+        best_B = jnp.argmax(jnp.take_along_axis(cond_BRA, greedy_index_B[:, None, None], axis=1)[:, 0], axis=-1)
         greedy.append(jnp.asarray(tokens_A)[best_B])
         greedy_index_B = greedy_index_B * len(tokens_A) + best_B
-        logp_BN = (logp_BN[:, :, None] + cond_BNA).reshape(batch, -1)
-    return Enumerated(logp_BN, jnp.stack(greedy, axis=1).astype(jnp.int32))
+        logp_BR = (logp_BR[:, :, None] + cond_BRA).reshape(batch, -1)
+    return Enumerated(logp_BR, jnp.stack(greedy, axis=1).astype(jnp.int32))
 
 
 def enumerate_sequences(model, params, x_BF, tokenizer, temperature=1.0) -> Enumerated:
@@ -111,10 +111,10 @@ def predict(model, params, x_BF, tokenizer, temperature=1.0):
     return jnp.exp(out.logp_BS), tokenizer.decode(out.greedy_BL)
 
 
-def probs_at_temperatures(model, params, x_BF, tokenizer, temperatures_K):
-    """probs_KBS: the exact distribution at each of K temperatures from one decoder pass."""
+def probs_at_temperatures(model, params, x_BF, tokenizer, temperatures_J):
+    """probs_JBS: the exact distribution at each of K temperatures from one decoder pass."""
     levels = level_logits(model, params, x_BF, tokenizer)
-    return jax.vmap(lambda t: jnp.exp(tree_logprobs(levels, tokenizer, t).logp_BS))(temperatures_K)
+    return jax.vmap(lambda t: jnp.exp(tree_logprobs(levels, tokenizer, t).logp_BS))(temperatures_J)
 
 
 def expected_expert_cross_entropy(levels, probs_BS, expert_BSL, tokenizer, masked: bool = True):
@@ -129,12 +129,12 @@ def expected_expert_cross_entropy(levels, probs_BS, expert_BSL, tokenizer, maske
     num_sequences_ = probs_BS.shape[1]
     allowed_LV = np.asarray(tokenizer.allowed, bool)
     nll_BS = jnp.zeros(probs_BS.shape, jnp.float32)
-    for pos, logits_BNV in enumerate(levels):
+    for pos, logits_BRV in enumerate(levels):
         if masked:
-            logits_BNV = mask_logits(logits_BNV, allowed_LV[pos])
-        logp_BNV = jax.nn.log_softmax(logits_BNV.astype(jnp.float32), axis=-1)
-        span = num_sequences_ // logits_BNV.shape[1]  # the sequences below each prefix, side by side
-        expert_BN = expert_BSL[:, ::span, pos]
-        nll_BN = -jnp.take_along_axis(logp_BNV, expert_BN[..., None], axis=-1)[..., 0]
-        nll_BS = nll_BS + jnp.repeat(nll_BN, span, axis=1)
+            logits_BRV = mask_logits(logits_BRV, allowed_LV[pos])
+        logp_BRV = jax.nn.log_softmax(logits_BRV.astype(jnp.float32), axis=-1)
+        span = num_sequences_ // logits_BRV.shape[1]  # the sequences below each prefix, side by side
+        expert_BR = expert_BSL[:, ::span, pos]
+        nll_BR = -jnp.take_along_axis(logp_BRV, expert_BR[..., None], axis=-1)[..., 0]
+        nll_BS = nll_BS + jnp.repeat(nll_BR, span, axis=1)
     return jnp.sum(jax.lax.stop_gradient(probs_BS) * nll_BS, axis=-1) / len(levels)

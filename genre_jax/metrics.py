@@ -302,16 +302,21 @@ class Discrete:
         lo, hi = self.quantile((1.0 - level) / 2.0), self.quantile((1.0 + level) / 2.0)
         return float(np.mean((lo <= target) & (target <= hi)))
 
+    def pooled(self) -> tuple[np.ndarray, np.ndarray]:
+        """(values_U, probs_NU): each distinct support value once, with the probability of every
+        sequence that decodes to it (IEEE's several zeros; values_S is sorted, so ties are adjacent)."""
+        values_U, first_U = np.unique(self.values_S, return_index=True)
+        return values_U, np.add.reduceat(self.probs_NS, first_U, axis=1)
+
     def histogram(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(values_U, edges_U1, probs_NU): the distribution as a histogram with one bin per distinct
         support value (tied values, e.g. IEEE's several zeros, pooled). Bins meet halfway between
         neighbouring values, where the normalized tokenizer's rounding puts them too, so a uniform grid
         gives every bin the grid's width; the outer bins reach as far out as their inner half. Needs two
         distinct values (a tokenizer always has them)."""
-        values_U, first_U = np.unique(self.values_S, return_index=True)
+        values_U, probs_NU = self.pooled()
         if values_U.shape[0] < 2:
             raise ValueError(f"a histogram needs two distinct support values, got {values_U}")
-        probs_NU = np.add.reduceat(self.probs_NS, first_U, axis=1)  # values_S is sorted: ties adjacent
         mid = (values_U[1:] + values_U[:-1]) / 2.0
         edges_U1 = np.concatenate([[2.0 * values_U[0] - mid[0]], mid, [2.0 * values_U[-1] - mid[-1]]])
         return values_U, edges_U1, probs_NU
@@ -371,15 +376,15 @@ INTERVAL_LEVELS = (0.5, 0.8, 0.9, 0.95)
 LOG_DENSITY_FLOOR = 1e-6
 
 
-def pinball_loss(quantiles_QN, target_N, levels_Q) -> np.ndarray:
+def pinball_loss(quantiles_PN, target_N, levels_P) -> np.ndarray:
     """[Q] mean pinball (quantile) loss per level: ρ_τ(y − q) = max(τ (y − q), (τ − 1)(y − q))."""
-    q = np.asarray(quantiles_QN, np.float64)
+    q = np.asarray(quantiles_PN, np.float64)
     target = np.asarray(target_N, np.float64)
-    tau = np.asarray(levels_Q, np.float64)
+    tau = np.asarray(levels_P, np.float64)
     if q.shape != (tau.shape[0], target.shape[0]):
-        raise ValueError(f"quantiles_QN must have shape {(tau.shape[0], target.shape[0])}, got {q.shape}")
+        raise ValueError(f"quantiles_PN must have shape {(tau.shape[0], target.shape[0])}, got {q.shape}")
     if np.any((tau <= 0.0) | (tau >= 1.0)):
-        raise ValueError(f"levels_Q must lie in (0, 1), got {tau}")
+        raise ValueError(f"levels_P must lie in (0, 1), got {tau}")
     diff = target[None, :] - q
     return np.mean(np.maximum(tau[:, None] * diff, (tau[:, None] - 1.0) * diff), axis=1)
 
@@ -401,9 +406,9 @@ def quantile_scores(dist, target_N, interval_levels=INTERVAL_LEVELS, quantile_le
     """Pinball loss (mean over ``quantile_levels``), the interval score per level (keyed '0.9' as
     calibration keys levels) and the log score with its floored fraction (None for ``Samples``)."""
     target = np.asarray(target_N, np.float64)
-    quantiles_QN = np.stack([dist.quantile(t) for t in quantile_levels])
+    quantiles_PN = np.stack([dist.quantile(t) for t in quantile_levels])
     log = dist.log_score(target)
-    return {"pinball": float(np.mean(pinball_loss(quantiles_QN, target, quantile_levels))),
+    return {"pinball": float(np.mean(pinball_loss(quantiles_PN, target, quantile_levels))),
             "interval_score": {f"{level:g}": interval_score(dist.quantile((1.0 - level) / 2.0),
                                                             dist.quantile((1.0 + level) / 2.0), target, level)
                                for level in interval_levels},

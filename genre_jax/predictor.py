@@ -133,7 +133,7 @@ class Predictor:
                 num_samples: int | None = None, temperature: float | None = None, seed: int = 0,
                 decode_as: str | None = None):
         """``output_type`` (``decode.output``: mean | median | mode | greedy [N]; quantiles, a list of [N]
-        per level; full, the whole distribution; main, a dict of the point predictions and [N, Q]
+        per level; full, the whole distribution; main, a dict of the point predictions and [N, P]
         quantiles) in the target's original units, from the run's decoding (``decode_as``: exact |
         sample | auto instead; ``num_samples`` and ``temperature`` replace the run's). ``full`` decodes
         exactly wherever the tokenizer allows (``auto``) unless ``decode_as`` says otherwise."""

@@ -329,9 +329,9 @@ def test_pinball_and_interval_score_hand_computed():
     assert got == pytest.approx((2 + 2 + 12 + 4) / 4, rel=0, abs=_TOL)
     with pytest.raises(ValueError, match="level"):
         metrics.interval_score([0.0], [1.0], [0.5], 1.0)
-    with pytest.raises(ValueError, match="levels_Q"):
+    with pytest.raises(ValueError, match="levels_P"):
         metrics.pinball_loss([[0.0]], [0.0], [0.0])
-    with pytest.raises(ValueError, match="quantiles_QN"):
+    with pytest.raises(ValueError, match="quantiles_PN"):
         metrics.pinball_loss([[0.0, 1.0]], [0.0], [0.5])
 
 
