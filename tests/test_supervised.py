@@ -71,7 +71,10 @@ def test_head_phase_trains_and_evaluates_in_evaluate_schema(method, overrides, t
     for split, n in (("val", 60), ("test", 50)):
         scores = result["splits"][split]
         assert set(scores) == {*metrics.AGGREGATIONS, "distribution"}
-        assert set(scores["distribution"]) == {"crps", "coverage_90"}
+        # metrics.distribution_scores' block; a head's samples have no log score
+        assert set(scores["distribution"]) == {"crps", "coverage_90", "pinball", "interval_score", "log_score",
+                                               "log_score_floored"}
+        assert scores["distribution"]["log_score"] is None
         assert set(scores["greedy"]) == {"rmse", "mae", "r2", "spearman", "kendall", "rmse_original"}
         assert np.isclose(scores["greedy"]["rmse_original"], 2.0 * scores["greedy"]["rmse"])
         saved = np.load(tmp_path / "eval" / f"predictions_{split}.npz")
