@@ -348,13 +348,13 @@ def main(argv=None, launcher=None) -> int:
     lock, ce_failed, counts = threading.Lock(), set(), {"ran": 0, "failed": 0, "reused": 0}
 
     def run(launch: Launch):
-        if launch.job.method != "ce" and launch.group in ce_failed:
+        if not starts_group(launch.job) and launch.group in ce_failed:
             return None
         error = None
         group_ce = os.path.join(os.path.dirname(launch.workdir), launch.group[2])  # the CE folder RL copies
-        if launch.reuse is not None and launch.job.method == "ce":
+        if launch.reuse is not None and starts_group(launch.job):
             error = copy_error(launch.reuse["workdir"], launch.workdir, whole=True)
-        elif launch.reuse is None and launch.job.method != "ce":
+        elif launch.reuse is None and not starts_group(launch.job):
             if not os.path.isdir(os.path.join(launch.workdir, "ce")):
                 error = copy_error(group_ce, launch.workdir)
         if error is not None:
@@ -362,7 +362,7 @@ def main(argv=None, launcher=None) -> int:
             return [row, *paired_rows(launch, row)] if launch.also else row
         if launch.reuse is not None:
             return reused_row(launch.reuse, launch.job)  # its workdir stays the source's, where its predictions are
-        ce = launch.job.method == "ce"
+        ce = starts_group(launch.job)
         row = _run(launcher, launch.job, [*(ce_slots if ce else rl_slots).prefix(), *launch.cmd], launch.workdir,
                    ce_dir=None if ce else group_ce)
         return [row, *paired_rows(launch, row)] if launch.also else row
@@ -387,11 +387,11 @@ def main(argv=None, launcher=None) -> int:
                 append_row(out, row)
             if row["status"] != "ok":
                 counts["failed"] += 1
-                if job.method == "ce":
+                if starts_group(job):
                     ce_failed.add(launch.group)
                 print(f"FAILED  {job.dataset} seed{job.seed} {os.path.basename(launch.workdir)}: {row['error']}",
                       flush=True)
-            elif job.method != "ce" and launch.reuse is None:
+            elif not starts_group(job) and launch.reuse is None:
                 rmse = ((row.get("test") or {}).get("mean") or {}).get("rmse", float("nan"))
                 print(f"ok      {job.dataset} seed{job.seed} {job.protocol.rpartition('/')[2]}: test RMSE (z) "
                       f"{rmse:.4f}, {row['wall_time_s']:.0f}s", flush=True)
@@ -415,6 +415,12 @@ def main(argv=None, launcher=None) -> int:
           + (f", {counts['reused']} row(s) reused from {config.reuse_from}" if counts["reused"] else "")
           + f"; rows in {out}")
     return 0
+
+
+def starts_group(job) -> bool:
+    """The launch every other of its (dataset, seed, CE tag) group starts from: the CE's (the registry's
+    kind whose best params the other kinds start from)."""
+    return methods.get(job.method).phase_kind.starts_others
 
 
 def refusal(method: str, cmd: list) -> str | None:
