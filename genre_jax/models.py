@@ -7,15 +7,20 @@ The decoder exposes three entry points used by the pure functions in ``sampling.
   * ``step(token, pos, cache)``: one decoding step that reads and writes that cache.
 Models are registered by name in ``MODELS``.
 
-Shape letters, used in array names across the library (``logits_BGLV``, ``memory_BMD``):
+Shape letters, used in array names across the library (``logits_BGLV``, ``memory_BMD``), one meaning each:
   B  batch (inputs in one step)            N  rows of a whole split
   F  input features (byte positions for code inputs)
   G  sequences decoded per input: RL rollouts, evaluation samples
-  L  number-token positions                V  vocabulary (number tokens + BOS)
+  L  number-token positions                I  a second position axis beside L (the position being decided)
+  V  vocabulary (number tokens + BOS)      A  tokens allowed at one position
+  S  every sequence the tokenizer allows (the exact distribution's support)
+  U  distinct values among them            R  prefixes at one level of the prefix tree (exact.py)
   D  model width (d_model)                 H  attention heads
   K  width of one attention head           M  memory slots the decoder attends to
   T  key positions (encoder tokens, KV cache)   Q  query positions
   C  regression-head outputs (histogram bins + 2 tails)   E  bin edges
+  J  temperatures of the calibration grid  P  quantile levels
+  X  corners of a candidate token's value interval (the expert token's search)
 """
 from __future__ import annotations
 

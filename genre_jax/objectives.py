@@ -197,11 +197,12 @@ def distribution_crps(probs_BS, values_S, target_B):
     E|X − y| − ½ E|X − X'| wherever Σ_s p_s = 1. Differentiable in ``probs_BS``."""
     order_S = jnp.argsort(values_S)
     v_S, p_BS = values_S[order_S], probs_BS[:, order_S]
-    cdf_BK = jnp.cumsum(p_BS, axis=-1)[:, :-1]  # F on the gap after each support point but the last
-    lo_K, hi_K = v_S[:-1], v_S[1:]
+    # the S - 1 gaps between neighbouring support points (still written S): F on each, and its ends
+    cdf_BS = jnp.cumsum(p_BS, axis=-1)[:, :-1]
+    lo_S, hi_S = v_S[:-1], v_S[1:]
     y_B1 = target_B[:, None]
-    cut_BK = jnp.clip(y_B1, lo_K, hi_K)
-    inner_B = jnp.sum(jnp.square(cdf_BK) * (cut_BK - lo_K) + jnp.square(1.0 - cdf_BK) * (hi_K - cut_BK), axis=-1)
+    cut_BS = jnp.clip(y_B1, lo_S, hi_S)
+    inner_B = jnp.sum(jnp.square(cdf_BS) * (cut_BS - lo_S) + jnp.square(1.0 - cdf_BS) * (hi_S - cut_BS), axis=-1)
     return inner_B + jnp.maximum(v_S[0] - target_B, 0.0) + jnp.maximum(target_B - v_S[-1], 0.0)
 
 
@@ -292,18 +293,18 @@ def _nearest_by_value(tokenizer, rollout_BGL, target_BL):
     """At every position i, the allowed token t whose completions of ``rollout[:i] + t`` come closest
     to the target's decoded value (``expert_tokens``)."""
     length, vocab = tokenizer.allowed.shape
-    corners_KL = jnp.asarray(tokenizer.corner_completions)
+    corners_XL = jnp.asarray(tokenizer.corner_completions)
     pos_L = np.arange(length)
     before_IL = jnp.asarray(pos_L[None, :] < pos_L[:, None])  # j < i: the rollout's own prefix
     at_IL = jnp.asarray(pos_L[None, :] == pos_L[:, None])  # j == i: the candidate token
-    # candidates_BGIVKL: the rollout's first i tokens, then t at position i, then corner k
+    # candidates_BGIVXL: the rollout's first i tokens, then t at position i, then corner x
     candidates = jnp.where(
         before_IL[None, None, :, None, None, :], rollout_BGL[:, :, None, None, None, :],
         jnp.where(at_IL[None, None, :, None, None, :], jnp.arange(vocab)[None, None, None, :, None, None],
-                  corners_KL[None, None, None, None, :, :]))
-    values_BGIVK = tokenizer.decode(candidates)
+                  corners_XL[None, None, None, None, :, :]))
+    values_BGIVX = tokenizer.decode(candidates)
     target_B = tokenizer.decode(target_BL)[:, None, None, None]
-    gap_BGIV = jnp.maximum(jnp.maximum(values_BGIVK.min(-1) - target_B, target_B - values_BGIVK.max(-1)), 0.0)
+    gap_BGIV = jnp.maximum(jnp.maximum(values_BGIVX.min(-1) - target_B, target_B - values_BGIVX.max(-1)), 0.0)
     gap_BGIV = jnp.where(jnp.asarray(tokenizer.allowed)[None, None], gap_BGIV, jnp.inf)
     return jnp.argmin(gap_BGIV, axis=-1)
 
