@@ -13,7 +13,7 @@ of three forms per test row; this turns a fitted ``genre_jax.GenReRegressor`` or
                                  ``metrics.Discrete.log_score``.
   samples(model, X, k)           [N, k] draws of the predictive distribution (inverse-CDF draws from
                                  the exact distribution where the run decodes exactly, else the sampler).
-  quantiles(model, X, levels)    {"levels": [Q], "quantiles": [N, Q]}: the model's quantiles at
+  quantiles(model, X, levels)    {"levels": [P], "quantiles": [N, P]}: the model's quantiles at
                                  ``levels`` (default ``metrics.QUANTILE_LEVELS``, 0.05 .. 0.95), from the
                                  run's decoding (``output_type="quantiles"``).
   scoring_inputs(model, X)       all three in one dict.
@@ -64,7 +64,7 @@ def samples(model, X, num_samples: int = 128) -> np.ndarray:
 
 
 def quantiles(model, X, levels=metrics.QUANTILE_LEVELS) -> dict:
-    """{"levels": [Q], "quantiles": [N, Q]}, original units."""
+    """{"levels": [P], "quantiles": [N, P]}, original units."""
     levels_Q = np.asarray(levels, np.float64)
     per_level = _predict(model, X, "quantiles", quantiles=levels_Q)
     return {"levels": levels_Q, "quantiles": np.stack([np.asarray(q, np.float64) for q in per_level], axis=1)}

@@ -32,7 +32,7 @@ def test_forms_of_a_hand_made_estimator():
     np.testing.assert_array_equal(forms["histogram"]["probabilities"], [[0.5, 0.5, 0.0], [0.1, 0.2, 0.7]])
     assert forms["samples"].shape == (2, 5)
     np.testing.assert_array_equal(forms["quantiles"]["levels"], [0.1, 0.5])
-    np.testing.assert_array_equal(forms["quantiles"]["quantiles"], [[1.0, 5.0], [1.0, 5.0]])  # [N, Q]
+    np.testing.assert_array_equal(forms["quantiles"]["quantiles"], [[1.0, 5.0], [1.0, 5.0]])  # [N, P]
     assert scoring_adapter.histogram(_FakeEstimator(exact=False), np.zeros((2, 3))) is None  # sampled: no histogram
     assert len(scoring_adapter.quantiles(_FakeEstimator(), np.zeros((1, 3)))["levels"]) == len(metrics.QUANTILE_LEVELS)
 
