@@ -4,7 +4,9 @@ The decoder exposes three entry points used by the pure functions in ``sampling.
   * ``__call__(memory, tokens_in)``: teacher-forced logits for a whole sequence (training, log-probs);
   * ``init_cache(memory, length)``: cross-attention keys/values computed once per input plus an
     empty self-attention cache, returned as a plain pytree;
-  * ``step(token, pos, cache)``: one decoding step that reads and writes that cache.
+  * ``step(token, pos, cache)``: one decoding step that reads and writes that cache;
+  * ``chunk(tokens, pos, cache)``: Q consecutive positions after a cache (the RL re-forward of rollout
+    suffixes after their shared prefixes, ``sampling.rollout_logits``).
 Models are registered by name in ``MODELS``.
 
 Shape letters, used in array names across the library (``logits_BGLV``, ``memory_BMD``), one meaning each:
@@ -199,13 +201,21 @@ class DecoderBlock(nn.Module):
 
     def step(self, h_BD, pos, layer_cache):
         """One position: writes this step's key/value at ``pos`` and attends to positions <= pos."""
-        qkv = self.qkv(self.ln_self(h_BD[:, None]))  # [B, 1, 3, H, K]
+        h_B1D, layer_cache = self.chunk(h_BD[:, None], pos, layer_cache)
+        return h_B1D[:, 0], layer_cache
+
+    def chunk(self, h_BQD, pos, layer_cache):
+        """Q consecutive positions from ``pos`` on, after a cache that holds the positions before it:
+        writes their keys/values at pos..pos+Q-1, and position pos+q attends to positions <= pos+q."""
+        qkv = self.qkv(self.ln_self(h_BQD))  # [B, Q, 3, H, K]
         k_cache = jax.lax.dynamic_update_slice_in_dim(layer_cache["k"], qkv[:, :, 1], pos, axis=1)
         v_cache = jax.lax.dynamic_update_slice_in_dim(layer_cache["v"], qkv[:, :, 2], pos, axis=1)
-        visible_BQT = jnp.broadcast_to(jnp.arange(k_cache.shape[1]) <= pos, (h_BD.shape[0], 1, k_cache.shape[1]))
-        h_B1D = h_BD[:, None] + self.self_out(_attend(qkv[:, :, 0], k_cache, v_cache, visible_BQT))
-        h_B1D = self._cross_and_ff(h_B1D, layer_cache["mem_k"], layer_cache["mem_v"], train=False)
-        return h_B1D[:, 0], {**layer_cache, "k": k_cache, "v": v_cache}
+        batch, num_q, num_t = h_BQD.shape[0], h_BQD.shape[1], k_cache.shape[1]
+        visible_QT = jnp.arange(num_t)[None, :] <= pos + jnp.arange(num_q)[:, None]
+        visible_BQT = jnp.broadcast_to(visible_QT, (batch, num_q, num_t))
+        h_BQD = h_BQD + self.self_out(_attend(qkv[:, :, 0], k_cache, v_cache, visible_BQT))
+        h_BQD = self._cross_and_ff(h_BQD, layer_cache["mem_k"], layer_cache["mem_v"], train=False)
+        return h_BQD, {**layer_cache, "k": k_cache, "v": v_cache}
 
 
 class NumberDecoder(nn.Module):
@@ -265,6 +275,17 @@ class NumberDecoder(nn.Module):
             layers.append(layer_cache)
         return self.head(self._final(h)).astype(jnp.float32), {"layers": layers}  # logits_BV
 
+    def chunk(self, tokens_BQ, pos: int, cache: Cache):
+        """Q consecutive positions from a static ``pos`` on (their input tokens), after ``cache``
+        (``step`` for Q positions at once): (logits_BQV, the cache with them written)."""
+        num_q = tokens_BQ.shape[1]
+        h = self.embed(tokens_BQ) + self.pos_table[pos:pos + num_q].astype(self.dtype)
+        layers = []
+        for block, layer_cache in zip(self.blocks, cache["layers"]):
+            h, layer_cache = block.chunk(h, pos, layer_cache)
+            layers.append(layer_cache)
+        return self.head(self._final(h)).astype(jnp.float32), {"layers": layers}
+
     def _final(self, h):
         return self.ln_final(h) if self.final_norm else h
 
@@ -304,6 +325,9 @@ class _EncoderDecoder(nn.Module):
 
     def step(self, token_B, pos, cache: Cache):
         return self.decoder.step(token_B, pos, cache)
+
+    def chunk(self, tokens_BQ, pos: int, cache: Cache):
+        return self.decoder.chunk(tokens_BQ, pos, cache)
 
 
 class TabularRegressor(_EncoderDecoder):

@@ -49,6 +49,90 @@ def rollout_logits(model, params, x_BF, tokens_BGL, tokenizer, masked=True) -> j
     return jax.vmap(one_rollout, in_axes=1, out_axes=1)(tokens_BGL)
 
 
+def prefix_capacities(tokenizer, num_rollouts: int) -> list[int]:
+    """The most distinct prefixes of length j that G allowed sequences of one input can have, for
+    j = 0..L-1: min(G, the number of allowed prefixes of that length)."""
+    counts, out = 1, []
+    for j in range(tokenizer.length):
+        out.append(min(num_rollouts, counts))
+        counts *= int(np.asarray(tokenizer.allowed)[j].sum())
+    return out
+
+
+def shared_prefix_logits(model, params, x_BF, tokens_BGL, tokenizer, masked=True) -> jax.Array:
+    """``rollout_logits`` of sequences the tokenizer allows (the sampler's), computing each distinct
+    prefix of an input's G rollouts once while prefixes can still be shared.
+
+    The logits at position j depend only on the input and the prefix before j. While fewer allowed
+    prefixes of length j exist than G (``prefix_capacities``: 1, 2, 4, 8 with binary digits), the
+    distinct ones are decoded once each with the KV cache (``model.step``, one level at a time, the
+    rollouts of each input sorted so that equal prefixes are neighbours); from the first length with
+    G possible prefixes on, every rollout's suffix runs as one teacher-forced chunk (``model.chunk``)
+    after its prefix's cache. Rollouts then read their prefix's logits. Equal to ``rollout_logits``
+    within float32 rounding (another order of the same sums), and so is the gradient: a shared
+    prefix's gradient is the sum of its rollouts' (the gathers' transpose). Binary digits, L = 8, G =
+    16: 79 of 128 token positions (-38 % of the re-forward's arithmetic); base 8, L = 4: 41 of 64.
+    Tokens must be allowed (``tokenizer.allowed``), as sampled ones are: a prefix the table does not
+    allow would overflow its level's slots."""
+    batch, rollouts, length = tokens_BGL.shape
+    caps = prefix_capacities(tokenizer, rollouts)
+    shared = next((j for j, c in enumerate(caps) if c >= rollouts), length)  # levels 0..shared-1
+    memory_BMD = model.apply({"params": params}, x_BF, method=model.encode)
+    cache = model.apply({"params": params}, memory_BMD, length, method=model.init_cache)
+    mem = [{"mem_k": c["mem_k"], "mem_v": c["mem_v"]} for c in cache["layers"]]  # per input, unbatched over G
+
+    def with_mem(kv):
+        return {"layers": [{**m, **c} for m, c in zip(mem, kv["layers"])]}
+
+    def kv_of(full):
+        return {"layers": [{"k": c["k"], "v": c["v"]} for c in full["layers"]]}
+
+    # Each input's rollouts in lexicographic order (ties keep their order): a prefix's rollouts are
+    # contiguous, so its node id at level j is the running count of "prefix of length j changed".
+    *sorted_cols, perm_BG = jax.lax.sort(
+        (*(tokens_BGL[..., j] for j in range(length)), jnp.broadcast_to(jnp.arange(rollouts), (batch, rollouts))),
+        dimension=1, num_keys=length)
+    sorted_BGL = jnp.stack(sorted_cols, axis=-1)
+    unsort_BG = jnp.argsort(perm_BG, axis=1)
+    changed_BGL = jnp.concatenate([jnp.ones((batch, 1, length), bool), sorted_BGL[:, 1:] != sorted_BGL[:, :-1]], 1)
+    rows_B1 = jnp.arange(batch)[:, None]
+
+    def gather_nodes(tree, node_BN):  # [B, nodes, ...] at node_BN
+        return jax.tree.map(lambda a: jnp.take_along_axis(a, node_BN.reshape(node_BN.shape + (1,) * (a.ndim - 2)),
+                                                           axis=1), tree)
+
+    # Level 0: BOS, one node per input.
+    bos_B = jnp.full((batch,), tokenizer.bos_id, jnp.int32)
+    logits_BV, full = model.apply({"params": params}, bos_B, 0, cache, method=model.step)
+    level_logits, level_ids = [logits_BV[:, None]], [jnp.zeros((batch, rollouts), jnp.int32)]
+    kv_BN = jax.tree.map(lambda a: a[:, None], kv_of(full))
+    new_BG = jnp.zeros((batch, rollouts), bool).at[:, 0].set(True)
+    for j in range(1, shared):
+        new_BG = new_BG | changed_BGL[..., j - 1]
+        id_BG = jnp.cumsum(new_BG, axis=1, dtype=jnp.int32) - 1
+        token_BN = jnp.zeros((batch, caps[j]), jnp.int32).at[rows_B1, id_BG].set(sorted_BGL[..., j - 1])
+        parent_BN = jnp.zeros((batch, caps[j]), jnp.int32).at[rows_B1, id_BG].set(level_ids[-1])
+
+        def node_step(token_B, kv, pos=j):
+            logits, out = model.apply({"params": params}, token_B, pos, with_mem(kv), method=model.step)
+            return logits, kv_of(out)
+
+        logits_BNV, kv_BN = jax.vmap(node_step, in_axes=1, out_axes=1)(token_BN, gather_nodes(kv_BN, parent_BN))
+        level_logits.append(logits_BNV)
+        level_ids.append(id_BG)
+    # Rollout order again; each rollout reads its prefix's logits.
+    ids = [jnp.take_along_axis(i, unsort_BG, axis=1) for i in level_ids]
+    logits_BGLV = jnp.stack([jnp.take_along_axis(lv, i[..., None], axis=1) for lv, i in zip(level_logits, ids)], 2)
+    if shared < length:  # the rest: each rollout's suffix after its prefix's cache, in one chunk
+        def suffix(tokens_BQ, kv):
+            return model.apply({"params": params}, tokens_BQ, shared, with_mem(kv), method=model.chunk)[0]
+
+        tail_BGQV = jax.vmap(suffix, in_axes=1, out_axes=1)(tokens_BGL[..., shared - 1:length - 1],
+                                                            gather_nodes(kv_BN, ids[-1]))
+        logits_BGLV = jnp.concatenate([logits_BGLV, tail_BGQV], axis=2)
+    return mask_logits(logits_BGLV, tokenizer.allowed) if masked else logits_BGLV
+
+
 def token_logprobs(logits_BGLV: jax.Array, tokens_BGL: jax.Array) -> jax.Array:
     logp_BGLV = jax.nn.log_softmax(logits_BGLV, axis=-1)
     return jnp.take_along_axis(logp_BGLV, tokens_BGL[..., None], axis=-1)[..., 0]

@@ -9,6 +9,7 @@ from genre_jax.models import TabularRegressor, init_params
 from genre_jax.tokenizers import IEEETokenizer, NormalizedTokenizer
 
 from fakes import predict, rollout_logits, sequence_logprobs, teacher_forced_logits
+from tolerance import EPS32, assert_trees_close
 
 TOKENIZERS = {"normalized": NormalizedTokenizer(4, 5, -2.0, 2.0), "ieee": IEEETokenizer(10, 1, 3)}
 
@@ -52,6 +53,35 @@ def test_sampler_logprobs_equal_teacher_forced(setup):
     tokens_BGL, logp_BGL, _ = sample(params, x, jax.random.key(6))
     teacher = sequence_logprobs(model, params, x, tokens_BGL, tok)
     np.testing.assert_allclose(logp_BGL, teacher, atol=1e-4)
+
+
+def test_shared_prefix_logits_equal_rollout_logits_and_their_gradient(setup):
+    """The RL re-forward over distinct prefixes only gives every rollout the logits and the gradient of
+    the plain teacher-forced pass. Both paths add the same products in another order (the model's
+    longest sums are d_ff = 32 terms, through 2 layers): logits within 64 eps of their size; the
+    gradient sums B·G·L = 5·7·L positions' terms of one sign (positive weights, so no cancellation):
+    4 sqrt(n) eps of its largest entry."""
+    tok, model, params, x, sample = setup
+    drawn = sample(params, x, jax.random.key(12)).tokens_BGL
+    # two copies of one rollout, so a whole sequence is shared, not only prefixes
+    tokens_BGL = jnp.concatenate([drawn, drawn[:, :1]], axis=1)
+    per_input = [{tuple(r) for r in rollouts} for rollouts in np.asarray(tokens_BGL)]
+    assert all(len(seqs) < tokens_BGL.shape[1] for seqs in per_input) and max(map(len, per_input)) > 2
+    weight_BGLV = jax.random.uniform(jax.random.key(13), tokens_BGL.shape + (tok.vocab_size,))
+
+    def loss(logits_fn):
+        return jax.jit(jax.value_and_grad(lambda p: jnp.sum(
+            weight_BGLV * jax.nn.log_softmax(logits_fn(model, p, x, tokens_BGL, tok, masked=False)))))
+
+    (plain, grad_plain), (shared, grad_shared) = (loss(sampling.rollout_logits)(params),
+                                                  loss(sampling.shared_prefix_logits)(params))
+    logits = jax.jit(lambda p: (sampling.rollout_logits(model, p, x, tokens_BGL, tok, masked=False),
+                                sampling.shared_prefix_logits(model, p, x, tokens_BGL, tok, masked=False)))(params)
+    np.testing.assert_allclose(logits[1], logits[0], rtol=0, atol=64 * EPS32 * float(jnp.abs(logits[0]).max()))
+    np.testing.assert_allclose(shared, plain, rtol=64 * EPS32)
+    n = tokens_BGL.size
+    scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grad_plain))
+    assert_trees_close(grad_shared, grad_plain, atol=4 * np.sqrt(n) * EPS32 * scale)
 
 
 def test_tempered_logprobs_are_those_of_the_tempered_distribution(setup):
