@@ -15,7 +15,7 @@ loop-free full-recompute sampler; GFLOP/s and the fraction of peak use ``model_f
 Peak = best median rate of a jitted float32 square matmul on device 0 (default precision), measured
 before and after the model benchmarks, so a change in machine load shows up as a difference.
 
-  .venv/bin/python benchmarks/bench_rl.py --sizes paper,tiny --repeats 5 --out benchmarks/results/rl_cpu.json
+  .venv/bin/python benchmarks/bench_rl.py --sizes paper,quick,tiny --repeats 5 --out benchmarks/results/rl_cpu.json
 """
 from __future__ import annotations
 
@@ -43,14 +43,22 @@ from genre_jax.tokenizers import NormalizedTokenizer  # noqa: E402
 
 SIZES = {
     "paper": dict(d_model=256, num_layers=3, num_heads=4, d_ff=1024, mlp_hidden=256, mlp_layers=2),
+    # the claim studies' model (experiments/configs/tabular.py quick), with that variant's RL section
+    "quick": dict(d_model=128, num_layers=2, num_heads=4, d_ff=512, mlp_hidden=256, mlp_layers=2),
     "tiny": dict(d_model=32, num_layers=1, num_heads=2, d_ff=64, mlp_hidden=32, mlp_layers=2),
 }
 BATCH, ROLLOUTS, FEATURES = 128, 16, 21
+RL_VARIANT = {"quick": "quick"}  # the tabular.py variant whose RL section rl_step runs; "paper" otherwise
 TOKENIZER = NormalizedTokenizer(2, 8, -3.0, 3.0)  # L = 8 binary digits over z in [-3, 3]
 
 
-def model_flops(size: dict, batch: int, rollouts: int, length: int, features: int, vocab: int) -> dict:
+def model_flops(size: dict, batch: int, rollouts: int, length: int, features: int, vocab: int,
+                reforward_positions: int | None = None) -> dict:
     """Analytic matmul + attention FLOPs (2 per multiply-add) of each benchmarked function.
+
+    ``reforward_positions``: the token positions per input the RL step's teacher-forced re-forward
+    decodes: G·L for a plain re-forward (the default), or the shared-prefix count
+    (``sum(sampling.prefix_capacities(tok, G))``, 79 for binary digits, L = 8, G = 16).
 
     Elementwise work (layer norms, softmax, sampling, the optimizer update) is left out: it is a few
     percent of the total at these widths, which the full-recompute XLA cross-check confirms.
@@ -77,9 +85,18 @@ def model_flops(size: dict, batch: int, rollouts: int, length: int, features: in
     # constants (BOS then zero padding), so under vmap it stays unbatched: computed once, not once per rollout.
     full_recompute = (encoder + length * memory + decoder(batch * length, length)
                       + (length - 1) * decoder(batch * rollouts * length, length))
-    teacher_forced = encoder + memory + decoder(batch * rollouts * length, length)
+    positions = rollouts * length if reforward_positions is None else reforward_positions
+    teacher_forced = encoder + memory + decoder(batch * positions, length)
     return {"kv_cache": kv_cache, "full_recompute": full_recompute,
             "rl_step": kv_cache + 3 * teacher_forced}  # forward + backward of the loss ≈ 3x forward
+
+
+def reforward_positions(tok, rollouts: int) -> int:
+    """Positions per input the RL step's re-forward decodes in this code: the shared-prefix count
+    where ``sampling.shared_prefix_logits`` exists (older code re-forwards all G·L)."""
+    if hasattr(sampling, "prefix_capacities"):
+        return sum(sampling.prefix_capacities(tok, rollouts))
+    return rollouts * tok.length
 
 
 def xla_flops(compiled):
@@ -164,7 +181,7 @@ def bench_size(name: str, size: dict, repeats: int, mesh) -> list[dict]:
     full = jax.jit(lambda p, x_BF, k: sampling.full_recompute_sample(model, p, x_BF, k, tok, rollouts, 1.0),
                    in_shardings=(rep, data, rep))
 
-    config = tabular.get_config("paper")
+    config = tabular.get_config(RL_VARIANT.get(name, "paper"))
     config.rl.num_rollouts, config.rl.batch_size = rollouts, batch_size
     rl_settings = settings.resolve(config, tok).rl
     # The optimizer run_rl_phase builds for the paper config (lr 1e-4 as inherited from CE).
@@ -175,7 +192,8 @@ def bench_size(name: str, size: dict, repeats: int, mesh) -> list[dict]:
     state = parallel.replicate(loop.TrainState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.copy, params),
                                                 tx.init(params)), mesh)
 
-    analytic = model_flops(size, batch_size, rollouts, tok.length, FEATURES, tok.vocab_size)
+    analytic = model_flops(size, batch_size, rollouts, tok.length, FEATURES, tok.vocab_size,
+                           reforward_positions(tok, rollouts))
     runs = [("kv_cache", kv_cache, (params, x, key), False),
             ("full_recompute", full, (params, x, key), False),
             ("rl_step", train_step, (state, parallel.shard_batch(host_batch, mesh), (params, key)), True)]
@@ -217,7 +235,7 @@ def table(rows, speedups) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="paper,tiny", help=f"comma-separated, from {sorted(SIZES)}")
+    parser.add_argument("--sizes", default="paper,quick,tiny", help=f"comma-separated, from {sorted(SIZES)}")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per function (median reported)")
     parser.add_argument("--paper-repeats", type=int, default=None,
                         help="timed calls for the paper size (default: --repeats); fewer keeps CPU runs short")
@@ -274,7 +292,9 @@ def main(argv=None):
         "loadavg_start": load_start, "loadavg_end": load_end,
         "setup": {"batch": BATCH, "rollouts": ROLLOUTS, "length": TOKENIZER.length, "features": FEATURES,
                   "tokenizer": TOKENIZER.spec(), "sizes": {s: SIZES[s] for s in sizes},
-                  "rl_method": tabular.get_config("paper").rl.method, "repeats": args.repeats,
+                  "rl_method": tabular.get_config("paper").rl.method, "rl_variant": RL_VARIANT,
+                  "reforward_positions_per_input": reforward_positions(TOKENIZER, ROLLOUTS),
+                  "repeats": args.repeats,
                   "paper_repeats": args.paper_repeats or args.repeats},
         "notes": {
             "compile_s": "ahead-of-time: trace_lower_s = jit(f).lower(args), compile_s = .compile(); "
