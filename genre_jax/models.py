@@ -1,12 +1,12 @@
 """Flax modules: feature encoders and the number decoder. Parameters and forward passes only.
 
-The decoder exposes three entry points used by the pure functions in ``sampling.py``:
+The decoder exposes four entry points used by the pure functions in ``sampling.py``:
   * ``__call__(memory, tokens_in)``: teacher-forced logits for a whole sequence (training, log-probs);
   * ``init_cache(memory, length)``: cross-attention keys/values computed once per input plus an
     empty self-attention cache, returned as a plain pytree;
   * ``step(token, pos, cache)``: one decoding step that reads and writes that cache;
   * ``chunk(tokens, pos, cache)``: Q consecutive positions after a cache (the RL re-forward of rollout
-    suffixes after their shared prefixes, ``sampling.rollout_logits``).
+    suffixes after their shared prefixes, ``sampling.shared_prefix_logits``).
 Models are registered by name in ``MODELS``.
 
 Shape letters, used in array names across the library (``logits_BGLV``, ``memory_BMD``), one meaning each:

@@ -97,28 +97,28 @@ def shared_prefix_logits(model, params, x_BF, tokens_BGL, tokenizer, masked=True
     changed_BGL = jnp.concatenate([jnp.ones((batch, 1, length), bool), sorted_BGL[:, 1:] != sorted_BGL[:, :-1]], 1)
     rows_B1 = jnp.arange(batch)[:, None]
 
-    def gather_nodes(tree, node_BN):  # [B, nodes, ...] at node_BN
-        return jax.tree.map(lambda a: jnp.take_along_axis(a, node_BN.reshape(node_BN.shape + (1,) * (a.ndim - 2)),
+    def gather_nodes(tree, node_BR):  # [B, R prefixes, ...] at node_BR
+        return jax.tree.map(lambda a: jnp.take_along_axis(a, node_BR.reshape(node_BR.shape + (1,) * (a.ndim - 2)),
                                                            axis=1), tree)
 
     # Level 0: BOS, one node per input.
     bos_B = jnp.full((batch,), tokenizer.bos_id, jnp.int32)
     logits_BV, full = model.apply({"params": params}, bos_B, 0, cache, method=model.step)
     level_logits, level_ids = [logits_BV[:, None]], [jnp.zeros((batch, rollouts), jnp.int32)]
-    kv_BN = jax.tree.map(lambda a: a[:, None], kv_of(full))
+    kv_BR = jax.tree.map(lambda a: a[:, None], kv_of(full))
     new_BG = jnp.zeros((batch, rollouts), bool).at[:, 0].set(True)
     for j in range(1, shared):
         new_BG = new_BG | changed_BGL[..., j - 1]
         id_BG = jnp.cumsum(new_BG, axis=1, dtype=jnp.int32) - 1
-        token_BN = jnp.zeros((batch, caps[j]), jnp.int32).at[rows_B1, id_BG].set(sorted_BGL[..., j - 1])
-        parent_BN = jnp.zeros((batch, caps[j]), jnp.int32).at[rows_B1, id_BG].set(level_ids[-1])
+        token_BR = jnp.zeros((batch, caps[j]), jnp.int32).at[rows_B1, id_BG].set(sorted_BGL[..., j - 1])
+        parent_BR = jnp.zeros((batch, caps[j]), jnp.int32).at[rows_B1, id_BG].set(level_ids[-1])
 
         def node_step(token_B, kv, pos=j):
             logits, out = model.apply({"params": params}, token_B, pos, with_mem(kv), method=model.step)
             return logits, kv_of(out)
 
-        logits_BNV, kv_BN = jax.vmap(node_step, in_axes=1, out_axes=1)(token_BN, gather_nodes(kv_BN, parent_BN))
-        level_logits.append(logits_BNV)
+        logits_BRV, kv_BR = jax.vmap(node_step, in_axes=1, out_axes=1)(token_BR, gather_nodes(kv_BR, parent_BR))
+        level_logits.append(logits_BRV)
         level_ids.append(id_BG)
     # Rollout order again; each rollout reads its prefix's logits.
     ids = [jnp.take_along_axis(i, unsort_BG, axis=1) for i in level_ids]
@@ -128,7 +128,7 @@ def shared_prefix_logits(model, params, x_BF, tokens_BGL, tokenizer, masked=True
             return model.apply({"params": params}, tokens_BQ, shared, with_mem(kv), method=model.chunk)[0]
 
         tail_BGQV = jax.vmap(suffix, in_axes=1, out_axes=1)(tokens_BGL[..., shared - 1:length - 1],
-                                                            gather_nodes(kv_BN, ids[-1]))
+                                                            gather_nodes(kv_BR, ids[-1]))
         logits_BGLV = jnp.concatenate([logits_BGLV, tail_BGQV], axis=2)
     return mask_logits(logits_BGLV, tokenizer.allowed) if masked else logits_BGLV
 
