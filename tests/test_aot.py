@@ -36,13 +36,20 @@ def test_rl_update_and_ce_epoch_compile_for_a_v5e_slice(tmp_path):
     for name, r in programs.items():
         assert 0 < r["per_chip_bytes"] < V5E_HBM_BYTES and r["fits_hbm"], name
         assert r["host_round_trips"] == [], (name, r["host_round_trips"])  # nothing leaves the chip mid-step
-        gradients = [c for c in r["collectives"] if c["op"] == "all-reduce" and c["bytes"] > 64]
+        gradients = sorted((c for c in r["collectives"] if c["op"] == "all-reduce" and c["bytes"] > 64),
+                           key=lambda c: -c["bytes"])
         # One combined all-reduce of the gradient: the parameters' bytes less the cross-attention
         # query and its LayerNorm, which a single memory slot leaves without gradient (models.py).
-        assert len(gradients) == 1, (name, r["collectives"])
-        assert 0.85 * r["param_bytes"] <= gradients[0]["bytes"] <= r["param_bytes"], (name, gradients, r["param_bytes"])
-        # besides it only scalar statistics (the weighted mean's denominator, stacked epoch sums)
-        assert all(c["bytes"] <= 64 for c in r["collectives"] if c is not gradients[0]), (name, r["collectives"])
+        assert gradients and 0.85 * r["param_bytes"] <= gradients[0]["bytes"] <= r["param_bytes"], (
+            name, gradients, r["param_bytes"])
+        # Besides it, in the RL update: the shared-prefix re-forward (sampling.shared_prefix_logits) looks
+        # its suffixes' tokens up in a chunk of its own, whose token-embedding gradient (a scatter-add
+        # into the V x d_model table: 3 x 16 floats at tiny) XLA reduces apart; CE none.
+        extra = gradients[1:]
+        assert len(extra) <= (1 if name == "rl_update" else 0), (name, r["collectives"])
+        assert all(c["bytes"] <= 3 * 16 * 4 for c in extra), (name, extra)
+        # and otherwise only scalar statistics (the weighted mean's denominator, stacked epoch sums)
+        assert all(c["bytes"] <= 64 for c in r["collectives"] if c not in gradients), (name, r["collectives"])
         assert {c["op"] for c in r["collectives"]} == {"all-reduce"}, name
     # the epoch is one compiled loop over its batches; the RL update runs the sampler's L - 1 steps
     assert [w["trip_count"] for w in programs["ce_epoch"]["while_loops"]] == [4]
