@@ -73,8 +73,8 @@ def make_rl_update(model, tokenizer, rl: RL, tx):
 
     def loss_fn(params, batch, ro: Rollout, advantage_BG, ref_logits_BGLV):
         w = batch["weight"]
-        # Each distinct prefix of an input's rollouts is decoded once (they are drawn, so allowed).
-        raw_BGLV = sampling.shared_prefix_logits(model, params, batch["x"], ro.tokens_BGL, tok, masked=False)
+        # Each distinct prefix of an input's rollouts decoded once where that pays (they are drawn, so allowed).
+        raw_BGLV = sampling.reforward_logits(model, params, batch["x"], ro.tokens_BGL, tok, masked=False)
         logits_BGLV = sampling.mask_logits(raw_BGLV, tok.allowed)
         # The policy is the tempered distribution the rollouts were drawn from (sampling._rollout);
         # the expert term is a cross-entropy on the model itself, like CE pretraining, over the
@@ -99,7 +99,7 @@ def make_rl_update(model, tokenizer, rl: RL, tx):
         ro = draw_rollouts(model, tok, rl, state.params, batch["x"], jax.random.fold_in(base_key, state.step), target_B)
         credit_BG = spec.group_reward(tok.decode(ro.tokens_BGL), target_B) if spec.group_reward else ro.reward_BG
         advantage_BG = spec.advantage(credit_BG, ro.greedy_reward_B)
-        ref_logits = (sampling.shared_prefix_logits(model, ref_params, batch["x"], ro.tokens_BGL, tok)
+        ref_logits = (sampling.reforward_logits(model, ref_params, batch["x"], ro.tokens_BGL, tok)
                       if rl.kl_weight else None)
         for _ in range(rl.ppo_epochs):  # mu passes over the same rollouts (GRPO); 1 for ReMax
             (loss, (expert_ce, kl, entropy)), grads = jax.value_and_grad(loss_fn, has_aux=True)(

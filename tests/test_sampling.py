@@ -118,3 +118,12 @@ def test_dropout_only_in_train_mode(setup):
     np.testing.assert_array_equal(a, b)
     c = teacher_forced_logits(model, params, x, tokens, tok, True, {"dropout": jax.random.key(0)})
     assert not np.allclose(a, c)
+
+
+def test_the_re_forward_shares_prefixes_only_where_it_saves_enough():
+    binary = NormalizedTokenizer(2, 8)
+    # positions by hand: G 16 decodes 1 + 2 + 4 + 8 prefix nodes, then 16 x 4 suffix positions, of 128
+    assert sampling.shared_saving(binary, 16) == 1 - (15 + 64) / 128
+    assert sampling.shared_saving(binary, 6) == 1 - (7 + 30) / 48  # the RL step tests' G: shared
+    assert sampling.shared_saving(binary, 4) == 1 - (3 + 24) / 32 < sampling.MIN_SHARED_SAVING  # tiny's: plain
+    assert sampling.shared_saving(NormalizedTokenizer(8, 4), 16) == 1 - (1 + 8 + 32) / 64
