@@ -24,7 +24,7 @@ import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from genre_jax import exact, metrics, sampling  # noqa: E402
+from genre_jax import exact, metrics, sampling, scores  # noqa: E402
 from genre_jax.data import load_for_config  # noqa: E402
 from genre_jax.predictor import Predictor  # noqa: E402
 
@@ -56,7 +56,7 @@ def main() -> int:
     values_S = np.asarray(tok.decode(exact.all_sequences(tok)))
     exact_fn = jax.jit(lambda params, x: exact.predict(model, params, x, tok))
     seconds, (probs, greedy) = timed(lambda: exact_fn(p.params, x_NF), args.repeats)
-    dist = metrics.Discrete(values_S, np.asarray(probs))
+    dist = scores.Discrete(values_S, np.asarray(probs))
     truth = {"mean": dist.mean(), "median": dist.quantile(0.5), "crps": dist.crps(z_N)}
     rows = [{"decode": "exact", "sequences": len(values_S), "batch_ms": seconds * 1e3,
              "test_rmse_mean": metrics.rmse(truth["mean"], z_N), "crps": truth["crps"]}]
@@ -65,10 +65,10 @@ def main() -> int:
         seconds, (samples, _) = timed(lambda: fn(p.params, x_NF, jax.random.key(0)), args.repeats)
         samples = np.asarray(samples, np.float64)
         rows.append({"decode": f"sample G={g}", "batch_ms": seconds * 1e3,
-                     "test_rmse_mean": metrics.rmse(samples.mean(1), z_N), "crps": metrics.crps(samples, z_N),
+                     "test_rmse_mean": metrics.rmse(samples.mean(1), z_N), "crps": scores.crps(samples, z_N),
                      "mc_error_mean_rms": float(np.sqrt(np.mean((samples.mean(1) - truth["mean"]) ** 2))),
                      "mc_error_median_rms": float(np.sqrt(np.mean((np.median(samples, 1) - truth["median"]) ** 2))),
-                     "mc_error_crps": metrics.crps(samples, z_N) - truth["crps"]})
+                     "mc_error_crps": scores.crps(samples, z_N) - truth["crps"]})
     record = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M"), "workdir": args.workdir,
               "method": args.method, "dataset": config.dataset, "rows_scored": int(len(z_N)),
               "devices": [str(d) for d in jax.devices()], "loadavg_end": os.getloadavg(), "rows": rows}

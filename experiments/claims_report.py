@@ -12,7 +12,7 @@ predictive distribution (exact where the tree was enumerated). Single-sample RMS
 draw, sqrt(E[(Y - y)²]): the row's ``one_sample_rmse`` (claims.py computes it from the run's
 predictions_test.npz), else that file when the workdir is still there. An RL row with a ``ce`` record
 is measured against it (the CE it started from), else against its dataset's CE row. Rows written since
-metrics.distribution_scores also carry the 90 % interval score and the log score (exact rows only):
+scores.distribution_scores also carry the 90 % interval score and the log score (exact rows only):
 the table gives them columns beside CRPS when some row has them ('-' where one lacks them).
 """
 from __future__ import annotations
@@ -61,7 +61,7 @@ def metrics_of(row: dict, aggregate: str = "mean") -> dict:
             "cov90": dist.get("coverage_90", math.nan), "crps": dist.get("crps", math.nan),
             "cov90_T": (tempered.get("coverage") or {}).get("0.9", math.nan), "crps_T": tempered.get("crps", math.nan),
             "T": (cal.get("temperature") or {}).get("value", math.nan), "cov90_conformal": conformal.get("0.9", math.nan),
-            # pinball, interval and log scores (metrics.distribution_scores): NaN on rows written before
+            # pinball, interval and log scores (scores.distribution_scores): NaN on rows written before
             # them, and the log score on sampled rows (None: samples have no density)
             "pinball": _number(dist.get("pinball")), "interval_90": _number((dist.get("interval_score") or {}).get("0.9")),
             "interval_90_T": _number((tempered.get("interval_score") or {}).get("0.9")),

@@ -8,19 +8,19 @@ of three forms per test row; this turns a fitted ``genre_jax.GenReRegressor`` or
                                  value the decoder can emit (tokenizers with at most 4,096 sequences;
                                  None otherwise), bin edges shared by every row (np.broadcast_to for
                                  [N, B + 1]), increasing, bins meeting halfway between neighbouring
-                                 values (``metrics.Discrete.histogram``); rows sum to 1. A bin's density
+                                 values (``scores.Discrete.histogram``); rows sum to 1. A bin's density
                                  is its probability over its width: the log score of
-                                 ``metrics.Discrete.log_score``.
+                                 ``scores.Discrete.log_score``.
   samples(model, X, k)           [N, k] draws of the predictive distribution (inverse-CDF draws from
                                  the exact distribution where the run decodes exactly, else the sampler).
   quantiles(model, X, levels)    {"levels": [P], "quantiles": [N, P]}: the model's quantiles at
-                                 ``levels`` (default ``metrics.QUANTILE_LEVELS``, 0.05 .. 0.95), from the
+                                 ``levels`` (default ``scores.QUANTILE_LEVELS``, 0.05 .. 0.95), from the
                                  run's decoding (``output_type="quantiles"``).
   scoring_inputs(model, X)       all three in one dict.
 
 ``X`` is what the model's ``predict`` takes: the estimator's feature matrix, or for a ``Predictor`` its
 numeric features (or a (num, cat) pair). Scores of these forms on our own evaluation splits are in
-results.json (``metrics.distribution_scores``); this adapter is for scoring the model by someone
+results.json (``scores.distribution_scores``); this adapter is for scoring the model by someone
 else's code.
 
   from experiments.scoring_adapter import scoring_inputs
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from genre_jax import metrics
+from genre_jax import scores
 
 
 def _is_predictor(model) -> bool:
@@ -51,7 +51,7 @@ def histogram(model, X) -> dict | None:
     full = _predict(model, X, "full")
     if "support" not in full:
         return None
-    _, edges_B1, probs_NB = metrics.Discrete(full["support"], full["probabilities"]).histogram()
+    _, edges_B1, probs_NB = scores.Discrete(full["support"], full["probabilities"]).histogram()
     return {"bin_edges": edges_B1, "probabilities": probs_NB}
 
 
@@ -63,14 +63,14 @@ def samples(model, X, num_samples: int = 128) -> np.ndarray:
     return np.asarray(model.sample(X, num_samples))
 
 
-def quantiles(model, X, levels=metrics.QUANTILE_LEVELS) -> dict:
+def quantiles(model, X, levels=scores.QUANTILE_LEVELS) -> dict:
     """{"levels": [P], "quantiles": [N, P]}, original units."""
     levels_Q = np.asarray(levels, np.float64)
     per_level = _predict(model, X, "quantiles", quantiles=levels_Q)
     return {"levels": levels_Q, "quantiles": np.stack([np.asarray(q, np.float64) for q in per_level], axis=1)}
 
 
-def scoring_inputs(model, X, num_samples: int = 128, levels=metrics.QUANTILE_LEVELS) -> dict:
+def scoring_inputs(model, X, num_samples: int = 128, levels=scores.QUANTILE_LEVELS) -> dict:
     """{"histogram": ``histogram`` (or None), "samples": ``samples``, "quantiles": ``quantiles``}."""
     return {"histogram": histogram(model, X), "samples": samples(model, X, num_samples),
             "quantiles": quantiles(model, X, levels)}

@@ -46,7 +46,7 @@ from experiments.suite import split_list  # noqa: E402
 from genre_jax.methods import BASELINE, FLAGSHIP, METHODS, NAMES  # noqa: E402
 
 POINT_METRICS = ("rmse", "mae", "r2", "spearman")
-# The distribution block's scores (metrics.distribution_scores); rows written before pinball, interval
+# The distribution block's scores (scores.distribution_scores); rows written before pinball, interval
 # and log scores existed lack them (NaN here), and sampled rows have no log score (None -> NaN).
 DIST_METRICS = ("crps", "coverage_90", "pinball", "interval_score_90", "log_score")
 

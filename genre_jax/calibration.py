@@ -24,7 +24,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from genre_jax import metrics, paths
+from genre_jax import metrics, paths, scores
 
 CALIBRATIONS = ("none", "temperature", "conformal", "both")
 LEVELS = (0.5, 0.8, 0.9, 0.95)
@@ -67,16 +67,16 @@ def conformal_report(point_N, target_N, half_widths: dict[str, float | None]) ->
 
 
 def distribution_report(dist, target_N, levels=LEVELS) -> dict:
-    """What a predictive distribution (``metrics.Discrete`` or ``metrics.Samples``) scores on one split:
+    """What a predictive distribution (``scores.Discrete`` or ``scores.Samples``) scores on one split:
     RMSE of its mean, CRPS, central-interval coverage and mean width per level, then the pinball, interval
-    and log scores of ``metrics.quantile_scores`` (the interval score at the same levels)."""
+    and log scores of ``scores.quantile_scores`` (the interval score at the same levels)."""
     target = np.asarray(target_N, np.float64)
     out = {"rmse_mean": metrics.rmse(dist.mean(), target), "crps": dist.crps(target), "coverage": {}, "width": {}}
     for level in levels:
         lo, hi = dist.quantile((1.0 - level) / 2.0), dist.quantile((1.0 + level) / 2.0)
         out["coverage"][level_key(level)] = float(np.mean((lo <= target) & (target <= hi)))
         out["width"][level_key(level)] = float(np.mean(hi - lo))
-    return {**out, **metrics.quantile_scores(dist, target, interval_levels=levels)}
+    return {**out, **scores.quantile_scores(dist, target, interval_levels=levels)}
 
 
 def best_temperature(crps_by_temperature: dict[float, float]) -> float:

@@ -2,8 +2,8 @@
 all get a predictive distribution here, and turn it into what they report here.
 
 A ``Decoding`` says how: ``exact`` (every sequence the tokenizer allows, with its probability: a
-``metrics.Discrete``; possible up to ``exact.MAX_SEQUENCES`` sequences) or ``sample`` (``num_samples``
-draws per input: a ``metrics.Samples``), at a temperature. ``resolve`` reads it from a run's ``eval``
+``scores.Discrete``; possible up to ``exact.MAX_SEQUENCES`` sequences) or ``sample`` (``num_samples``
+draws per input: a ``scores.Samples``), at a temperature. ``resolve`` reads it from a run's ``eval``
 settings (``decode``: sample | exact | auto), so a checkpoint is predicted from the way its evaluation
 scored it, and calibrations fitted there (the conformal residuals of the mean) apply to the same
 predictor. ``OUTPUT_TYPES`` are the names probabilistic regressors answer ``predict(X, output_type=)``
@@ -19,7 +19,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from genre_jax import exact, metrics, parallel, sampling
+from genre_jax import exact, parallel, sampling, scores
 from genre_jax.errors import GenreError
 
 DECODES = ("sample", "exact", "auto")
@@ -90,14 +90,14 @@ def decode_rows(fn, params, x_NF: np.ndarray, key, batch_size: int, mesh, temper
 def distribution(outputs, values_S=None):
     """The predictive distribution of ``decode_rows``' first output: samples_NG, or probs_NS with the
     support ``values_S`` (an exact decode)."""
-    return metrics.Samples(outputs) if values_S is None else metrics.Discrete(values_S, outputs)
+    return scores.Samples(outputs) if values_S is None else scores.Discrete(values_S, outputs)
 
 
 def mode(dist) -> np.ndarray:
     """The most probable value of each row. Exact: the support value of highest probability (sequences
     of equal value pooled). Samples: the most frequent sampled value, the smallest among ties (decoded
     values sit on the tokenizer's grid, so repeats are the rule where the distribution is peaked)."""
-    if isinstance(dist, metrics.Discrete):
+    if isinstance(dist, scores.Discrete):
         values, probs_NS = dist.pooled()
         return values[np.argmax(probs_NS, axis=1)]
     out = np.empty(dist.samples_NG.shape[0])
@@ -116,7 +116,7 @@ def check_levels(q, where: str) -> np.ndarray:
 
 def quantiles(dist, q) -> np.ndarray:
     """[N, P] quantiles: the inverse CDF of an exact distribution, NumPy's linear-interpolation quantile
-    of samples (as ``metrics.interval_coverage``)."""
+    of samples (as ``scores.interval_coverage``)."""
     return np.stack([dist.quantile(float(level)) for level in check_levels(q, "quantiles")], axis=1)
 
 
@@ -125,7 +125,7 @@ def point(dist, greedy_N, how: str) -> np.ndarray:
     if how == "mean":
         return dist.mean()
     if how == "median":
-        return dist.quantile(0.5) if isinstance(dist, metrics.Discrete) else np.median(dist.samples_NG, axis=1)
+        return dist.quantile(0.5) if isinstance(dist, scores.Discrete) else np.median(dist.samples_NG, axis=1)
     if how == "mode":
         return mode(dist)
     if how == "greedy":
@@ -146,7 +146,7 @@ def output(dist, greedy_N, output_type: str, levels=DEFAULT_QUANTILES, to_y=lamb
     if output_type == "quantiles":
         return list(to_y(quantiles(dist, levels)).T)
     if output_type == "full":
-        if isinstance(dist, metrics.Discrete):
+        if isinstance(dist, scores.Discrete):
             values, probs = dist.pooled()
             return {"support": to_y(values), "probabilities": probs}
         return {"samples": to_y(dist.samples_NG)}

@@ -18,7 +18,7 @@ import time
 import jax
 import numpy as np
 
-from genre_jax import calibration, decode, exact, heads, metrics, parallel, paths
+from genre_jax import calibration, decode, exact, heads, metrics, parallel, paths, scores
 
 
 def evaluate(ctx, params, out_dir: str, method: str) -> dict:
@@ -109,7 +109,7 @@ def _val_distributions(ctx, predict_fn, params, exact_values_S, val_dist, val_z)
         p = probs_fn(params, parallel.shard_batch(batch["x"], ctx.mesh), temperatures_J)
         chunks.append(parallel.to_host(p)[batch["weight"] > 0])
     probs_NJS = np.concatenate(chunks)
-    by_t = {t: metrics.Discrete(exact_values_S, probs_NJS[:, k]) for k, t in enumerate(temperatures)}
+    by_t = {t: scores.Discrete(exact_values_S, probs_NJS[:, k]) for k, t in enumerate(temperatures)}
     return by_t, {t: d.crps(val_z) for t, d in by_t.items()}
 
 
@@ -129,16 +129,16 @@ def score_splits(ctx, predict_fn, params, out_dir: str, header: dict, exact_valu
         target_N, extra = split_arrays["z"], {}
         if exact_values_S is None:
             samples_NG = outputs_NG
-            scores = metrics.prediction_metrics(samples_NG, greedy_N, target_N, ctx.y_std)
-            scores["distribution"] = metrics.distribution_scores(metrics.Samples(samples_NG), target_N)
+            entry = metrics.prediction_metrics(samples_NG, greedy_N, target_N, ctx.y_std)
+            entry["distribution"] = scores.distribution_scores(scores.Samples(samples_NG), target_N)
         else:
-            dist = metrics.Discrete(exact_values_S, outputs_NG)
-            scores = metrics.exact_prediction_metrics(dist, greedy_N, target_N, ctx.y_std)
-            scores["distribution"] = metrics.distribution_scores(dist, target_N)
+            dist = scores.Discrete(exact_values_S, outputs_NG)
+            entry = scores.exact_prediction_metrics(dist, greedy_N, target_N, ctx.y_std)
+            entry["distribution"] = scores.distribution_scores(dist, target_N)
             samples_NG = dist.sample(np.random.default_rng([ctx.seed, ctx.settings.eval.splits.index(split)]),
                                      header["num_samples"])
             extra = {"exact_probs": outputs_NG.astype(np.float32), "exact_values_z": exact_values_S}
-        result["splits"][split] = scores
+        result["splits"][split] = entry
         dists[split] = decode.distribution(outputs_NG, exact_values_S)
         if parallel.is_main_process():  # built in memory: a bucket takes the file as one object write
             buffer = io.BytesIO()
@@ -180,9 +180,9 @@ def format_table(results: dict) -> str:
     w = max([10, *(len(phase) + 2 for phase in results)])  # "genre2@aggregate_rmse" is wider than 10
     lines = [f"{'phase':<{w}}{'split':<6}{'agg':<8}" + "".join(f"{c:>14}" for c in cols)]
     for phase, res in results.items():
-        for split, scores in res["splits"].items():
+        for split, entry in res["splits"].items():
             for agg in metrics.AGGREGATIONS:
-                lines.append(f"{phase:<{w}}{split:<6}{agg:<8}" + "".join(f"{scores[agg][c]:>14.4f}" for c in cols))
+                lines.append(f"{phase:<{w}}{split:<6}{agg:<8}" + "".join(f"{entry[agg][c]:>14.4f}" for c in cols))
     calibrated = [(phase, res["calibration"]) for phase, res in results.items()
                   if "test" in res.get("calibration", {}).get("raw", {})]
     if calibrated:

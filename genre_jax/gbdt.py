@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from genre_jax import methods, metrics, paths
+from genre_jax import methods, metrics, paths, scores
 from genre_jax.data import load_tabular
 from genre_jax.errors import GenreError
 from genre_jax.results_file import merge_into_results
@@ -113,9 +113,9 @@ def evaluate_lightgbm(data, model, splits=("val", "test")) -> dict:
         part = data.splits[split]
         point = np.asarray(model.predict(np.asarray(part.x, np.float64), num_iteration=best), np.float64)
         target = np.asarray(part.z, np.float64)
-        scores = metrics.prediction_metrics(point[:, None], point, target, y_std)
-        scores["distribution"] = {"crps": metrics.crps(point[:, None], target), "coverage_90": 0.0}
-        result["splits"][split] = scores
+        entry = metrics.prediction_metrics(point[:, None], point, target, y_std)
+        entry["distribution"] = {"crps": scores.crps(point[:, None], target), "coverage_90": 0.0}
+        result["splits"][split] = entry
     result["wall_time_s"] = round(float(getattr(model, "genre_fit_time_s", 0.0)) + time.time() - start, 2)
     result["best_iteration"] = best
     result["params"] = dict(getattr(model, "genre_params", {}))

@@ -20,7 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from genre_jax import calibration, decode, exact, methods, models, parallel, paths
+from genre_jax import calibration, decode, exact, methods, models, parallel, paths, scores
 from genre_jax.checkpoint import CHECKSUMS, PhaseCheckpoints
 from genre_jax.data import Preprocessor, RawSplit
 from genre_jax.errors import GenreError
@@ -113,7 +113,7 @@ class Predictor:
                                float(run.temperature if temperature is None else temperature))
 
     def distribution(self, num, cat=None, decoding: decode.Decoding | None = None, seed: int = 0, key=None):
-        """(the predictive distribution in z units, a ``metrics.Discrete`` or ``metrics.Samples``; the
+        """(the predictive distribution in z units, a ``scores.Discrete`` or ``scores.Samples``; the
         greedy decode_N in z units) of every row, ``decoding`` (the run's by default) in fixed-size
         batches over this host's devices (one compiled shape; an exact row's numbers do not depend on
         the rows that came with it). ``key``, a PRNG key in place of ``seed``, reproduces an

@@ -1,7 +1,7 @@
 """Post-hoc calibration: split-conformal half-widths and their coverage, distribution reports."""
 import numpy as np
 
-from genre_jax import calibration, metrics
+from genre_jax import calibration, scores
 
 
 def test_conformal_half_width_is_the_ceil_n_plus_1_level_th_residual():
@@ -45,7 +45,7 @@ def test_conformal_intervals_cover_at_least_the_level_on_exchangeable_data():
 
 
 def test_distribution_report_of_a_discrete_distribution():
-    dist = metrics.Discrete([-1.0, 0.0, 1.0], [[0.25, 0.5, 0.25], [0.0, 0.0, 1.0]])
+    dist = scores.Discrete([-1.0, 0.0, 1.0], [[0.25, 0.5, 0.25], [0.0, 0.0, 1.0]])
     report = calibration.distribution_report(dist, [0.0, 0.0], levels=(0.5,))
     # means 0 and 1; 50 % intervals [Q(.25), Q(.75)]: [-1, 0] (CDF -1: .25, 0: .75) holds 0, [1, 1] does not
     assert np.isclose(report["rmse_mean"], np.sqrt(0.5))
@@ -57,11 +57,11 @@ def test_samples_share_the_discrete_interface():
     rng = np.random.default_rng(1)
     samples = rng.normal(size=(50, 64))
     target = rng.normal(size=50)
-    dist = metrics.Samples(samples)
+    dist = scores.Samples(samples)
     assert np.allclose(dist.mean(), samples.mean(1))
-    assert dist.crps(target) == metrics.crps(samples, target)
+    assert dist.crps(target) == scores.crps(samples, target)
     report = calibration.distribution_report(dist, target, levels=(0.9,))
-    assert report["coverage"]["0.9"] == metrics.interval_coverage(samples, target, 0.9)
+    assert report["coverage"]["0.9"] == scores.interval_coverage(samples, target, 0.9)
 
 
 def test_best_temperature_takes_the_lowest_crps_and_the_lower_temperature_on_ties():
@@ -124,9 +124,9 @@ def test_the_grid_reaches_past_4_and_its_top_is_flagged():
 
 
 def test_distribution_report_carries_the_quantile_scores_at_its_levels():
-    dist = metrics.Discrete([-1.0, 0.0, 1.0], [[0.25, 0.5, 0.25], [0.0, 0.0, 1.0]])
+    dist = scores.Discrete([-1.0, 0.0, 1.0], [[0.25, 0.5, 0.25], [0.0, 0.0, 1.0]])
     report = calibration.distribution_report(dist, [0.0, 0.0], levels=(0.5, 0.9))
     assert {"rmse_mean", "crps", "coverage", "width"} <= set(report)  # the keys results.json had
-    scores = metrics.quantile_scores(dist, np.array([0.0, 0.0]), interval_levels=(0.5, 0.9))
-    assert report["interval_score"] == scores["interval_score"] and set(scores["interval_score"]) == {"0.5", "0.9"}
-    assert report["log_score"] == scores["log_score"] and report["pinball"] == scores["pinball"]
+    expected = scores.quantile_scores(dist, np.array([0.0, 0.0]), interval_levels=(0.5, 0.9))
+    assert report["interval_score"] == expected["interval_score"] and set(expected["interval_score"]) == {"0.5", "0.9"}
+    assert report["log_score"] == expected["log_score"] and report["pinball"] == expected["pinball"]

@@ -3,7 +3,7 @@ small hand-made distributions against NumPy written out here."""
 import numpy as np
 import pytest
 
-from genre_jax import decode, metrics
+from genre_jax import decode, scores
 from genre_jax.errors import GenreError
 from genre_jax.tokenizers import IEEETokenizer, NormalizedTokenizer
 
@@ -27,7 +27,7 @@ PROBS_NS = np.array([[0.1, 0.2, 0.3, 0.15, 0.25],   # value 0.5 holds 0.35 > -1.
 
 
 def test_every_output_type_of_an_exact_distribution():
-    dist = metrics.Discrete(VALUES_S, PROBS_NS)
+    dist = scores.Discrete(VALUES_S, PROBS_NS)
     greedy = np.array([-1.0, 3.0])
     to_y = lambda z: 2.0 * z + 10.0  # noqa: E731  an affine target transform, as the tabular one
     np.testing.assert_allclose(decode.output(dist, greedy, "mean", to_y=to_y), to_y(PROBS_NS @ VALUES_S), rtol=1e-15)
@@ -49,7 +49,7 @@ def test_every_output_type_of_an_exact_distribution():
 def test_every_output_type_of_samples():
     samples_NG = np.array([[0.0, 1.0, 1.0, 2.0, 2.0, 5.0],     # a tie between 1 and 2: the smaller
                            [3.0, 3.0, 3.0, -1.0, 0.0, 0.0]])
-    dist = metrics.Samples(samples_NG)
+    dist = scores.Samples(samples_NG)
     greedy = np.zeros(2)
     np.testing.assert_array_equal(decode.output(dist, greedy, "mode"), [1.0, 3.0])
     np.testing.assert_array_equal(decode.output(dist, greedy, "median"), np.median(samples_NG, 1))

@@ -2,7 +2,7 @@ import os
 
 import numpy as np
 
-from genre_jax import evaluate, metrics
+from genre_jax import evaluate, metrics, scores
 
 
 def test_format_table_lists_every_split_and_aggregation():
@@ -45,13 +45,13 @@ def test_exact_evaluation_scores_the_enumerated_distribution(tmp_path, make_cont
     assert saved["exact_probs"].shape == (12, 16) and saved["samples_z"].shape == (12, 5)
     probs_NS = np.asarray(exact.predict(model, params, arrays["test"]["x"], tok)[0])
     np.testing.assert_allclose(saved["exact_probs"], probs_NS, atol=1e-6)
-    dist = metrics.Discrete(saved["exact_values_z"], probs_NS)
+    dist = scores.Discrete(saved["exact_values_z"], probs_NS)
     test = result["splits"]["test"]
     assert np.isclose(test["mean"]["rmse"], metrics.rmse(dist.mean(), arrays["test"]["z"]), rtol=1e-5)
     assert np.isclose(test["distribution"]["crps"], dist.crps(arrays["test"]["z"]), rtol=1e-5)
     # the whole block, pinball / interval / log scores included, is metrics' of the saved distribution
-    saved_dist = metrics.Discrete(saved["exact_values_z"], saved["exact_probs"])
-    assert test["distribution"] == metrics.distribution_scores(saved_dist, arrays["test"]["z"])
+    saved_dist = scores.Discrete(saved["exact_values_z"], saved["exact_probs"])
+    assert test["distribution"] == scores.distribution_scores(saved_dist, arrays["test"]["z"])
     assert np.isfinite(test["distribution"]["log_score"])
 
     # calibration (tiny's eval.calibration = both), fitted on val: every temperature's val CRPS is the
@@ -63,15 +63,15 @@ def test_exact_evaluation_scores_the_enumerated_distribution(tmp_path, make_cont
     crps = {}
     for t in (0.5, 1.0, 2.5):
         probs = np.asarray(exact.predict(model, params, arrays["val"]["x"], tok, t)[0])
-        crps[t] = metrics.Discrete(saved["exact_values_z"], probs).crps(val_z)
+        crps[t] = scores.Discrete(saved["exact_values_z"], probs).crps(val_z)
         assert np.isclose(cal["temperature"]["val_crps_by_temperature"][f"{t:g}"], crps[t], rtol=1e-5)
     by_t = cal["temperature"]["val_crps_by_temperature"]
     assert cal["temperature"]["value"] == float(min(by_t, key=by_t.get))
     best = cal["temperature"]["value"]
-    test_at_best = metrics.Discrete(saved["exact_values_z"],
+    test_at_best = scores.Discrete(saved["exact_values_z"],
                                     np.asarray(exact.predict(model, params, arrays["test"]["x"], tok, best)[0]))
     assert np.isclose(cal["temperature"]["splits"]["test"]["crps"], test_at_best.crps(test_z), rtol=1e-5)
-    val_mean = metrics.Discrete(saved["exact_values_z"],
+    val_mean = scores.Discrete(saved["exact_values_z"],
                                 np.asarray(exact.predict(model, params, arrays["val"]["x"], tok)[0])).mean()
     residuals = np.sort(np.abs(val_z - val_mean))
     assert np.isclose(cal["conformal"]["half_width_z"]["0.8"], residuals[int(np.ceil(21 * 0.8)) - 1], rtol=1e-5)
@@ -100,7 +100,7 @@ def test_predictions_of_a_bucket_workdir_match_local_ones(tmp_path, bucket, make
     remote, _ = evaluate.score_splits(ctx, predict_fn, None, bucket.URI + "/run/eval/ce", header)
     assert remote["splits"] == local["splits"]
     samples_NG = np.asarray(arrays["test"]["x"][:, :1] + np.linspace(-1, 1, 4, dtype=np.float32), np.float64)
-    assert local["splits"]["test"]["distribution"] == metrics.distribution_scores(metrics.Samples(samples_NG),
+    assert local["splits"]["test"]["distribution"] == scores.distribution_scores(scores.Samples(samples_NG),
                                                                                   arrays["test"]["z"])
     assert local["splits"]["test"]["distribution"]["log_score"] is None  # samples: no density without a KDE
     assert sorted(os.listdir(bucket.root / "run" / "eval" / "ce")) == \
@@ -134,7 +134,7 @@ def test_sampled_temperature_calibration_decodes_only_what_the_descent_visits(tm
     every = {}
     for t in calibration.TEMPERATURES:  # the whole grid, decoded independently
         samples = arrays["val"]["x"][:, :1] + t * 0.5 * np.abs(arrays["val"]["x"][:, 1:2]) * offsets_G
-        every[t] = metrics.crps(samples, arrays["val"]["z"])
+        every[t] = scores.crps(samples, arrays["val"]["z"])
     assert fitted["value"] == calibration.best_temperature(every) > 1.0
     assert fitted["at_grid_top"] is False and fitted["grid_top"] == max(calibration.TEMPERATURES)
     scored = {float(t): v for t, v in fitted["val_crps_by_temperature"].items()}

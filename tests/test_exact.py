@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genre_jax import exact, metrics, sampling
+from genre_jax import exact, sampling, scores
 from genre_jax.models import TabularRegressor, init_params
 from genre_jax.tokenizers import IEEETokenizer, NormalizedTokenizer
 
@@ -45,7 +45,7 @@ def test_probabilities_are_the_product_of_teacher_forced_conditionals(setup, tem
 def test_sample_means_converge_to_the_exact_mean(setup):
     tok, model, params, x = setup
     probs_BS, greedy_B = exact.predict(model, params, x, tok)
-    dist = metrics.Discrete(tok.decode(exact.all_sequences(tok)), probs_BS)
+    dist = scores.Discrete(tok.decode(exact.all_sequences(tok)), probs_BS)
     samples_BG = np.asarray(tok.decode(sample(model, params, x, jax.random.key(5), tok, 1000).tokens_BGL))
     sd_B = np.sqrt(dist.probs_NS @ dist.values_S ** 2 - dist.mean() ** 2)
     assert np.all(np.abs(samples_BG.mean(1) - dist.mean()) < 4 * sd_B / np.sqrt(1000) + 1e-6)

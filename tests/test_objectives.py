@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from genre_jax import objectives
+from genre_jax import objectives, scores
 
 from tolerance import EPS32
 
@@ -435,7 +435,7 @@ def test_exact_crps_from_the_cdf_equals_the_pairwise_form_and_its_gradient(suppo
                                [abs(values[2] - 0.3)], rtol=0, atol=4 * EPS32 * scale)
     if support == "normalized":
         from genre_jax import metrics
-        np.testing.assert_allclose(np.mean(expected[:5]), metrics.Discrete(v, p[:5]).crps(y[:5]), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(np.mean(expected[:5]), scores.Discrete(v, p[:5]).crps(y[:5]), rtol=1e-12, atol=1e-12)
 
 
 def test_exact_reward_loss_is_the_negated_expected_reward():

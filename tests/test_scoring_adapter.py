@@ -2,7 +2,7 @@
 import numpy as np
 
 from experiments import scoring_adapter
-from genre_jax import metrics
+from genre_jax import scores
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -34,7 +34,7 @@ def test_forms_of_a_hand_made_estimator():
     np.testing.assert_array_equal(forms["quantiles"]["levels"], [0.1, 0.5])
     np.testing.assert_array_equal(forms["quantiles"]["quantiles"], [[1.0, 5.0], [1.0, 5.0]])  # [N, P]
     assert scoring_adapter.histogram(_FakeEstimator(exact=False), np.zeros((2, 3))) is None  # sampled: no histogram
-    assert len(scoring_adapter.quantiles(_FakeEstimator(), np.zeros((1, 3)))["levels"]) == len(metrics.QUANTILE_LEVELS)
+    assert len(scoring_adapter.quantiles(_FakeEstimator(), np.zeros((1, 3)))["levels"]) == len(scores.QUANTILE_LEVELS)
 
 
 def test_forms_of_a_trained_predictor(tiny_run):
@@ -51,7 +51,7 @@ def test_forms_of_a_trained_predictor(tiny_run):
     support = full["support"]
     assert edges.shape == (len(support) + 1,) and probs.shape == (10, len(support)) and np.all(np.diff(edges) > 0)
     np.testing.assert_allclose(edges[1:-1], (support[1:] + support[:-1]) / 2, rtol=0, atol=4 * 1e-16 * np.abs(support).max())
-    # renormalized by a row sum of S terms within S eps64 of 1 (metrics.Discrete): relative (S + 1) eps64
+    # renormalized by a row sum of S terms within S eps64 of 1 (scores.Discrete): relative (S + 1) eps64
     np.testing.assert_allclose(probs, full["probabilities"], rtol=(len(support) + 1) * np.finfo(np.float64).eps, atol=0)
     # draws lie on the decoder's grid (float32 decodes mapped to original units: a few float32 roundings)
     draws = forms["samples"]
@@ -59,4 +59,4 @@ def test_forms_of_a_trained_predictor(tiny_run):
     gap = np.abs(draws[..., None] - support).min(-1)
     assert gap.max() <= 4 * EPS32 * np.abs(support).max()
     q = forms["quantiles"]["quantiles"]
-    assert q.shape == (10, len(metrics.QUANTILE_LEVELS)) and np.all(np.diff(q, axis=1) >= 0)
+    assert q.shape == (10, len(scores.QUANTILE_LEVELS)) and np.all(np.diff(q, axis=1) >= 0)

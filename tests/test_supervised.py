@@ -71,7 +71,7 @@ def test_head_phase_trains_and_evaluates_in_evaluate_schema(method, overrides, t
     for split, n in (("val", 60), ("test", 50)):
         scores = result["splits"][split]
         assert set(scores) == {*metrics.AGGREGATIONS, "distribution"}
-        # metrics.distribution_scores' block; a head's samples have no log score
+        # the block of scores.distribution_scores; a head's samples have no log score
         assert set(scores["distribution"]) == {"crps", "coverage_90", "pinball", "interval_score", "log_score",
                                                "log_score_floored"}
         assert scores["distribution"]["log_score"] is None
