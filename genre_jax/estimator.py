@@ -238,8 +238,8 @@ class GenReRegressor(RegressorMixin, BaseEstimator):
 
     def predict(self, X, output_type: str = "mean", quantiles=None):
         """The prediction ``output_type`` asks for, in the target's units (TabPFN's names):
-        ``mean`` (default; the predictive distribution's, exact where the run decodes exactly — up to
-        4,096 sequences with the ``quick`` recipe — else of ``num_samples`` samples), ``median``,
+        ``mean`` (default; the predictive distribution's, exact where the tokenizer has at most 4,096
+        sequences, as the default base 2 x 8 digits has, else of ``num_samples`` samples), ``median``,
         ``mode``, ``greedy`` (the greedy decode): arrays [N]; ``quantiles``: a list of [N] arrays, one per
         level of ``quantiles`` (default 0.1, ..., 0.9); ``full``: the whole distribution,
         {"support": [S], "probabilities": [N, S]} where the tokenizer has at most 4,096 sequences, else
@@ -254,8 +254,10 @@ class GenReRegressor(RegressorMixin, BaseEstimator):
         num, cat = self._features(X, "GenReRegressor.predict")
         levels = decode.DEFAULT_QUANTILES if quantiles is None else quantiles
         try:
+            # exact wherever the tokenizer allows, whatever the run's evaluation did: a row's prediction
+            # then does not depend on the rows predicted with it (scikit-learn's invariance checks)
             return self.predictor_.predict(num, cat, output_type, levels, num_samples=self.num_samples,
-                                           seed=self.random_state)
+                                           seed=self.random_state, decode_as="auto")
         except GenreError as e:
             raise ValueError(f"GenReRegressor.predict: {e}") from None
 
