@@ -1,4 +1,4 @@
-"""Tests for genre_jax.metrics: pure NumPy, fast."""
+"""Tests for genre_jax.metrics (point metrics): pure NumPy, fast."""
 
 import math
 
@@ -9,21 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from genre_jax import metrics, scores
-
-# Bounded floats keep brute-force references free of overflow; the metrics
-# themselves are not what limits the range.
-_finite = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False)
-
-
-@st.composite
-def samples_target(draw, max_n=8, max_s=16):
-    n = draw(st.integers(1, max_n))
-    s = draw(st.integers(1, max_s))
-    samples = draw(hnp.arrays(np.float64, (n, s), elements=_finite))
-    target = draw(hnp.arrays(np.float64, (n,), elements=_finite))
-    return samples, target
-
+from genre_jax import metrics
 
 # --- point metrics -----------------------------------------------------------
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from genre_jax import metrics, scores, scores
+from genre_jax import metrics, scores
 
 # Bounded floats keep brute-force references free of overflow; the metrics
 # themselves are not what limits the range.
