@@ -65,9 +65,9 @@ def samples(model, X, num_samples: int = 128) -> np.ndarray:
 
 def quantiles(model, X, levels=scores.QUANTILE_LEVELS) -> dict:
     """{"levels": [P], "quantiles": [N, P]}, original units."""
-    levels_Q = np.asarray(levels, np.float64)
-    per_level = _predict(model, X, "quantiles", quantiles=levels_Q)
-    return {"levels": levels_Q, "quantiles": np.stack([np.asarray(q, np.float64) for q in per_level], axis=1)}
+    levels_P = np.asarray(levels, np.float64)
+    per_level = _predict(model, X, "quantiles", quantiles=levels_P)
+    return {"levels": levels_P, "quantiles": np.stack([np.asarray(q, np.float64) for q in per_level], axis=1)}
 
 
 def scoring_inputs(model, X, num_samples: int = 128, levels=scores.QUANTILE_LEVELS) -> dict:

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from genre_jax import exact, parallel, sampling, scores
+from genre_jax import exact, metrics, parallel, sampling, scores
 from genre_jax.errors import GenreError
 
 DECODES = ("sample", "exact", "auto")
@@ -34,6 +34,10 @@ class Decoding(NamedTuple):
 
     def to_dict(self) -> dict:
         return {"decode": self.how, "num_samples": int(self.num_samples), "temperature": float(self.temperature)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Decoding":
+        return cls(d["decode"], int(d["num_samples"]), float(d["temperature"]))
 
 
 def resolve(decode: str, tokenizer, num_samples: int, temperature: float,
@@ -125,7 +129,9 @@ def point(dist, greedy_N, how: str) -> np.ndarray:
     if how == "mean":
         return dist.mean()
     if how == "median":
-        return dist.quantile(0.5) if isinstance(dist, scores.Discrete) else np.median(dist.samples_NG, axis=1)
+        if isinstance(dist, scores.Discrete):
+            return dist.quantile(0.5)  # the inverse CDF, as evaluation's exact median
+        return metrics.aggregate_samples(dist.samples_NG, "median")  # as evaluation's sampled median
     if how == "mode":
         return mode(dist)
     if how == "greedy":

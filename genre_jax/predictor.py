@@ -199,7 +199,7 @@ class Predictor:
         recorded = ((self.calibration or {}).get("conformal") or {}).get("decoding")
         if recorded is None:
             return self.decoding()
-        return decode.Decoding(recorded["decode"], int(recorded["num_samples"]), float(recorded["temperature"]))
+        return decode.Decoding.from_dict(recorded)
 
     def conformal_half_width(self, coverage: float) -> float:
         """The split-conformal half-width (z units) for ``coverage`` from the stored validation residuals."""

@@ -57,8 +57,8 @@ MIN_SHARED_SAVING = 0.2
 
 def shared_saving(tokenizer, num_rollouts: int) -> float:
     """The share of the G·L re-forward positions ``shared_prefix_logits`` does not decode."""
-    caps, length = prefix_capacities(tokenizer, num_rollouts), tokenizer.length
-    shared = next((j for j, c in enumerate(caps) if c >= num_rollouts), length)
+    caps, shared = shared_levels(tokenizer, num_rollouts)
+    length = tokenizer.length
     return 1.0 - (sum(caps[:shared]) + num_rollouts * (length - shared)) / (num_rollouts * length)
 
 
@@ -81,6 +81,13 @@ def prefix_capacities(tokenizer, num_rollouts: int) -> list[int]:
     return out
 
 
+def shared_levels(tokenizer, num_rollouts: int) -> tuple[list[int], int]:
+    """(``prefix_capacities``, how many leading levels share prefixes): the levels before the first
+    where G distinct prefixes are possible (all L when none is)."""
+    caps = prefix_capacities(tokenizer, num_rollouts)
+    return caps, next((j for j, c in enumerate(caps) if c >= num_rollouts), tokenizer.length)
+
+
 def shared_prefix_logits(model, params, x_BF, tokens_BGL, tokenizer, masked=True) -> jax.Array:
     """``rollout_logits`` of sequences the tokenizer allows (the sampler's), computing each distinct
     prefix of an input's G rollouts once while prefixes can still be shared.
@@ -97,8 +104,7 @@ def shared_prefix_logits(model, params, x_BF, tokens_BGL, tokenizer, masked=True
     Tokens must be allowed (``tokenizer.allowed``), as sampled ones are: a prefix the table does not
     allow would overflow its level's slots."""
     batch, rollouts, length = tokens_BGL.shape
-    caps = prefix_capacities(tokenizer, rollouts)
-    shared = next((j for j, c in enumerate(caps) if c >= rollouts), length)  # levels 0..shared-1
+    caps, shared = shared_levels(tokenizer, rollouts)  # levels 0..shared-1 decode shared prefixes
     memory_BMD = model.apply({"params": params}, x_BF, method=model.encode)
     cache = model.apply({"params": params}, memory_BMD, length, method=model.init_cache)
     mem = [{"mem_k": c["mem_k"], "mem_v": c["mem_v"]} for c in cache["layers"]]  # per input, unbatched over G
