@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genre_jax.sampling import mask_logits
+from genre_jax.sampling import mask_logits, prefix_tree
 
 # The most sequences anything enumerates: exact evaluation (``decode.resolve``: eval.decode = auto | exact), the
 # Predictor, and the exact RL methods (exact_reward, exact_crps), which differentiate through the whole tree.
@@ -51,31 +51,7 @@ def level_logits(model, params, x_BF, tokenizer) -> list[jax.Array]:
     """The decoder's raw logits_BRV at every level p of the prefix tree (R_p allowed prefixes, in
     ``all_sequences`` order). They do not depend on the temperature: tempering only changes the
     softmax, so one pass serves every temperature (``tree_logprobs``)."""
-    allowed = allowed_tokens(tokenizer)
-    batch = x_BF.shape[0]
-    memory_BMD = model.apply({"params": params}, x_BF, method=model.encode)
-    cache = model.apply({"params": params}, memory_BMD, tokenizer.length, method=model.init_cache)
-    shared = [{"mem_k": c["mem_k"], "mem_v": c["mem_v"]} for c in cache["layers"]]
-    per_prefix = [{"k": c["k"][:, None], "v": c["v"][:, None]} for c in cache["layers"]]  # R = 1 prefix
-
-    def step(token_B, pos, own):
-        layers = [{**s, **o} for s, o in zip(shared, own)]
-        logits_BV, cache = model.apply({"params": params}, token_B, pos, {"layers": layers}, method=model.step)
-        return logits_BV, [{"k": c["k"], "v": c["v"]} for c in cache["layers"]]
-
-    # vmap over the prefix axis R; the shared encoding stays unbatched
-    step_R = jax.vmap(step, in_axes=(1, None, 1), out_axes=(1, 1))
-    last_BR = jnp.full((batch, 1), tokenizer.bos_id, jnp.int32)  # the token each prefix feeds next
-    levels = []
-    for pos, tokens_A in enumerate(allowed):
-        logits_BRV, per_prefix = step_R(last_BR, pos, per_prefix)
-        levels.append(logits_BRV)
-        num_a = len(tokens_A)
-        if pos + 1 < len(allowed):  # each prefix's cache is shared by its children
-            per_prefix = jax.tree.map(lambda a: jnp.repeat(a, num_a, axis=1), per_prefix)
-            last_BR = jnp.broadcast_to(jnp.asarray(tokens_A, jnp.int32), (batch, logits_BRV.shape[1], num_a))
-            last_BR = last_BR.reshape(batch, -1)
-    return levels
+    return prefix_tree(model, params, x_BF, tokenizer)[0]
 
 
 def tree_logprobs(levels, tokenizer, temperature=1.0) -> Enumerated:

@@ -2,8 +2,11 @@
 
 All functions take the Flax module and its params explicitly. The input is encoded once per batch;
 G rollouts share that encoding and its cross-attention keys/values (``vmap`` over rollout keys,
-the cache passed unbatched); each rollout is a ``lax.scan`` over the L positions carrying its own
-self-attention KV cache. The ``allowed[L, V]`` table masks logits identically everywhere.
+the cache passed unbatched). While G rollouts of an input must repeat prefixes (binary digits: 1, 2,
+4, 8 possible prefixes), those levels of the prefix tree are decoded once (``prefix_tree``) and the
+rollouts walk them; from there each rollout is a ``lax.scan`` over the remaining positions carrying
+its own self-attention KV cache. The RL loss's re-forward shares the drawn prefixes the same way
+(``shared_prefix_logits``). The ``allowed[L, V]`` table masks logits identically everywhere.
 """
 from __future__ import annotations
 
@@ -188,42 +191,101 @@ def _draw(logits_BV, pos, key, allowed_LV, temperature: float, greedy: bool):
     return next_B, jnp.take_along_axis(logp_BV, next_B[:, None], axis=-1)[:, 0]
 
 
-def _rollout(model, params, first, key, tokenizer, temperature: float, greedy: bool):
-    """Decodes one sequence per input with the KV cache from ``first`` = (logits at position 0,
-    the cache after it), which every rollout shares; returns tokens_BL and their log-probs."""
+def prefix_tree(model, params, x_BF, tokenizer, num_levels: int | None = None):
+    """The first ``num_levels`` (all L by default) levels of the prefix tree, every allowed prefix
+    decoded once with the KV cache: (raw logits_BRV per level p, R_p allowed prefixes of p tokens in
+    ``exact.all_sequences`` order; the last level's per-prefix self-attention cache, [B, R, ...] per
+    layer; the cross-attention cache every prefix of an input shares)."""
+    allowed = [np.flatnonzero(row) for row in np.asarray(tokenizer.allowed, bool)]
+    num_levels = tokenizer.length if num_levels is None else num_levels
+    batch = x_BF.shape[0]
+    memory_BMD = model.apply({"params": params}, x_BF, method=model.encode)
+    cache = model.apply({"params": params}, memory_BMD, tokenizer.length, method=model.init_cache)
+    shared = [{"mem_k": c["mem_k"], "mem_v": c["mem_v"]} for c in cache["layers"]]
+    per_prefix = [{"k": c["k"][:, None], "v": c["v"][:, None]} for c in cache["layers"]]  # R = 1 prefix
+
+    def step(token_B, pos, own):
+        layers = [{**s, **o} for s, o in zip(shared, own)]
+        logits_BV, cache = model.apply({"params": params}, token_B, pos, {"layers": layers}, method=model.step)
+        return logits_BV, [{"k": c["k"], "v": c["v"]} for c in cache["layers"]]
+
+    # vmap over the prefix axis R; the shared encoding stays unbatched
+    step_R = jax.vmap(step, in_axes=(1, None, 1), out_axes=(1, 1))
+    last_BR = jnp.full((batch, 1), tokenizer.bos_id, jnp.int32)  # the token each prefix feeds next
+    levels = []
+    for pos, tokens_A in enumerate(allowed[:num_levels]):
+        logits_BRV, per_prefix = step_R(last_BR, pos, per_prefix)
+        levels.append(logits_BRV)
+        num_a = len(tokens_A)
+        if pos + 1 < num_levels:  # each prefix's cache is shared by its children
+            per_prefix = jax.tree.map(lambda a: jnp.repeat(a, num_a, axis=1), per_prefix)
+            last_BR = jnp.broadcast_to(jnp.asarray(tokens_A, jnp.int32), (batch, logits_BRV.shape[1], num_a))
+            last_BR = last_BR.reshape(batch, -1)
+    return levels, per_prefix, shared
+
+
+def sampled_levels(tokenizer, num_samples: int) -> int:
+    """How many leading levels ``sample`` reads from the enumerated prefix tree: ``shared_levels``'
+    count where that saves ``MIN_SHARED_SAVING`` of the decoder positions, else 1 (BOS only)."""
+    if shared_saving(tokenizer, num_samples) >= MIN_SHARED_SAVING:
+        return shared_levels(tokenizer, num_samples)[1]
+    return 1
+
+
+def _rollout(model, params, tree, key, tokenizer, temperature: float, greedy: bool):
+    """Decodes one sequence per input: its first tokens by walking the enumerated levels of ``tree``
+    (``prefix_tree``: no decoder step of its own), the rest with the KV cache of the prefix it drew;
+    returns tokens_BL and their log-probs. The keys are the same at every position whichever way a
+    token is drawn, so the draws do not depend on how many levels were enumerated."""
+    levels, kv_BR, shared = tree
     allowed_LV = jnp.asarray(tokenizer.allowed)
-    logits0_BV, cache = first
+    allowed = [np.flatnonzero(row) for row in np.asarray(tokenizer.allowed, bool)]
     keys = jax.random.split(key, tokenizer.length)
-    token0_B, logp0_B = _draw(logits0_BV, 0, keys[0], allowed_LV, temperature, greedy)
+    node_B = jnp.zeros((levels[0].shape[0],), jnp.int32)  # the drawn prefix's index in its level
+    tokens, logps = [], []
+    for pos, logits_BRV in enumerate(levels):
+        logits_BV = jnp.take_along_axis(logits_BRV, node_B[:, None, None], axis=1)[:, 0]
+        token_B, logp_B = _draw(logits_BV, pos, keys[pos], allowed_LV, temperature, greedy)
+        tokens.append(token_B)
+        logps.append(logp_B)
+        if pos + 1 < len(levels):
+            rank_V = np.zeros(tokenizer.vocab_size, np.int32)
+            rank_V[allowed[pos]] = np.arange(len(allowed[pos]))
+            node_B = node_B * len(allowed[pos]) + jnp.asarray(rank_V)[token_B]
+    if len(levels) < tokenizer.length:
+        def step(carry, inputs):
+            token_B, cache = carry
+            pos, step_key = inputs
+            logits_BV, cache = model.apply({"params": params}, token_B, pos, cache, method=model.step)
+            next_B, logp_B = _draw(logits_BV, pos, step_key, allowed_LV, temperature, greedy)
+            return (next_B, cache), (next_B, logp_B)
 
-    def step(carry, inputs):
-        token_B, cache = carry
-        pos, step_key = inputs
-        logits_BV, cache = model.apply({"params": params}, token_B, pos, cache, method=model.step)
-        next_B, logp_B = _draw(logits_BV, pos, step_key, allowed_LV, temperature, greedy)
-        return (next_B, cache), (next_B, logp_B)
-
-    _, (tokens_LB, logp_LB) = jax.lax.scan(step, (token0_B, cache), (jnp.arange(1, tokenizer.length), keys[1:]))
-    return (jnp.concatenate([token0_B[:, None], tokens_LB.T], axis=1),
-            jnp.concatenate([logp0_B[:, None], logp_LB.T], axis=1))
+        own = jax.tree.map(lambda a: jnp.take_along_axis(
+            a, node_B.reshape((-1, 1) + (1,) * (a.ndim - 2)), axis=1)[:, 0], kv_BR)
+        cache = {"layers": [{**s, **o} for s, o in zip(shared, own)]}
+        _, (tokens_LB, logp_LB) = jax.lax.scan(step, (tokens[-1], cache),
+                                               (jnp.arange(len(levels), tokenizer.length), keys[len(levels):]))
+        tokens, logps = tokens + list(tokens_LB), logps + list(logp_LB)
+    return jnp.stack(tokens, axis=1), jnp.stack(logps, axis=1)
 
 
 def sample(model, params, x_BF, key, tokenizer, num_samples: int, temperature: float = 1.0,
            greedy: bool = False) -> Decoded:
     """G = num_samples constrained samples per input, and with ``greedy`` the argmax decode too.
 
-    The input is encoded once, and position 0 (BOS attending to that encoding) is decoded once: the
-    G rollouts and the greedy decode share its logits and cache, then continue on their own.
+    The input is encoded once. While an input's G rollouts cannot all have distinct prefixes
+    (``sampled_levels``: the first 4 levels of binary digits at G = 16), every allowed prefix is
+    decoded once (``prefix_tree``) and each rollout and the greedy decode walk those levels, drawing
+    from the logits of the prefix they hold; then each continues on its own with its prefix's cache.
+    Binary digits, L = 8, G = 16: 15 + 16 x 4 = 79 decoder positions per input instead of 128.
     """
     chex.assert_rank(x_BF, 2)
-    memory_BMD = model.apply({"params": params}, x_BF, method=model.encode)
-    cache = model.apply({"params": params}, memory_BMD, tokenizer.length, method=model.init_cache)
-    bos_B = jnp.full((x_BF.shape[0],), tokenizer.bos_id, jnp.int32)
-    first = model.apply({"params": params}, bos_B, 0, cache, method=model.step)
-    rollout = functools.partial(_rollout, model, params, first, tokenizer=tokenizer, temperature=temperature,
-                                greedy=False)
+    levels, kv_BR, shared = prefix_tree(model, params, x_BF, tokenizer, sampled_levels(tokenizer, num_samples))
+    rollout = functools.partial(_rollout, model, params, (levels, kv_BR, shared), tokenizer=tokenizer,
+                                temperature=temperature, greedy=False)
     tokens_BGL, logp_BGL = jax.vmap(rollout, out_axes=1)(jax.random.split(key, num_samples))
-    greedy_BL = _rollout(model, params, first, key, tokenizer, 1.0, greedy=True)[0] if greedy else None
+    greedy_BL = (_rollout(model, params, (levels, kv_BR, shared), key, tokenizer, 1.0, greedy=True)[0]
+                 if greedy else None)
     return Decoded(tokens_BGL, logp_BGL, greedy_BL)
 
 

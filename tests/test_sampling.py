@@ -48,6 +48,30 @@ def test_kv_cache_sampler_equals_full_recompute(setup):
     np.testing.assert_array_equal(cached, full)
 
 
+def test_sampler_walking_the_whole_tree_draws_what_the_plain_sampler_draws(monkeypatch):
+    """G = 9 rollouts of a tree of 8 sequences: every level is enumerated and walked (no decoder step
+    of its own); the same keys give the same tokens as the plain KV-cache sampler (BOS only
+    enumerated) and the full recompute, and log-probs within float32 rounding of a softmax over
+    logits of size ~10 (the levels' decoder runs at another batch shape)."""
+    tok = NormalizedTokenizer(2, 3, -1.0, 1.0)
+    assert sampling.sampled_levels(tok, 9) == tok.length
+    model = TabularRegressor(tok.vocab_size, tok.length, d_model=16, num_layers=1, num_heads=2, d_ff=32,
+                             mlp_hidden=16)
+    params = init_params(model, 6, tok.length, jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (4, 6))
+    draw = lambda: jax.jit(lambda p, x, k: sampling.sample(model, p, x, k, tok, 9, greedy=True))(  # noqa: E731
+        params, x, jax.random.key(2))
+    tree = draw()
+    monkeypatch.setattr(sampling, "sampled_levels", lambda tokenizer, g: 1)
+    plain = draw()
+    full = jax.jit(lambda p, x, k: sampling.full_recompute_sample(model, p, x, k, tok, 9))(params, x, jax.random.key(2))
+    np.testing.assert_array_equal(tree.tokens_BGL, plain.tokens_BGL)
+    np.testing.assert_array_equal(tree.tokens_BGL, full)
+    np.testing.assert_array_equal(tree.greedy_BL, plain.greedy_BL)
+    scale = 1 + float(np.abs(plain.logp_BGL).max())
+    np.testing.assert_allclose(tree.logp_BGL, plain.logp_BGL, rtol=0, atol=64 * EPS32 * scale)
+
+
 def test_sampler_logprobs_equal_teacher_forced(setup):
     tok, model, params, x, sample = setup
     tokens_BGL, logp_BGL, _ = sample(params, x, jax.random.key(6))
@@ -122,6 +146,8 @@ def test_dropout_only_in_train_mode(setup):
 
 def test_the_re_forward_shares_prefixes_only_where_it_saves_enough():
     binary = NormalizedTokenizer(2, 8)
+    # the sampler reads the same levels from the enumerated tree (binary, G 16: 4 levels; tiny's G 4: BOS only)
+    assert [sampling.sampled_levels(binary, g) for g in (4, 8, 16, 128)] == [1, 3, 4, 7]
     # positions by hand: G 16 decodes 1 + 2 + 4 + 8 prefix nodes, then 16 x 4 suffix positions, of 128
     assert sampling.shared_saving(binary, 16) == 1 - (15 + 64) / 128
     assert sampling.shared_saving(binary, 6) == 1 - (7 + 30) / 48  # the RL step tests' G: shared
