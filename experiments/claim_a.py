@@ -115,6 +115,22 @@ def decide(by_dataset: dict) -> list[dict]:
     return out
 
 
+def core_hours(rows: list[dict]) -> dict[str, tuple[int, float]]:
+    """{method: (runs, core-hours)} behind the decision: the seed-0 CE and 1x runs of the rule's datasets,
+    each run once (both selection rules of one run share its workdir), as the rows record their wall
+    time; every study run had one core (``claims.py`` pins each launch with taskset)."""
+    seen, out = set(), {}
+    for r in rows:
+        tag = r.get("protocol", "").split("/")[-1].split("@")
+        if (r.get("dataset") not in DATASETS or r.get("seed") != 0 or r.get("workdir") in seen
+                or not (tag == ["ce"] or tag[-1] == BUDGET)):
+            continue
+        seen.add(r.get("workdir"))
+        runs, hours = out.get(tag[0], (0, 0.0))
+        out[tag[0]] = (runs + 1, hours + float(r.get("wall_time_s") or 0.0) / 3600)
+    return out
+
+
 def retrained(run: dict) -> bool:
     """Measured against a CE other than the one the study's CE row records (retrained on another machine)."""
     return np.isfinite(run["ce_row_r2"]) and abs(run["ce_r2"] - run["ce_row_r2"]) > 0
@@ -124,7 +140,7 @@ def _f(x: float) -> str:
     return "-" if not np.isfinite(x) else f"{x:+.4f}"
 
 
-def markdown(by_dataset: dict, table: list[dict], command: str) -> str:
+def markdown(by_dataset: dict, table: list[dict], command: str, hours: dict | None = None) -> str:
     have = sum(FLAGSHIP in by_dataset.get(d, {}) for d in DATASETS)
     status = "final" if have == len(DATASETS) else f"**interim**: {have} of {len(DATASETS)} datasets have their GenRe² row"
     lines = [f"Command: `{command}`", "",
@@ -153,6 +169,10 @@ def markdown(by_dataset: dict, table: list[dict], command: str) -> str:
             both = FLAGSHIP in runs and other in runs
             cells.append(f"{runs[FLAGSHIP]['d_r2'] - runs[other]['d_r2']:+.4f}" if both else "-")
         lines.append(f"| {d} | {'-' if math.isnan(ce) else f'{ce:.4f}'} | " + " | ".join(cells) + " |")
+    if hours:
+        total = sum(h for _, h in hours.values())
+        lines += ["", f"Compute behind these rows (one core per run, wall time as the rows record it, each run once): "
+                  f"{total:.1f} core-hours; " + ", ".join(f"{m} {n} runs {h:.1f} h" for m, (n, h) in sorted(hours.items())) + "."]
     return "\n".join(lines)
 
 
@@ -164,13 +184,14 @@ def main(argv=None) -> int:
     if not os.path.exists(args.rows):
         print(f"error: {args.rows} not found; expected the budget study's JSONL (experiments/claims.py)", file=sys.stderr)
         return 2
-    by_dataset = gains(read_rows(args.rows))
+    rows = read_rows(args.rows)
+    by_dataset = gains(rows)
     if not by_dataset:
         print(f"error: {args.rows} has no seed-0 1x run of the rule's datasets yet", file=sys.stderr)
         return 2
     table = decide(by_dataset)
     command = f"python experiments/claim_a.py {os.path.relpath(args.rows, REPO)} --out={args.out}"
-    text = markdown(by_dataset, table, command)
+    text = markdown(by_dataset, table, command, core_hours(rows))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out + ".md", "w") as f:
         f.write(text + "\n")

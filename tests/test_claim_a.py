@@ -54,3 +54,18 @@ def test_controls_are_paired_as_gains_over_each_runs_own_ce(tmp_path):
     out = tmp_path / "decision"
     assert claim_a.main([str(path), f"--out={out}"]) == 0
     assert "**interim**: 2 of 21" in (tmp_path / "decision.md").read_text()
+
+
+def test_core_hours_count_each_run_of_the_decision_once():
+    def run(dataset, protocol, hours, workdir, seed=0):
+        return {**_row(dataset, protocol, 0.5), "seed": seed, "wall_time_s": hours * 3600, "workdir": workdir}
+
+    rows = [run("boston", "ce", 0.1, "a/ce"), run("boston", "genre2@reward@1", 1.0, "a/g"),
+            run("boston", "genre2@aggregate_rmse@1", 1.0, "a/g"),  # the other rule of the same run
+            run("boston", "genre2@reward@1/8", 0.2, "a/g8"),  # another budget
+            run("boston", "genre2@reward@1", 1.0, "b/g", seed=1),  # another seed
+            run("not_in_the_rule", "genre2@reward@1", 1.0, "c/g")]
+    hours = claim_a.core_hours(rows)
+    assert hours.keys() == {"ce", "genre2"}
+    assert hours["ce"][0] == 1 and hours["genre2"][0] == 1
+    np.testing.assert_allclose([hours["ce"][1], hours["genre2"][1]], [0.1, 1.0], rtol=1e-12)
