@@ -5,6 +5,9 @@
   # before/after: another checkout's genre_jax timed by the same harness, in alternation
   git worktree add /tmp/base <commit>
   python benchmarks/vs_peer.py --code before=/tmp/base --code after=. --rounds 2 --repeats 3
+  # an XLA flag A/B: this checkout twice, one worker with the flag
+  python benchmarks/vs_peer.py --peer_python= --code default=. --code ynn_dot=. \
+      --flags ynn_dot=--xla_cpu_experimental_ynn_fusion_type=dot --out /tmp/flag_ab.json
 
 Both sides build the same model (the peer's ``paper`` and ``tiny`` sizes, and ``quick``, the claim
 studies' widths, which the peer's bench.py is given here: d_model, layers, heads, FFN, MLP encoder,
@@ -177,6 +180,8 @@ def main() -> int:
     ap.add_argument("--peer_dir", default=PEER_DIR, help="the peer's folder (its bench.py)")
     ap.add_argument("--code", action="append", default=None, metavar="NAME=DIR",
                     help="a genre_jax checkout to time (repeatable, in this order each round); default genre_jax=.")
+    ap.add_argument("--flags", action="append", default=None, metavar="NAME=XLA_FLAGS",
+                    help="extra XLA_FLAGS for the worker of --code NAME (an XLA flag A/B: one checkout under two names)")
     ap.add_argument("--dtype", default="float32", help="genre_jax's config.model.dtype (float32 | bfloat16)")
     ap.add_argument("--sizes", default="tiny,quick,paper")
     ap.add_argument("--rounds", type=int, default=2)
@@ -191,8 +196,10 @@ def main() -> int:
     codes = [c.split("=", 1) for c in (args.code or ["genre_jax=" + REPO])]
     sides = [name for name, _ in codes]
     workers = {}
+    flags = dict(f.split("=", 1) for f in args.flags or [])
     for name, path in codes:  # one process per checkout; they compile one after the other
-        env = {**os.environ, "VS_PEER_CODE": os.path.abspath(path)}
+        env = {**os.environ, "VS_PEER_CODE": os.path.abspath(path),
+               "XLA_FLAGS": " ".join(filter(None, [os.environ.get("XLA_FLAGS", ""), flags.get(name, "")]))}
         workers[name] = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", "--sizes", args.sizes,
                                           "--dtype", args.dtype], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          text=True, env=env, cwd=os.path.abspath(path))
