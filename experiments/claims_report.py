@@ -61,12 +61,26 @@ def metrics_of(row: dict, aggregate: str = "mean") -> dict:
             "cov90": dist.get("coverage_90", math.nan), "crps": dist.get("crps", math.nan),
             "cov90_T": (tempered.get("coverage") or {}).get("0.9", math.nan), "crps_T": tempered.get("crps", math.nan),
             "T": (cal.get("temperature") or {}).get("value", math.nan), "cov90_conformal": conformal.get("0.9", math.nan),
+            **grid_top(cal.get("temperature") or {}),
             # pinball, interval and log scores (scores.distribution_scores): NaN on rows written before
             # them, and the log score on sampled rows (None: samples have no density)
             "pinball": _number(dist.get("pinball")), "interval_90": _number((dist.get("interval_score") or {}).get("0.9")),
             "interval_90_T": _number((tempered.get("interval_score") or {}).get("0.9")),
             "log_score": _number(dist.get("log_score")), "log_score_T": _number(tempered.get("log_score")),
             "rmse_1": row["one_sample_rmse"] if "one_sample_rmse" in row else one_sample_rmse(row.get("workdir", ""))}
+
+
+# The temperature grid of the rows written before ``at_grid_top`` (calibration.TEMPERATURES then: 0.5 to 4).
+OLD_GRID_TOP = 4.0
+
+
+def grid_top(temperature: dict) -> dict:
+    """{"T_top": T* sits at its grid's top, "T_grid_top": that top}: the row's own flag, or for rows
+    written before it T* = 4, the old grid's top; False / nan where the row has no temperature fit."""
+    if "value" not in temperature:
+        return {"T_top": False, "T_grid_top": math.nan}
+    top = float(temperature.get("grid_top", OLD_GRID_TOP))
+    return {"T_top": bool(temperature.get("at_grid_top", temperature["value"] >= top)), "T_grid_top": top}
 
 
 def _number(value) -> float:
@@ -366,6 +380,14 @@ def markdown(table: list[dict], runs: list[dict], command: str, aggregate: str =
                      (dataset, seed, t["variant"], t["budget"])]
             cells.append(f"{match[0]['d_r2']:+.4f}" if match else "")
         lines.append(f"| {dataset} | {seed} | " + " | ".join(cells) + " |")
+    at_top = [r for r in runs if r.get("T_top")]
+    tops = sorted({r["T_grid_top"] for r in runs if np.isfinite(r.get("T_grid_top", math.nan))})
+    if tops:
+        lines += ["", (f"T* at the top of its grid ({_count(len(at_top), 'run')} of {len(runs)}; the validation CRPS "
+                       "was still falling there, so the T* columns understate what tempering can do): " + "; ".join(
+                           f"{r['dataset']} seed {r['seed']} {r['variant']} {BUDGET_LABEL.get(r['budget'], r['budget'])} "
+                           f"(grid to {r['T_grid_top']:g})" for r in at_top) + "." if at_top else
+                       f"No run's T* sits at its grid's top (grid to {', '.join(f'{t:g}' for t in tops)}).")]
     retrained = sorted({(r["dataset"], r["seed"], r["ce_row_r2"], r["ce_r2"]) for r in runs
                         if r["ce_row_r2"] != r["ce_r2"] and not math.isnan(r["ce_row_r2"])})
     if retrained:

@@ -182,3 +182,21 @@ def test_interval_and_log_scores_get_columns_only_where_rows_have_them():
     assert np.isnan(run["log_score"]) and np.isnan(run["log_score_T"])
     text = claims_report.markdown(claims_report.summary([run]), [run], "x")
     assert "| 3.0000 → 2.0000 → 1.7500 | 1.5000 → - → - |" in text
+
+
+def test_runs_whose_temperature_sits_at_its_grids_top_are_flagged():
+    old_top = _row("a", 0, "claims/budget/remax@reward@1", "remax", 0.6, 0.6)
+    old_top["calibration"]["temperature"]["value"] = 4.0  # written before the flag: the old grid's top
+    new_top = _row("b", 0, "claims/budget/remax@reward@1", "remax", 0.6, 0.6)
+    new_top["calibration"]["temperature"].update(value=16.0, grid_top=16.0, at_grid_top=True)
+    new_inside = _row("c", 0, "claims/budget/remax@reward@1", "remax", 0.6, 0.6)
+    new_inside["calibration"]["temperature"].update(value=4.0, grid_top=16.0, at_grid_top=False)
+    rows = [_row(d, 0, "claims/budget/ce", "ce", 0.5, 0.7) for d in "abc"] + [old_top, new_top, new_inside]
+    runs = claims_report.paired_runs(rows)
+    assert [(r["dataset"], r["T_top"], r["T_grid_top"]) for r in runs] == [("a", True, 4.0), ("b", True, 16.0),
+                                                                         ("c", False, 16.0)]
+    text = claims_report.markdown(claims_report.summary(runs), runs, "x")
+    assert ("T* at the top of its grid (2 runs of 3;" in text and "a seed 0 remax@reward 1x (grid to 4)" in text
+            and "b seed 0 remax@reward 1x (grid to 16)" in text and "c seed 0" not in text)
+    text = claims_report.markdown(claims_report.summary(runs[2:]), runs[2:], "x")
+    assert "No run's T* sits at its grid's top (grid to 16)." in text
