@@ -21,7 +21,7 @@ class RunContext:
     workdir: str
     meta: dict  # every best checkpoint carries it: model config, tokenizer spec, preprocessing
     data: Any = None  # the loaded dataset (splits + fitted preprocessing); LightGBM reads its raw splits
-    profiler: Any = None  # loop.StepProfiler when launch.py --profile asks for a trace
+    profiler: Any = None  # runlog.StepProfiler when launch.py --profile asks for a trace
     progress: bool = True  # the loop's progress bars (launch.py --noprogress, the estimator's verbose)
 
     @property

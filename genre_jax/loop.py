@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import os
-import sys
 import time
 import zlib
 from typing import Any, Callable, NamedTuple
@@ -34,7 +32,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from genre_jax import parallel, paths, preemption
+from genre_jax import parallel, preemption, runlog
 from genre_jax.checkpoint import PhaseCheckpoints
 from genre_jax.errors import GenreError
 from genre_jax.settings import Loop, Optim
@@ -129,35 +127,6 @@ class Cadence:
 
     def wrote(self) -> None:
         self.since = time.perf_counter()
-
-
-class StepProfiler:
-    """``launch.py --profile=N``: a ``jax.profiler`` trace (TensorBoard/XProf and Perfetto readable) of
-    N training steps of the first phase this launch trains, after its first step (which compiles).
-    Each traced step is annotated with its phase and number and waited for, so steps do not overlap."""
-
-    def __init__(self, steps: int, out_dir: str):
-        self.steps, self.out_dir = int(steps), paths.resolve(out_dir)
-        self.calls, self.traced, self.active = 0, 0, False
-
-    def call(self, name: str, step, *args):
-        self.calls += 1
-        if self.calls == 1 or self.traced >= self.steps:
-            return step(*args)
-        if not self.active:
-            jax.profiler.start_trace(self.out_dir, create_perfetto_trace=True)
-            self.active = True
-        with jax.profiler.StepTraceAnnotation(name, step_num=self.traced):
-            out = jax.block_until_ready(step(*args))
-        self.traced += 1
-        if self.traced >= self.steps:
-            self.close()
-        return out
-
-    def close(self) -> None:
-        if self.active:
-            jax.profiler.stop_trace()
-            self.active = False
 
 
 def stream_id(folder: str) -> int:
@@ -278,11 +247,11 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
     # ----- epochs
     base_seed = ctx.settings.seed
     log_path = os.path.join(ckpt.root, "log.jsonl")
-    truncate_log(log_path, progress["epoch"])
+    runlog.truncate_log(log_path, progress["epoch"])
     bar = tqdm(range(progress["epoch"], cfg.max_epochs), desc=phase.folder, unit="epoch",
                initial=progress["epoch"], total=cfg.max_epochs, dynamic_ncols=True,
                disable=not ctx.progress)
-    board = Board(os.path.join(ctx.workdir, "tensorboard", phase.folder))
+    board = runlog.Board(os.path.join(ctx.workdir, "tensorboard", phase.folder))
     last_writes = Cadence(cfg.checkpoint_every_s)
     for epoch in bar:
         started = time.perf_counter()
@@ -327,7 +296,7 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
             progress["also"] = {**progress["also"], **{s.name: {**progress["also"][s.name], "best_val": val[s.value],
                                                                "best_epoch": epoch} for s in also_improved}}
         lr = float(schedule(int(state.step) - 1))  # the rate of the epoch's last update
-        append_log(log_path, {"epoch": epoch, **{f"train_{k}": v for k, v in train_stats.items()}, **val,
+        runlog.append_log(log_path, {"epoch": epoch, **{f"train_{k}": v for k, v in train_stats.items()}, **val,
                               f"best_{select_name}": progress["best_val"],
                               **{f"best_{s.value}": progress["also"][s.name]["best_val"] for s in rl.also_best},
                               "lr": lr})
@@ -358,75 +327,3 @@ def run(ctx, phase: Phase, params_init) -> tuple[Any, dict]:
     bar.close()
     board.close()
     return ckpt.restore("best", state.params)[0], progress
-
-
-class Board:
-    """TensorBoard scalars of one phase (``tensorboard --logdir <workdir>/tensorboard``), written by
-    the main process with tensorboardX (no TensorFlow); the writer opens at the first epoch.
-
-    tensorboardX writes gs:// itself with ``google-cloud-storage`` and s3:// with ``boto3``; a bucket
-    workdir without that package (or of another scheme) gets no scalars and one warning, since
-    the scalars are only a view of ``log.jsonl``, which is written in any case."""
-
-    def __init__(self, log_dir: str):
-        self.log_dir, self.writer, self.off = log_dir, None, False
-
-    def scalars(self, step: int, values: dict) -> None:
-        if not parallel.is_main_process() or self.off:
-            return
-        if self.writer is None:
-            from tensorboardX import SummaryWriter
-            missing = board_unsupported(self.log_dir)
-            if missing:
-                print(f"warning: no TensorBoard scalars in {self.log_dir}: {missing}; log.jsonl has the same "
-                      f"values", file=sys.stderr)
-                self.off = True
-                return
-            self.writer = SummaryWriter(self.log_dir)
-        for name, value in values.items():
-            self.writer.add_scalar(name, float(value), step)
-        self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def board_unsupported(log_dir: str) -> str:
-    """Why tensorboardX cannot write to ``log_dir`` (a bucket URI), or "" when it can."""
-    found = paths.scheme(log_dir)
-    if found is None:
-        return ""
-    from tensorboardX import record_writer
-    package = {"gs": ("GCS_ENABLED", "google-cloud-storage"), "s3": ("S3_ENABLED", "boto3")}.get(found)
-    if found not in record_writer.REGISTERED_FACTORIES or package is None:
-        return f"tensorboardX cannot write {found}:// paths"
-    return "" if getattr(record_writer, package[0], False) else f"tensorboardX needs {package[1]} for {found}://"
-
-
-def truncate_log(path: str, num_epochs: int) -> None:
-    """Drops log lines of epochs after the resumed checkpoint (a crash may have logged them first)."""
-    if not parallel.is_main_process() or not paths.exists(path):
-        return
-    kept = []
-    with paths.open(path) as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a torn line: the process died while appending it
-                print(f"warning: {path}:{number}: dropping a torn log line (the run was killed while writing it)",
-                      file=sys.stderr)
-                continue
-            if isinstance(record, dict) and record.get("epoch", num_epochs) < num_epochs:
-                kept.append(line if line.endswith("\n") else line + "\n")
-    paths.write_atomic(path, "".join(kept))
-
-
-def append_log(path: str, record: dict) -> None:
-    """One write of the whole line (``paths.append_line``), so a kill leaves the line or nothing
-    (at worst a torn tail, which ``truncate_log`` drops on resume)."""
-    if not parallel.is_main_process():
-        return
-    paths.append_line(path, json.dumps(record) + "\n")

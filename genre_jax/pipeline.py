@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from genre_jax import checkpoint, loop, methods, models, parallel, paths, preemption, settings
+from genre_jax import checkpoint, loop, methods, models, parallel, paths, preemption, runlog, settings
 from genre_jax.checkpoint import PhaseCheckpoints
 from genre_jax.context import RunContext, encode_splits
 from genre_jax.data import load_for_config
@@ -111,7 +111,7 @@ def prepare(config, workdir: str, data=None, progress: bool = True, profile_step
                                 jax.random.key(run_settings.seed))
     arrays, clipped = encode_splits(data, tokenizer)
     meta = {"config": full, "tokenizer": tokenizer.spec(), "preprocessor": data.preprocessor.to_dict()}
-    profiler = loop.StepProfiler(profile_steps, profile_dir) if profile_steps > 0 else None
+    profiler = runlog.StepProfiler(profile_steps, profile_dir) if profile_steps > 0 else None
     ctx = RunContext(run_settings, arrays, float(data.preprocessor.y_std), model, tokenizer, full["model"],
                      parallel.data_mesh(), workdir, meta, data, profiler, progress)
     record = {"config": full, "seed": ctx.seed, "identity": checkpoint.model_identity(full), "versions": versions(),

@@ -1,8 +1,7 @@
 """The one training loop, driven by a linear model (cheap to compile): schedule, selection, early
-stopping, logs, the non-finite stop, RL-style starts and resume."""
+stopping, the non-finite stop, RL-style starts and resume."""
 import dataclasses
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import tabular
-from genre_jax import checkpoint, loop, settings, supervised
+from genre_jax import checkpoint, loop, runlog, settings, supervised
 from genre_jax.errors import GenreError
 from genre_jax.settings import Optim
 from genre_jax.tokenizers import NormalizedTokenizer
@@ -114,7 +113,7 @@ def test_loop_learns_keeps_the_best_epoch_and_logs_every_epoch(make_context):
 def test_profiled_steps_write_a_trace_and_change_nothing(make_context, tmp_path):
     plain = make_context(linear_arrays(), config(max_epochs=2), workdir=tmp_path / "plain")
     expected, _ = loop.run(plain, linear_phase(plain), {"w": np.zeros(3, np.float32)})
-    profiler = loop.StepProfiler(3, str(tmp_path / "trace"))
+    profiler = runlog.StepProfiler(3, str(tmp_path / "trace"))
     ctx = dataclasses.replace(make_context(linear_arrays(), config(max_epochs=2), workdir=tmp_path / "prof"),
                               profiler=profiler)
     best, _ = loop.run(ctx, linear_phase(ctx), {"w": np.zeros(3, np.float32)})
@@ -305,40 +304,6 @@ def test_phases_draw_distinct_streams_unless_shared(tiny_config):
     assert len({str(o) for o in orders.values()}) == len(folders)
     legacy = loop.Phase("token/ntl_was", shared.ce, None, None, ())
     np.testing.assert_array_equal(loop.epoch_order(0, legacy, 1, 50), np.random.default_rng([0, 1]).permutation(50))
-
-
-def test_a_bucket_log_is_appended_and_truncated_like_a_local_one(tmp_path, bucket, capsys):
-    local, uri = str(tmp_path / "log.jsonl"), bucket.URI + "/run/ce/log.jsonl"
-    (bucket.root / "run" / "ce").mkdir(parents=True)  # the fake is a POSIX folder: Orbax would have made it
-    for path in (local, uri):
-        for epoch in range(3):
-            loop.append_log(path, {"epoch": epoch, "loss": 0.5})
-        loop.truncate_log(path, 2)  # resumed after epoch 2: epoch 2's line goes
-        loop.append_log(path, {"epoch": 2, "loss": 0.25})
-    assert (bucket.root / "run" / "ce" / "log.jsonl").read_bytes() == (tmp_path / "log.jsonl").read_bytes()
-    assert [json.loads(line)["loss"] for line in open(local)] == [0.5, 0.5, 0.25]
-    loop.truncate_log(bucket.URI + "/run/absent.jsonl", 0)  # no log yet: nothing to do
-    assert os.listdir(bucket.root / "run" / "ce") == ["log.jsonl"]
-
-
-def test_tensorboard_on_a_bucket_needs_its_package_or_is_skipped_with_one_warning(tmp_path, monkeypatch, capsys):
-    from tensorboardX import record_writer
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(record_writer, "GCS_ENABLED", False)
-    assert loop.board_unsupported(str(tmp_path)) == ""
-    assert loop.board_unsupported("gs://b/run/tensorboard/ce") == "tensorboardX needs google-cloud-storage for gs://"
-    assert loop.board_unsupported("az://b/run") == "tensorboardX cannot write az:// paths"
-    board = loop.Board("gs://b/run/tensorboard/ce")
-    board.scalars(0, {"lr": 1.0})
-    board.scalars(1, {"lr": 1.0})
-    board.close()
-    warnings = capsys.readouterr().err.strip().splitlines()
-    assert warnings == ["warning: no TensorBoard scalars in gs://b/run/tensorboard/ce: tensorboardX needs "
-                        "google-cloud-storage for gs://; log.jsonl has the same values"]
-    assert os.listdir(tmp_path) == []  # no local folder named gs:
-    monkeypatch.setattr(record_writer, "GCS_ENABLED", True)  # with the package, tensorboardX writes gs:// itself
-    assert loop.board_unsupported("gs://b/run/tensorboard/ce") == ""
 
 
 def test_a_sparse_last_checkpoint_resumes_to_the_same_result(make_context, tmp_path, monkeypatch):
