@@ -57,6 +57,10 @@ class ValSums(NamedTuple):
 def draw_rollouts(model, tok, rl: RL, params, x_BF, key, target_B) -> Rollout:
     """G rollouts and the greedy decode per input, rewarded against ``target_B``."""
     drawn = sampling.sample(model, params, x_BF, key, tok, rl.num_rollouts, rl.temperature, greedy=True)
+    return rewarded(tok, rl, drawn, target_B)
+
+
+def rewarded(tok, rl: RL, drawn: sampling.Decoded, target_B) -> Rollout:
     reward_BG = rl.reward(tok.decode(drawn.tokens_BGL), target_B)
     greedy_reward_B = rl.reward(tok.decode(drawn.greedy_BL)[:, None], target_B)[:, 0]
     return Rollout(drawn.tokens_BGL, drawn.logp_BGL, reward_BG, greedy_reward_B)
@@ -118,23 +122,28 @@ def make_rl_update(model, tokenizer, rl: RL, tx):
 def _val_step(model, tok, rl: RL):
     """Validation for every method alike: mean reward of G sampled rollouts and of the greedy decode;
     for ``aggregate_rmse`` selection also the squared error of the mean prediction evaluation reports
-    (exact distribution mean, or the mean of G samples at the evaluation temperature)."""
+    (exact distribution mean, or the mean of G samples at the evaluation temperature). Where the mean
+    is exact, the rollouts are drawn by walking the enumerated tree (``sampling.sample_levels``: the
+    sampler's keys and draws, no decoder pass of their own)."""
     rmse = "aggregate_rmse" in (rl.selection, rl.other_selection)
     values_S = jnp.asarray(tok.decode(exact.all_sequences(tok))) if (
         rmse and rl.selection_decode == "exact") else None
 
     def val_step(params, batch, key):
-        ro = draw_rollouts(model, tok, rl, params, batch["x"], key, batch["z"])
         w = batch["weight"]
-        if not rmse:
-            sq_err_B = jnp.zeros_like(w)
-        elif values_S is not None:
-            logp_BS = exact.enumerate_sequences(model, params, batch["x"], tok, rl.selection_temperature).logp_BS
+        if values_S is not None:  # the whole tree once: the exact mean, and the rollouts walk it
+            levels = exact.level_logits(model, params, batch["x"], tok)
+            ro = rewarded(tok, rl, sampling.sample_levels(levels, key, tok, rl.num_rollouts, rl.temperature,
+                                                          greedy=True), batch["z"])
+            logp_BS = exact.tree_logprobs(levels, tok, rl.selection_temperature).logp_BS
             sq_err_B = (jnp.exp(logp_BS) @ values_S - batch["z"]) ** 2
         else:
-            drawn = sampling.sample(model, params, batch["x"], jax.random.fold_in(key, 1), tok, rl.num_rollouts,
-                                    rl.selection_temperature)
-            sq_err_B = (tok.decode(drawn.tokens_BGL).mean(1) - batch["z"]) ** 2
+            ro = draw_rollouts(model, tok, rl, params, batch["x"], key, batch["z"])
+            sq_err_B = jnp.zeros_like(w)
+            if rmse:
+                drawn = sampling.sample(model, params, batch["x"], jax.random.fold_in(key, 1), tok, rl.num_rollouts,
+                                        rl.selection_temperature)
+                sq_err_B = (tok.decode(drawn.tokens_BGL).mean(1) - batch["z"]) ** 2
         return ValSums(jnp.sum(w * ro.reward_BG.mean(1)), jnp.sum(w * ro.greedy_reward_B), jnp.sum(w * sq_err_B),
                        w.sum())
 

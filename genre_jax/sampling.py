@@ -280,12 +280,24 @@ def sample(model, params, x_BF, key, tokenizer, num_samples: int, temperature: f
     Binary digits, L = 8, G = 16: 15 + 16 x 4 = 79 decoder positions per input instead of 128.
     """
     chex.assert_rank(x_BF, 2)
-    levels, kv_BR, shared = prefix_tree(model, params, x_BF, tokenizer, sampled_levels(tokenizer, num_samples))
-    rollout = functools.partial(_rollout, model, params, (levels, kv_BR, shared), tokenizer=tokenizer,
-                                temperature=temperature, greedy=False)
+    tree = prefix_tree(model, params, x_BF, tokenizer, sampled_levels(tokenizer, num_samples))
+    return _draw_all(model, params, tree, key, tokenizer, num_samples, temperature, greedy)
+
+
+def sample_levels(levels, key, tokenizer, num_samples: int, temperature: float = 1.0,
+                  greedy: bool = False) -> Decoded:
+    """``sample``'s draws (the same keys, so the same tokens) from every level of an enumerated tree
+    (``exact.level_logits``), with no decoder step: where a caller enumerates the tree anyway."""
+    if len(levels) != tokenizer.length:
+        raise ValueError(f"sample_levels needs all {tokenizer.length} levels of the tree, got {len(levels)}")
+    return _draw_all(None, None, (levels, None, None), key, tokenizer, num_samples, temperature, greedy)
+
+
+def _draw_all(model, params, tree, key, tokenizer, num_samples: int, temperature: float, greedy: bool) -> Decoded:
+    rollout = functools.partial(_rollout, model, params, tree, tokenizer=tokenizer, temperature=temperature,
+                                greedy=False)
     tokens_BGL, logp_BGL = jax.vmap(rollout, out_axes=1)(jax.random.split(key, num_samples))
-    greedy_BL = (_rollout(model, params, (levels, kv_BR, shared), key, tokenizer, 1.0, greedy=True)[0]
-                 if greedy else None)
+    greedy_BL = _rollout(model, params, tree, key, tokenizer, 1.0, greedy=True)[0] if greedy else None
     return Decoded(tokens_BGL, logp_BGL, greedy_BL)
 
 

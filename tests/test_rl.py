@@ -374,16 +374,24 @@ def test_both_selection_rules_are_read_from_one_validation_pass():
     assert (both.selection, both.other_selection) == ("reward", "aggregate_rmse")
     assert _rl_settings("genre2", both_selections=True, selection="aggregate_rmse").other_selection == "reward"
     assert _rl_settings("genre2").other_selection is None
+    config = tabular.get_config("tiny")
+    config.rl.update(method="genre2", both_selections=True)
+    config.eval.decode = "exact"  # the exact mean: the rollouts walk the enumerated tree
+    both_exact = settings.resolve(config, TOK).rl
+    assert both_exact.selection_decode == "exact"
     values = {}
-    for name, settings_ in (("both", both), ("alone", _rl_settings("genre2"))):
+    for name, settings_ in (("both", both), ("both_exact", both_exact), ("alone", _rl_settings("genre2"))):
         val_step = rl.make_rl_steps(MODEL, TOK, settings_, optax.sgd(0.1), mesh)[1]
         values[name] = rl.validation_reward(val_step, params, arrays, 8, mesh, jax.random.key(1), settings_.selection,
                                             settings_.other_selection)
     assert list(values["both"]) == ["val_reward", "val_greedy_reward", "val_rmse"]  # the first entry selects
     assert list(values["alone"]) == ["val_reward", "val_greedy_reward"]
-    # the RMSE's samples come from a key of their own: the rewards are those of reward selection alone
+    # the RMSE's samples come from a key of their own: the rewards are those of reward selection alone;
+    # drawn from the enumerated tree, the same tokens with the same keys, so the same rewards too
     for k, v in values["alone"].items():
         np.testing.assert_allclose(values["both"][k], v, rtol=8 * EPS32)
+        np.testing.assert_allclose(values["both_exact"][k], v, rtol=8 * EPS32)
+    assert values["both_exact"]["val_rmse"] != values["both"]["val_rmse"]  # the exact mean, not 4 samples'
 
 
 def test_one_run_keeps_both_rules_and_a_killed_run_resumes_to_the_same_results(tmp_path, toy_data_dir, monkeypatch):

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genre_jax import sampling
+from genre_jax import exact, sampling
 from genre_jax.models import TabularRegressor, init_params
 from genre_jax.tokenizers import IEEETokenizer, NormalizedTokenizer
 
@@ -68,6 +68,10 @@ def test_sampler_walking_the_whole_tree_draws_what_the_plain_sampler_draws(monke
     np.testing.assert_array_equal(tree.tokens_BGL, plain.tokens_BGL)
     np.testing.assert_array_equal(tree.tokens_BGL, full)
     np.testing.assert_array_equal(tree.greedy_BL, plain.greedy_BL)
+    walked = jax.jit(lambda p, x, k: sampling.sample_levels(exact.level_logits(model, p, x, tok), k, tok, 9,
+                                                            greedy=True))(params, x, jax.random.key(2))
+    np.testing.assert_array_equal(walked.tokens_BGL, tree.tokens_BGL)  # where a caller enumerates anyway
+    np.testing.assert_array_equal(walked.greedy_BL, tree.greedy_BL)
     scale = 1 + float(np.abs(plain.logp_BGL).max())
     np.testing.assert_allclose(tree.logp_BGL, plain.logp_BGL, rtol=0, atol=64 * EPS32 * scale)
 
