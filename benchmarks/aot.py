@@ -71,7 +71,7 @@ import numpy as np  # noqa: E402
 
 from bench_rl import model_flops  # noqa: E402
 from experiments.configs import suite_protocols, tabular  # noqa: E402
-from genre_jax import evaluate, exact, loop, models, parallel, rl, settings, supervised  # noqa: E402
+from genre_jax import decode, evaluate, exact, loop, models, parallel, rl, settings, supervised  # noqa: E402
 from genre_jax.tokenizers import make_tokenizer  # noqa: E402
 
 
@@ -210,12 +210,12 @@ def build_programs(config, mesh, features: int, train_rows: int, wanted=PROGRAMS
     x_eval = jax.ShapeDtypeStruct((parallel.round_up(run.eval.batch_size, mesh.size), features), jnp.float32)
     temperature = jax.ShapeDtypeStruct((), jnp.float32)
     if "sampler" in wanted:
-        out["sampler"] = (evaluate._predict_fn(model, tok, mesh, run.eval.num_samples, "sample"),
+        out["sampler"] = (decode.predict_fn(model, tok, mesh, "sample", run.eval.num_samples),
                           (params, x_eval, key, temperature), f"{x_eval.shape[0]} rows x {run.eval.num_samples} "
                                                               f"samples + greedy, L {L}")
     exact_ok = exact.num_sequences(tok) <= run.eval.exact_max_sequences
     if "exact" in wanted and exact_ok:
-        out["exact"] = (evaluate._predict_fn(model, tok, mesh, run.eval.num_samples, "exact"),
+        out["exact"] = (decode.predict_fn(model, tok, mesh, "exact", run.eval.num_samples),
                         (params, x_eval, key, temperature), f"{x_eval.shape[0]} rows x {exact.num_sequences(tok)} "
                                                             f"sequences")
     if "exact_temperatures" in wanted and exact_ok:
