@@ -171,7 +171,8 @@ def markdown(by_dataset: dict, table: list[dict], command: str, hours: dict | No
         lines.append(f"| {d} | {'-' if math.isnan(ce) else f'{ce:.4f}'} | " + " | ".join(cells) + " |")
     if hours:
         total = sum(h for _, h in hours.values())
-        lines += ["", f"Compute behind these rows (one core per run, wall time as the rows record it, each run once): "
+        lines += ["", f"Compute behind these rows (one core per run, wall time as the rows record it, each run once; a run "
+                  f"resumed after an interruption records only its last launch, so this is a lower bound): "
                   f"{total:.1f} core-hours; " + ", ".join(f"{m} {n} runs {h:.1f} h" for m, (n, h) in sorted(hours.items())) + "."]
     return "\n".join(lines)
 
