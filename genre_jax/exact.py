@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genre_jax.sampling import mask_logits, prefix_tree
+from genre_jax.sampling import allowed_tokens, mask_logits, prefix_tree  # allowed_tokens re-exported
 
 # The most sequences anything enumerates: exact evaluation (``decode.resolve``: eval.decode = auto | exact), the
 # Predictor, and the exact RL methods (exact_reward, exact_crps), which differentiate through the whole tree.
@@ -29,11 +29,6 @@ MAX_SEQUENCES = 4096
 class Enumerated(NamedTuple):
     logp_BS: jax.Array  # log-probability of every sequence, S = num_sequences(tokenizer)
     greedy_BL: jax.Array  # the greedy decode: the most likely token at each level
-
-
-def allowed_tokens(tokenizer) -> list[np.ndarray]:
-    """The allowed token ids at each position."""
-    return [np.flatnonzero(row) for row in np.asarray(tokenizer.allowed, bool)]
 
 
 def num_sequences(tokenizer) -> int:

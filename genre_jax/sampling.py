@@ -74,13 +74,18 @@ def reforward_logits(model, params, x_BF, tokens_BGL, tokenizer, masked=True) ->
     return rollout_logits(model, params, x_BF, tokens_BGL, tokenizer, masked)
 
 
+def allowed_tokens(tokenizer) -> list[np.ndarray]:
+    """The allowed token ids at each position."""
+    return [np.flatnonzero(row) for row in np.asarray(tokenizer.allowed, bool)]
+
+
 def prefix_capacities(tokenizer, num_rollouts: int) -> list[int]:
     """The most distinct prefixes of length j that G allowed sequences of one input can have, for
     j = 0..L-1: min(G, the number of allowed prefixes of that length)."""
     counts, out = 1, []
-    for j in range(tokenizer.length):
+    for tokens_A in allowed_tokens(tokenizer):
         out.append(min(num_rollouts, counts))
-        counts *= int(np.asarray(tokenizer.allowed)[j].sum())
+        counts *= len(tokens_A)
     return out
 
 
@@ -196,7 +201,7 @@ def prefix_tree(model, params, x_BF, tokenizer, num_levels: int | None = None):
     decoded once with the KV cache: (raw logits_BRV per level p, R_p allowed prefixes of p tokens in
     ``exact.all_sequences`` order; the last level's per-prefix self-attention cache, [B, R, ...] per
     layer; the cross-attention cache every prefix of an input shares)."""
-    allowed = [np.flatnonzero(row) for row in np.asarray(tokenizer.allowed, bool)]
+    allowed = allowed_tokens(tokenizer)
     num_levels = tokenizer.length if num_levels is None else num_levels
     batch = x_BF.shape[0]
     memory_BMD = model.apply({"params": params}, x_BF, method=model.encode)
@@ -239,7 +244,7 @@ def _rollout(model, params, tree, key, tokenizer, temperature: float, greedy: bo
     token is drawn, so the draws do not depend on how many levels were enumerated."""
     levels, kv_BR, shared = tree
     allowed_LV = jnp.asarray(tokenizer.allowed)
-    allowed = [np.flatnonzero(row) for row in np.asarray(tokenizer.allowed, bool)]
+    allowed = allowed_tokens(tokenizer)
     keys = jax.random.split(key, tokenizer.length)
     node_B = jnp.zeros((levels[0].shape[0],), jnp.int32)  # the drawn prefix's index in its level
     tokens, logps = [], []
