@@ -25,17 +25,85 @@ def evaluate(ctx, params, out_dir: str, method: str) -> dict:
     """Scores decoder ``params`` on the configured splits; writes predictions under ``out_dir``."""
     cfg = ctx.settings.eval
     decoding = decode.resolve(cfg.decode, ctx.tokenizer, cfg.num_samples, cfg.temperature, cfg.exact_max_sequences)
-    predict_fn = decode.predict_fn(ctx.model, ctx.tokenizer, ctx.mesh, decoding.how, cfg.num_samples)
     header = {"method": method, "num_samples": cfg.num_samples, "temperature": cfg.temperature, "decode": decoding.how}
-    values_S = decode.support_z(ctx.tokenizer) if decoding.how == "exact" else None
+    tempering = cfg.calibration in ("temperature", "both") and "val" in cfg.splits
+    if decoding.how == "exact":
+        grid = [t for t in calibration.TEMPERATURES if t != cfg.temperature] if tempering else []
+        decoder = ExactDecoder(ctx, params, (cfg.temperature, *grid))
+    else:
+        decoder = sampled_decoder(ctx, decode.predict_fn(ctx.model, ctx.tokenizer, ctx.mesh, "sample", cfg.num_samples),
+                                  params)
+    values_S = decoder.values_S if decoding.how == "exact" else None
     start = time.time()
-    result, dists = score_splits(ctx, predict_fn, params, out_dir, header, values_S)
+    if tempering and values_S is not None:
+        decoder.val_fit()  # first: it decides which temperature the other splits keep beside the evaluation's
+    result, dists = score_splits(ctx, decoder, out_dir, header, values_S)
     if cfg.calibration != "none" and "val" in dists:
-        fitted = calibrate(ctx, predict_fn, params, dists, values_S, cfg.calibration, decoding)
+        fitted = calibrate(ctx, decoder, dists, values_S, cfg.calibration, decoding)
         calibration.save(out_dir, fitted)  # with the validation residuals, which results.json leaves out
         result["calibration"] = calibration.summary(fitted)
     result["wall_time_s"] = round(time.time() - start, 2)
     return result
+
+
+def sampled_decoder(ctx, predict_fn, params):
+    """decode_split(split, temperature) -> (samples_NG, point_N): ``predict_fn`` (params, x_BF, key,
+    temperature) over a split's rows, with the split's key at every temperature."""
+    batch_size = parallel.round_up(ctx.settings.eval.batch_size, ctx.mesh.size)
+
+    def decode_split(split: str, temperature: float):
+        return decode.decode_rows(predict_fn, params, ctx.arrays[split]["x"], _split_key(ctx, split), batch_size,
+                                  ctx.mesh, temperature)
+
+    return decode_split
+
+
+class ExactDecoder:
+    """decode_split(split, temperature) -> (probs_NS over ``decode.support_z``, greedy_N) for exact
+    evaluation: one decoder pass per split gives every temperature in ``temperatures`` (the tree's
+    logits do not depend on T: ``exact.probs_at_temperatures``; one compiled program for every split
+    and temperature). The validation split keeps every temperature (the calibration grid's fit,
+    ``val_fit``); the others keep the first (the evaluation temperature) and, once the validation
+    split is decoded, its CRPS-best one, so a calibrated test split costs no second pass. A
+    temperature a split did not keep decodes the split again."""
+
+    def __init__(self, ctx, params, temperatures):
+        self.ctx, self.params, self.temperatures = ctx, params, tuple(float(t) for t in temperatures)
+        self.values_S = decode.support_z(ctx.tokenizer)
+        self._fn = _probs_at_temperatures_fn(ctx.model, ctx.tokenizer, ctx.mesh)
+        self._kept, self._fit = {}, None
+
+    def __call__(self, split: str, temperature: float):
+        temperature = float(temperature)
+        kept = self._kept.get(split, ({}, None))[0]
+        if temperature not in kept:
+            keep = set(self.temperatures) if split == "val" else {self.temperatures[0], temperature, *kept}
+            if self._fit is not None:
+                keep.add(calibration.best_temperature(self._fit[1]))
+            self._kept[split] = self._decode(split, sorted(keep))
+        by_t, greedy_N = self._kept[split]
+        return by_t[temperature], greedy_N
+
+    def _decode(self, split: str, keep: list[float]):
+        temperatures = self.temperatures if all(t in self.temperatures for t in keep) else (*self.temperatures, *keep)
+        cols = [temperatures.index(t) for t in keep]
+        batch_size = parallel.round_up(self.ctx.settings.eval.batch_size, self.ctx.mesh.size)
+        temperatures_J = jax.numpy.asarray(temperatures, jax.numpy.float32)
+        probs, greedy = [], []
+        for batch in parallel.padded_batches({"x": self.ctx.arrays[split]["x"]}, batch_size):
+            probs_BJS, greedy_B = self._fn(self.params, parallel.shard_batch(batch["x"], self.ctx.mesh), temperatures_J)
+            rows = batch["weight"] > 0
+            probs.append(parallel.to_host(probs_BJS)[rows][:, cols])  # only the kept columns outlive the batch
+            greedy.append(parallel.to_host(greedy_B)[rows])
+        probs_NKS = np.concatenate(probs)
+        return {t: probs_NKS[:, k] for k, t in enumerate(keep)}, np.concatenate(greedy)
+
+    def val_fit(self) -> tuple[dict, dict]:
+        """({T: the validation split's exact distribution}, {T: its CRPS}) over the calibration grid."""
+        if self._fit is None:
+            by_t = {t: scores.Discrete(self.values_S, self("val", t)[0]) for t in calibration.TEMPERATURES}
+            self._fit = by_t, {t: d.crps(self.ctx.arrays["val"]["z"]) for t, d in by_t.items()}
+        return self._fit
 
 
 def _split_key(ctx, split: str):
@@ -48,11 +116,11 @@ def split_key(seed: int, index: int):
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1), index)
 
 
-def calibrate(ctx, predict_fn, params, dists: dict, exact_values_S, how: str, decoding=None) -> dict:
+def calibrate(ctx, decode_split, dists: dict, exact_values_S, how: str, decoding=None) -> dict:
     """Fits the calibrations ``how`` asks for on the validation split (``calibration.py``) and scores
-    them, and the raw distribution, on every evaluated split. The conformal entry records ``decoding``
-    (how the mean its residuals are of was decoded), so a Predictor centres its intervals on the same
-    predictor."""
+    them, and the raw distribution, on every evaluated split; ``decode_split``: ``sampled_decoder``'s
+    or an ``ExactDecoder``. The conformal entry records ``decoding`` (how the mean its residuals are
+    of was decoded), so a Predictor centres its intervals on the same predictor."""
     targets = {split: ctx.arrays[split]["z"] for split in dists}
     out = {"levels": list(calibration.LEVELS), "fitted_on": "val",
            "raw": {s: calibration.distribution_report(d, targets[s]) for s, d in dists.items()}}
@@ -64,11 +132,12 @@ def calibrate(ctx, predict_fn, params, dists: dict, exact_values_S, how: str, de
                             "splits": {s: calibration.conformal_report(d.mean(), targets[s], half)
                                        for s, d in dists.items()}}
     if how in ("temperature", "both"):
-        val_by_t, crps_by_t = _val_distributions(ctx, predict_fn, params, exact_values_S, dists["val"], targets["val"])
+        val_by_t, crps_by_t = (decode_split.val_fit() if exact_values_S is not None else
+                               _sampled_val_fit(ctx, decode_split, dists["val"], targets["val"]))
         best = calibration.best_temperature(crps_by_t)
         evaluated_at = ctx.settings.eval.temperature  # dists were decoded there, with the same keys
         at_best = {s: val_by_t[best] if s == "val" else dists[s] if best == evaluated_at
-                   else _decode(ctx, predict_fn, params, s, exact_values_S, best) for s in dists}
+                   else decode.distribution(decode_split(s, best)[0], exact_values_S) for s in dists}
         out["temperature"] = {"value": best, "criterion": "val_crps", "grid_top": max(calibration.TEMPERATURES),
                               "at_grid_top": calibration.at_grid_top(best),
                               "val_crps_by_temperature": {f"{t:g}": crps_by_t[t] for t in sorted(crps_by_t)},
@@ -76,56 +145,33 @@ def calibrate(ctx, predict_fn, params, dists: dict, exact_values_S, how: str, de
     return out
 
 
-def _decode(ctx, predict_fn, params, split: str, exact_values_S, temperature: float):
-    batch_size = parallel.round_up(ctx.settings.eval.batch_size, ctx.mesh.size)
-    outputs, _ = decode.decode_rows(predict_fn, params, ctx.arrays[split]["x"], _split_key(ctx, split), batch_size,
-                               ctx.mesh, temperature)
-    return decode.distribution(outputs, exact_values_S)
+def _sampled_val_fit(ctx, decode_split, val_dist, val_z) -> tuple[dict, dict]:
+    """({T: the validation split's sampled distribution}, {T: its CRPS}) at the temperatures
+    ``calibration.descend_temperatures`` visits, one decode each with the same keys; ``val_dist``,
+    decoded at the evaluation temperature, is reused there. (Exact: ``ExactDecoder.val_fit``, the whole
+    grid from one decoder pass.)"""
+    by_t = {ctx.settings.eval.temperature: val_dist}
+
+    def crps_at(t):
+        if t not in by_t:
+            by_t[t] = decode.distribution(decode_split("val", t)[0])
+        return by_t[t].crps(val_z)
+
+    crps_by_t = calibration.descend_temperatures(crps_at, start=ctx.settings.eval.temperature)
+    return by_t, crps_by_t
 
 
-def _val_distributions(ctx, predict_fn, params, exact_values_S, val_dist, val_z) -> tuple[dict, dict]:
-    """({T: the validation split's predictive distribution}, {T: its CRPS}) over the calibration grid.
-    Exactly: every grid temperature in one decoder pass (the tree's logits do not depend on T;
-    ``exact.probs_at_temperatures``). Sampled: one decode per temperature with the same keys, at the
-    temperatures ``calibration.descend_temperatures`` visits; ``val_dist``, decoded at the evaluation
-    temperature, is reused there."""
-    if exact_values_S is None:
-        by_t = {ctx.settings.eval.temperature: val_dist}
-
-        def crps_at(t):
-            if t not in by_t:
-                by_t[t] = _decode(ctx, predict_fn, params, "val", None, t)
-            return by_t[t].crps(val_z)
-
-        crps_by_t = calibration.descend_temperatures(crps_at, start=ctx.settings.eval.temperature)
-        return by_t, crps_by_t
-
-    temperatures = calibration.TEMPERATURES
-    probs_fn = _probs_at_temperatures_fn(ctx.model, ctx.tokenizer, ctx.mesh)
-    batch_size = parallel.round_up(ctx.settings.eval.batch_size, ctx.mesh.size)
-    temperatures_J = jax.numpy.asarray(temperatures, jax.numpy.float32)
-    chunks = []
-    for batch in parallel.padded_batches({"x": ctx.arrays["val"]["x"]}, batch_size):
-        p = probs_fn(params, parallel.shard_batch(batch["x"], ctx.mesh), temperatures_J)
-        chunks.append(parallel.to_host(p)[batch["weight"] > 0])
-    probs_NJS = np.concatenate(chunks)
-    by_t = {t: scores.Discrete(exact_values_S, probs_NJS[:, k]) for k, t in enumerate(temperatures)}
-    return by_t, {t: d.crps(val_z) for t, d in by_t.items()}
-
-
-def score_splits(ctx, predict_fn, params, out_dir: str, header: dict, exact_values_S=None):
-    """Runs ``predict_fn`` (params, x_BF, key, temperature) -> (samples_BG, point_B) over the configured
-    splits at the evaluation temperature and scores it: the one evaluation loop behind every model
-    kind (decoders, regression heads). With ``exact_values_S`` the first output is each row's
-    probability of those values instead. Returns (results, {split: predictive distribution})."""
+def score_splits(ctx, decode_split, out_dir: str, header: dict, exact_values_S=None):
+    """Decodes the configured splits at the evaluation temperature (``decode_split(split, T)`` ->
+    (samples_NG, point_N): ``sampled_decoder``; with ``exact_values_S``, an ``ExactDecoder``'s
+    (probs_NS, greedy_N)) and scores them: the one evaluation loop behind every model kind (decoders,
+    regression heads). Returns (results, {split: predictive distribution})."""
     start = time.time()
-    batch_size = parallel.round_up(ctx.settings.eval.batch_size, ctx.mesh.size)
     result, dists = {**header, "splits": {}}, {}
     paths.makedirs(out_dir)
     for split in ctx.settings.eval.splits:
         split_arrays = ctx.arrays[split]
-        outputs_NG, greedy_N = decode.decode_rows(predict_fn, params, split_arrays["x"], _split_key(ctx, split),
-                                             batch_size, ctx.mesh, header["temperature"])
+        outputs_NG, greedy_N = decode_split(split, header["temperature"])
         target_N, extra = split_arrays["z"], {}
         if exact_values_S is None:
             samples_NG = outputs_NG
@@ -151,11 +197,12 @@ def score_splits(ctx, predict_fn, params, out_dir: str, header: dict, exact_valu
 
 @parallel.reused
 def _probs_at_temperatures_fn(model, tokenizer, mesh):
-    """Jitted (params, x_BF, temperatures_J) -> probs_BJS: the exact distribution at every temperature."""
+    """Jitted (params, x_BF, temperatures_J) -> (probs_BJS, greedy_B): the exact distribution at every
+    temperature, and the greedy value (z units; the same at every T > 0)."""
 
     def probs(params, x_BF, temperatures_J):
-        probs_JBS = exact.probs_at_temperatures(model, params, x_BF, tokenizer, temperatures_J)
-        return jax.numpy.swapaxes(probs_JBS, 0, 1)
+        probs_JBS, greedy_BL = exact.probs_at_temperatures(model, params, x_BF, tokenizer, temperatures_J)
+        return jax.numpy.swapaxes(probs_JBS, 0, 1), tokenizer.decode(greedy_BL)
 
     return parallel.data_parallel(probs, mesh, batch_out=True)
 
@@ -171,7 +218,7 @@ def evaluate_head(ctx, params, model, out_dir: str) -> dict:
 
     predict_fn = parallel.data_parallel(predict, ctx.mesh, batch_out=True)
     header = {"method": head.method.name, "num_samples": head.num_samples, "temperature": 1.0}
-    return score_splits(ctx, predict_fn, params, out_dir, header)[0]
+    return score_splits(ctx, sampled_decoder(ctx, predict_fn, params), out_dir, header)[0]
 
 
 def format_table(results: dict) -> str:

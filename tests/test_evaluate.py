@@ -24,7 +24,7 @@ def test_format_table_lists_every_split_and_aggregation():
                                               "conformal", "0.91"]
 
 
-def test_exact_evaluation_scores_the_enumerated_distribution(tmp_path, make_context, tiny_config):
+def test_exact_evaluation_scores_the_enumerated_distribution(tmp_path, make_context, tiny_config, monkeypatch):
     import jax
 
     from genre_jax import exact, models
@@ -39,8 +39,13 @@ def test_exact_evaluation_scores_the_enumerated_distribution(tmp_path, make_cont
     arrays = {s: {"x": rng.normal(size=(n, 3)).astype(np.float32), "z": rng.normal(size=n).astype(np.float32)}
               for s, n in (("train", 8), ("val", 20), ("test", 12))}
     ctx = make_context(arrays, config, tokenizer=tok, model=model)
+    batches = []  # every (split, temperature) comes from one program, one pass per split
+    program = evaluate._probs_at_temperatures_fn(model, tok, ctx.mesh)
+    monkeypatch.setattr(evaluate, "_probs_at_temperatures_fn",
+                        lambda *a: lambda params, x, temps: batches.append(temps.shape) or program(params, x, temps))
     result = evaluate.evaluate(ctx, params, str(tmp_path / "eval"), "ce")
     assert result["decode"] == "exact"
+    assert batches == [batches[0]] * 3  # val's 2 batches of 16, then test's 1: calibration decoded nothing more
     saved = np.load(tmp_path / "eval" / "predictions_test.npz")
     assert saved["exact_probs"].shape == (12, 16) and saved["samples_z"].shape == (12, 5)
     probs_NS = np.asarray(exact.predict(model, params, arrays["test"]["x"], tok)[0])
@@ -96,8 +101,9 @@ def test_predictions_of_a_bucket_workdir_match_local_ones(tmp_path, bucket, make
         return x[:, :1] + np.linspace(-1, 1, 4, dtype=np.float32), x[:, 0]
 
     header = {"method": "ce", "num_samples": 4, "temperature": 1.0}
-    local, _ = evaluate.score_splits(ctx, predict_fn, None, str(tmp_path / "eval"), header)
-    remote, _ = evaluate.score_splits(ctx, predict_fn, None, bucket.URI + "/run/eval/ce", header)
+    decoder = evaluate.sampled_decoder(ctx, predict_fn, None)
+    local, _ = evaluate.score_splits(ctx, decoder, str(tmp_path / "eval"), header)
+    remote, _ = evaluate.score_splits(ctx, decoder, bucket.URI + "/run/eval/ce", header)
     assert remote["splits"] == local["splits"]
     samples_NG = np.asarray(arrays["test"]["x"][:, :1] + np.linspace(-1, 1, 4, dtype=np.float32), np.float64)
     assert local["splits"]["test"]["distribution"] == scores.distribution_scores(scores.Samples(samples_NG),
@@ -128,9 +134,10 @@ def test_sampled_temperature_calibration_decodes_only_what_the_descent_visits(tm
         return x[:, :1] + float(temperature) * 0.5 * np.abs(x[:, 1:2]) * offsets_G, x[:, 0]
 
     header = {"method": "ce", "num_samples": 16, "temperature": 1.0}
-    _, dists = evaluate.score_splits(ctx, predict_fn, None, str(tmp_path / "eval"), header)
+    decoder = evaluate.sampled_decoder(ctx, predict_fn, None)
+    _, dists = evaluate.score_splits(ctx, decoder, str(tmp_path / "eval"), header)
     decoded.clear()
-    fitted = evaluate.calibrate(ctx, predict_fn, None, dists, None, "temperature")["temperature"]
+    fitted = evaluate.calibrate(ctx, decoder, dists, None, "temperature")["temperature"]
     every = {}
     for t in calibration.TEMPERATURES:  # the whole grid, decoded independently
         samples = arrays["val"]["x"][:, :1] + t * 0.5 * np.abs(arrays["val"]["x"][:, 1:2]) * offsets_G
@@ -157,6 +164,7 @@ def test_a_temperature_fit_that_ends_at_the_grids_top_is_flagged(tmp_path, make_
         return float(temperature) * np.abs(x[:, 1:2]) * offsets_G, x[:, 0] * 0
 
     header = {"method": "ce", "num_samples": 16, "temperature": 1.0}
-    _, dists = evaluate.score_splits(ctx, predict_fn, None, str(tmp_path / "eval"), header)
-    fitted = evaluate.calibrate(ctx, predict_fn, None, dists, None, "temperature")["temperature"]
+    decoder = evaluate.sampled_decoder(ctx, predict_fn, None)
+    _, dists = evaluate.score_splits(ctx, decoder, str(tmp_path / "eval"), header)
+    fitted = evaluate.calibrate(ctx, decoder, dists, None, "temperature")["temperature"]
     assert fitted["value"] == max(calibration.TEMPERATURES) == fitted["grid_top"] and fitted["at_grid_top"] is True
