@@ -345,6 +345,18 @@ def _proper_cell(t: dict, key: str) -> str:
     return " → ".join("-" if not np.isfinite(x) else f"{x:.4f}" for x in cells) + " | "
 
 
+def per_dataset(table: list[dict], runs: list[dict], what: str, cell) -> list[str]:
+    """A table's lines: one row per (dataset, seed), one column per variant and budget, ``cell(run)``."""
+    lines = ["", f"Per dataset ({what}):", "", "| dataset | seed | " + " | ".join(
+        f"{t['variant']} {BUDGET_LABEL.get(t['budget'], t['budget'])}" for t in table) + " |",
+        "|---|---|" + "---|" * len(table)]
+    for dataset, seed in sorted({(r["dataset"], r["seed"]) for r in runs}):
+        match = {(r["variant"], r["budget"]): r for r in runs if (r["dataset"], r["seed"]) == (dataset, seed)}
+        cells = [cell(match[t["variant"], t["budget"]]) if (t["variant"], t["budget"]) in match else "" for t in table]
+        lines.append(f"| {dataset} | {seed} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(table: list[dict], runs: list[dict], command: str, aggregate: str = "mean") -> str:
     seeds = any(t["seed_sd"][1] for t in table)  # a column only where some dataset has several seeds
     # columns only where some run has the score (rows before pinball / interval / log scores have none)
@@ -370,16 +382,9 @@ def markdown(table: list[dict], runs: list[dict], command: str, aggregate: str =
             f"{t['ce_cov90']:.2f} → {t['cov90']:.2f} → {t['cov90_T']:.2f} / {t['cov90_conformal']:.2f} | "
             f"{t['ce_crps']:.4f} → {t['crps']:.4f} → {t['crps_T']:.4f} | "
             + "".join(_proper_cell(t, k) for k in proper) + f"{t['ce_rmse_1']:.4f} → {t['rmse_1']:.4f} |")
-    lines += ["", "Per dataset (ΔR²):", "", "| dataset | seed | " + " | ".join(
-        f"{t['variant']} {BUDGET_LABEL.get(t['budget'], t['budget'])}" for t in table) + " |",
-        "|---|---|" + "---|" * len(table)]
-    for dataset, seed in sorted({(r["dataset"], r["seed"]) for r in runs}):
-        cells = []
-        for t in table:
-            match = [r for r in runs if (r["dataset"], r["seed"], r["variant"], r["budget"]) ==
-                     (dataset, seed, t["variant"], t["budget"])]
-            cells.append(f"{match[0]['d_r2']:+.4f}" if match else "")
-        lines.append(f"| {dataset} | {seed} | " + " | ".join(cells) + " |")
+    lines += per_dataset(table, runs, "ΔR²", lambda r: f"{r['d_r2']:+.4f}")
+    lines += per_dataset(table, runs, "raw test 90 % coverage, CE → RL, and the RL run's T*",
+                         lambda r: f"{r['ce_cov90']:.2f} → {r['cov90']:.2f} (T* {r['T']:g})")
     at_top = [r for r in runs if r.get("T_top")]
     tops = sorted({r["T_grid_top"] for r in runs if np.isfinite(r.get("T_grid_top", math.nan))})
     if tops:

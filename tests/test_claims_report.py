@@ -36,6 +36,9 @@ def test_each_rl_run_is_compared_with_the_ce_it_started_from(tmp_path):
     text = claims_report.markdown(claims_report.summary([run]), [run], "x")
     assert "a seed 0: CE row R² 0.6000, retrained 0.5600 (1 run)" in text
     assert "retrained" not in claims_report.markdown([], [runs[("remax@n4x4", "1of8")]], "x")
+    sharp = runs[("remax@n4x4", "1of8")]  # per dataset: ΔR², then the raw coverage CE -> RL with T*
+    text = claims_report.markdown(claims_report.summary([sharp]), [sharp], "x")
+    assert "| a | 0 | +0.0500 |" in text and "| a | 0 | 0.80 → 0.40 (T* 2) |" in text
 
 
 def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_runs():
