@@ -65,7 +65,7 @@ class ExactDecoder:
     and temperature). The validation split keeps every temperature (the calibration grid's fit,
     ``val_fit``); the others keep the first (the evaluation temperature) and, once the validation
     split is decoded, its CRPS-best one, so a calibrated test split costs no second pass. A
-    temperature a split did not keep decodes the split again."""
+    temperature of ``temperatures`` that a split did not keep decodes the split again."""
 
     def __init__(self, ctx, params, temperatures):
         self.ctx, self.params, self.temperatures = ctx, params, tuple(float(t) for t in temperatures)
@@ -85,10 +85,9 @@ class ExactDecoder:
         return by_t[temperature], greedy_N
 
     def _decode(self, split: str, keep: list[float]):
-        temperatures = self.temperatures if all(t in self.temperatures for t in keep) else (*self.temperatures, *keep)
-        cols = [temperatures.index(t) for t in keep]
+        cols = [self.temperatures.index(t) for t in keep]  # every call decodes all of them: one compiled shape
         batch_size = parallel.round_up(self.ctx.settings.eval.batch_size, self.ctx.mesh.size)
-        temperatures_J = jax.numpy.asarray(temperatures, jax.numpy.float32)
+        temperatures_J = jax.numpy.asarray(self.temperatures, jax.numpy.float32)
         probs, greedy = [], []
         for batch in parallel.padded_batches({"x": self.ctx.arrays[split]["x"]}, batch_size):
             probs_BJS, greedy_B = self._fn(self.params, parallel.shard_batch(batch["x"], self.ctx.mesh), temperatures_J)

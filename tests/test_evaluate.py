@@ -89,6 +89,16 @@ def test_exact_evaluation_scores_the_enumerated_distribution(tmp_path, make_cont
     assert calibration.summary(saved_cal) == cal and "residuals_z" not in cal["conformal"]
     np.testing.assert_allclose(saved_cal["conformal"]["residuals_z"], residuals, rtol=1e-5, atol=1e-6)
 
+    # test decoded before val (no fit yet): it keeps the evaluation temperature alone, and a grid
+    # temperature asked later decodes it again, keeping both
+    batches.clear()
+    decoder = evaluate.ExactDecoder(ctx, params, (1.0, 0.5, 2.5))
+    decoder("test", 1.0)
+    probs_25, _ = decoder("test", 2.5)
+    assert len(batches) == 2 and set(decoder._kept["test"][0]) == {1.0, 2.5}
+    np.testing.assert_allclose(probs_25, np.asarray(exact.predict(model, params, arrays["test"]["x"], tok, 2.5)[0]),
+                               atol=1e-6)
+
 
 def test_predictions_of_a_bucket_workdir_match_local_ones(tmp_path, bucket, make_context):
     rng = np.random.default_rng(0)
