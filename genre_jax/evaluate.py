@@ -75,6 +75,9 @@ class ExactDecoder:
 
     def __call__(self, split: str, temperature: float):
         temperature = float(temperature)
+        if temperature not in self.temperatures:
+            raise ValueError(f"ExactDecoder: temperature {temperature:g} is not among those it decodes, "
+                             f"{[f'{t:g}' for t in self.temperatures]}")
         kept = self._kept.get(split, ({}, None))[0]
         if temperature not in kept:
             keep = set(self.temperatures) if split == "val" else {self.temperatures[0], temperature, *kept}
@@ -85,14 +88,15 @@ class ExactDecoder:
         return by_t[temperature], greedy_N
 
     def _decode(self, split: str, keep: list[float]):
-        cols = [self.temperatures.index(t) for t in keep]  # every call decodes all of them: one compiled shape
+        # every call decodes all of them (one compiled shape); only the kept columns leave the device
+        cols_K = jax.numpy.asarray([self.temperatures.index(t) for t in keep])
         batch_size = parallel.round_up(self.ctx.settings.eval.batch_size, self.ctx.mesh.size)
         temperatures_J = jax.numpy.asarray(self.temperatures, jax.numpy.float32)
         probs, greedy = [], []
         for batch in parallel.padded_batches({"x": self.ctx.arrays[split]["x"]}, batch_size):
             probs_BJS, greedy_B = self._fn(self.params, parallel.shard_batch(batch["x"], self.ctx.mesh), temperatures_J)
             rows = batch["weight"] > 0
-            probs.append(parallel.to_host(probs_BJS)[rows][:, cols])  # only the kept columns outlive the batch
+            probs.append(parallel.to_host(jax.numpy.take(probs_BJS, cols_K, axis=1))[rows])
             greedy.append(parallel.to_host(greedy_B)[rows])
         probs_NKS = np.concatenate(probs)
         return {t: probs_NKS[:, k] for k, t in enumerate(keep)}, np.concatenate(greedy)

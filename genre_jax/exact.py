@@ -84,10 +84,10 @@ def predict(model, params, x_BF, tokenizer, temperature=1.0):
 
 def probs_at_temperatures(model, params, x_BF, tokenizer, temperatures_J):
     """(probs_JBS, greedy_BL): the exact distribution at each of J temperatures from one decoder pass,
-    and the greedy decode (the same at every T > 0)."""
+    and the greedy decode at the first (``predict``'s there: dividing by T can turn a near-tie into a tie)."""
     levels = level_logits(model, params, x_BF, tokenizer)
     probs_JBS = jax.vmap(lambda t: jnp.exp(tree_logprobs(levels, tokenizer, t).logp_BS))(temperatures_J)
-    return probs_JBS, tree_logprobs(levels, tokenizer).greedy_BL
+    return probs_JBS, tree_logprobs(levels, tokenizer, temperatures_J[0]).greedy_BL
 
 
 def expected_expert_cross_entropy(levels, probs_BS, expert_BSL, tokenizer, masked: bool = True):

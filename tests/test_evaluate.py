@@ -1,6 +1,7 @@
 import os
 
 import numpy as np
+import pytest
 
 from genre_jax import evaluate, metrics, scores
 
@@ -31,8 +32,9 @@ def test_exact_evaluation_scores_the_enumerated_distribution(tmp_path, make_cont
     from genre_jax.tokenizers import NormalizedTokenizer
 
     tok = NormalizedTokenizer(2, 4, -2.0, 2.0)  # 16 sequences
+    # the evaluation temperature off the calibration grid, and test listed before val
     config = tiny_config(**{"eval.decode": "auto", "eval.exact_max_sequences": 16, "eval.num_samples": 5,
-                            "eval.batch_size": 16})
+                            "eval.batch_size": 16, "eval.temperature": 0.9, "eval.splits": "test,val"})
     model = models.make_model(config.model, tok)
     params = models.init_params(model, 3, tok.length, jax.random.key(0))
     rng = np.random.default_rng(0)
@@ -45,11 +47,13 @@ def test_exact_evaluation_scores_the_enumerated_distribution(tmp_path, make_cont
                         lambda *a: lambda params, x, temps: batches.append(temps.shape) or program(params, x, temps))
     result = evaluate.evaluate(ctx, params, str(tmp_path / "eval"), "ce")
     assert result["decode"] == "exact"
-    assert batches == [batches[0]] * 3  # val's 2 batches of 16, then test's 1: calibration decoded nothing more
+    assert batches == [(16,)] * 3  # val's 2 batches of 16, then test's 1, at 0.9 and the 15 grid temperatures
+    assert list(result["splits"]) == ["test", "val"]
     saved = np.load(tmp_path / "eval" / "predictions_test.npz")
     assert saved["exact_probs"].shape == (12, 16) and saved["samples_z"].shape == (12, 5)
-    probs_NS = np.asarray(exact.predict(model, params, arrays["test"]["x"], tok)[0])
+    probs_NS, greedy_N = map(np.asarray, exact.predict(model, params, arrays["test"]["x"], tok, 0.9))
     np.testing.assert_allclose(saved["exact_probs"], probs_NS, atol=1e-6)
+    np.testing.assert_array_equal(saved["greedy_z"], greedy_N)
     dist = scores.Discrete(saved["exact_values_z"], probs_NS)
     test = result["splits"]["test"]
     assert np.isclose(test["mean"]["rmse"], metrics.rmse(dist.mean(), arrays["test"]["z"]), rtol=1e-5)
@@ -77,7 +81,7 @@ def test_exact_evaluation_scores_the_enumerated_distribution(tmp_path, make_cont
                                     np.asarray(exact.predict(model, params, arrays["test"]["x"], tok, best)[0]))
     assert np.isclose(cal["temperature"]["splits"]["test"]["crps"], test_at_best.crps(test_z), rtol=1e-5)
     val_mean = scores.Discrete(saved["exact_values_z"],
-                                np.asarray(exact.predict(model, params, arrays["val"]["x"], tok)[0])).mean()
+                                np.asarray(exact.predict(model, params, arrays["val"]["x"], tok, 0.9)[0])).mean()
     residuals = np.sort(np.abs(val_z - val_mean))
     assert np.isclose(cal["conformal"]["half_width_z"]["0.8"], residuals[int(np.ceil(21 * 0.8)) - 1], rtol=1e-5)
     assert np.isclose(cal["conformal"]["half_width_z"]["0.95"], residuals[-1], rtol=1e-5)  # ceil(21 * .95) = 20
@@ -98,6 +102,8 @@ def test_exact_evaluation_scores_the_enumerated_distribution(tmp_path, make_cont
     assert len(batches) == 2 and set(decoder._kept["test"][0]) == {1.0, 2.5}
     np.testing.assert_allclose(probs_25, np.asarray(exact.predict(model, params, arrays["test"]["x"], tok, 2.5)[0]),
                                atol=1e-6)
+    with pytest.raises(ValueError, match="temperature 4 is not among"):
+        decoder("test", 4.0)
 
 
 def test_predictions_of_a_bucket_workdir_match_local_ones(tmp_path, bucket, make_context):
