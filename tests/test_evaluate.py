@@ -95,15 +95,15 @@ def test_exact_evaluation_scores_the_enumerated_distribution(tmp_path, make_cont
 
     # test decoded before val (no fit yet): it keeps the evaluation temperature alone, and a grid
     # temperature asked later decodes it again, keeping both
-    batches.clear()
-    decoder = evaluate.ExactDecoder(ctx, params, (1.0, 0.5, 2.5))
-    decoder("test", 1.0)
+    batches.clear()  # (the evaluation's temperatures: its compiled program again)
+    decoder = evaluate.ExactDecoder(ctx, params, (0.9, *calibration.TEMPERATURES))
+    decoder("test", 0.9)
     probs_25, _ = decoder("test", 2.5)
-    assert len(batches) == 2 and set(decoder._kept["test"][0]) == {1.0, 2.5}
+    assert batches == [(16,)] * 2 and set(decoder._kept["test"][0]) == {0.9, 2.5}
     np.testing.assert_allclose(probs_25, np.asarray(exact.predict(model, params, arrays["test"]["x"], tok, 2.5)[0]),
                                atol=1e-6)
-    with pytest.raises(ValueError, match="temperature 4 is not among"):
-        decoder("test", 4.0)
+    with pytest.raises(ValueError, match="temperature 0.6 is not among"):
+        decoder("test", 0.6)
 
 
 def test_predictions_of_a_bucket_workdir_match_local_ones(tmp_path, bucket, make_context):
