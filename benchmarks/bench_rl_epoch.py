@@ -60,15 +60,15 @@ def bench_tokenizer(base: int, digits: int, repeats: int, mesh) -> dict:
                                   "weight": np.ones(BATCH, np.float32)}, mesh)
     key = parallel.replicate(jax.random.key(1), mesh)
     row = {"tokenizer": f"{base}x{digits}", "sequences": exact.num_sequences(tok)}
+    config = tabular.get_config("quick")
+    config.tokenizer.update(base=base, digits=digits)
+    config.eval.update(decode="auto", num_samples=128)
+    config.rl.update(method="genre2", batch_size=BATCH, num_rollouts=16, keep_start=False, requantize_targets=True)
+    model = models.make_model(config.model, tok)
+    params = parallel.replicate(models.init_params(model, FEATURES, tok.length, jax.random.key(0)), mesh)
     for name, both in (("reward", False), ("both_rules", True)):
-        config = tabular.get_config("quick")
-        config.tokenizer.update(base=base, digits=digits)
-        config.eval.update(decode="auto", num_samples=128)
-        config.rl.update(method="genre2", batch_size=BATCH, num_rollouts=16, keep_start=False,
-                         requantize_targets=True, both_selections=both)
+        config.rl.both_selections = both
         run = settings.resolve(config, tok)
-        model = models.make_model(config.model, tok)
-        params = parallel.replicate(models.init_params(model, FEATURES, tok.length, jax.random.key(0)), mesh)
         tx = loop.make_optimizer(run.rl.loop.optim, 1000)
         update, val_fn = rl.make_rl_update(model, tok, run.rl, tx)
         val_step = loop.jit_eval(val_fn, mesh)

@@ -49,11 +49,9 @@ def evaluate(ctx, params, out_dir: str, method: str) -> dict:
 def sampled_decoder(ctx, predict_fn, params):
     """decode_split(split, temperature) -> (samples_NG, point_N): ``predict_fn`` (params, x_BF, key,
     temperature) over a split's rows, with the split's key at every temperature."""
-    batch_size = parallel.round_up(ctx.settings.eval.batch_size, ctx.mesh.size)
-
     def decode_split(split: str, temperature: float):
-        return decode.decode_rows(predict_fn, params, ctx.arrays[split]["x"], _split_key(ctx, split), batch_size,
-                                  ctx.mesh, temperature)
+        return decode.decode_rows(predict_fn, params, ctx.arrays[split]["x"], _split_key(ctx, split),
+                                  _batch_size(ctx), ctx.mesh, temperature)
 
     return decode_split
 
@@ -88,18 +86,16 @@ class ExactDecoder:
         return by_t[temperature], greedy_N
 
     def _decode(self, split: str, keep: list[float]):
-        # every call decodes all of them (one compiled shape); only the kept columns leave the device
         cols_K = jax.numpy.asarray([self.temperatures.index(t) for t in keep])
-        batch_size = parallel.round_up(self.ctx.settings.eval.batch_size, self.ctx.mesh.size)
-        temperatures_J = jax.numpy.asarray(self.temperatures, jax.numpy.float32)
-        probs, greedy = [], []
-        for batch in parallel.padded_batches({"x": self.ctx.arrays[split]["x"]}, batch_size):
-            probs_BJS, greedy_B = self._fn(self.params, parallel.shard_batch(batch["x"], self.ctx.mesh), temperatures_J)
-            rows = batch["weight"] > 0
-            probs.append(parallel.to_host(jax.numpy.take(probs_BJS, cols_K, axis=1))[rows])
-            greedy.append(parallel.to_host(greedy_B)[rows])
-        probs_NKS = np.concatenate(probs)
-        return {t: probs_NKS[:, k] for k, t in enumerate(keep)}, np.concatenate(greedy)
+
+        def kept(params, x_BF, key, temperatures_J):  # every temperature decoded (one compiled shape), the
+            probs_BJS, greedy_B = self._fn(params, x_BF, temperatures_J)  # kept ones leave the device; no draws
+            return jax.numpy.take(probs_BJS, cols_K, axis=1), greedy_B
+
+        probs_NKS, greedy_N = decode.decode_rows(kept, self.params, self.ctx.arrays[split]["x"],
+                                                 _split_key(self.ctx, split), _batch_size(self.ctx), self.ctx.mesh,
+                                                 self.temperatures)
+        return {t: probs_NKS[:, k] for k, t in enumerate(keep)}, greedy_N
 
     def val_fit(self) -> tuple[dict, dict]:
         """({T: the validation split's exact distribution}, {T: its CRPS}) over the calibration grid."""
@@ -107,6 +103,11 @@ class ExactDecoder:
             by_t = {t: scores.Discrete(self.values_S, self("val", t)[0]) for t in calibration.TEMPERATURES}
             self._fit = by_t, {t: d.crps(self.ctx.arrays["val"]["z"]) for t, d in by_t.items()}
         return self._fit
+
+
+def _batch_size(ctx) -> int:
+    """Evaluation's rows per call, rounded up to a multiple of the devices (one compiled shape)."""
+    return parallel.round_up(ctx.settings.eval.batch_size, ctx.mesh.size)
 
 
 def _split_key(ctx, split: str):
@@ -201,7 +202,7 @@ def score_splits(ctx, decode_split, out_dir: str, header: dict, exact_values_S=N
 @parallel.reused
 def _probs_at_temperatures_fn(model, tokenizer, mesh):
     """Jitted (params, x_BF, temperatures_J) -> (probs_BJS, greedy_B): the exact distribution at every
-    temperature, and the greedy value (z units; the same at every T > 0)."""
+    temperature, and the greedy value (z units) at the first."""
 
     def probs(params, x_BF, temperatures_J):
         probs_JBS, greedy_BL = exact.probs_at_temperatures(model, params, x_BF, tokenizer, temperatures_J)
