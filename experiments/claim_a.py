@@ -26,6 +26,7 @@ sys.path.insert(0, REPO)
 
 from experiments.claims_report import bootstrap_ci, paired_runs  # noqa: E402
 from experiments.rows import read_rows  # noqa: E402
+from genre_jax import runlog  # noqa: E402
 
 # the rule's datasets: the budget study's eight, then the thirteen added for the decision
 FIRST = ("boston", "concrete_compressive_strength", "airfoil_self_noise", "auction_verification", "Abalone_reg",
@@ -115,10 +116,13 @@ def decide(by_dataset: dict) -> list[dict]:
     return out
 
 
-def core_hours(rows: list[dict]) -> dict[str, tuple[int, float]]:
-    """{method: (runs, core-hours)} behind the decision: the seed-0 CE and 1x runs of the rule's datasets,
-    each run once (both selection rules of one run share its workdir), as the rows record their wall
-    time; every study run had one core (``claims.py`` pins each launch with taskset)."""
+def core_hours(rows: list[dict]) -> dict[str, dict]:
+    """{method: {runs, hours, read, read_hours, epoch_hours}} behind the decision: the seed-0 CE and 1x
+    runs of the rule's datasets, each run once (both selection rules of one run share its workdir).
+    ``hours`` is the wall time the rows record, for a run resumed after an interruption its last launch
+    only. ``read`` runs have their workdir on this machine: ``read_hours`` is their rows' share of
+    ``hours``, ``epoch_hours`` their epochs over every launch (``runlog.epoch_seconds``). Every study
+    run had one core (``claims.py`` pins each launch with taskset)."""
     seen, out = set(), {}
     for r in rows:
         tag = r.get("protocol", "").split("/")[-1].split("@")
@@ -126,8 +130,12 @@ def core_hours(rows: list[dict]) -> dict[str, tuple[int, float]]:
                 or not (tag == ["ce"] or tag[-1] == BUDGET)):
             continue
         seen.add(r.get("workdir"))
-        runs, hours = out.get(tag[0], (0, 0.0))
-        out[tag[0]] = (runs + 1, hours + float(r.get("wall_time_s") or 0.0) / 3600)
+        c = out.setdefault(tag[0], dict(runs=0, hours=0.0, read=0, read_hours=0.0, epoch_hours=0.0))
+        hours = float(r.get("wall_time_s") or 0.0) / 3600
+        c["runs"], c["hours"] = c["runs"] + 1, c["hours"] + hours
+        if r.get("workdir") and os.path.isdir(r["workdir"]):
+            c["read"], c["read_hours"] = c["read"] + 1, c["read_hours"] + hours
+            c["epoch_hours"] += runlog.epoch_seconds(r["workdir"]) / 3600
     return out
 
 
@@ -170,10 +178,18 @@ def markdown(by_dataset: dict, table: list[dict], command: str, hours: dict | No
             cells.append(f"{runs[FLAGSHIP]['d_r2'] - runs[other]['d_r2']:+.4f}" if both else "-")
         lines.append(f"| {d} | {'-' if math.isnan(ce) else f'{ce:.4f}'} | " + " | ".join(cells) + " |")
     if hours:
-        total = sum(h for _, h in hours.values())
+        total = sum(c["hours"] for c in hours.values())
         lines += ["", f"Compute behind these rows (one core per run, wall time as the rows record it, each run once; a run "
                   f"resumed after an interruption records only its last launch, so this is a lower bound): "
-                  f"{total:.1f} core-hours; " + ", ".join(f"{m} {n} runs {h:.1f} h" for m, (n, h) in sorted(hours.items())) + "."]
+                  f"{total:.1f} core-hours; " + ", ".join(f"{m} {c['runs']} runs {c['hours']:.1f} h"
+                                                           for m, c in sorted(hours.items())) + "."]
+        read = {m: c for m, c in sorted(hours.items()) if c["read"]}
+        if read:
+            lines[-1] += (f" For the {sum(c['read'] for c in read.values())} runs whose workdirs were on the machine that "
+                          f"wrote this, the epochs alone (training and validation; no compiles or evaluation) summed over "
+                          f"every launch from their TensorBoard timings take {sum(c['epoch_hours'] for c in read.values()):.1f} "
+                          f"core-hours where their rows record {sum(c['read_hours'] for c in read.values()):.1f}: "
+                          + ", ".join(f"{m} {c['epoch_hours']:.1f} h / {c['read_hours']:.1f} h" for m, c in read.items()) + ".")
     return "\n".join(lines)
 
 

@@ -4,7 +4,10 @@ tails dropped on resume), TensorBoard scalars (tensorboardX, no TensorFlow) and,
 """
 from __future__ import annotations
 
+import glob
 import json
+import os
+import struct
 import sys
 
 import jax
@@ -83,6 +86,36 @@ def board_unsupported(log_dir: str) -> str:
     if found not in record_writer.REGISTERED_FACTORIES or package is None:
         return f"tensorboardX cannot write {found}:// paths"
     return "" if getattr(record_writer, package[0], False) else f"tensorboardX needs {package[1]} for {found}://"
+
+
+def read_scalars(log_dir: str, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of every ``tag`` scalar ``Board`` wrote under ``log_dir``, oldest file first: a
+    resumed phase appends a new event file, so epochs a killed launch ran (and its successor ran again)
+    all appear. Read with tensorboardX's protobuf (TFRecord framing, CRCs unchecked); a tail torn by a
+    kill is dropped."""
+    from tensorboardX.proto import event_pb2
+    out = []
+    for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
+        with open(path, "rb") as f:
+            data = f.read()
+        at = 0
+        while at + 12 <= len(data):  # [length u64][crc u32][record][crc u32]
+            (size,) = struct.unpack("<Q", data[at:at + 8])
+            if at + 16 + size > len(data):
+                break
+            event = event_pb2.Event.FromString(data[at + 12:at + 12 + size])
+            at += 16 + size
+            out += [(event.step, v.simple_value) for v in event.summary.value if v.tag == tag]
+    return out
+
+
+def epoch_seconds(workdir: str) -> float:
+    """Seconds the phases under ``workdir`` spent in epochs (training and validation; not compiles,
+    loading or evaluation), summed over every launch that ran them: ``Board``'s ``time/epoch_s``.
+    ``log.jsonl`` keeps no timings (identical runs keep identical logs), so this is where a resumed
+    run's earlier launches are still counted."""
+    events = glob.glob(os.path.join(workdir, "tensorboard", "**", "events.out.tfevents.*"), recursive=True)
+    return float(sum(value for d in {os.path.dirname(p) for p in events} for _, value in read_scalars(d, "time/epoch_s")))
 
 
 def truncate_log(path: str, num_epochs: int) -> None:

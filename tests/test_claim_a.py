@@ -6,6 +6,7 @@ import numpy as np
 import scipy.stats
 
 from experiments import claim_a
+from genre_jax import runlog
 
 
 def test_the_verdicts_follow_the_written_rule():
@@ -56,16 +57,27 @@ def test_controls_are_paired_as_gains_over_each_runs_own_ce(tmp_path):
     assert "**interim**: 2 of 21" in (tmp_path / "decision.md").read_text()
 
 
-def test_core_hours_count_each_run_of_the_decision_once():
+def test_core_hours_count_each_run_of_the_decision_once_and_every_launch_of_its_epochs(tmp_path):
     def run(dataset, protocol, hours, workdir, seed=0):
-        return {**_row(dataset, protocol, 0.5), "seed": seed, "wall_time_s": hours * 3600, "workdir": workdir}
+        return {**_row(dataset, protocol, 0.5), "seed": seed, "wall_time_s": hours * 3600,
+                "workdir": str(tmp_path / workdir)}
 
     rows = [run("boston", "ce", 0.1, "a/ce"), run("boston", "genre2@reward@1", 1.0, "a/g"),
             run("boston", "genre2@aggregate_rmse@1", 1.0, "a/g"),  # the other rule of the same run
             run("boston", "genre2@reward@1/8", 0.2, "a/g8"),  # another budget
             run("boston", "genre2@reward@1", 1.0, "b/g", seed=1),  # another seed
             run("not_in_the_rule", "genre2@reward@1", 1.0, "c/g")]
+    board = runlog.Board(str(tmp_path / "a" / "g" / "tensorboard" / "rl" / "genre2"))  # the 1x run's epochs
+    for epoch in range(3):
+        board.scalars(epoch, {"time/epoch_s": 1800.0})
+    board.close()
     hours = claim_a.core_hours(rows)
     assert hours.keys() == {"ce", "genre2"}
-    assert hours["ce"][0] == 1 and hours["genre2"][0] == 1
-    np.testing.assert_allclose([hours["ce"][1], hours["genre2"][1]], [0.1, 1.0], rtol=1e-12)
+    assert hours["ce"]["runs"] == 1 and hours["genre2"]["runs"] == 1
+    np.testing.assert_allclose([hours["ce"]["hours"], hours["genre2"]["hours"]], [0.1, 1.0], rtol=1e-12)
+    # epochs of every launch: 1.5 h where the row records 1.0 h; the CE workdir is not on this machine
+    assert {k: hours["genre2"][k] for k in ("read", "read_hours", "epoch_hours")} == dict(
+        read=1, read_hours=1.0, epoch_hours=1.5)
+    assert hours["ce"]["read"] == 0 and hours["ce"]["epoch_hours"] == 0.0
+    text = claim_a.markdown({}, [], "cmd", hours)
+    assert "1.1 core-hours" in text and "For the 1 runs whose" in text and "take 1.5 core-hours where their rows record 1.0" in text

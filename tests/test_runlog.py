@@ -2,6 +2,7 @@
 TensorBoard scalars or one warning where they cannot be written (the profiler: tests/test_loop.py)."""
 import json
 import os
+import struct
 
 from genre_jax import runlog
 
@@ -38,3 +39,20 @@ def test_tensorboard_on_a_bucket_needs_its_package_or_is_skipped_with_one_warnin
     assert os.listdir(tmp_path) == []  # no local folder named gs:
     monkeypatch.setattr(record_writer, "GCS_ENABLED", True)  # with the package, tensorboardX writes gs:// itself
     assert runlog.board_unsupported("gs://b/run/tensorboard/ce") == ""
+
+
+def test_epoch_seconds_count_every_launch_of_every_phase_and_skip_a_torn_tail(tmp_path):
+    for folder, seconds in (("ce", [1.5, 2.0]), ("rl/genre2", [4.0])):
+        board = runlog.Board(str(tmp_path / "tensorboard" / folder))
+        for epoch, s in enumerate(seconds):
+            board.scalars(epoch, {"time/epoch_s": s, "lr": 100.0})
+        board.close()
+    rl_dir = tmp_path / "tensorboard" / "rl" / "genre2"
+    (first,) = rl_dir.iterdir()
+    # a second launch of the RL phase (its own event file), killed while writing its last record
+    torn = struct.pack("<Q", 64) + bytes(4) + bytes(10)  # a record header, and 10 of its 64 bytes
+    (rl_dir / (first.name + ".2")).write_bytes(first.read_bytes() + torn)
+    assert runlog.read_scalars(str(tmp_path / "tensorboard" / "ce"), "time/epoch_s") == [(0, 1.5), (1, 2.0)]
+    assert runlog.read_scalars(str(rl_dir), "time/epoch_s") == [(0, 4.0), (0, 4.0)]
+    assert runlog.epoch_seconds(str(tmp_path)) == 1.5 + 2.0 + 4.0 + 4.0
+    assert runlog.epoch_seconds(str(tmp_path / "absent")) == 0.0
