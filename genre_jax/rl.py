@@ -154,11 +154,14 @@ def _exact_update(model, tok, rl: RL, tx):
     """An exact method (``RLSpec.exact``: ``exact_reward``, ``exact_crps``): its loss on every sequence
     the tokenizer allows, weighted by pi(seq | x) (``exact.level_logits``), so the gradient has no
     sampling variance at all; with the expert term, that term's expectation over the whole tree
-    (``exact.expected_expert_cross_entropy``). The logged reward is the exact expected ``rl.reward``."""
+    (``exact.expected_expert_cross_entropy``). The KL and entropy terms are the sequence-level
+    KL(pi || pi_ref) and entropy of the tree, divided by L: the expectations of the sampled methods'
+    per-token means along rollouts (the chain rule), differentiated through pi, where the sampled
+    methods hold the rollouts' weights fixed. The logged reward is the exact expected ``rl.reward``."""
     seqs_SL = exact.all_sequences(tok)
     values_S = jnp.asarray(tok.decode(seqs_SL))
 
-    def loss_fn(params, batch, target_B):
+    def loss_fn(params, batch, target_B, ref_logp_BS):
         w = batch["weight"]
         levels = exact.level_logits(model, params, batch["x"], tok)
         out = exact.tree_logprobs(levels, tok, rl.temperature)
@@ -170,22 +173,28 @@ def _exact_update(model, tok, rl: RL, tx):
             expert_BSL = objectives.expert_tokens(
                 tok, jnp.broadcast_to(jnp.asarray(seqs_SL), (len(w),) + seqs_SL.shape), batch["tokens"])
             expert_ce_B = exact.expected_expert_cross_entropy(levels, probs_BS, expert_BSL, tok, rl.masked_expert)
+        kl_B = (jnp.sum(probs_BS * (out.logp_BS - ref_logp_BS), -1) / tok.length if rl.kl_weight
+                else jnp.zeros_like(loss_B))
+        entropy_B = -jnp.sum(probs_BS * out.logp_BS, -1) / tok.length
         mean = lambda v_B: jnp.sum(w * v_B) / jnp.maximum(w.sum(), 1.0)  # noqa: E731
-        expert_ce = mean(expert_ce_B)
-        return mean(loss_B) + rl.expert_weight * expert_ce, (expected_B, out.greedy_BL, expert_ce)
+        expert_ce, kl, entropy = mean(expert_ce_B), mean(kl_B), mean(entropy_B)
+        loss = mean(loss_B) + rl.expert_weight * expert_ce + rl.kl_weight * kl - rl.entropy_weight * entropy
+        return loss, (expected_B, out.greedy_BL, expert_ce, kl, entropy)
 
     def update(state: TrainState, batch, extras):
+        ref_params, _ = extras
         target_B = tok.decode(batch["tokens"]) if rl.requantize_targets else batch["z"]
-        (loss, (expected_B, greedy_BL, expert_ce)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, batch, target_B)
+        ref_logp_BS = (exact.enumerate_sequences(model, ref_params, batch["x"], tok, rl.temperature).logp_BS
+                       if rl.kl_weight else None)
+        (loss, (expected_B, greedy_BL, expert_ce, kl, entropy)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, batch, target_B, ref_logp_BS)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         state = TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state)
         w = batch["weight"]
         n = w.sum()
         greedy_reward_B = rl.reward(tok.decode(greedy_BL)[:, None], target_B)[:, 0]
-        zero = jnp.zeros(())
-        return state, RLStats(jnp.sum(w * expected_B), jnp.sum(w * greedy_reward_B), zero, loss * n,
-                              expert_ce * n, zero, zero, n)
+        return state, RLStats(jnp.sum(w * expected_B), jnp.sum(w * greedy_reward_B), jnp.zeros(()), loss * n,
+                              expert_ce * n, kl * n, entropy * n, n)
 
     return update
 

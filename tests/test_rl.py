@@ -282,13 +282,18 @@ def test_crps_loo_step_credits_each_rollout_with_its_leave_one_out_crps_share():
     np.testing.assert_allclose(stats[4] / count, expert_ce[w].mean(), rtol=1e-4)
 
 
-@pytest.mark.parametrize("expert", [False, True])
-def test_exact_crps_step_and_gradient_equal_a_teacher_forced_pairwise_crps(expert):
+@pytest.mark.parametrize("expert, kl_weight, entropy_weight", [(False, 0.0, 0.0), (True, 0.0, 0.0), (False, 1.0, 0.0), (False, 0.0, 0.1)])
+def test_exact_crps_step_and_gradient_equal_a_teacher_forced_pairwise_crps(expert, kl_weight, entropy_weight):
     from genre_jax import exact
 
     params = init_params(MODEL, 3, TOK.length, jax.random.key(0))
+    # the KL's reference: a policy a quarter of the way to another initialization (near enough that the
+    # log-ratios, which scale the KL gradient's rounding, stay of order 1)
+    ref_params = jax.tree.map(lambda a, b: a + 0.25 * (b - a), params,
+                              init_params(MODEL, 3, TOK.length, jax.random.key(1)))
     batch, mesh = _batch(), parallel.data_mesh()
-    rl_settings = _rl_settings("exact_crps", expert=expert)
+    rl_settings = _rl_settings("exact_crps", expert=expert, kl_weight=kl_weight, entropy_weight=entropy_weight,
+                               temperature=0.8)
     seqs_SL = jnp.asarray(exact.all_sequences(TOK))
     values_S = TOK.decode(seqs_SL)
     w, z = jnp.asarray(batch["weight"]), jnp.asarray(batch["z"])
@@ -297,8 +302,12 @@ def test_exact_crps_step_and_gradient_equal_a_teacher_forced_pairwise_crps(exper
 
     def reference_loss(p):
         # every sequence teacher-forced, and the O(S²) form E|X − y| − ½ E|X − X'|: independent of the
-        # tree and of the sorted-CDF form the step uses
-        logp_BS = sampling.sequence_logprobs(MODEL, p, jnp.asarray(batch["x"]), tokens_BSL, TOK).sum(-1)
+        # tree and of the sorted-CDF form the step uses; the policy is tempered, the expert CE is not
+        def seq_logp(q):
+            logits = rollout_logits(MODEL, q, jnp.asarray(batch["x"]), tokens_BSL, TOK) / rl_settings.temperature
+            return sampling.token_logprobs(logits, tokens_BSL).sum(-1)
+
+        logp_BS = seq_logp(p)
         probs_BS = jnp.exp(logp_BS)
         dist_SS = jnp.abs(values_S[:, None] - values_S[None, :])
         crps_B = (jnp.sum(probs_BS * jnp.abs(values_S[None, :] - z[:, None]), -1)
@@ -306,20 +315,30 @@ def test_exact_crps_step_and_gradient_equal_a_teacher_forced_pairwise_crps(exper
         logits = rollout_logits(MODEL, p, jnp.asarray(batch["x"]), tokens_BSL, TOK, masked=rl_settings.masked_expert)
         expert_B = jnp.sum(jax.lax.stop_gradient(probs_BS)
                            * -sampling.token_logprobs(logits, expert_BSL).mean(-1), -1)
-        return jnp.sum(w * (crps_B + rl_settings.expert_weight * expert_B)) / w.sum(), expert_B
+        # the sequence-level KL to the reference and entropy, per position
+        kl_B = jnp.sum(probs_BS * (logp_BS - seq_logp(ref_params)), -1) / TOK.length
+        entropy_B = -jnp.sum(probs_BS * logp_BS, -1) / TOK.length
+        mean = lambda v: jnp.sum(w * v) / w.sum()  # noqa: E731
+        loss = (mean(crps_B) + rl_settings.expert_weight * mean(expert_B) + kl_weight * mean(kl_B)
+                - entropy_weight * mean(entropy_B))
+        log_ratio = jnp.max(jnp.abs(logp_BS - seq_logp(ref_params)) * (w[:, None] > 0))
+        return loss, (mean(expert_B), mean(kl_B), mean(entropy_B), log_ratio)
 
     tx = optax.sgd(1.0)  # new params = params - gradient
     step, _ = rl.make_rl_steps(MODEL, TOK, rl_settings, tx, mesh)
-    new_state, stats = step(_state(params, tx, mesh), params, parallel.shard_batch(batch, mesh), jax.random.key(0))
+    new_state, stats = step(_state(params, tx, mesh), ref_params, parallel.shard_batch(batch, mesh),
+                            jax.random.key(0))
     stats = np.asarray(stats)
-    (ref_loss, expert_B), ref_grad = jax.jit(jax.value_and_grad(reference_loss, has_aux=True))(params)
+    (ref_loss, (expert_ce, kl, entropy, log_ratio)), ref_grad = jax.jit(
+        jax.value_and_grad(reference_loss, has_aux=True))(params)
     # S sequences x L positions of float32 terms along two different paths
     terms = seqs_SL.shape[0] * TOK.length
     np.testing.assert_allclose(stats[3] / stats[-1], ref_loss, rtol=terms * EPS32)
-    np.testing.assert_allclose(stats[4] / stats[-1], np.sum(w * expert_B) / w.sum() if expert else 0.0,
+    np.testing.assert_allclose(stats[4:7] / stats[-1], [expert_ce if expert else 0.0, kl if kl_weight else 0.0, entropy],
                                rtol=terms * EPS32)
-    assert (rl_settings.expert_weight > 0) == expert
-    _assert_sgd1_step_took_the_gradient(params, new_state.params, ref_grad, terms)
+    assert (rl_settings.expert_weight > 0) == expert and (kl > 0.01 or not kl_weight)  # the KL term bites
+    # the KL gradient's terms are pi's gradients times log pi/pi_ref: their rounding grows with that ratio
+    _assert_sgd1_step_took_the_gradient(params, new_state.params, ref_grad, terms * (1 + kl_weight * float(log_ratio)))
     config = tabular.get_config("tiny")
     config.rl.method = "exact_crps"
     with pytest.raises(GenreError, match=r"^config.rl.method: exact_crps enumerates every sequence, and this "
