@@ -178,7 +178,9 @@ def _exact_update(model, tok, rl: RL, tx):
         entropy_B = -jnp.sum(probs_BS * out.logp_BS, -1) / tok.length
         mean = lambda v_B: jnp.sum(w * v_B) / jnp.maximum(w.sum(), 1.0)  # noqa: E731
         expert_ce, kl, entropy = mean(expert_ce_B), mean(kl_B), mean(entropy_B)
-        loss = mean(loss_B) + rl.expert_weight * expert_ce + rl.kl_weight * kl - rl.entropy_weight * entropy
+        loss = mean(loss_B) + rl.expert_weight * expert_ce
+        if rl.kl_weight or rl.entropy_weight:  # else the loss's program is the one without these terms
+            loss = loss + rl.kl_weight * kl - rl.entropy_weight * entropy
         return loss, (expected_B, out.greedy_BL, expert_ce, kl, entropy)
 
     def update(state: TrainState, batch, extras):

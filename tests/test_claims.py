@@ -322,8 +322,10 @@ def test_the_distribution_study_leaves_out_exact_runs_the_tokenizer_refuses(tmp_
     assert claims.main(["--study=distribution", f"--data_dir={tmp_path / 'data'}", "--datasets=toy", "--dry_run",
                         f"--out={tmp_path / 'rows.jsonl'}", f"--workroot={tmp_path / 'runs'}"]) == 0
     out, err = capsys.readouterr()
-    assert out.count("--config.phases=rl,eval") == len(config.variants) - 2
-    assert "exact_crps" not in out and err.count("left out toy seed0 exact_crps") == 2
+    num_exact = sum(config.variants[n][0] == "exact_crps" for n in config.variants)
+    assert num_exact == 2 + len(claims_config.KL_WEIGHTS)  # without and with the expert, and the KL pilot
+    assert out.count("--config.phases=rl,eval") == len(config.variants) - num_exact
+    assert "exact_crps" not in out and err.count("left out toy seed0 exact_crps") == num_exact
 
 
 def test_two_shards_split_the_study_by_dataset_seed_and_ce(tmp_path, capsys):

@@ -47,7 +47,10 @@ Studies (``get_config(study)``; fields: study, config, datasets, seeds, budgets 
              tokenizer allows it (≤ exact.MAX_SEQUENCES sequences; Abalone_reg's 4 × 8 digits do
              not): the runner leaves a run launch.py would refuse out of the plan. The CE and the
              comparisons (ReMax, GenRe² at reward selection) are the budget study's: where budget.jsonl
-             has them they are copied (``reuse``). The second stage, 1x on the four smallest:
+             has them they are copied (``reuse``). A pilot (``exact_crps_kl<λ>``, run on the four
+             smallest with --variants): ``exact_crps`` plus λ · the exact KL to the CE policy
+             (``rl.kl_weight``, λ in KL_WEIGHTS), the knob that trades CRPS for coverage. The second
+             stage, 1x on the four smallest:
              ``--budgets=1 --datasets=boston,concrete_compressive_strength,airfoil_self_noise,auction_verification``.
 """
 from __future__ import annotations
@@ -55,6 +58,7 @@ from __future__ import annotations
 import ml_collections
 
 STUDIES = ("budget", "expert", "tokenizer", "distribution")
+KL_WEIGHTS = (0.1, 1.0)  # the distribution study's KL pilot
 # ≤ ~5k train rows; the first five have TALENT's own splits
 DATASETS = ("auction_verification,Abalone_reg,Wine_Quality_white,cpu_act,Bias_correction_r,airfoil_self_noise,"
             "boston,concrete_compressive_strength")
@@ -128,6 +132,9 @@ def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
             variants[f"{method}@reward"] = (method, "", ["--config.rl.selection=reward"])
             variants[f"{method}_expert@reward"] = (method, "", ["--config.rl.selection=reward",
                                                                 "--config.rl.expert=True"])
+        for weight in KL_WEIGHTS:  # the pilot: exact_crps held near the CE policy, to keep its coverage
+            variants[f"exact_crps_kl{weight:g}@reward".replace(".", "p")] = (
+                "exact_crps", "", ["--config.rl.selection=reward", f"--config.rl.kl_weight={weight}"])
         for method in ("remax", "genre2"):  # the comparisons at the same budget
             variants[f"{method}@reward"] = (method, "", ["--config.rl.selection=reward"])
         c.reuse_from = "budget"
