@@ -149,8 +149,12 @@ def _f(x: float) -> str:
 
 
 def markdown(by_dataset: dict, table: list[dict], command: str, hours: dict | None = None) -> str:
-    have = sum(FLAGSHIP in by_dataset.get(d, {}) for d in DATASETS)
-    status = "final" if have == len(DATASETS) else f"**interim**: {have} of {len(DATASETS)} datasets have their GenRe² row"
+    def status(variant: str, what: str) -> str:
+        have = sum(variant in by_dataset.get(d, {}) for d in DATASETS)
+        return "final" if have == len(DATASETS) else f"**interim**: {have} of {len(DATASETS)} datasets have {what}"
+
+    status = (f"{status(FLAGSHIP, 'their GenRe² row')} for GenRe² − CE; for the controls "
+              f"{status('ce_continued@reward', 'the ce_continued row')}, {status('ntl_mse', 'the ntl_mse row')}")
     lines = [f"Command: `{command}`", "",
              f"Claim (a) at 1x, seed 0, test R² of the mean; the rule: results/claims/README.md, \"The 21-dataset "
              f"decision\". Status: {status}. Δ of a control comparison = the difference of the two runs' gains over "
