@@ -24,9 +24,8 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from experiments.claims_report import bootstrap_ci, paired_runs  # noqa: E402
+from experiments.claims_report import bootstrap_ci, epoch_hours, paired_runs  # noqa: E402
 from experiments.rows import read_rows  # noqa: E402
-from genre_jax import runlog  # noqa: E402
 
 # the rule's datasets: the budget study's eight, then the thirteen added for the decision
 FIRST = ("boston", "concrete_compressive_strength", "airfoil_self_noise", "auction_verification", "Abalone_reg",
@@ -133,9 +132,9 @@ def core_hours(rows: list[dict]) -> dict[str, dict]:
         c = out.setdefault(tag[0], dict(runs=0, hours=0.0, read=0, read_hours=0.0, epoch_hours=0.0))
         hours = float(r.get("wall_time_s") or 0.0) / 3600
         c["runs"], c["hours"] = c["runs"] + 1, c["hours"] + hours
-        if r.get("workdir") and os.path.isdir(r["workdir"]):
-            c["read"], c["read_hours"] = c["read"] + 1, c["read_hours"] + hours
-            c["epoch_hours"] += runlog.epoch_seconds(r["workdir"]) / 3600
+        epochs = epoch_hours(r)
+        if epochs is not None:
+            c["read"], c["read_hours"], c["epoch_hours"] = c["read"] + 1, c["read_hours"] + hours, c["epoch_hours"] + epochs
     return out
 
 

@@ -33,6 +33,7 @@ from experiments import claims_plots  # noqa: E402
 from experiments.configs import claims as claims_config  # noqa: E402
 from experiments.configs.claims import BUDGET_LABEL, LEVELS, budget_order  # noqa: E402
 from experiments.rows import one_sample_rmse, read_rows  # noqa: E402
+from genre_jax import runlog  # noqa: E402
 
 
 def split_tag(protocol: str) -> tuple[str, str]:
@@ -319,20 +320,47 @@ def field_markdown(field: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def epoch_hours(row: dict) -> float | None:
+    """Hours the epochs of the row's run took over every launch, a resumed run's earlier ones too
+    (``runlog.epoch_seconds``: training and validation, no compiles or evaluation), or None where its
+    workdir is not on this machine."""
+    workdir = row.get("workdir")
+    return runlog.epoch_seconds(workdir) / 3600 if workdir and os.path.isdir(workdir) else None
+
+
 def cost(rows: list[dict]) -> dict:
-    """What a study's rows cost: launches and hours of launch wall time (``wall_time_s``; CE and RL,
-    failed ones too), and the rows copied from another study (``reused_from``: nothing launched).
-    A run resumed after an interruption counts only its last launch, so this is a lower bound."""
+    """What a study's rows cost: launched runs (each workdir once: both selection rules of one run
+    share it) and their hours of launch wall time (``wall_time_s``; CE and RL, failed ones too), and the
+    rows copied from another study (``reused``: nothing launched). A run resumed after an interruption
+    counts only its last launch, so this is a lower bound; for the ``read`` runs whose workdirs are
+    here, ``epoch_hours`` of every launch against their rows' ``read_hours``."""
     own = [r for r in rows if not r.get("reused_from")]
-    return {"launches": len(own), "hours": sum(float(r.get("wall_time_s") or 0.0) for r in own) / 3600,
-            "reused": len(rows) - len(own)}
+    out = {"launches": 0, "hours": 0.0, "reused": len(rows) - len(own), "read": 0, "read_hours": 0.0,
+           "epoch_hours": 0.0}
+    seen = set()
+    for r in own:
+        if r.get("workdir") and r["workdir"] in seen:
+            continue
+        seen.add(r.get("workdir"))
+        hours, epochs = float(r.get("wall_time_s") or 0.0) / 3600, epoch_hours(r)
+        out["launches"] += 1
+        out["hours"] += hours
+        if epochs is not None:
+            out["read"] += 1
+            out["read_hours"] += hours
+            out["epoch_hours"] += epochs
+    return out
 
 
 def cost_line(rows: list[dict]) -> str:
     c = cost(rows)
-    return (f"Cost: {c['launches']} launches, {c['hours']:.2f} h of launch wall time"
+    line = (f"Cost: {c['launches']} launches, {c['hours']:.2f} h of launch wall time"
             + (f" ({c['reused']} more rows copied, nothing launched)" if c["reused"] else "")
             + "; a run resumed after an interruption counts only its last launch.")
+    if c["read"]:
+        line += (f" For the {c['read']} runs whose workdirs were on the machine that wrote this, their epochs "
+                 f"over every launch took {c['epoch_hours']:.2f} h where their rows record {c['read_hours']:.2f} h.")
+    return line
 
 
 def _count(n: int, noun: str) -> str:
