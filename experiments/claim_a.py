@@ -24,7 +24,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from experiments.claims_report import bootstrap_ci, epoch_hours, paired_runs  # noqa: E402
+from experiments.claims_report import bootstrap_ci, cost, paired_runs  # noqa: E402
 from experiments.rows import read_rows  # noqa: E402
 
 # the rule's datasets: the budget study's eight, then the thirteen added for the decision
@@ -116,26 +116,14 @@ def decide(by_dataset: dict) -> list[dict]:
 
 
 def core_hours(rows: list[dict]) -> dict[str, dict]:
-    """{method: {runs, hours, read, read_hours, epoch_hours}} behind the decision: the seed-0 CE and 1x
-    runs of the rule's datasets, each run once (both selection rules of one run share its workdir).
-    ``hours`` is the wall time the rows record, for a run resumed after an interruption its last launch
-    only. ``read`` runs have their workdir on this machine: ``read_hours`` is their rows' share of
-    ``hours``, ``epoch_hours`` their epochs over every launch (``runlog.epoch_seconds``). Every study
-    run had one core (``claims.py`` pins each launch with taskset)."""
-    seen, out = set(), {}
+    """{method: ``claims_report.cost`` of its rows} behind the decision: the seed-0 CE and 1x runs of
+    the rule's datasets. Every study run had one core (``claims.py`` pins each launch with taskset)."""
+    by_method = {}
     for r in rows:
         tag = r.get("protocol", "").split("/")[-1].split("@")
-        if (r.get("dataset") not in DATASETS or r.get("seed") != 0 or r.get("workdir") in seen
-                or not (tag == ["ce"] or tag[-1] == BUDGET)):
-            continue
-        seen.add(r.get("workdir"))
-        c = out.setdefault(tag[0], dict(runs=0, hours=0.0, read=0, read_hours=0.0, epoch_hours=0.0))
-        hours = float(r.get("wall_time_s") or 0.0) / 3600
-        c["runs"], c["hours"] = c["runs"] + 1, c["hours"] + hours
-        epochs = epoch_hours(r)
-        if epochs is not None:
-            c["read"], c["read_hours"], c["epoch_hours"] = c["read"] + 1, c["read_hours"] + hours, c["epoch_hours"] + epochs
-    return out
+        if r.get("dataset") in DATASETS and r.get("seed") == 0 and (tag == ["ce"] or tag[-1] == BUDGET):
+            by_method.setdefault(tag[0], []).append(r)
+    return {method: cost(method_rows) for method, method_rows in by_method.items()}
 
 
 def retrained(run: dict) -> bool:
@@ -148,12 +136,13 @@ def _f(x: float) -> str:
 
 
 def markdown(by_dataset: dict, table: list[dict], command: str, hours: dict | None = None) -> str:
-    def status(variant: str, what: str) -> str:
+    def progress(variant: str, what: str) -> str:
         have = sum(variant in by_dataset.get(d, {}) for d in DATASETS)
-        return "final" if have == len(DATASETS) else f"**interim**: {have} of {len(DATASETS)} datasets have {what}"
+        return (f"final ({what})" if have == len(DATASETS)
+                else f"**interim**: {have} of {len(DATASETS)} datasets have {what}")
 
-    status = (f"{status(FLAGSHIP, 'their GenRe² row')} for GenRe² − CE; for the controls "
-              f"{status('ce_continued@reward', 'the ce_continued row')}, {status('ntl_mse', 'the ntl_mse row')}")
+    status = (f"{progress(FLAGSHIP, 'the GenRe² row')} for GenRe² − CE; for the controls "
+              f"{progress('ce_continued@reward', 'the ce_continued row')}, {progress('ntl_mse', 'the ntl_mse row')}")
     lines = [f"Command: `{command}`", "",
              f"Claim (a) at 1x, seed 0, test R² of the mean; the rule: results/claims/README.md, \"The 21-dataset "
              f"decision\". Status: {status}. Δ of a control comparison = the difference of the two runs' gains over "
@@ -182,16 +171,17 @@ def markdown(by_dataset: dict, table: list[dict], command: str, hours: dict | No
         lines.append(f"| {d} | {'-' if math.isnan(ce) else f'{ce:.4f}'} | " + " | ".join(cells) + " |")
     if hours:
         total = sum(c["hours"] for c in hours.values())
-        lines += ["", f"Compute behind these rows (one core per run, wall time as the rows record it, each run once; a run "
-                  f"resumed after an interruption records only its last launch, so this is a lower bound): "
-                  f"{total:.1f} core-hours; " + ", ".join(f"{m} {c['runs']} runs {c['hours']:.1f} h"
+        lines += ["", f"Compute behind these rows (one core per launch, wall time as the rows record it, each launch once; a "
+                  f"run resumed after an interruption records only its last launch, so this is a lower bound): "
+                  f"{total:.1f} core-hours; " + ", ".join(f"{m} {c['launches']} launches {c['hours']:.1f} h"
                                                            for m, c in sorted(hours.items())) + "."]
         read = {m: c for m, c in sorted(hours.items()) if c["read"]}
         if read:
             lines[-1] += (f" For the {sum(c['read'] for c in read.values())} runs whose workdirs were on the machine that "
-                          f"wrote this, the epochs alone (training and validation; no compiles or evaluation) summed over "
-                          f"every launch from their TensorBoard timings take {sum(c['epoch_hours'] for c in read.values()):.1f} "
-                          f"core-hours where their rows record {sum(c['read_hours'] for c in read.values()):.1f}: "
+                          f"wrote this, the epochs (training and validation, each launch's first-epoch compiles included; "
+                          f"not loading, checkpoint writes or evaluation) summed over every launch from their TensorBoard "
+                          f"timings take {sum(c['epoch_hours'] for c in read.values()):.1f} core-hours where their rows "
+                          f"record {sum(c['read_hours'] for c in read.values()):.1f}: "
                           + ", ".join(f"{m} {c['epoch_hours']:.1f} h / {c['read_hours']:.1f} h" for m, c in read.items()) + ".")
     return "\n".join(lines)
 

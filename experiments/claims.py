@@ -27,6 +27,8 @@ Reuse: a study whose config names ``reuse_from`` (the expert study: the budget s
 study's finished CE (row and checkpoint) instead of training one, and then the runs it declares the
 same (``reuse``) instead of launching them; each copied row names its source in ``reused_from``.
 
+Opt-in variants (the config's ``opt_in``, a pilot) are planned only where --variants names them.
+
 Order and parallelism: every pending CE first, then the RL runs, each stage --workers launches at a
 time (the RL runs of one CE are independent: each copies it). On a GPU host each worker owns one GPU
 (`env CUDA_VISIBLE_DEVICES=<gpu>`, as in the suite); on a TPU host --workers > 1 is refused; on CPU
@@ -213,7 +215,8 @@ def pending(args, config, data_dir: str, root: str, rows: list, sources: dict | 
     datasets = suite.split_list(args.datasets if args.datasets is not None else config.datasets)
     seeds = [int(s) for s in suite.split_list(args.seeds if args.seeds is not None else config.seeds)]
     budgets = suite.split_list(args.budgets or config.budgets)
-    names = suite.split_list(args.variants) if args.variants else list(config.variants)
+    opt_in = set(config.get("opt_in") or ())  # run only when --variants names them (a pilot)
+    names = suite.split_list(args.variants) if args.variants else [n for n in config.variants if n not in opt_in]
     unknown = [n for n in names if n not in config.variants]
     if unknown:
         raise ValueError(f"--variants: {unknown} not in study {args.study} ({sorted(config.variants)})")

@@ -322,32 +322,36 @@ def field_markdown(field: list[dict]) -> str:
 
 def epoch_hours(row: dict) -> float | None:
     """Hours the epochs of the row's run took over every launch, a resumed run's earlier ones too
-    (``runlog.epoch_seconds``: training and validation, no compiles or evaluation), or None where its
-    workdir is not on this machine."""
+    (``runlog.epoch_seconds``), or None where its workdir is not on this machine."""
     workdir = row.get("workdir")
     return runlog.epoch_seconds(workdir) / 3600 if workdir and os.path.isdir(workdir) else None
 
 
 def cost(rows: list[dict]) -> dict:
-    """What a study's rows cost: launched runs (each workdir once: both selection rules of one run
-    share it) and their hours of launch wall time (``wall_time_s``; CE and RL, failed ones too), and the
-    rows copied from another study (``reused``: nothing launched). A run resumed after an interruption
-    counts only its last launch, so this is a lower bound; for the ``read`` runs whose workdirs are
-    here, ``epoch_hours`` of every launch against their rows' ``read_hours``."""
+    """What a study's rows cost: launches and their hours of wall time (``wall_time_s``; CE and RL,
+    failed ones too; the rows of both selection rules of one launch, which share its workdir and wall
+    time, once), and the rows copied from another study (``reused``: nothing launched). A run resumed
+    after an interruption counts only its last launch, so this is a lower bound; for the ``read`` runs
+    whose workdirs are here (each once), ``epoch_hours`` of every launch against their rows' ``read_hours``."""
     own = [r for r in rows if not r.get("reused_from")]
     out = {"launches": 0, "hours": 0.0, "reused": len(rows) - len(own), "read": 0, "read_hours": 0.0,
            "epoch_hours": 0.0}
-    seen = set()
+    launches, runs = set(), {}
     for r in own:
-        if r.get("workdir") and r["workdir"] in seen:
+        hours = float(r.get("wall_time_s") or 0.0) / 3600
+        launch = (r.get("workdir"), hours) if r.get("workdir") else id(r)
+        if launch in launches:
             continue
-        seen.add(r.get("workdir"))
-        hours, epochs = float(r.get("wall_time_s") or 0.0) / 3600, epoch_hours(r)
+        launches.add(launch)
         out["launches"] += 1
         out["hours"] += hours
+        if r.get("workdir"):
+            runs.setdefault(r["workdir"], []).append((hours, r))
+    for launched in runs.values():
+        epochs = epoch_hours(launched[0][1])
         if epochs is not None:
             out["read"] += 1
-            out["read_hours"] += hours
+            out["read_hours"] += sum(hours for hours, _ in launched)
             out["epoch_hours"] += epochs
     return out
 
@@ -359,7 +363,9 @@ def cost_line(rows: list[dict]) -> str:
             + "; a run resumed after an interruption counts only its last launch.")
     if c["read"]:
         line += (f" For the {c['read']} runs whose workdirs were on the machine that wrote this, their epochs "
-                 f"over every launch took {c['epoch_hours']:.2f} h where their rows record {c['read_hours']:.2f} h.")
+                 f"(training and validation, each launch's first-epoch compiles included; not loading, "
+                 f"checkpoint writes or evaluation) over every launch took {c['epoch_hours']:.2f} h where "
+                 f"their rows record {c['read_hours']:.2f} h.")
     return line
 
 

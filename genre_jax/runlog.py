@@ -93,6 +93,7 @@ def read_scalars(log_dir: str, tag: str) -> list[tuple[int, float]]:
     resumed phase appends a new event file, so epochs a killed launch ran (and its successor ran again)
     all appear. Read with tensorboardX's protobuf (TFRecord framing, CRCs unchecked); a tail torn by a
     kill is dropped."""
+    from google.protobuf.message import DecodeError
     from tensorboardX.proto import event_pb2
     out = []
     for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
@@ -103,15 +104,21 @@ def read_scalars(log_dir: str, tag: str) -> list[tuple[int, float]]:
             (size,) = struct.unpack("<Q", data[at:at + 8])
             if at + 16 + size > len(data):
                 break
-            event = event_pb2.Event.FromString(data[at + 12:at + 12 + size])
+            try:
+                event = event_pb2.Event.FromString(data[at + 12:at + 12 + size])
+            except DecodeError:  # a corrupt record: what follows it cannot be framed either
+                print(f"warning: {path}: unreadable record at byte {at}; the rest of the file is skipped",
+                      file=sys.stderr)
+                break
             at += 16 + size
             out += [(event.step, v.simple_value) for v in event.summary.value if v.tag == tag]
     return out
 
 
 def epoch_seconds(workdir: str) -> float:
-    """Seconds the phases under ``workdir`` spent in epochs (training and validation; not compiles,
-    loading or evaluation), summed over every launch that ran them: ``Board``'s ``time/epoch_s``.
+    """Seconds the phases under ``workdir`` spent in epochs (training and validation, each launch's
+    first-epoch compiles included; not loading, checkpoint writes or evaluation), summed over every
+    launch that ran them: ``Board``'s ``time/epoch_s``.
     ``log.jsonl`` keeps no timings (identical runs keep identical logs), so this is where a resumed
     run's earlier launches are still counted."""
     events = glob.glob(os.path.join(workdir, "tensorboard", "**", "events.out.tfevents.*"), recursive=True)

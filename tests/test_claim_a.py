@@ -55,7 +55,7 @@ def test_controls_are_paired_as_gains_over_each_runs_own_ce(tmp_path):
     out = tmp_path / "decision"
     assert claim_a.main([str(path), f"--out={out}"]) == 0
     text = (tmp_path / "decision.md").read_text()
-    assert ("Status: **interim**: 2 of 21 datasets have their GenRe² row for GenRe² − CE; for the controls "
+    assert ("Status: **interim**: 2 of 21 datasets have the GenRe² row for GenRe² − CE; for the controls "
             "**interim**: 1 of 21 datasets have the ce_continued row, **interim**: 1 of 21 datasets have the "
             "ntl_mse row.") in text
 
@@ -67,7 +67,7 @@ def test_core_hours_count_each_run_of_the_decision_once_and_every_launch_of_its_
 
     rows = [run("boston", "ce", 0.1, "a/ce"), run("boston", "genre2@reward@1", 1.0, "a/g"),
             run("boston", "genre2@aggregate_rmse@1", 1.0, "a/g"),  # the other rule of the same run
-            run("boston", "genre2@reward@1/8", 0.2, "a/g8"),  # another budget
+            run("boston", "genre2@reward@1of8", 0.2, "a/g8"),  # another budget
             run("boston", "genre2@reward@1", 1.0, "b/g", seed=1),  # another seed
             run("not_in_the_rule", "genre2@reward@1", 1.0, "c/g")]
     board = runlog.Board(str(tmp_path / "a" / "g" / "tensorboard" / "rl" / "genre2"))  # the 1x run's epochs
@@ -76,11 +76,12 @@ def test_core_hours_count_each_run_of_the_decision_once_and_every_launch_of_its_
     board.close()
     hours = claim_a.core_hours(rows)
     assert hours.keys() == {"ce", "genre2"}
-    assert hours["ce"]["runs"] == 1 and hours["genre2"]["runs"] == 1
+    assert hours["ce"]["launches"] == 1 and hours["genre2"]["launches"] == 1
     np.testing.assert_allclose([hours["ce"]["hours"], hours["genre2"]["hours"]], [0.1, 1.0], rtol=1e-12)
     # epochs of every launch: 1.5 h where the row records 1.0 h; the CE workdir is not on this machine
     assert {k: hours["genre2"][k] for k in ("read", "read_hours", "epoch_hours")} == dict(
         read=1, read_hours=1.0, epoch_hours=1.5)
     assert hours["ce"]["read"] == 0 and hours["ce"]["epoch_hours"] == 0.0
     text = claim_a.markdown({}, [], "cmd", hours)
-    assert "1.1 core-hours" in text and "For the 1 runs whose" in text and "take 1.5 core-hours where their rows record 1.0" in text
+    assert "1.1 core-hours; ce 1 launches 0.1 h, genre2 1 launches 1.0 h." in text
+    assert "For the 1 runs whose" in text and "take 1.5 core-hours where their rows record 1.0" in text

@@ -69,7 +69,8 @@ def test_every_study_plans_its_variants(study, tmp_path, capsys):
     printed = capsys.readouterr().out
     runs = printed.count("--config.phases=rl,eval") + printed.count("--config.phases=token,eval")
     budgets = len(config.budgets.split(","))
-    assert runs == (len(config.variants) - len(config.get("paired") or {})) * budgets  # a pair is one run
+    # a pair is one run; an opt-in variant (a pilot) runs only where --variants names it
+    assert runs == (len(config.variants) - len(config.get("paired") or {}) - len(config.opt_in)) * budgets
     assert printed.count("#   and claims/") == len(config.get("paired") or {}) * budgets
     assert "--config.rl.keep_start=False" in printed
     if study == "expert":
@@ -322,10 +323,19 @@ def test_the_distribution_study_leaves_out_exact_runs_the_tokenizer_refuses(tmp_
     assert claims.main(["--study=distribution", f"--data_dir={tmp_path / 'data'}", "--datasets=toy", "--dry_run",
                         f"--out={tmp_path / 'rows.jsonl'}", f"--workroot={tmp_path / 'runs'}"]) == 0
     out, err = capsys.readouterr()
-    num_exact = sum(config.variants[n][0] == "exact_crps" for n in config.variants)
-    assert num_exact == 2 + len(claims_config.KL_WEIGHTS)  # without and with the expert, and the KL pilot
-    assert out.count("--config.phases=rl,eval") == len(config.variants) - num_exact
+    plan = [n for n in config.variants if n not in config.opt_in]  # the KL pilot only where named
+    assert len(config.opt_in) == len(claims_config.KL_WEIGHTS) and "exact_crps_kl1@reward" not in plan
+    num_exact = sum(config.variants[n][0] == "exact_crps" for n in plan)
+    assert num_exact == 2  # without and with the expert
+    assert out.count("--config.phases=rl,eval") == len(plan) - num_exact
     assert "exact_crps" not in out and err.count("left out toy seed0 exact_crps") == num_exact
+    # named, an opt-in variant is planned like any other
+    (tmp_path / "data" / "authors_hparams.csv").write_text("dataset,base,digits\ntoy,2,4\n")
+    assert claims.main(["--study=distribution", f"--data_dir={tmp_path / 'data'}", "--datasets=toy", "--dry_run",
+                        "--variants=exact_crps_kl1@reward", f"--out={tmp_path / 'rows.jsonl'}",
+                        f"--workroot={tmp_path / 'runs'}"]) == 0
+    out, _ = capsys.readouterr()
+    assert out.count("--config.phases=rl,eval") == 1 and "--config.rl.kl_weight=1.0" in out
 
 
 def test_two_shards_split_the_study_by_dataset_seed_and_ce(tmp_path, capsys):

@@ -136,21 +136,23 @@ def test_ratios_to_ce_are_geometric_means_and_a_zero_ce_is_left_out():
     assert np.isclose(t["crps_ratio"], 1.0)  # ratios 2 and 0.5; c's CE of 0 is no ratio
 
 
-def test_cost_counts_each_launched_run_once_and_every_launch_of_the_runs_here(tmp_path):
+def test_cost_counts_each_launch_once_and_every_launch_of_the_runs_here(tmp_path):
     board = runlog.Board(str(tmp_path / "run" / "tensorboard" / "rl" / "genre2"))
     for epoch in range(2):  # this run's epochs: 2 h, where its row records its last launch's 0.5 h
         board.scalars(epoch, {"time/epoch_s": 3600.0})
     board.close()
     here = str(tmp_path / "run")
-    rows = [{"wall_time_s": 1800.0, "workdir": here}, {"wall_time_s": 1800.0, "workdir": here},  # both rules
+    rows = [{"wall_time_s": 360.0, "status": "failed", "workdir": here},  # then retried in the same workdir
+            {"wall_time_s": 1800.0, "workdir": here}, {"wall_time_s": 1800.0, "workdir": here},  # both rules
             {"wall_time_s": 3600.0, "status": "failed", "workdir": str(tmp_path / "gone")},
             {"wall_time_s": 900.0, "reused_from": "claims/budget/ce"}, {"wall_time_s": None}]
-    assert claims_report.cost(rows) == {"launches": 3, "hours": 1.5, "reused": 1, "read": 1, "read_hours": 0.5,
+    assert claims_report.cost(rows) == {"launches": 4, "hours": 1.6, "reused": 1, "read": 1, "read_hours": 0.6,
                                         "epoch_hours": 2.0}
     assert claims_report.cost_line(rows) == (
-        "Cost: 3 launches, 1.50 h of launch wall time (1 more rows copied, nothing launched); a run resumed after "
+        "Cost: 4 launches, 1.60 h of launch wall time (1 more rows copied, nothing launched); a run resumed after "
         "an interruption counts only its last launch. For the 1 runs whose workdirs were on the machine that wrote "
-        "this, their epochs over every launch took 2.00 h where their rows record 0.50 h.")
+        "this, their epochs (training and validation, each launch's first-epoch compiles included; not loading, "
+        "checkpoint writes or evaluation) over every launch took 2.00 h where their rows record 0.60 h.")
 
 
 def test_datasets_weigh_the_same_however_many_seeds_they_have():

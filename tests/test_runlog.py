@@ -41,7 +41,7 @@ def test_tensorboard_on_a_bucket_needs_its_package_or_is_skipped_with_one_warnin
     assert runlog.board_unsupported("gs://b/run/tensorboard/ce") == ""
 
 
-def test_epoch_seconds_count_every_launch_of_every_phase_and_skip_a_torn_tail(tmp_path):
+def test_epoch_seconds_count_every_launch_of_every_phase_and_skip_a_torn_or_corrupt_tail(tmp_path, capsys):
     for folder, seconds in (("ce", [1.5, 2.0]), ("rl/genre2", [4.0])):
         board = runlog.Board(str(tmp_path / "tensorboard" / folder))
         for epoch, s in enumerate(seconds):
@@ -52,7 +52,10 @@ def test_epoch_seconds_count_every_launch_of_every_phase_and_skip_a_torn_tail(tm
     # a second launch of the RL phase (its own event file), killed while writing its last record
     torn = struct.pack("<Q", 64) + bytes(4) + bytes(10)  # a record header, and 10 of its 64 bytes
     (rl_dir / (first.name + ".2")).write_bytes(first.read_bytes() + torn)
+    corrupt = struct.pack("<Q", 8) + bytes(4) + b"\xff" * 8 + bytes(4)  # framed, but no Event
+    (tmp_path / "tensorboard" / "ce" / "events.out.tfevents.9.vm").write_bytes(corrupt + first.read_bytes())
     assert runlog.read_scalars(str(tmp_path / "tensorboard" / "ce"), "time/epoch_s") == [(0, 1.5), (1, 2.0)]
     assert runlog.read_scalars(str(rl_dir), "time/epoch_s") == [(0, 4.0), (0, 4.0)]
-    assert runlog.epoch_seconds(str(tmp_path)) == 1.5 + 2.0 + 4.0 + 4.0
+    assert runlog.epoch_seconds(str(tmp_path)) == 1.5 + 2.0 + 4.0 + 4.0  # the corrupt file: nothing after it
+    assert "events.out.tfevents.9.vm: unreadable record at byte 0" in capsys.readouterr().err
     assert runlog.epoch_seconds(str(tmp_path / "absent")) == 0.0

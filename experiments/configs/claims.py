@@ -47,8 +47,8 @@ Studies (``get_config(study)``; fields: study, config, datasets, seeds, budgets 
              tokenizer allows it (≤ exact.MAX_SEQUENCES sequences; Abalone_reg's 4 × 8 digits do
              not): the runner leaves a run launch.py would refuse out of the plan. The CE and the
              comparisons (ReMax, GenRe² at reward selection) are the budget study's: where budget.jsonl
-             has them they are copied (``reuse``). A pilot (``exact_crps_kl<λ>``, run on the four
-             smallest with --variants): ``exact_crps`` plus λ · the exact KL to the CE policy
+             has them they are copied (``reuse``). A pilot (``exact_crps_kl<λ>``, opt-in: run
+             only where --variants names it, on the four smallest): ``exact_crps`` plus λ · the exact KL to the CE policy
              (``rl.kl_weight``, λ in KL_WEIGHTS), the knob that trades CRPS for coverage. The second
              stage, 1x on the four smallest:
              ``--budgets=1 --datasets=boston,concrete_compressive_strength,airfoil_self_noise,auction_verification``.
@@ -109,6 +109,7 @@ def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
     variants = {}
     # paired variant -> (the variant whose run also writes its row, the rule of the entry it reads)
     c.paired = {}
+    c.opt_in = []  # variants a plan takes only when --variants names them (a pilot)
     if study == "budget":
         c.budgets = ",".join(BUDGETS)
         for method in ("remax", "genre2", "ce_continued"):
@@ -133,8 +134,9 @@ def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
             variants[f"{method}_expert@reward"] = (method, "", ["--config.rl.selection=reward",
                                                                 "--config.rl.expert=True"])
         for weight in KL_WEIGHTS:  # the pilot: exact_crps held near the CE policy, to keep its coverage
-            variants[f"exact_crps_kl{weight:g}@reward".replace(".", "p")] = (
-                "exact_crps", "", ["--config.rl.selection=reward", f"--config.rl.kl_weight={weight}"])
+            name = f"exact_crps_kl{weight:g}@reward".replace(".", "p")
+            variants[name] = ("exact_crps", "", ["--config.rl.selection=reward", f"--config.rl.kl_weight={weight}"])
+            c.opt_in.append(name)
         for method in ("remax", "genre2"):  # the comparisons at the same budget
             variants[f"{method}@reward"] = (method, "", ["--config.rl.selection=reward"])
         c.reuse_from = "budget"
