@@ -455,6 +455,8 @@ def main(argv=None) -> int:
     p.add_argument("--data_dir", default=os.path.join(os.path.dirname(REPO), "shared", "datasets", "talent"),
                    help="the TALENT folder: each dataset's info.json (split kind) and talent_published_rmse.csv "
                         "(TALENT's published RMSEs); the comparison is skipped where they are absent")
+    p.add_argument("--datasets", default=None,
+                   help="comma list: only these datasets' rows, so that every variant is averaged over the same ones")
     args = p.parse_args(argv)
     missing = [path for path in args.rows if not os.path.exists(path)]
     if missing:
@@ -462,6 +464,13 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     rows = [row for path in args.rows for row in read_rows(path, repair=False)]
+    if args.datasets:
+        wanted = [d for d in args.datasets.split(",") if d]
+        absent = sorted(set(wanted) - {r.get("dataset") for r in rows})
+        if absent:
+            print(f"error: --datasets: {absent} have no rows in {' '.join(args.rows)}", file=sys.stderr)
+            return 2
+        rows = [r for r in rows if r.get("dataset") in wanted]
     runs = paired_runs(rows, args.aggregate)
     if not runs:
         print(f"error: {' '.join(args.rows)} has no finished RL run with its CE row yet", file=sys.stderr)
@@ -469,7 +478,8 @@ def main(argv=None) -> int:
     table = summary(runs)
     command = (f"python experiments/claims_report.py {' '.join(os.path.relpath(p, REPO) for p in args.rows)} "
                f"--out={args.out}"
-               + (f" --aggregate={args.aggregate}" if args.aggregate != "mean" else ""))
+               + (f" --aggregate={args.aggregate}" if args.aggregate != "mean" else "")
+               + (f" --datasets={args.datasets}" if args.datasets else ""))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     published = read_published(os.path.join(args.data_dir, "talent_published_rmse.csv"))
     splits = {d: split_kind(args.data_dir, d) for d in {r["dataset"] for r in runs}}

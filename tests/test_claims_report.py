@@ -67,6 +67,11 @@ def test_the_report_writes_table_csv_and_plot(tmp_path):
     assert (tmp_path / "out" / "budget.png").stat().st_size > 10_000
     assert len((tmp_path / "out" / "budget.csv").read_text().splitlines()) == 5
     assert claims_report.main([str(tmp_path / "missing.jsonl"), "--out=x"]) == 2
+    # --datasets: every variant over the same datasets, and the command says so
+    assert claims_report.main([str(path), f"--out={tmp_path / 'out' / 'b'}", "--datasets=b"]) == 0
+    table = (tmp_path / "out" / "b.md").read_text()
+    assert "| genre2@reward | 1/8 | 1 (1) | +0.0300" in table and "--datasets=b`" in table
+    assert claims_report.main([str(path), "--out=x", "--datasets=b,zz"]) == 2
 
 
 def test_against_the_field_uses_published_rmse_in_original_units(tmp_path):
