@@ -316,12 +316,13 @@ def test_exact_crps_step_and_gradient_equal_a_teacher_forced_pairwise_crps(exper
         expert_B = jnp.sum(jax.lax.stop_gradient(probs_BS)
                            * -sampling.token_logprobs(logits, expert_BSL).mean(-1), -1)
         # the sequence-level KL to the reference and entropy, per position
-        kl_B = jnp.sum(probs_BS * (logp_BS - seq_logp(ref_params)), -1) / TOK.length
+        log_ratio_BS = logp_BS - seq_logp(ref_params)
+        kl_B = jnp.sum(probs_BS * log_ratio_BS, -1) / TOK.length
         entropy_B = -jnp.sum(probs_BS * logp_BS, -1) / TOK.length
         mean = lambda v: jnp.sum(w * v) / w.sum()  # noqa: E731
         loss = (mean(crps_B) + rl_settings.expert_weight * mean(expert_B) + kl_weight * mean(kl_B)
                 - entropy_weight * mean(entropy_B))
-        log_ratio = jnp.max(jnp.abs(logp_BS - seq_logp(ref_params)) * (w[:, None] > 0))
+        log_ratio = jnp.max(jnp.abs(log_ratio_BS) * (w[:, None] > 0))
         return loss, (mean(expert_B), mean(kl_B), mean(entropy_B), log_ratio)
 
     tx = optax.sgd(1.0)  # new params = params - gradient

@@ -48,9 +48,9 @@ Studies (``get_config(study)``; fields: study, config, datasets, seeds, budgets 
              not): the runner leaves a run launch.py would refuse out of the plan. The CE and the
              comparisons (ReMax, GenRe² at reward selection) are the budget study's: where budget.jsonl
              has them they are copied (``reuse``). A pilot (``exact_crps_kl<λ>``, opt-in: run
-             only where --variants names it, on the four smallest): ``exact_crps`` plus λ · the exact KL to the CE policy
-             (``rl.kl_weight``, λ in KL_WEIGHTS), the knob that trades CRPS for coverage. The second
-             stage, 1x on the four smallest:
+             only where --variants names it): ``exact_crps`` plus λ · the exact KL to the CE
+             policy (``rl.kl_weight``, λ in KL_WEIGHTS), the knob that trades CRPS for coverage.
+             The second stage, 1x on the four smallest:
              ``--budgets=1 --datasets=boston,concrete_compressive_strength,airfoil_self_noise,auction_verification``.
 """
 from __future__ import annotations
