@@ -183,6 +183,14 @@ def summary(runs: list[dict]) -> list[dict]:
         for key in ("cov90", "cov90_T", "cov90_conformal", "crps", "crps_T", "rmse_1", "ce_cov90", "ce_crps",
                     "ce_rmse_1", *coverage_keys, *(f"{ce}{k}" for ce in ("", "ce_") for k in PROPER_SCORES)):
             row[key] = dataset_mean([r[key] for r in rs], datasets)
+        for base in ("pinball", "interval_90", "log_score"):
+            # CE → RL → T* over the same datasets: rows written before a score existed lack it (often the CE's)
+            keys = [k for k in (f"ce_{base}", base, f"{base}_T")
+                    if any(np.isfinite(r.get(k, math.nan)) for r in rs)]  # a sampled RL run has no log score
+            have = [r for r in rs if all(np.isfinite(r[k]) for k in keys)]
+            for k in keys:
+                row[k] = dataset_mean([r[k] for r in have], [r["dataset"] for r in have])
+            row[f"{base}_datasets"] = len({r["dataset"] for r in have})
         out.append(row)
     return out
 
@@ -374,9 +382,13 @@ def _count(n: int, noun: str) -> str:
 
 
 def _proper_cell(t: dict, key: str) -> str:
-    """'CE → RL → T*' of a score, '-' for a number the rows lack."""
+    """'CE → RL → T*' of a score over the datasets that have each of them some run has, '-' for one none has."""
     cells = [t.get(f"ce_{key}", math.nan), t.get(key, math.nan), t.get(f"{key}_T", math.nan)]
-    return " → ".join("-" if not np.isfinite(x) else f"{x:.4f}" for x in cells) + " | "
+    have = t.get(f"{key}_datasets", t["datasets"])
+    if not have:
+        return "- | "
+    return (" → ".join("-" if not np.isfinite(x) else f"{x:.4f}" for x in cells)
+            + ("" if have == t["datasets"] else f" ({have} of {t['datasets']} datasets)") + " | ")
 
 
 def per_dataset(table: list[dict], runs: list[dict], what: str, cell) -> list[str]:

@@ -203,6 +203,15 @@ def test_interval_and_log_scores_get_columns_only_where_rows_have_them():
     assert np.isnan(run["log_score"]) and np.isnan(run["log_score_T"])
     text = claims_report.markdown(claims_report.summary([run]), [run], "x")
     assert "| 3.0000 → 2.0000 → 1.7500 | 1.5000 → - → - |" in text
+    # a dataset whose CE row predates the scores: CE → RL over only the datasets that have both
+    other = json.loads(json.dumps(new))
+    for row in other:
+        row["dataset"] = "b"
+    other[0]["test"]["distribution"].pop("interval_score")
+    other[1]["test"]["distribution"]["interval_score"] = {"0.9": 9.0}
+    runs = claims_report.paired_runs(new + other)
+    text = claims_report.markdown(claims_report.summary(runs), runs, "x")
+    assert "| 3.0000 → 2.0000 → 1.7500 (1 of 2 datasets) |" in text
 
 
 def test_runs_whose_temperature_sits_at_its_grids_top_are_flagged():
