@@ -1,6 +1,7 @@
 """RL step wiring, device-count invariance and resume."""
 import json
 import os
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -325,9 +326,14 @@ def test_exact_crps_step_and_gradient_equal_a_teacher_forced_pairwise_crps(exper
         log_ratio = jnp.max(jnp.abs(log_ratio_BS) * (w[:, None] > 0))
         return loss, (mean(expert_B), mean(kl_B), mean(entropy_B), log_ratio)
 
+    # the phase's train arrays: with a KL term, the reference's log-probs decoded once per row
+    ctx = SimpleNamespace(arrays={"train": {k: batch[k] for k in rl.FIELDS}}, mesh=mesh, model=MODEL, tokenizer=TOK)
+    train, fields = rl.train_arrays(ctx, rl_settings, parallel.replicate(ref_params, mesh))
+    assert fields == rl.FIELDS + ((rl.REFERENCE,) if kl_weight else ())
     tx = optax.sgd(1.0)  # new params = params - gradient
     step, _ = rl.make_rl_steps(MODEL, TOK, rl_settings, tx, mesh)
-    new_state, stats = step(_state(params, tx, mesh), ref_params, parallel.shard_batch(batch, mesh),
+    new_state, stats = step(_state(params, tx, mesh), ref_params,
+                            parallel.shard_batch({**{k: train[k] for k in fields}, "weight": batch["weight"]}, mesh),
                             jax.random.key(0))
     stats = np.asarray(stats)
     (ref_loss, (expert_ce, kl, entropy, log_ratio)), ref_grad = jax.jit(
