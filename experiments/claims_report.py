@@ -181,9 +181,9 @@ def summary(runs: list[dict]) -> list[dict]:
             row[f"{key}_ratio"] = math.exp(dataset_mean(logs, datasets))
         coverage_keys = [k for k in rs[0] if k.startswith(("cov_", "ce_cov_"))]
         for key in ("cov90", "cov90_T", "cov90_conformal", "crps", "crps_T", "rmse_1", "ce_cov90", "ce_crps",
-                    "ce_rmse_1", *coverage_keys, *(f"{ce}{k}" for ce in ("", "ce_") for k in PROPER_SCORES)):
+                    "ce_rmse_1", *coverage_keys):
             row[key] = dataset_mean([r[key] for r in rs], datasets)
-        for base in ("pinball", "interval_90", "log_score"):
+        for base in (k for k in PROPER_SCORES if not k.endswith("_T")):
             # CE → RL → T* over the same datasets: rows written before a score existed lack it (often the CE's)
             keys = [k for k in (f"ce_{base}", base, f"{base}_T")
                     if any(np.isfinite(r.get(k, math.nan)) for r in rs)]  # a sampled RL run has no log score

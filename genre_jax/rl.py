@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from genre_jax import exact, loop, objectives, parallel, sampling
+from genre_jax import decode, exact, loop, objectives, parallel, sampling
 from genre_jax.loop import TrainState
 from genre_jax.settings import RL
 
@@ -207,11 +207,10 @@ def reference_logprobs(model, tok, ref_params, x_NF, temperature: float, batch_s
     It never changes during the phase, so the phase decodes it once for its train rows and the batches
     carry it (``REFERENCE``), instead of a second tree decode in every update (a quarter of an
     ``exact_crps`` update's time at (4, 6) on CPU)."""
-    decode = parallel.data_parallel(
-        lambda params, x_BF, t: exact.enumerate_sequences(model, params, x_BF, tok, t).logp_BS, mesh, batch_out=True)
-    out = [parallel.to_host(decode(ref_params, parallel.shard_batch(b["x"], mesh), jnp.float32(temperature)))
-           [b["weight"] > 0] for b in parallel.padded_batches({"x": x_NF}, batch_size)]
-    return np.concatenate(out)
+    enumerate_fn = parallel.data_parallel(  # (logp_BS, greedy_BL): decode_rows' (outputs, point); no key used
+        lambda params, x_BF, key, t: tuple(exact.enumerate_sequences(model, params, x_BF, tok, t)), mesh,
+        batch_out=True)
+    return decode.decode_rows(enumerate_fn, ref_params, x_NF, jax.random.key(0), batch_size, mesh, temperature)[0]
 
 
 def train_arrays(ctx, rl: RL, ref_params) -> tuple[dict, tuple[str, ...]]:
