@@ -161,3 +161,13 @@ def one_line_message(excinfo) -> str:
     message = str(excinfo.value)
     assert "\n" not in message and message.strip() == message and message
     return message
+
+
+def claim_row(dataset, seed, protocol, method, r2, rmse, cov=0.8, crps=0.2, status="ok"):
+    """A claim study's row (experiments/claims.py) with the fields its reports read."""
+    return {"dataset": dataset, "seed": seed, "protocol": protocol, "method": method, "status": status,
+            "workdir": "", "selection": {"best_epoch": 3},
+            "test": {"mean": {"r2": r2, "rmse": rmse}, "distribution": {"coverage_90": cov, "crps": crps}},
+            "calibration": {"temperature": {"value": 2.0, "splits": {"test": {"coverage": {"0.9": 0.88},
+                                                                              "crps": crps - 0.01}}},
+                            "conformal": {"splits": {"test": {"coverage": {"0.9": 0.9}}}}}}

@@ -3,33 +3,25 @@ import json
 
 import numpy as np
 
-from experiments import claims_plots, claims_report
+from experiments import claims_report
+from fakes import claim_row
 from genre_jax import runlog
 
 
-def _row(dataset, seed, protocol, method, r2, rmse, cov=0.8, crps=0.2, status="ok"):
-    return {"dataset": dataset, "seed": seed, "protocol": protocol, "method": method, "status": status,
-            "workdir": "", "selection": {"best_epoch": 3},
-            "test": {"mean": {"r2": r2, "rmse": rmse}, "distribution": {"coverage_90": cov, "crps": crps}},
-            "calibration": {"temperature": {"value": 2.0, "splits": {"test": {"coverage": {"0.9": 0.88},
-                                                                              "crps": crps - 0.01}}},
-                            "conformal": {"splits": {"test": {"coverage": {"0.9": 0.9}}}}}}
-
-
 def test_each_rl_run_is_compared_with_the_ce_it_started_from(tmp_path):
-    rows = [_row("a", 0, "claims/tokenizer/ce", "ce", 0.50, 0.70),
-            _row("a", 0, "claims/tokenizer/ce-n4x4", "ce", 0.60, 0.60),
-            _row("a", 0, "claims/tokenizer/remax@n4x4@1of8", "remax", 0.65, 0.55, cov=0.4),
-            _row("a", 0, "claims/tokenizer/remax@1of8", "remax", 0.52, 0.69),
-            _row("a", 0, "claims/tokenizer/grpo@n4x4@1of8", "grpo", 0.1, 0.9, status="failed")]
+    rows = [claim_row("a", 0, "claims/tokenizer/ce", "ce", 0.50, 0.70),
+            claim_row("a", 0, "claims/tokenizer/ce-n4x4", "ce", 0.60, 0.60),
+            claim_row("a", 0, "claims/tokenizer/remax@n4x4@1of8", "remax", 0.65, 0.55, cov=0.4),
+            claim_row("a", 0, "claims/tokenizer/remax@1of8", "remax", 0.52, 0.69),
+            claim_row("a", 0, "claims/tokenizer/grpo@n4x4@1of8", "grpo", 0.1, 0.9, status="failed")]
     runs = {(r["variant"], r["budget"]): r for r in claims_report.paired_runs(rows)}
     assert set(runs) == {("remax@n4x4", "1of8"), ("remax", "1of8")}  # failed rows are left out
     assert np.isclose(runs[("remax@n4x4", "1of8")]["d_r2"], 0.05)  # against ce-n4x4, not ce
     assert np.isclose(runs[("remax", "1of8")]["d_rmse"], -0.01)
     assert runs[("remax@n4x4", "1of8")]["ce_cov90"] == 0.8 and runs[("remax@n4x4", "1of8")]["cov90"] == 0.4
 
-    retrained = {**_row("a", 0, "", "", 0.56, 0.66), "one_sample_rmse": 0.9}  # a CE trained again elsewhere
-    own = {**_row("a", 0, "claims/tokenizer/remax@n4x4@1of3", "remax", 0.65, 0.55), "ce": retrained,
+    retrained = {**claim_row("a", 0, "", "", 0.56, 0.66), "one_sample_rmse": 0.9}  # a CE trained again elsewhere
+    own = {**claim_row("a", 0, "claims/tokenizer/remax@n4x4@1of3", "remax", 0.65, 0.55), "ce": retrained,
            "one_sample_rmse": 0.7}
     run, = [r for r in claims_report.paired_runs(rows + [own]) if r["budget"] == "1of3"]
     assert np.isclose(run["d_r2"], 0.09) and run["ce_rmse_1"] == 0.9 and run["rmse_1"] == 0.7
@@ -55,8 +47,8 @@ def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_runs():
 
 
 def test_the_report_writes_table_csv_and_plot(tmp_path):
-    rows = [_row(d, 0, "claims/budget/ce", "ce", 0.5, 0.7) for d in ("a", "b")]
-    rows += [_row(d, 0, f"claims/budget/genre2@reward@{b}", "genre2", 0.5 + dr, 0.7 - dr)
+    rows = [claim_row(d, 0, "claims/budget/ce", "ce", 0.5, 0.7) for d in ("a", "b")]
+    rows += [claim_row(d, 0, f"claims/budget/genre2@reward@{b}", "genre2", 0.5 + dr, 0.7 - dr)
              for d, dr in (("a", 0.01), ("b", 0.03)) for b in ("cpu", "1of8")]
     path = tmp_path / "budget.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -74,32 +66,12 @@ def test_the_report_writes_table_csv_and_plot(tmp_path):
     assert claims_report.main([str(path), "--out=x", "--datasets=b,zz"]) == 2
 
 
-def test_against_the_field_uses_published_rmse_in_original_units(tmp_path):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "info.json").write_text(json.dumps({"split": "talent"}))
-    (tmp_path / "talent_published_rmse.csv").write_text(
-        "dataset,method,rmse_mean,rmse_std\na,mlp,2.0,0\na,lightgbm,1.0,0\na,tabr,0.5,0\n")
-    assert claims_report.split_kind(str(tmp_path), "a") == "talent"
-    assert claims_report.split_kind(str(tmp_path), "b") == "resplit"  # no info.json: not claimed as TALENT's
-    runs = [{"dataset": "a", "seed": 0, "variant": "genre2@reward", "budget": "1of8", "rmse_original": 1.5,
-             "ce_rmse_original": 3.0},
-            {"dataset": "a", "seed": 0, "variant": "genre2@reward", "budget": "1", "rmse_original": 1.4,
-             "ce_rmse_original": 3.1},  # from a retrained CE: the CE line keeps the first
-            {"dataset": "a", "seed": 0, "variant": "remax@n4x4", "budget": "1of8", "rmse_original": 1.0,
-             "ce_rmse_original": 4.0}]  # another tokenizer's CE is a CE line of its own
-    field = {f["variant"] + f["budget"]: f for f in claims_report.against_field(runs, claims_report.read_published(
-        str(tmp_path / "talent_published_rmse.csv")))}
-    assert list(field) == ["ce", "ce-n4x4", "genre2@reward1of8", "genre2@reward1", "remax@n4x41of8"]
-    assert field["genre2@reward1of8"]["mlp"] == (0.75, 1, 1) and field["genre2@reward1of8"]["best"] == (3.0, 0, 1)
-    assert field["ce"]["lightgbm"] == (3.0, 0, 1) and field["ce-n4x4"]["lightgbm"] == (4.0, 0, 1)
-
-
 def test_matched_budgets_use_only_the_runs_present_at_every_budget():
-    rows = [_row(d, 0, "claims/budget/ce", "ce", 0.5, 0.7) for d in ("a", "b")]
-    rows += [_row("a", 0, f"claims/budget/remax@reward@{b}", "remax", 0.5 + dr, 0.7) for b, dr in
+    rows = [claim_row(d, 0, "claims/budget/ce", "ce", 0.5, 0.7) for d in ("a", "b")]
+    rows += [claim_row("a", 0, f"claims/budget/remax@reward@{b}", "remax", 0.5 + dr, 0.7) for b, dr in
              (("cpu", 0.01), ("1", 0.05))]
-    rows += [_row("b", 0, "claims/budget/remax@reward@cpu", "remax", 0.4, 0.8)]  # b has no 1x run
-    rows += [_row("b", 0, "claims/budget/genre2@reward@cpu", "genre2", 0.6, 0.6)]  # one budget only
+    rows += [claim_row("b", 0, "claims/budget/remax@reward@cpu", "remax", 0.4, 0.8)]  # b has no 1x run
+    rows += [claim_row("b", 0, "claims/budget/genre2@reward@cpu", "genre2", 0.6, 0.6)]  # one budget only
     runs = claims_report.paired_runs(rows)
     same = {(m["variant"], m["budget"]): m for m in claims_report.matched(runs)}
     assert set(same) == {("remax@reward", "cpu"), ("remax@reward", "1")}
@@ -109,33 +81,9 @@ def test_matched_budgets_use_only_the_runs_present_at_every_budget():
     assert np.isclose(table["cpu"]["d_r2"][0], -0.045)  # the summary averages whatever each budget has
 
 
-def test_robustness_across_tokenizers_uses_runs_complete_for_every_method(tmp_path):
-    from experiments.configs import claims as claims_config
-    toks = list(claims_config.TOKENIZERS)
-    rows = []
-    for d in ("a", "b"):
-        for i, tok in enumerate(toks):
-            rows.append(_row(d, 0, f"claims/tokenizer/ce-{tok}", "ce", 0.5, 0.7))
-            rows.append(_row(d, 0, f"claims/tokenizer/remax@{tok}@1of8", "remax", 0.5 + 0.01 * i, 0.7))
-            if not (d == "b" and tok == "ieee"):  # b lacks one GRPO run: b is left out for both methods
-                rows.append(_row(d, 0, f"claims/tokenizer/grpo@{tok}@1of8", "grpo", 0.5 - 0.01 * i, 0.7))
-    robust = {t["method"]: t for t in claims_report.across_tokenizers(claims_report.paired_runs(rows))}
-    assert set(robust) == {"remax", "grpo"} and robust["remax"]["runs"] == 1 and robust["remax"]["datasets"] == "a"
-    assert np.isclose(robust["remax"]["mean"], 0.02) and np.isclose(robust["remax"]["worst"], 0.0)
-    assert np.isclose(robust["grpo"]["worst"], -0.04) and robust["grpo"]["losing"] == 4
-    assert np.isclose(robust["grpo"]["sd"], np.std([0, 0.01, 0.02, 0.03, 0.04]))
-    assert "| grpo | 1 | -0.0200 | -0.0400 |" in claims_report.tokenizer_markdown(list(robust.values()))
-    more = rows + [_row("a", 0, f"claims/tokenizer/remax@{tok}@cpu", "remax", 0.6, 0.7) for tok in toks]
-    text = claims_report.tokenizer_markdown(claims_report.across_tokenizers(claims_report.paired_runs(more)))
-    assert "### Across tokenizers, budget cpu (~60 updates) (datasets: a)" in text and "budget 1/8" in text
-    runs = claims_report.paired_runs(rows)
-    claims_plots.plot(claims_report.summary(runs), str(tmp_path / "tokenizer.png"), runs)  # the one-budget layout
-    assert (tmp_path / "tokenizer.png").stat().st_size > 10_000
-
-
 def test_ratios_to_ce_are_geometric_means_and_a_zero_ce_is_left_out():
-    rows = [_row(d, 0, "claims/budget/ce", "ce", 0.5, 0.7, crps=c) for d, c in (("a", 0.2), ("b", 0.4), ("c", 0.0))]
-    rows += [_row(d, 0, "claims/budget/remax@reward@1of8", "remax", 0.5, 0.7, crps=c)
+    rows = [claim_row(d, 0, "claims/budget/ce", "ce", 0.5, 0.7, crps=c) for d, c in (("a", 0.2), ("b", 0.4), ("c", 0.0))]
+    rows += [claim_row(d, 0, "claims/budget/remax@reward@1of8", "remax", 0.5, 0.7, crps=c)
              for d, c in (("a", 0.4), ("b", 0.2), ("c", 0.1))]
     (t,) = claims_report.summary(claims_report.paired_runs(rows))
     assert np.isclose(t["crps_ratio"], 1.0)  # ratios 2 and 0.5; c's CE of 0 is no ratio
@@ -181,8 +129,8 @@ def test_seed_spread_is_pooled_over_datasets_with_several_seeds(tmp_path):
     sd, n = claims_report.seed_sd(runs)
     assert n == 2 and np.isclose(sd, np.sqrt((np.var([0.0, 0.2], ddof=1) + 0.0) / 2))
     assert np.isnan(claims_report.seed_sd(runs[-1:])[0])
-    rows = [_row(d, s, "claims/budget/ce", "ce", 0.5, 0.7) for d in ("a", "b") for s in (0, 1)]
-    rows += [_row(d, s, "claims/budget/remax@reward@1of8", "remax", 0.5 + dr, 0.7, cov=c)
+    rows = [claim_row(d, s, "claims/budget/ce", "ce", 0.5, 0.7) for d in ("a", "b") for s in (0, 1)]
+    rows += [claim_row(d, s, "claims/budget/remax@reward@1of8", "remax", 0.5 + dr, 0.7, cov=c)
              for d, s, dr, c in (("a", 0, 0.01, 0.2), ("a", 1, 0.03, 0.4), ("b", 0, 0.05, 0.9))]
     (t,) = claims_report.summary(claims_report.paired_runs(rows))
     assert np.isclose(t["d_r2"][0], 0.035) and np.isclose(t["cov90"], 0.6)  # a's mean (0.02, 0.3) weighs as b
@@ -191,7 +139,7 @@ def test_seed_spread_is_pooled_over_datasets_with_several_seeds(tmp_path):
 
 
 def test_interval_and_log_scores_get_columns_only_where_rows_have_them():
-    old = [_row("a", 0, "claims/budget/ce", "ce", 0.5, 0.7), _row("a", 0, "claims/budget/remax@reward@1of8", "remax", 0.6, 0.6)]
+    old = [claim_row("a", 0, "claims/budget/ce", "ce", 0.5, 0.7), claim_row("a", 0, "claims/budget/remax@reward@1of8", "remax", 0.6, 0.6)]
     text = claims_report.markdown(claims_report.summary(claims_report.paired_runs(old)), [], "x")
     assert "log score" not in text and "interval score" not in text  # rows before these scores: no column
     new = json.loads(json.dumps(old))
@@ -215,13 +163,13 @@ def test_interval_and_log_scores_get_columns_only_where_rows_have_them():
 
 
 def test_runs_whose_temperature_sits_at_its_grids_top_are_flagged():
-    old_top = _row("a", 0, "claims/budget/remax@reward@1", "remax", 0.6, 0.6)
+    old_top = claim_row("a", 0, "claims/budget/remax@reward@1", "remax", 0.6, 0.6)
     old_top["calibration"]["temperature"]["value"] = 4.0  # written before the flag: the old grid's top
-    new_top = _row("b", 0, "claims/budget/remax@reward@1", "remax", 0.6, 0.6)
+    new_top = claim_row("b", 0, "claims/budget/remax@reward@1", "remax", 0.6, 0.6)
     new_top["calibration"]["temperature"].update(value=16.0, grid_top=16.0, at_grid_top=True)
-    new_inside = _row("c", 0, "claims/budget/remax@reward@1", "remax", 0.6, 0.6)
+    new_inside = claim_row("c", 0, "claims/budget/remax@reward@1", "remax", 0.6, 0.6)
     new_inside["calibration"]["temperature"].update(value=4.0, grid_top=16.0, at_grid_top=False)
-    rows = [_row(d, 0, "claims/budget/ce", "ce", 0.5, 0.7) for d in "abc"] + [old_top, new_top, new_inside]
+    rows = [claim_row(d, 0, "claims/budget/ce", "ce", 0.5, 0.7) for d in "abc"] + [old_top, new_top, new_inside]
     runs = claims_report.paired_runs(rows)
     assert [(r["dataset"], r["T_top"], r["T_grid_top"]) for r in runs] == [("a", True, 4.0), ("b", True, 16.0),
                                                                          ("c", False, 16.0)]

@@ -89,6 +89,12 @@ def budget_order(budget: str) -> int:
     return BUDGET_ORDER.index(budget) if budget in BUDGET_ORDER else len(BUDGET_ORDER)
 
 
+def ce_tag_of(variant: str) -> str:
+    """The CE a variant started from: 'ce' or 'ce-<tokenizer>' for the tokenizer study's 'remax@n4x4'."""
+    tail = variant.rpartition("@")[2]
+    return f"ce-{tail}" if tail in TOKENIZERS else "ce"
+
+
 def get_config(arg: str = "budget") -> ml_collections.ConfigDict:
     study = arg or "budget"
     if study not in STUDIES:
