@@ -19,7 +19,8 @@ run's gain against: a retrained CE (below) writes no row, and need not equal its
 Resuming: a (dataset, method, seed, protocol) already in --out is skipped (failed ones too, unless
 --retry_failed; a failed CE also holds back its RL runs); a lost CE checkpoint (another machine) is
 retrained before its first RL run, its row kept; a CE counts as there only once its results.json
-has its entry (a stopped training keeps a best checkpoint that is not yet the CE). Each launch writes its log to <workdir>/claims.log.
+has its entry (a stopped training keeps a best checkpoint that is not yet the CE). Each launch writes
+its log to <workdir>/claims.log.
 A launch that cannot start, or a CE checkpoint that cannot be copied (a full disk), is that run's
 failed row, not the end of the runner.
 
@@ -32,13 +33,14 @@ Opt-in variants (the config's ``opt_in``, a pilot) are planned only where --vari
 Order and parallelism: every pending CE first, then the RL runs, each stage --workers launches at a
 time (the RL runs of one CE are independent: each copies it). On a GPU host each worker owns one GPU
 (`env CUDA_VISIBLE_DEVICES=<gpu>`, as in the suite); on a TPU host --workers > 1 is refused; on CPU
-each worker gets its own cores (`taskset -c`, as in the suite) where there are enough. Ctrl-C or SIGTERM stops the running launches (they write no row) and
-the same command resumes.
+each worker gets its own cores (`taskset -c`, as in the suite) where there are enough. Ctrl-C or
+SIGTERM stops the running launches (they write no row) and the same command resumes.
+
+Each run's command line, budget and plan: experiments/claims_commands.py.
 """
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import signal
@@ -49,78 +51,13 @@ from typing import NamedTuple
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from experiments import claims_commands as commands  # noqa: E402
 from experiments import launches, suite  # noqa: E402
 from experiments.configs import claims as claims_config  # noqa: E402
 from experiments.configs import suite_protocols as sp  # noqa: E402
 from experiments.rows import append_row, method_entries, one_sample_rmse, read_json, read_rows, row_key  # noqa: E402
 from genre_jax import methods  # noqa: E402
 from genre_jax.errors import GenreError  # noqa: E402
-
-
-def budget_epochs(budget: str, n_train: int, batch_size: int = 128, cpu_steps: int = 60) -> int:
-    """RL epochs of a budget: a fraction of the paper's 100 epochs ("1/8" -> 13), or "cpu" (the cpu
-    protocol's ~60 updates of 128 inputs as full epochs)."""
-    if budget == "cpu":
-        return max(1, math.ceil(cpu_steps * batch_size / n_train))
-    num, _, den = budget.partition("/")
-    try:
-        fraction = float(num) / float(den or 1)
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"--budgets: {budget!r} is not 'cpu' or a fraction such as 1/8") from None
-    if not 0 < fraction <= 10:
-        raise ValueError(f"--budgets: {budget!r} must be a fraction in (0, 10]")
-    return max(1, math.ceil(claims_config.PAPER_ROLLOUT_EPOCHS * fraction))
-
-
-def rl_flags(config, method: str, budget: str, n_train: int) -> list[str]:
-    epochs = budget_epochs(budget, n_train)
-    updates = epochs * math.ceil(n_train / 128)
-    return [f"--config.rl.method={method}", f"--config.rl.max_epochs={epochs}",
-            f"--config.rl.learning_rate={config.rl_learning_rate}",
-            f"--config.rl.warmup_steps={min(100, max(1, updates // 10))}", *config.rl]
-
-
-# the optimizer fields a token-level variant takes from the RL recipe (config.rl)
-SHARED_OPTIMIZER = ("weight_decay", "lr_floor", "grad_clip", "batch_size")
-
-
-def run_flags(config, method: str, budget: str, n_train: int) -> list[str]:
-    """The phases and flags of one run: an RL method with the RL recipe at the budget; a token-level
-    method (``ntl_mse``) with the same optimizer, rate, warmup and number of updates, no early stop."""
-    kind = methods.get(method, field="--variants").kind
-    if kind == "rl":
-        return ["--config.phases=rl,eval", *rl_flags(config, method, budget, n_train)]
-    if kind != "token":
-        raise ValueError(f"--variants: {method} is a {kind} method; expected an RL or token-level one")
-    rl = rl_flags(config, method, budget, n_train)
-    same = [f.replace("--config.rl.", "--config.token.") for f in rl
-            if f.split("=")[0].rpartition(".")[2] in ("max_epochs", "learning_rate", "warmup_steps", *SHARED_OPTIMIZER)]
-    epochs = budget_epochs(budget, n_train)
-    return ["--config.phases=token,eval", f"--config.token.method={method}", *same, f"--config.token.patience={epochs}"]
-
-
-def base_command(config, data_dir: str, dataset: str, seed: int, workdir: str, tokenizer: str, authors) -> list:
-    cfg_path, _, variant = config.config.partition(":")
-    cmd = [sys.executable, os.path.join(REPO, "launch.py"), f"--config={os.path.join(REPO, cfg_path)}:{variant}",
-           f"--workdir={workdir}", f"--config.data_dir={data_dir}", f"--config.dataset={dataset}",
-           f"--config.seed={seed}", *config.common]
-    if tokenizer:
-        return cmd + list(claims_config.TOKENIZERS[tokenizer])
-    return cmd + sp.authors_overrides(authors.get(dataset), "base,digits")
-
-
-def plan(config, datasets, seeds, budgets, variant_names):
-    """[(dataset, seed, ce tag, variant, budget, method, tokenizer, extra flags)] in run order: one
-    CE per (dataset, seed, tokenizer) before the RL runs that start from it."""
-    out = []
-    for dataset in datasets:
-        for seed in seeds:
-            for budget in budgets:
-                for name in variant_names:
-                    method, tokenizer, extra = config.variants[name]
-                    out.append((dataset, seed, f"ce-{tokenizer}" if tokenizer else "ce", name, budget, method,
-                                tokenizer, list(extra)))
-    return out
 
 
 def parse_args(argv=None):
@@ -224,12 +161,12 @@ def pending(args, config, data_dir: str, root: str, rows: list, sources: dict | 
     if missing:
         raise ValueError(f"dataset folder(s) {missing} not in {data_dir}")
     for b in budgets:
-        budget_epochs(b, 1000)
+        commands.budget_epochs(b, 1000)
     authors = sp.read_authors_hparams(os.path.join(data_dir, "authors_hparams.csv"))
     sizes = {d: sp.train_size(data_dir, d) for d in datasets}
     groups, rl_launches, skipped, seen = {}, [], [], set()
     shard = suite.parse_shard(getattr(args, "shard", None))
-    for dataset, seed, ce_tag, name, budget, method, tokenizer, extra in plan(config, datasets, seeds, budgets, names):
+    for dataset, seed, ce_tag, name, budget, method, tokenizer, extra in commands.plan(config, datasets, seeds, budgets, names):
         if not suite.in_shard((dataset, seed, ce_tag), shard):  # a CE and every run from it on one machine
             continue
         tag = f"{name}@{claims_config.budget_tag(budget)}"
@@ -239,8 +176,8 @@ def pending(args, config, data_dir: str, root: str, rows: list, sources: dict | 
         seen.add(job.key)
         seed_dir = os.path.join(root, dataset, f"seed{seed}")
         group = (dataset, seed, ce_tag)
-        base = lambda workdir: base_command(config, data_dir, dataset, seed, workdir, tokenizer, authors)  # noqa: E731
-        why = refusal(method, base(seed_dir) + extra)
+        base = lambda workdir: commands.base_command(config, data_dir, dataset, seed, workdir, tokenizer, authors)  # noqa: E731
+        why = commands.refusal(method, base(seed_dir) + extra)
         if why is not None:
             print(f"left out {dataset} seed{seed} {tag}: {why}", file=sys.stderr)
             continue
@@ -255,7 +192,7 @@ def pending(args, config, data_dir: str, root: str, rows: list, sources: dict | 
             copied = source is not None and (ce_job.key not in done or bool(ce_row.get("reused_from")))
             ce_dir = os.path.join(seed_dir, ce_tag)
             cmd = base(ce_dir) + ["--config.phases=ce,eval",
-                                  *sp.budget_overrides(sp_budget(config), "ce", sizes[dataset])]
+                                  *sp.budget_overrides(commands.sp_budget(config), "ce", sizes[dataset])]
             groups[group] = {"launch": Launch(ce_job, cmd, ce_dir, group, ce_job.key not in done,
                                               source if copied else None),
                              "needs_checkpoint": False}
@@ -263,7 +200,7 @@ def pending(args, config, data_dir: str, root: str, rows: list, sources: dict | 
             continue
         ce = groups[group]
         workdir = os.path.join(seed_dir, tag)
-        cmd = base(workdir) + [*run_flags(config, method, budget, sizes[dataset]), *extra]
+        cmd = base(workdir) + [*commands.run_flags(config, method, budget, sizes[dataset]), *extra]
         source = (sources.get((dataset, seed, f"{reuse[name]}@{claims_config.budget_tag(budget)}"))
                   if name in reuse and ce["launch"].reuse is not None else None)
         rl_launches.append(Launch(job, cmd, workdir, group, reuse=source))
@@ -424,45 +361,6 @@ def starts_group(job) -> bool:
     """The launch every other of its (dataset, seed, CE tag) group starts from: the CE's (the registry's
     kind whose best params the other kinds start from)."""
     return methods.get(job.method).phase_kind.starts_others
-
-
-def refusal(method: str, cmd: list) -> str | None:
-    """launch.py's one-line refusal of an exact method (``RLSpec.exact``) on a tokenizer that allows
-    more sequences than exact.MAX_SEQUENCES, or None. The plan leaves such a run out
-    (``distribution``: exact_crps on Abalone_reg) instead of recording it failed. The tokenizer is
-    ``cmd``'s (its config file and --config.tokenizer.* flags), checked by the same
-    ``settings.resolve`` as a launch, so the limit and the message live in one place."""
-    import importlib.util
-
-    import numpy as np
-
-    from genre_jax import methods, settings, tokenizers
-
-    if not getattr(methods.get(method).spec, "exact", None):
-        return None
-    path, _, variant = next(a.partition("=")[2] for a in cmd if a.startswith("--config=")).partition(":")
-    spec = importlib.util.spec_from_file_location("run_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(variant)
-    for flag in cmd:
-        field, _, value = flag.partition("=")
-        if field.startswith("--config.tokenizer."):
-            name = field.rpartition(".")[2]
-            config.tokenizer[name] = type(config.tokenizer[name])(value)
-    config.rl.method = method
-    try:  # the number of sequences does not depend on the range a tokenizer fits
-        settings.resolve(config, tokenizers.make_tokenizer(config.tokenizer, np.array([0.0, 1.0])))
-    except GenreError as e:
-        return str(e)
-    return None
-
-
-def sp_budget(config):
-    """The cpu protocol's budget fields with this study's CE steps (for sp.budget_overrides)."""
-    c = sp.get_config("cpu")
-    c.budget.ce_steps = config.ce_steps
-    return c
 
 
 def started_from(ce_dir: str) -> dict | None:

@@ -49,16 +49,6 @@ class FakeLaunch:
         return 0
 
 
-def test_budgets_are_fractions_of_the_papers_rollouts_or_the_cpu_protocols():
-    assert claims.budget_epochs("1", 500) == 100 and claims.budget_epochs("1/8", 500) == 13
-    assert claims.budget_epochs("1/3", 500) == 34
-    assert claims.budget_epochs("cpu", 323) == 24 and claims.budget_epochs("cpu", 9000) == 1
-    with pytest.raises(ValueError, match="--budgets: 'x' is not 'cpu' or a fraction"):
-        claims.budget_epochs("x", 500)
-    flags = claims.rl_flags(claims_config.get_config("budget"), "genre2", "1/8", 1000)  # 8 updates x 13 epochs
-    assert "--config.rl.max_epochs=13" in flags and "--config.rl.warmup_steps=10" in flags
-
-
 @pytest.mark.parametrize("study", claims_config.STUDIES)
 def test_every_study_plans_its_variants(study, tmp_path, capsys):
     write_talent_dataset(tmp_path / "data", "toy", n=200)
@@ -310,14 +300,7 @@ def test_the_distribution_study_leaves_out_exact_runs_the_tokenizer_refuses(tmp_
     config = claims_config.get_config("distribution")
     assert {config.variants[n][0] for n in config.variants} == {"crps_loo", "exact_crps", "remax", "genre2"}
     assert config.budgets == "1/8" and config.reuse_from == "budget"
-    base = ["python", f"--config={claims.REPO}/experiments/configs/tabular.py:quick"]
-    big = base + ["--config.tokenizer.base=4", "--config.tokenizer.digits=8"]  # Abalone_reg's: 65,536 sequences
-    assert claims.refusal("exact_crps", big) == (
-        "config.rl.method: exact_crps enumerates every sequence, and this tokenizer allows 65536 (at most 4096); "
-        "use a smaller base/digits or a sampled method")
-    assert claims.refusal("exact_crps", base + ["--config.tokenizer.base=4", "--config.tokenizer.digits=6"]) is None
-    assert claims.refusal("crps_loo", big) is None  # sampled methods take any tokenizer
-    # in a plan: the refused runs are named on stderr and left out, the others run
+    # the refused runs (claims_commands.refusal) are named on stderr and left out, the others run
     write_talent_dataset(tmp_path / "data", "toy", n=200)
     (tmp_path / "data" / "authors_hparams.csv").write_text("dataset,base,digits\ntoy,4,8\n")
     assert claims.main(["--study=distribution", f"--data_dir={tmp_path / 'data'}", "--datasets=toy", "--dry_run",
