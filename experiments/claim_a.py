@@ -48,7 +48,15 @@ COMPARISONS = (
     ("GenRe² − ntl_mse", "genre2@reward", "ntl_mse"),
     ("GenRe² − CE (aggregate_rmse rule)", "genre2@aggregate_rmse", None),
     ("GenRe² − ce_continued (aggregate_rmse rule)", "genre2@aggregate_rmse", "ce_continued@aggregate_rmse"),
+    ("GenRe² − ce_continued selected on validation RMSE *", "genre2@reward", "ce_continued@aggregate_rmse"),
 )
+# comparisons added after rows existed, not part of the written rule (marked * in the table)
+ADDED_LATER = ("* Added on 2026-12-06 after 12 datasets' control rows, not part of the rule written before them: "
+               "GenRe² as released against continued CE training stopped on validation RMSE, each under its own "
+               "usual selection. The sampled reward counts a distribution's spread against it, so under the "
+               "released `reward` rule continued CE training, which sharpens the distribution as it overfits, "
+               "is stopped late: the median epoch picked is {ce_reward} of 100 for ce_continued under `reward`, "
+               "{ce_rmse} under `aggregate_rmse` ({genre2} for GenRe² under `reward`).")
 
 
 def t_interval(values) -> tuple[float, float, float]:
@@ -131,6 +139,13 @@ def retrained(run: dict) -> bool:
     return np.isfinite(run["ce_row_r2"]) and abs(run["ce_r2"] - run["ce_row_r2"]) > 0
 
 
+def median_epoch(by_dataset: dict, variant: str) -> str:
+    """The median over datasets of the RL epoch ``variant``'s selection picked (0 = the first), '-' if none."""
+    epochs = [runs[variant]["best_epoch"] for runs in by_dataset.values()
+              if variant in runs and runs[variant]["best_epoch"] is not None]
+    return f"{np.median(epochs):g}" if epochs else "-"
+
+
 def _f(x: float) -> str:
     return "-" if not np.isfinite(x) else f"{x:+.4f}"
 
@@ -157,6 +172,10 @@ def markdown(by_dataset: dict, table: list[dict], command: str, hours: dict | No
                      f"**{t['verdict']}** | [{_f(t['boot_low'])}, {_f(t['boot_high'])}] | {t['up']}/{t['n']} | "
                      f"{t['n_merged']}: {_f(t['merged_mean'])} [{_f(t['merged_low'])}, {_f(t['merged_high'])}], "
                      f"{t['merged_verdict']} |")
+    if any(t["comparison"].endswith("*") for t in table):
+        lines += ["", ADDED_LATER.format(ce_reward=median_epoch(by_dataset, "ce_continued@reward"),
+                                         ce_rmse=median_epoch(by_dataset, "ce_continued@aggregate_rmse"),
+                                         genre2=median_epoch(by_dataset, FLAGSHIP))]
     lines += ["", "Per dataset (ΔR² over the run's own CE; † = that CE was retrained on this AMD machine, not the "
               "one the study's CE row records; - = no row yet):", "",
               "| dataset | CE R² | " + " | ".join(COLUMNS) + " | GenRe² − ce_continued | GenRe² − ntl_mse |",

@@ -28,9 +28,9 @@ def test_t_interval_and_merging_by_hand():
     assert sorted(claim_a.merged(values)) == sorted([0.2, 0.2, -0.1])
 
 
-def _row(dataset, protocol, r2, ce_r2=None):
+def _row(dataset, protocol, r2, ce_r2=None, best_epoch=None):
     row = {"dataset": dataset, "seed": 0, "method": "x", "protocol": f"claims/budget/{protocol}", "status": "ok",
-           "test": {"mean": {"r2": r2, "rmse": 1 - r2}}}
+           "test": {"mean": {"r2": r2, "rmse": 1 - r2}}, "selection": {"best_epoch": best_epoch}}
     if ce_r2 is not None:
         row["ce"] = {"test": {"mean": {"r2": ce_r2, "rmse": 1 - ce_r2}}}
     return row
@@ -40,7 +40,9 @@ def test_controls_are_paired_as_gains_over_each_runs_own_ce(tmp_path):
     rows = [_row("boston", "ce", 0.80), _row("boston", "genre2@reward@1", 0.85),
             _row("boston", "ce_continued@reward@1", 0.83, ce_r2=0.81),  # from a retrained CE
             _row("stock", "ce", 0.90), _row("stock", "genre2@reward@1", 0.89), _row("stock", "ntl_mse@1", 0.92),
-            _row("stock", "genre2@reward@1of8", 0.99)]  # another budget: not the rule's
+            _row("stock", "genre2@reward@1of8", 0.99),  # another budget: not the rule's
+            _row("boston", "ce_continued@aggregate_rmse@1", 0.84, ce_r2=0.81, best_epoch=4),
+            _row("stock", "ce_continued@aggregate_rmse@1", 0.88, best_epoch=10)]
     path = tmp_path / "budget.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     by_dataset = claim_a.gains(claim_a.read_rows(str(path)))
@@ -52,12 +54,17 @@ def test_controls_are_paired_as_gains_over_each_runs_own_ce(tmp_path):
     assert table["GenRe² − CE"]["n"] == 2 and table["GenRe² − CE"]["up"] == 1
     np.testing.assert_allclose(table["GenRe² − CE"]["mean"], (0.05 - 0.01) / 2, rtol=1e-12)
     assert table["GenRe² − ntl_mse"]["n"] == 1 and table["GenRe² − ntl_mse"]["verdict"] == "too few datasets"
+    mixed = table["GenRe² − ce_continued selected on validation RMSE *"]  # GenRe²'s rule against CE's own
+    np.testing.assert_allclose(mixed["mean"], ((0.05 - 0.03) + (-0.01 + 0.02)) / 2, rtol=1e-12)
+    assert claim_a.median_epoch(by_dataset, "ce_continued@aggregate_rmse") == "7"
+    assert claim_a.median_epoch(by_dataset, "genre2@reward") == "-"  # no selection record
     out = tmp_path / "decision"
     assert claim_a.main([str(path), f"--out={out}"]) == 0
     text = (tmp_path / "decision.md").read_text()
     assert ("Status: **interim**: 2 of 21 datasets have the GenRe² row for GenRe² − CE; for the controls "
             "**interim**: 1 of 21 datasets have the ce_continued row, **interim**: 1 of 21 datasets have the "
             "ntl_mse row.") in text
+    assert "the median epoch picked is - of 100 for ce_continued under `reward`, 7 under `aggregate_rmse`" in text
 
 
 def test_core_hours_count_each_run_of_the_decision_once_and_every_launch_of_its_epochs(tmp_path):
