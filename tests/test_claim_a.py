@@ -64,7 +64,8 @@ def test_controls_are_paired_as_gains_over_each_runs_own_ce(tmp_path):
     assert ("Status: **interim**: 2 of 21 datasets have the GenRe² row for GenRe² − CE; for the controls "
             "**interim**: 1 of 21 datasets have the ce_continued row, **interim**: 1 of 21 datasets have the "
             "ntl_mse row.") in text
-    assert "the median epoch picked is - of 100 for ce_continued under `reward`, 7 under `aggregate_rmse`" in text
+    # gains +0.03 (boston, over its own CE 0.81) and -0.02 (stock): ± t(0.975, 1) · 0.0354 / √2 = ± 0.3177
+    assert "| ce_continued@aggregate_rmse | 2 | +0.0050 [-0.3127, +0.3227] | 1/2 | 7 |" in text
 
 
 def test_core_hours_count_each_run_of_the_decision_once_and_every_launch_of_its_epochs(tmp_path):
