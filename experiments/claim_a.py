@@ -9,7 +9,10 @@ schedule and selection; ``ntl_mse``: the token-level baseline, same updates) and
 ``aggregate_rmse`` selection rule. GenRe² − control is the difference of the two gains over each
 run's own CE. Over datasets: the mean, its 95 % t-interval (the primary statistic), the verdict the
 rule gives, the bootstrap interval and the sign count; then the same with the near-duplicate
-datasets merged into one observation each (``MERGED``). Writes <out>.md and <out>.csv.
+datasets merged into one observation each (``MERGED``). Beside the rule's comparisons, one added
+after rows existed (marked *: GenRe² as released against ``ce_continued`` stopped on validation RMSE)
+and each variant's own gain over its CE with the median epoch its selection picked. Writes <out>.md
+and <out>.csv.
 """
 from __future__ import annotations
 
